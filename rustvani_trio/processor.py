@@ -130,6 +130,8 @@ class FrameProcessor:
         self._ended = False
         self._process_scope: trio.CancelScope | None = None
         self._in_uninterruptible = False
+        self._pending_interruptions = 0
+        self._resume: trio.Event | None = None
         self._ttfb_start: float | None = None
         self._ttfb_reported = False
         self._processing_start: float | None = None
@@ -319,10 +321,27 @@ class FrameProcessor:
     def _enqueue_system(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, StartFrame):
             self._accept_down = self._accept_up = True
+        elif isinstance(frame, InterruptionFrame):
+            self._interrupt_now()
         elif isinstance(frame, CancelFrame):
             self._accept_down = self._accept_up = False
             self._cancel_received = True
+            if self._process_scope is not None:
+                self._process_scope.cancel()
+            self._drain(keep_uninterruptible=False)
         self._system_send.send_nowait((frame, direction))
+
+    def _interrupt_now(self) -> None:
+        """Cancel in-flight work and drain the lane *as the interruption arrives*, so that
+        frames the sender pushes after it are not drained, and hold the process loop until the
+        interruption has been forwarded, so that new output cannot overtake it."""
+        scope = self._process_scope
+        if scope is not None and not self._in_uninterruptible:
+            scope.cancel()
+        self._drain(keep_uninterruptible=True)
+        self._pending_interruptions += 1
+        if self._resume is None:
+            self._resume = trio.Event()
 
     def _refuse(self, frame: Frame, direction: FrameDirection) -> None:
         """A frame arrived when this processor cannot take it: say so, never drop silently."""
@@ -375,9 +394,6 @@ class FrameProcessor:
         if self._cancelled:
             return
         self._cancelled = True
-        if self._process_scope is not None:
-            self._process_scope.cancel()
-        self._drain(keep_uninterruptible=False)
         with trio.move_on_after(self.cancel_timeout) as scope:
             try:
                 await self.on_cancel(frame)
@@ -385,20 +401,27 @@ class FrameProcessor:
                 await self._report_exception(exc, frame)
         if scope.cancelled_caught:
             logger.warning("%s: on_cancel took longer than %ss", self.name, self.cancel_timeout)
+        self._release_process_loop()
         await self.push_frame(frame, direction)
 
     async def _handle_interruption(
         self, frame: InterruptionFrame, direction: FrameDirection
     ) -> None:
-        scope = self._process_scope
-        if scope is not None and not self._in_uninterruptible:
-            scope.cancel()
-        self._drain(keep_uninterruptible=True)
         try:
-            await self.on_interruption(frame)
-        except Exception as exc:
-            await self._report_exception(exc, frame)
-        await self.push_frame(frame, direction)
+            try:
+                await self.on_interruption(frame)
+            except Exception as exc:
+                await self._report_exception(exc, frame)
+            await self.push_frame(frame, direction)
+        finally:
+            self._pending_interruptions -= 1
+            if self._pending_interruptions == 0:
+                self._release_process_loop()
+
+    def _release_process_loop(self) -> None:
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            resume.set()
 
     def _drain(self, *, keep_uninterruptible: bool) -> None:
         """Empty the process lane, keeping uninterruptible frames in order."""
@@ -421,7 +444,7 @@ class FrameProcessor:
         """Handles control and data frames one at a time, in a scope per interruption."""
         recv = self._process_recv
         carried: _Item | None = None
-        while not self._cancelled:
+        while not self._cancel_received:
             with trio.CancelScope() as scope:
                 self._process_scope = scope
                 if carried is not None:
@@ -436,11 +459,14 @@ class FrameProcessor:
                             self._space.unpark()
                     if scope.cancel_called:
                         # Taken just before an interruption: stale, unless uninterruptible.
-                        if isinstance(frame, UninterruptibleFrame) and not self._cancelled:
+                        if isinstance(frame, UninterruptibleFrame) and not self._cancel_received:
                             carried = (frame, direction)
                         break
                     await self._dispatch(frame, direction)
             self._process_scope = None
+            if self._resume is not None:
+                # Interrupted: wait until the interruption has gone on downstream.
+                await self._resume.wait()
 
     async def _dispatch(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, UninterruptibleFrame):
