@@ -1,0 +1,1 @@
+"""Services: LLM handlers and other external integrations."""

@@ -1,0 +1,1 @@
+"""LLM services: the OpenAI-compatible streaming chat-completions handler and its helpers."""
