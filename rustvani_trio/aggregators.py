@@ -1,0 +1,182 @@
+"""Context aggregators: user input into the context, the assistant's answer back into it.
+
+```
+LLMUserAggregator --LLMContextFrame--> OpenAILLMHandler --LLMText...--> LLMAssistantAggregator
+```
+
+Both aggregators share one :class:`~rustvani_trio.context.LLMContext`. Build them as a pair
+with :func:`create_context_aggregators` so the user side knows when the bot is responding (and
+so when a user who starts speaking interrupts it).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from .context import LLMContext
+from .frames import (
+    Frame,
+    FrameDirection,
+    FunctionCallStart,
+    InterruptionFrame,
+    LLMContextFrame,
+    LLMFullResponseEnd,
+    LLMFullResponseStart,
+    LLMMessagesAppendFrame,
+    LLMText,
+    TextFrame,
+    TranscriptionFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+)
+from .processor import FrameProcessor
+
+__all__ = ["LLMAssistantAggregator", "LLMUserAggregator", "TurnState", "create_context_aggregators"]
+
+_DOWN = FrameDirection.DOWNSTREAM
+
+
+@attrs.define
+class TurnState:
+    """State shared by a pair of aggregators."""
+
+    bot_responding: bool = False
+    turns: int = 0
+
+
+class LLMUserAggregator(FrameProcessor):
+    """Turns user input into a user message and an :class:`LLMContextFrame` (one turn).
+
+    * Voice mode (default): final :class:`TranscriptionFrame` s are collected until
+      :class:`UserStoppedSpeakingFrame`; then the text becomes one user message and a turn
+      starts. A final transcript that arrives after the stop starts the turn at once.
+      Interim transcripts (``finalized=False``) pass through.
+    * Text mode (``text_mode=True``, for chat apps): each final TranscriptionFrame or plain
+      :class:`TextFrame` is one user message and one turn.
+    * :class:`LLMMessagesAppendFrame` appends messages, and runs a turn if ``run_llm``.
+    * When the user starts speaking (or, in text mode, sends a message) while the bot responds
+      and the run allows interruptions, an :class:`InterruptionFrame` is pushed downstream.
+    """
+
+    def __init__(
+        self,
+        context: LLMContext,
+        *,
+        text_mode: bool = False,
+        state: TurnState | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name)
+        self.context = context
+        self.text_mode = text_mode
+        self.state = state if state is not None else TurnState()
+        self._parts: list[str] = []
+        self._awaiting_transcript = False
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        interim = isinstance(frame, TranscriptionFrame) and not frame.finalized
+        if direction is not _DOWN or interim:
+            await self.push_frame(frame, direction)
+        elif isinstance(frame, TranscriptionFrame) or type(frame) is TextFrame:
+            await self._user_text(frame.text)
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            self._awaiting_transcript = False
+            await self.push_frame(frame, direction)
+            await self._maybe_interrupt()
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            await self.push_frame(frame, direction)
+            if self._parts:
+                await self._run_turn()
+            else:
+                self._awaiting_transcript = True
+        elif isinstance(frame, LLMMessagesAppendFrame):
+            self.context.add_messages(frame.messages)
+            if frame.run_llm:
+                await self._start_turn()
+        else:
+            await self.push_frame(frame, direction)
+
+    async def _user_text(self, text: str) -> None:
+        if not text.strip():
+            return
+        self._parts.append(text.strip())
+        if self.text_mode:
+            await self._maybe_interrupt()
+            await self._run_turn()
+        elif self._awaiting_transcript:
+            self._awaiting_transcript = False
+            await self._run_turn()
+
+    async def _maybe_interrupt(self) -> None:
+        if self.interruptions_allowed and self.state.bot_responding:
+            self.state.bot_responding = False
+            await self.push_frame(InterruptionFrame())
+
+    async def _run_turn(self) -> None:
+        text = " ".join(self._parts)
+        self._parts.clear()
+        self.context.add_user_message(text)
+        await self._start_turn()
+
+    async def _start_turn(self) -> None:
+        self.state.turns += 1
+        self.state.bot_responding = True
+        await self.push_frame(LLMContextFrame(context=self.context))
+
+
+class LLMAssistantAggregator(FrameProcessor):
+    """Collects the :class:`LLMText` of one turn into one assistant message.
+
+    Text between :class:`LLMFullResponseStart` and :class:`LLMFullResponseEnd` becomes one
+    assistant message when the turn ends. Text the model streamed before a tool round belongs
+    to the handler's tool-call message, so it is set aside at :class:`FunctionCallStart`. On
+    an interruption, the part already produced is committed, marked as interrupted. Every frame
+    is forwarded.
+    """
+
+    def __init__(
+        self, context: LLMContext, *, state: TurnState | None = None, name: str | None = None
+    ) -> None:
+        super().__init__(name=name)
+        self.context = context
+        self.state = state if state is not None else TurnState()
+        self._parts: list[str] = []
+        self._in_turn = False
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if direction is _DOWN:
+            if isinstance(frame, LLMFullResponseStart):
+                self._in_turn = True
+                self.state.bot_responding = True
+                self._parts.clear()
+            elif isinstance(frame, LLMText):
+                if self._in_turn:
+                    self._parts.append(frame.text)
+            elif isinstance(frame, FunctionCallStart):
+                self._parts.clear()
+            elif isinstance(frame, LLMFullResponseEnd):
+                self._commit(interrupted=False)
+                self.state.bot_responding = False
+        await self.push_frame(frame, direction)
+
+    async def on_interruption(self, frame: InterruptionFrame) -> None:
+        self._commit(interrupted=True)
+        self.state.bot_responding = False
+
+    def _commit(self, *, interrupted: bool) -> None:
+        text = "".join(self._parts)
+        self._parts.clear()
+        if self._in_turn and text:
+            self.context.add_assistant_message(text, interrupted=interrupted)
+        self._in_turn = False
+
+
+def create_context_aggregators(
+    context: LLMContext, *, text_mode: bool = False
+) -> tuple[LLMUserAggregator, LLMAssistantAggregator]:
+    """A user and an assistant aggregator sharing ``context`` and their turn state."""
+    state = TurnState()
+    return (
+        LLMUserAggregator(context, text_mode=text_mode, state=state),
+        LLMAssistantAggregator(context, state=state),
+    )
