@@ -410,6 +410,14 @@ def test_invalid_json_raises_protocol_error_with_excerpt() -> None:
         ChatStreamDecoder().feed(b"data: [1, 2]\n\n")
 
 
+def test_empty_data_event_is_a_keep_alive() -> None:
+    decoder = ChatStreamDecoder()
+    deltas = decoder.feed(b"data:\n\n" + _chunk(content="a") + b"data: \n\n" + b"data: [DONE]\n\n")
+    assert deltas == [ContentDelta(text="a")]
+    result = decoder.finish()
+    assert result.done and result.text == "a" and result.error is None
+
+
 def test_event_error_with_json_and_with_plain_text() -> None:
     decoder = ChatStreamDecoder()
     payload = {"error": {"message": "boom", "type": "server_error", "code": 500}}

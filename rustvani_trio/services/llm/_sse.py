@@ -467,6 +467,8 @@ class ChatStreamDecoder:
             result.done = True
             return []
         is_error_event = event.event == "error"
+        if not is_error_event and not data.strip():
+            return []  # an empty ``data:`` event: some proxies send these as keep-alives
         try:
             payload = json.loads(data)
         except ValueError as exc:
