@@ -293,6 +293,14 @@ class FrameProcessor:
             else:
                 while self._down_pending >= self.max_buffer:
                     await self._space.park()
+                    try:
+                        # Woken, but an interruption may have cancelled the sender since: a
+                        # cancelled sender must not emit (the interruption may already have
+                        # gone on downstream, so the frame would pass for a new one).
+                        await checkpoint_if_cancelled()
+                    except trio.Cancelled:
+                        self._space.unpark()  # hand the wake-up on to the next sender
+                        raise
                     if not self._accept_down:
                         self._refuse(frame, direction)
                         return
@@ -502,7 +510,12 @@ class FrameProcessor:
     ) -> None:
         logger.debug("%s failed handling %s", self.name, frame.name, exc_info=exc)
         message = f"{self.name}: {type(exc).__name__}: {exc} (while handling {frame.name})"
-        await self.push_error(message, fatal=fatal, exception=exc)
+        error = ErrorFrame(error=message, fatal=fatal, processor=self.name, exception=exc)
+        if self._prev is not None:
+            # Without waiting, so the error is reported even from code being cancelled.
+            self.push_frame_nowait(error, _UP)
+        else:
+            await self.push_frame(error, _UP)
 
     # ------------------------------------------------------------------ metrics
 

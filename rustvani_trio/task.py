@@ -131,6 +131,14 @@ class PipelineFatalError(Exception):
         self.frame = frame
 
 
+class _UpstreamFlush(StopFrame):
+    """Sent upstream from the sink once the EndFrame (or StopFrame) has reached it; the run ends
+    when it reaches the source. Upstream frames pushed before a processor forwarded the EndFrame
+    are ahead of it in every lane (FIFO per lane), so they reach the source before the run ends.
+    Being a StopFrame travelling upstream, processors forward it without showing it to
+    ``process_frame``; the task does not report it."""
+
+
 class _TaskSource(FrameProcessor):
     """The task's head: upstream frames leaving the pipeline end here."""
 
@@ -197,6 +205,7 @@ class PipelineTask:
         self._fatal: ErrorFrame | None = None
         self._cancel_requested: str | None = None
         self._cancelling = False
+        self._end_reason: str | None = None
         self._last_activity = 0.0
         self._last_heartbeat = 0.0
         self.heartbeat_latencies: list[float] = []
@@ -379,14 +388,33 @@ class PipelineTask:
         if isinstance(frame, StartFrame):
             self._started.set()
             await self._emit("on_pipeline_started")
-        elif isinstance(frame, EndFrame):
-            self._finish("end")
-        elif isinstance(frame, StopFrame):
-            self._finish("stop")
+        elif isinstance(frame, EndFrame | StopFrame):
+            self._begin_flush("end" if isinstance(frame, EndFrame) else "stop")
         elif isinstance(frame, CancelFrame):
             self._finish(self._cancel_finish_reason())
 
+    def _begin_flush(self, reason: str) -> None:
+        if self._end_reason is not None:
+            return
+        self._end_reason = reason
+        self._sink.push_frame_nowait(_UpstreamFlush(), _UP)
+        assert self._nursery is not None
+        self._nursery.start_soon(self._flush_watchdog)
+
+    async def _flush_watchdog(self) -> None:
+        await trio.sleep(self.params.cancel_timeout)
+        if not self._finished.is_set():
+            logger.warning(
+                "%s: upstream frames still in flight %ss after the end; ending anyway",
+                self.name,
+                self.params.cancel_timeout,
+            )
+            self._finish(self._end_reason or "end")
+
     async def _reached_upstream(self, frame: Frame) -> None:
+        if isinstance(frame, _UpstreamFlush):
+            self._finish(self._end_reason or "end")
+            return
         params = self.params
         if params.idle_timeout is not None and isinstance(frame, params.idle_timeout_frames):
             self._last_activity = trio.current_time()
@@ -428,6 +456,8 @@ class PipelineTask:
         while True:
             await trio.sleep(params.heartbeats_period)
             now = trio.current_time()
+            if not self._source._accept_down:
+                return  # an EndFrame or StopFrame went in: no frame may follow it
             self._source._enqueue_nowait(HeartbeatFrame(timestamp=now), _DOWN)
             stale = now - self._last_heartbeat > params.heartbeats_monitor_timeout
             if stale and not warned:

@@ -11,7 +11,7 @@ import trio
 from ..frames import EndFrame, Frame, FrameDirection
 from ..pipeline import Pipeline
 from ..processor import FrameProcessor
-from ..task import PipelineParams, PipelineTask
+from ..task import PipelineFatalError, PipelineParams, PipelineTask
 
 __all__ = ["RunResult", "run_test"]
 
@@ -73,11 +73,21 @@ async def run_test(
         await task.queue_frame(frame, FrameDirection.UPSTREAM)
     if send_end_frame:
         await task.queue_frame(EndFrame())
+    fatal: list[PipelineFatalError] = []
+
+    async def run(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await task.run(task_status=task_status)
+        except PipelineFatalError as exc:
+            fatal.append(exc)
+
     with trio.fail_after(time_limit):
         async with trio.open_nursery() as nursery:
-            await nursery.start(task.run)
+            await nursery.start(run)
             if not send_end_frame:
                 await trio.testing.wait_all_tasks_blocked()
                 await task.cancel("run_test: no EndFrame")
     result.finish_reason = task.finish_reason
+    if fatal:
+        raise fatal[0]
     return result
