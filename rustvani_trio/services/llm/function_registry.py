@@ -87,6 +87,11 @@ class FunctionEntry:
         if inspect.isawaitable(result):
             result = await result
         if isinstance(result, ToolCallOutput):
+            if not isinstance(result.summary, str):
+                raise TypeError(
+                    f"function {self.name!r} returned a ToolCallOutput whose summary is "
+                    f"{type(result.summary).__name__}; the summary must be str"
+                )
             return result
         if isinstance(result, str):
             return ToolCallOutput(result)

@@ -457,6 +457,9 @@ class OpenAILLMProcessor(FrameProcessor):
         self.handler = handler
         self._client: httpx.AsyncClient | None = None
         self._started_tools: list[BuiltinTool] = []
+        self._start_locks: dict[str, trio.Lock] = {}
+        self._active_rounds = 0
+        self._rounds_done: trio.Event | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -496,8 +499,10 @@ class OpenAILLMProcessor(FrameProcessor):
             if tool in self._started_tools or tool.is_cacheable:
                 continue
             if any(s.name == name for s in tool.tool_schemas()):
-                await tool.on_start()
-                self._started_tools.append(tool)
+                async with self._start_locks.setdefault(tool.name, trio.Lock()):
+                    if tool not in self._started_tools:
+                        await tool.on_start()
+                        self._started_tools.append(tool)
 
     async def on_stop(self, frame: EndFrame) -> None:
         tools, self._started_tools = self._started_tools, []
@@ -512,6 +517,11 @@ class OpenAILLMProcessor(FrameProcessor):
         await self._close_client()
 
     async def on_cancel(self, frame: CancelFrame) -> None:
+        if self._active_rounds:
+            # The calls were cancelled with the process scope; let their cleanup finish before
+            # the tools release what the calls use (bounded by cancel_timeout).
+            self._rounds_done = trio.Event()
+            await self._rounds_done.wait()
         tools, self._started_tools = self._started_tools, []
         for tool in tools:
             try:
@@ -541,27 +551,32 @@ class OpenAILLMProcessor(FrameProcessor):
         tool_rounds = 0
         # When cancelled (interruption, CancelFrame) nothing below runs: the InterruptionFrame
         # itself closes the turn for every processor downstream.
-        while True:
-            final = tool_rounds >= cfg.max_tool_rounds
-            rnd = await self._request(context, tool_choice="none" if final else None)
-            if rnd is None:
-                break
-            if not rnd.result.tool_calls:
-                break
-            if final:
-                await self.push_error(
-                    f"the model still asked for tools after max_tool_rounds="
-                    f"{cfg.max_tool_rounds} and tool_choice='none'; its calls were ignored"
-                )
-                break
-            tool_rounds += 1
-            await self._tool_round(context, rnd.result, tool_rounds)
-            if tool_rounds >= cfg.max_tool_rounds:
-                await self.push_error(
-                    f"max_tool_rounds={cfg.max_tool_rounds} reached; asking the model for "
-                    "a final answer without tools"
-                )
-            await self._run_transition_hook(context)
+        try:
+            while True:
+                final = tool_rounds >= cfg.max_tool_rounds
+                rnd = await self._request(context, tool_choice="none" if final else None)
+                if rnd is None:
+                    break
+                if not rnd.result.tool_calls:
+                    break
+                if final:
+                    await self.push_error(
+                        f"the model still asked for tools after max_tool_rounds="
+                        f"{cfg.max_tool_rounds} and tool_choice='none'; its calls were ignored"
+                    )
+                    break
+                tool_rounds += 1
+                await self._tool_round(context, rnd.result, tool_rounds)
+                if tool_rounds >= cfg.max_tool_rounds:
+                    await self.push_error(
+                        f"max_tool_rounds={cfg.max_tool_rounds} reached; asking the model for "
+                        "a final answer without tools"
+                    )
+                await self._run_transition_hook(context)
+        except Exception as exc:
+            # A failed turn (a transition hook that raised, ...) is still closed, so the
+            # aggregators commit and the next turn works.
+            await self.push_error(f"the turn failed: {type(exc).__name__}: {exc}", exception=exc)
         await self.stop_processing_metrics()
         await self.push_frame(LLMFullResponseEnd())
 
@@ -735,9 +750,13 @@ class OpenAILLMProcessor(FrameProcessor):
             while call_id in seen:
                 call_id += "_dup"
             seen.add(call_id)
+            name = accum.name
+            if not name:
+                name = "unnamed_function"
+                await self.push_error(f"the model sent tool call {call_id} without a function name")
             calls.append(
                 FunctionCallInfo(
-                    tool_call_id=call_id, function_name=accum.name, arguments=accum.arguments
+                    tool_call_id=call_id, function_name=name, arguments=accum.arguments
                 )
             )
         staged = context.begin_round()
@@ -755,9 +774,26 @@ class OpenAILLMProcessor(FrameProcessor):
             )
             await self.push_frame(FunctionCallStart(calls=tuple(calls), round=number))
             results: dict[str, str] = {}
-            async with trio.open_nursery() as nursery:
-                for call in calls:
-                    nursery.start_soon(self._run_call, call, context, results)
+            # Each call reports its InProgress and its Result in the model's call order: call i
+            # waits for call i-1's, so frames are ordered while the calls run concurrently.
+            started = [trio.Event() for _ in calls]
+            reported = [trio.Event() for _ in calls]
+            self._active_rounds += 1
+            try:
+                async with trio.open_nursery() as nursery:
+                    for i, call in enumerate(calls):
+                        nursery.start_soon(
+                            self._run_call,
+                            call,
+                            context,
+                            results,
+                            (started[i - 1], reported[i - 1]) if i else None,
+                            (started[i], reported[i]),
+                        )
+            finally:
+                self._active_rounds -= 1
+                if self._active_rounds == 0 and self._rounds_done is not None:
+                    self._rounds_done.set()
             for call in calls:
                 staged.add_tool_result(call.tool_call_id, results[call.tool_call_id])
             staged.commit()
@@ -768,9 +804,16 @@ class OpenAILLMProcessor(FrameProcessor):
         await self.push_frame(FunctionCallEnd(round=number))
 
     async def _run_call(
-        self, call: FunctionCallInfo, context: LLMContext, results: dict[str, str]
+        self,
+        call: FunctionCallInfo,
+        context: LLMContext,
+        results: dict[str, str],
+        previous: tuple[trio.Event, trio.Event] | None,
+        own: tuple[trio.Event, trio.Event],
     ) -> None:
         """Runs one call and emits its frames, in order. Always leaves a result."""
+        if previous is not None:
+            await previous[0].wait()
         await self.push_frame(
             FunctionCallInProgress(
                 tool_call_id=call.tool_call_id,
@@ -778,7 +821,10 @@ class OpenAILLMProcessor(FrameProcessor):
                 arguments=call.arguments,
             )
         )
+        own[0].set()
         output = await self._call_function(call, context)
+        if previous is not None:
+            await previous[1].wait()
         if output.raw is not None:
             await self.push_frame(
                 FunctionCallRawResult(
@@ -793,6 +839,7 @@ class OpenAILLMProcessor(FrameProcessor):
                 result=output.summary,
             )
         )
+        own[1].set()
 
     async def _call_function(self, call: FunctionCallInfo, context: LLMContext) -> ToolCallOutput:
         name = call.function_name
