@@ -42,6 +42,9 @@ class TurnState:
 
     bot_responding: bool = False
     turns: int = 0
+    assistant: LLMAssistantAggregator | None = None
+    """The pair's assistant side: an interruption commits its partial answer before the user
+    message that caused the interruption is added."""
 
 
 class LLMUserAggregator(FrameProcessor):
@@ -110,6 +113,8 @@ class LLMUserAggregator(FrameProcessor):
     async def _maybe_interrupt(self) -> None:
         if self.interruptions_allowed and self.state.bot_responding:
             self.state.bot_responding = False
+            if self.state.assistant is not None:
+                self.state.assistant.commit_interrupted()
             await self.push_frame(InterruptionFrame())
 
     async def _run_turn(self) -> None:
@@ -160,6 +165,10 @@ class LLMAssistantAggregator(FrameProcessor):
         await self.push_frame(frame, direction)
 
     async def on_interruption(self, frame: InterruptionFrame) -> None:
+        self.commit_interrupted()
+
+    def commit_interrupted(self) -> None:
+        """Commit the part of the answer produced so far, marked interrupted (at most once)."""
         self._commit(interrupted=True)
         self.state.bot_responding = False
 
@@ -176,7 +185,6 @@ def create_context_aggregators(
 ) -> tuple[LLMUserAggregator, LLMAssistantAggregator]:
     """A user and an assistant aggregator sharing ``context`` and their turn state."""
     state = TurnState()
-    return (
-        LLMUserAggregator(context, text_mode=text_mode, state=state),
-        LLMAssistantAggregator(context, state=state),
-    )
+    assistant = LLMAssistantAggregator(context, state=state)
+    state.assistant = assistant
+    return LLMUserAggregator(context, text_mode=text_mode, state=state), assistant

@@ -467,7 +467,7 @@ class OpenAILLMProcessor(FrameProcessor):
         cfg = self.handler.config
         timeout = httpx.Timeout(
             connect=cfg.connect_timeout,
-            read=cfg.chunk_timeout,
+            read=None,  # first_token_timeout / chunk_timeout: enforced by _stream's scope
             write=cfg.connect_timeout,
             pool=cfg.connect_timeout,
         )
@@ -660,9 +660,12 @@ class OpenAILLMProcessor(FrameProcessor):
         decoder = ChatStreamDecoder()
         rnd.result = decoder.result
         self.start_ttfb_metrics()
-        first_scope = trio.CancelScope(deadline=trio.current_time() + cfg.first_token_timeout)
+        # Until the first delta the deadline is first_token_timeout; after it, chunk_timeout
+        # of silence between two chunks (time spent emitting under backpressure excluded).
+        scope = trio.CancelScope(deadline=trio.current_time() + cfg.first_token_timeout)
+        streaming = False
         try:
-            with first_scope:
+            with scope:
                 async with client.stream(
                     "POST",
                     cfg.chat_completions_url(),
@@ -673,22 +676,32 @@ class OpenAILLMProcessor(FrameProcessor):
                     if response.status_code != 200:
                         raw = await response.aread()
                         raise _status_error(response.status_code, raw, response.headers, cfg)
-                    async for chunk in response.aiter_bytes():
+                    chunks = response.aiter_bytes()
+                    async for chunk in chunks:
                         deltas = decoder.feed(chunk)
-                        first = deltas or decoder.result.tool_calls
-                        if first and first_scope.deadline != math.inf:
-                            first_scope.deadline = math.inf
+                        if not streaming and (deltas or decoder.result.tool_calls):
+                            streaming = True
                             await self.stop_ttfb_metrics()
+                        if streaming:
+                            scope.deadline = math.inf
                         for delta in deltas:
                             await self._emit_delta(delta, rnd)
+                        if streaming:
+                            scope.deadline = trio.current_time() + cfg.chunk_timeout
                         if decoder.result.done:
+                            # Read the end of the body (the terminating chunk) so that the
+                            # keep-alive connection goes back to the pool; bounded, for servers
+                            # that keep the stream open after [DONE].
+                            with trio.move_on_after(1.0):
+                                async for _rest in chunks:
+                                    pass
                             break
                     for delta in decoder.close():
                         await self._emit_delta(delta, rnd)
-        except httpx.TimeoutException as exc:
+        except httpx.TimeoutException as exc:  # connect, write or pool: reads have no timeout
             raise LLMRequestError(
-                f"no data from the server for {cfg.chunk_timeout}s "
-                f"({type(exc).__name__}); the stream stalled",
+                f"connection to {cfg.base_url} timed out ({type(exc).__name__}, "
+                f"connect_timeout={cfg.connect_timeout}s)",
                 retryable=True,
             ) from exc
         except (httpx.TransportError, httpx.StreamError) as exc:
@@ -698,7 +711,13 @@ class OpenAILLMProcessor(FrameProcessor):
             ) from exc
         except ValueError as exc:  # SSEProtocolError: a chunk that is not JSON
             raise LLMRequestError(f"the server sent an invalid stream: {exc}") from exc
-        if first_scope.cancelled_caught:
+        if scope.cancelled_caught and streaming:
+            raise LLMRequestError(
+                f"no data from the server for {cfg.chunk_timeout}s (chunk_timeout); "
+                "the stream stalled",
+                retryable=True,
+            )
+        if scope.cancelled_caught:
             raise LLMRequestError(
                 f"no first token within first_token_timeout={cfg.first_token_timeout}s",
                 retryable=True,
