@@ -630,7 +630,7 @@ async def test_delays_follow_the_trio_clock(autojump_clock: trio.testing.MockClo
 
 
 async def test_openai_sdk_client(server: ScriptedServer) -> None:
-    openai = pytest.importorskip("openai")
+    openai = pytest.importorskip("openai", reason="the openai SDK comes with the bench extra")
     server.add_replies(
         [
             ErrorReply(429, "slow down", headers={"Retry-After": "0"}),
