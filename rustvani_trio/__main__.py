@@ -244,7 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="a scripted conversation with a tool call (no key, no network)")
     sub.add_parser("chat", help="interactive chat (OPENAI_API_KEY, or the scripted server)")
-    sub.add_parser("serve", help="run the scripted server (see --help of the server module)")
+    sub.add_parser(
+        "serve",
+        help="run the scripted server as a process (serve --help lists its options)",
+        add_help=False,
+    )
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
         trio.run(demo)

@@ -11,12 +11,17 @@ so when a user who starts speaking interrupts it).
 
 from __future__ import annotations
 
+import logging
+
 import attrs
 
 from .context import LLMContext
 from .frames import (
+    ControlFrame,
+    EndFrame,
     Frame,
     FrameDirection,
+    FunctionCallEnd,
     FunctionCallStart,
     InterruptionFrame,
     LLMContextFrame,
@@ -34,6 +39,14 @@ from .processor import FrameProcessor
 __all__ = ["LLMAssistantAggregator", "LLMUserAggregator", "TurnState", "create_context_aggregators"]
 
 _DOWN = FrameDirection.DOWNSTREAM
+logger = logging.getLogger("rustvani_trio")
+
+
+@attrs.frozen(kw_only=True)
+class _UserSpeaking(ControlFrame):
+    """Private: a speaking signal, ordered with the transcripts in the user aggregator's lane."""
+
+    started: bool
 
 
 @attrs.define
@@ -83,12 +96,18 @@ class LLMUserAggregator(FrameProcessor):
         elif isinstance(frame, TranscriptionFrame) or type(frame) is TextFrame:
             await self._user_text(frame.text)
         elif isinstance(frame, UserStartedSpeakingFrame):
-            self._awaiting_transcript = False
+            # A system frame: the interruption goes out at once; the turn bookkeeping waits
+            # for the transcripts queued before it (a marker in our own process lane).
             await self.push_frame(frame, direction)
             await self._maybe_interrupt()
+            self._enqueue_nowait(_UserSpeaking(started=True), _DOWN)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             await self.push_frame(frame, direction)
-            if self._parts:
+            self._enqueue_nowait(_UserSpeaking(started=False), _DOWN)
+        elif isinstance(frame, _UserSpeaking):
+            if frame.started:
+                self._awaiting_transcript = False
+            elif self._parts:
                 await self._run_turn()
             else:
                 self._awaiting_transcript = True
@@ -98,6 +117,14 @@ class LLMUserAggregator(FrameProcessor):
                 await self._start_turn()
         else:
             await self.push_frame(frame, direction)
+
+    async def on_stop(self, frame: EndFrame) -> None:
+        if self._parts:
+            # The user spoke but the turn never ended: keep the words in the context.
+            text = " ".join(self._parts)
+            self._parts.clear()
+            self.context.add_user_message(text)
+            logger.info("%s: kept an unfinished user turn in the context: %r", self.name, text)
 
     async def _user_text(self, text: str) -> None:
         if not text.strip():
@@ -134,9 +161,10 @@ class LLMAssistantAggregator(FrameProcessor):
 
     Text between :class:`LLMFullResponseStart` and :class:`LLMFullResponseEnd` becomes one
     assistant message when the turn ends. Text the model streamed before a tool round belongs
-    to the handler's tool-call message, so it is set aside at :class:`FunctionCallStart`. On
-    an interruption, the part already produced is committed, marked as interrupted. Every frame
-    is forwarded.
+    to the handler's tool-call message, so it is set aside at :class:`FunctionCallStart` and
+    dropped at :class:`FunctionCallEnd` (the round was committed with it). On an interruption,
+    the part already produced (including text before a round that was rolled back) is
+    committed, marked as interrupted. Every frame is forwarded.
     """
 
     def __init__(
@@ -146,6 +174,7 @@ class LLMAssistantAggregator(FrameProcessor):
         self.context = context
         self.state = state if state is not None else TurnState()
         self._parts: list[str] = []
+        self._precall: list[str] = []
         self._in_turn = False
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -158,7 +187,12 @@ class LLMAssistantAggregator(FrameProcessor):
                 if self._in_turn:
                     self._parts.append(frame.text)
             elif isinstance(frame, FunctionCallStart):
+                # This text goes into the handler's tool-call message when the round commits;
+                # kept aside in case the round is interrupted (then it is rolled back).
+                self._precall.extend(self._parts)
                 self._parts.clear()
+            elif isinstance(frame, FunctionCallEnd):
+                self._precall.clear()
             elif isinstance(frame, LLMFullResponseEnd):
                 self._commit(interrupted=False)
                 self.state.bot_responding = False
@@ -173,7 +207,8 @@ class LLMAssistantAggregator(FrameProcessor):
         self.state.bot_responding = False
 
     def _commit(self, *, interrupted: bool) -> None:
-        text = "".join(self._parts)
+        text = "".join(self._precall) + "".join(self._parts)
+        self._precall.clear()
         self._parts.clear()
         if self._in_turn and text:
             self.context.add_assistant_message(text, interrupted=interrupted)

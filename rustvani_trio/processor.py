@@ -91,6 +91,8 @@ class FrameProcessor:
         name: shown in errors and metrics; defaults to ``ClassName#n``.
         max_buffer: the downstream backlog of the process lane (backpressure bound).
         cancel_timeout: how long :meth:`on_cancel` may take before it is abandoned.
+        stop_timeout: how long :meth:`on_stop` may take before it is abandoned and reported
+            (``None``: no limit).
     """
 
     def __init__(
@@ -99,14 +101,18 @@ class FrameProcessor:
         name: str | None = None,
         max_buffer: int = DEFAULT_MAX_BUFFER,
         cancel_timeout: float = 2.0,
+        stop_timeout: float | None = 30.0,
     ) -> None:
         if max_buffer < 1:
             raise ValueError(f"max_buffer must be at least 1, got {max_buffer}")
         if cancel_timeout < 0:
             raise ValueError(f"cancel_timeout must not be negative, got {cancel_timeout}")
+        if stop_timeout is not None and stop_timeout <= 0:
+            raise ValueError(f"stop_timeout must be positive or None, got {stop_timeout}")
         self.name: str = name or f"{type(self).__name__}#{next(_names)}"
         self.max_buffer = max_buffer
         self.cancel_timeout = cancel_timeout
+        self.stop_timeout = stop_timeout
         self._next: FrameProcessor | None = None
         self._prev: FrameProcessor | None = None
         self._observers: tuple[BaseObserver, ...] = ()
@@ -490,10 +496,7 @@ class FrameProcessor:
         try:
             if isinstance(frame, _ENDS):
                 if isinstance(frame, EndFrame) and direction is _DOWN:
-                    try:
-                        await self.on_stop(frame)
-                    except Exception as exc:
-                        await self._report_exception(exc, frame)
+                    await self._run_on_stop(frame)
                 if direction is _DOWN:
                     self._ended = True
                 await self.push_frame(frame, direction)
@@ -504,6 +507,31 @@ class FrameProcessor:
                     await self._report_exception(exc, frame)
         finally:
             self._in_uninterruptible = False
+
+    async def _run_on_stop(self, frame: EndFrame) -> None:
+        limit = math.inf if self.stop_timeout is None else self.stop_timeout
+        with trio.move_on_after(limit) as scope:
+            try:
+                await self.on_stop(frame)
+            except Exception as exc:
+                await self._report_exception(exc, frame)
+        if scope.cancelled_caught:
+            await self.push_error(
+                f"{self.name}: on_stop did not finish within stop_timeout={self.stop_timeout}s; "
+                "it was abandoned"
+            )
+
+    async def _run_cancel_hook_from_outside(self, reason: str) -> None:
+        """Run ``on_cancel`` for a run that was cancelled from outside (the frames could not
+        flow): bounded by ``cancel_timeout``, errors logged."""
+        if self._start_frame is None or self._cancelled or self._ended:
+            return
+        self._cancelled = True
+        with trio.move_on_after(self.cancel_timeout):
+            try:
+                await self.on_cancel(CancelFrame(reason=reason))
+            except Exception as exc:
+                logger.warning("%s: on_cancel failed: %s", self.name, exc, exc_info=exc)
 
     async def _report_exception(
         self, exc: Exception, frame: Frame, *, fatal: bool = False

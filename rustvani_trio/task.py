@@ -15,6 +15,7 @@ reaches the sink. A fatal :class:`ErrorFrame` reaching the source cancels the ru
 
 from __future__ import annotations
 
+import collections
 import inspect
 import logging
 import math
@@ -208,7 +209,7 @@ class PipelineTask:
         self._end_reason: str | None = None
         self._last_activity = 0.0
         self._last_heartbeat = 0.0
-        self.heartbeat_latencies: list[float] = []
+        self.heartbeat_latencies: collections.deque[float] = collections.deque(maxlen=1000)
 
     # ------------------------------------------------------------------ public API
 
@@ -296,6 +297,7 @@ class PipelineTask:
             raise RuntimeError(f"{self.name} can run only once")
         self._state = "running"
         params = self.params
+        clean = False
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -320,14 +322,41 @@ class PipelineTask:
                     await self._begin_cancel(self._cancel_requested)
                 await self._finished.wait()
                 nursery.cancel_scope.cancel()
+            clean = True
         finally:
             self._state = "finished"
             self._input_send.close()
+            if not clean:
+                # Cancelled from outside (or a framework error): the frames could not flow, so
+                # run the cancel hooks directly, shielded and bounded, to release resources.
+                limit = trio.current_time() + params.cancel_timeout
+                with trio.CancelScope(shield=True, deadline=limit):
+                    async with trio.open_nursery() as cleanup:
+                        for p in self.processors():
+                            cleanup.start_soon(p._run_cancel_hook_from_outside, "run cancelled")
+            self._report_undelivered()
         await self._emit("on_pipeline_finished", self._finish_reason)
         if self._fatal is not None:
             raise PipelineFatalError(self._fatal) from self._fatal.exception
 
     # ------------------------------------------------------------------ internals
+
+    def _report_undelivered(self) -> None:
+        left = []
+        while True:
+            try:
+                frame, _direction = self._input_recv.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+            left.append(frame.name)
+        self._input_recv.close()
+        if left:
+            logger.warning(
+                "%s: the run ended with %d queued frames never delivered: %s",
+                self.name,
+                len(left),
+                ", ".join(left[:10]) + (" ..." if len(left) > 10 else ""),
+            )
 
     def _entry(self, direction: FrameDirection) -> FrameProcessor:
         return self._source if direction is _DOWN else self._sink

@@ -1047,7 +1047,7 @@ async def test_heartbeats_reach_the_sink_with_latencies(
     heartbeats = [f for f in cap.down if isinstance(f, HeartbeatFrame)]
     assert len(heartbeats) == 3
     assert latencies == [pytest.approx(0.25)] * 3
-    assert task.heartbeat_latencies == latencies
+    assert list(task.heartbeat_latencies) == latencies
     assert cap.errors == []
 
 

@@ -1500,12 +1500,15 @@ async def test_interruption_through_the_aggregators_in_text_mode(
     assert lv.down_of(FunctionCallResult) == []
     assert len(lv.down_of(InterruptionFrame)) == 1
     assert_context_sound(context)
+    # The round was rolled back, but the text the user already saw stays, marked interrupted.
     assert [(m["role"], m.get("content")) for m in context.messages] == [
         ("system", "You are terse."),
         ("user", "Weather in Paris?"),
+        ("assistant", "Let me look."),
         ("user", "Never mind, tell me a joke."),
         ("assistant", "Why did the chicken..."),
     ]
+    assert context.is_interrupted(2) and not context.is_interrupted(4)
     second = server.requests[1]
     assert not any(m.get("tool_calls") or m["role"] == "tool" for m in second.messages)
 

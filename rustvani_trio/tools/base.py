@@ -25,10 +25,15 @@ __all__ = ["BuiltinTool"]
 class BuiltinTool:
     """Base class of built-in tools. Subclass it and fill in the four methods that apply."""
 
-    #: A unique name, used in error messages.
-    name: str = "tool"
+    #: A unique name, used in error messages; defaults to the class name.
+    name: str = "BuiltinTool"
     #: Start on StartFrame (keep a pool or client open for the whole run).
     is_cacheable: bool = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:
+            cls.name = cls.__name__
 
     def tool_schemas(self) -> Sequence[FunctionSchema]:
         """The functions this tool offers to the model."""

@@ -144,13 +144,18 @@ class FunctionRegistry:
 
     def function(
         self,
-        name: str | None = None,
+        name: str | Callable[..., Any] | None = None,
         *,
         rich: bool = False,
         timeout: float | None = None,
         schema: FunctionSchema | None = None,
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorator form: ``@registry.function()`` registers under the function's own name."""
+    ) -> Any:
+        """Decorator form: ``@registry.function`` or ``@registry.function("name", ...)``
+        registers under the given name, or the function's own."""
+        if callable(name):
+            fn = name
+            self.register(fn.__name__, fn, rich=rich, timeout=timeout, schema=schema)
+            return fn
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             self.register(name or fn.__name__, fn, rich=rich, timeout=timeout, schema=schema)
@@ -166,7 +171,7 @@ class FunctionRegistry:
             raise KeyError(f"function {name!r} is not registered") from None
 
     def get(self, name: str) -> FunctionEntry | None:
-        """The entry for ``name``, or ``None``."""
+        """The entry for ``name`` (its ``handler``, ``timeout``, ``schema``), or ``None``."""
         return self._entries.get(name)
 
     def names(self) -> list[str]:

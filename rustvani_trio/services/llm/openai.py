@@ -22,17 +22,20 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import inspect
 import json
 import logging
 import math
 import os
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
+import certifi
 import httpx
 import trio
 
@@ -40,6 +43,7 @@ from ...context import FunctionSchema, LLMContext
 from ...frames import (
     CancelFrame,
     EndFrame,
+    ErrorFrame,
     Frame,
     FrameDirection,
     FunctionCallEnd,
@@ -59,7 +63,14 @@ from ...frames import (
 )
 from ...processor import FrameProcessor
 from ...tools.base import BuiltinTool
-from ._sse import ChatStreamDecoder, ContentDelta, ReasoningDelta, RefusalDelta, StreamResult
+from ._sse import (
+    ChatStreamDecoder,
+    ContentDelta,
+    ReasoningDelta,
+    RefusalDelta,
+    SSEProtocolError,
+    StreamResult,
+)
 from .function_registry import FunctionCallParams, FunctionRegistry, ToolCallOutput
 
 __all__ = [
@@ -89,6 +100,13 @@ CONTEXT_WINDOWS: tuple[tuple[str, int], ...] = (
     ("gemini-2", 1_048_576),
     ("gemini-1.5", 1_048_576),
 )
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: building one (loading the CA bundle) costs tens of ms of
+    CPU, which per conversation would dominate a server handling many."""
+    return ssl.create_default_context(cafile=certifi.where())
 
 
 def context_window_for_model(model: str) -> int | None:
@@ -182,6 +200,7 @@ class OpenAILLMConfig:
         connect_timeout: seconds to connect. first_token_timeout: seconds from sending the
             request to the first delta. chunk_timeout: the longest silence between chunks.
         tool_timeout: default time limit of one tool call.
+        tool_start_timeout / tool_stop_timeout: limits of a built-in tool's on_start / on_stop.
         retry: the :class:`RetryPolicy`.
     """
 
@@ -211,6 +230,7 @@ class OpenAILLMConfig:
     chunk_timeout: float = attrs.field(default=30.0, validator=_positive)
     tool_timeout: float = attrs.field(default=30.0, validator=_positive)
     tool_start_timeout: float = attrs.field(default=10.0, validator=_positive)
+    tool_stop_timeout: float = attrs.field(default=10.0, validator=_positive)
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
 
     @classmethod
@@ -366,8 +386,17 @@ class OpenAILLMHandler:
     transition hook itself); each request uses what is current.
     """
 
-    def __init__(self, config: OpenAILLMConfig, registry: FunctionRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: OpenAILLMConfig,
+        registry: FunctionRegistry | None = None,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
         self.config = config
+        #: A client shared by many handlers (many conversations in one process): its connection
+        #: pool and TLS setup are paid once. The handler never closes a client it was given.
+        self.http_client = http_client
         self.registry = registry if registry is not None else FunctionRegistry()
         self.tools: list[BuiltinTool] = []
         self.transition_hook: TransitionHook | None = None
@@ -456,6 +485,8 @@ class OpenAILLMProcessor(FrameProcessor):
         super().__init__(name=name or f"OpenAILLM#{id(handler) % 10000}")
         self.handler = handler
         self._client: httpx.AsyncClient | None = None
+        self._owns_client = True
+        self._timeout = httpx.Timeout(None)
         self._started_tools: list[BuiltinTool] = []
         self._start_locks: dict[str, trio.Lock] = {}
         self._active_rounds = 0
@@ -465,13 +496,18 @@ class OpenAILLMProcessor(FrameProcessor):
 
     async def on_start(self, frame: StartFrame) -> None:
         cfg = self.handler.config
-        timeout = httpx.Timeout(
+        self._timeout = httpx.Timeout(
             connect=cfg.connect_timeout,
             read=None,  # first_token_timeout / chunk_timeout: enforced by _stream's scope
             write=cfg.connect_timeout,
             pool=cfg.connect_timeout,
         )
-        self._client = httpx.AsyncClient(timeout=timeout)
+        shared = self.handler.http_client
+        if shared is not None:
+            self._client, self._owns_client = shared, False
+        else:
+            self._client = httpx.AsyncClient(timeout=self._timeout, verify=_ssl_context())
+            self._owns_client = True
         cacheable = [t for t in self.handler.tools if t.is_cacheable]
         if cacheable:
             async with trio.open_nursery() as nursery:
@@ -495,8 +531,10 @@ class OpenAILLMProcessor(FrameProcessor):
         self._started_tools.append(tool)
 
     async def _ensure_tool_started(self, name: str) -> None:
+        """Start, before its first call, a tool that is not running: a non-cacheable one, or
+        one added after StartFrame (or whose start at StartFrame failed)."""
         for tool in self.handler.tools:
-            if tool in self._started_tools or tool.is_cacheable:
+            if tool in self._started_tools:
                 continue
             if any(s.name == name for s in tool.tool_schemas()):
                 async with self._start_locks.setdefault(tool.name, trio.Lock()):
@@ -506,7 +544,16 @@ class OpenAILLMProcessor(FrameProcessor):
 
     async def on_stop(self, frame: EndFrame) -> None:
         tools, self._started_tools = self._started_tools, []
-        for tool in tools:
+        try:
+            async with trio.open_nursery() as nursery:
+                for tool in tools:
+                    nursery.start_soon(self._stop_tool, tool)
+        finally:
+            await self._close_client()
+
+    async def _stop_tool(self, tool: BuiltinTool) -> None:
+        limit = self.handler.config.tool_stop_timeout
+        with trio.move_on_after(limit) as scope:
             try:
                 await tool.on_stop()
             except Exception as exc:
@@ -514,26 +561,65 @@ class OpenAILLMProcessor(FrameProcessor):
                     f"tool {tool.name!r} failed to stop: {type(exc).__name__}: {exc}",
                     exception=exc,
                 )
-        await self._close_client()
+        if scope.cancelled_caught:
+            await self.push_error(f"tool {tool.name!r} did not stop within {limit:g}s")
 
     async def on_cancel(self, frame: CancelFrame) -> None:
-        if self._active_rounds:
-            # The calls were cancelled with the process scope; let their cleanup finish before
-            # the tools release what the calls use (bounded by cancel_timeout).
-            self._rounds_done = trio.Event()
-            await self._rounds_done.wait()
-        tools, self._started_tools = self._started_tools, []
-        for tool in tools:
-            try:
-                await tool.on_cancel()
-            except Exception as exc:
-                logger.warning("%s: tool %r on_cancel failed: %s", self.name, tool.name, exc)
-        await self._close_client()
+        # Bounded overall by cancel_timeout (the processor's); each step gets a share, and the
+        # client is closed whatever happens.
+        share = self.cancel_timeout / 2
+        try:
+            if self._active_rounds:
+                # The calls were cancelled with the process scope; let their cleanup finish
+                # before the tools release what the calls use.
+                self._rounds_done = trio.Event()
+                with trio.move_on_after(share):
+                    await self._rounds_done.wait()
+            tools, self._started_tools = self._started_tools, []
+            with trio.move_on_after(share):
+                async with trio.open_nursery() as nursery:
+                    for tool in tools:
+                        nursery.start_soon(self._cancel_tool, tool)
+        finally:
+            client, self._client = self._client, None
+            if client is not None and self._owns_client:
+                with trio.CancelScope(shield=True, deadline=trio.current_time() + 1.0):
+                    await client.aclose()
+
+    async def _cancel_tool(self, tool: BuiltinTool) -> None:
+        try:
+            await tool.on_cancel()
+        except Exception as exc:
+            self.push_frame_nowait(
+                ErrorFrame(
+                    error=f"tool {tool.name!r} on_cancel failed: {type(exc).__name__}: {exc}",
+                    processor=self.name,
+                    exception=exc,
+                ),
+                FrameDirection.UPSTREAM,
+            )
 
     async def _close_client(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
+        if client is not None and self._owns_client:
             await client.aclose()
+
+    # ------------------------------------------------------------------ handler delegates
+
+    @property
+    def registry(self) -> FunctionRegistry:
+        """The handler's function registry."""
+        return self.handler.registry
+
+    def add_tool(self, tool: BuiltinTool) -> OpenAILLMProcessor:
+        """Same as :meth:`OpenAILLMHandler.add_tool`."""
+        self.handler.add_tool(tool)
+        return self
+
+    def set_transition_hook(self, hook: TransitionHook | None) -> OpenAILLMProcessor:
+        """Same as :meth:`OpenAILLMHandler.set_transition_hook`."""
+        self.handler.set_transition_hook(hook)
+        return self
 
     # ------------------------------------------------------------------ frames
 
@@ -672,6 +758,7 @@ class OpenAILLMProcessor(FrameProcessor):
                     json=body,
                     headers=cfg.headers(),
                     params=dict(cfg.extra_query) or None,
+                    timeout=self._timeout,
                 ) as response:
                     if response.status_code != 200:
                         raw = await response.aread()
@@ -704,12 +791,17 @@ class OpenAILLMProcessor(FrameProcessor):
                 f"connect_timeout={cfg.connect_timeout}s)",
                 retryable=True,
             ) from exc
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+            raise LLMRequestError(
+                f"invalid base_url {cfg.base_url!r}: {exc}; it should look like "
+                "'https://api.openai.com/v1'"
+            ) from exc
+        except httpx.TransportError as exc:
             raise LLMRequestError(
                 f"connection to {cfg.base_url} failed: {type(exc).__name__}: {exc or 'no detail'}",
                 retryable=True,
             ) from exc
-        except ValueError as exc:  # SSEProtocolError: a chunk that is not JSON
+        except SSEProtocolError as exc:  # a chunk that is not JSON
             raise LLMRequestError(f"the server sent an invalid stream: {exc}") from exc
         if scope.cancelled_caught and streaming:
             raise LLMRequestError(

@@ -1,0 +1,95 @@
+"""Smoke test of the benchmark harness: ``python -m benchmarks.run --quick`` with the
+contestants that need no ``bench`` extra (raw httpx under trio, bare trio channels,
+rustvani-trio). It checks the SHAPE of the output (JSON keys, the table, the plot when
+matplotlib is installed), never a timing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = ("burst", "paced", "hop", "interrupt", "tool", "concurrency", "slowsink")
+TRIO_ONLY = ("httpx", "channels", "rustvani")
+
+
+@pytest.fixture(scope="module")
+def quick_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks.run", "--quick",
+            "--contestants", ",".join(TRIO_ONLY), "--out", str(out),
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )
+    return done, out
+
+
+def test_quick_run_succeeds_and_prints_the_table(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    done, _ = quick_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    header = next(line for line in done.stdout.splitlines() if line.startswith("scenario"))
+    for column in ("config", "metric", "floor*", "rustvani-trio", "pipecat 1.14", "ours/pipecat"):
+        assert column in header
+    for key in SCENARIOS:
+        assert any(line.startswith(key) for line in done.stdout.splitlines()), key
+    assert "wall time" in done.stdout
+
+
+def test_results_json_has_the_documented_shape(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    done, out = quick_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    assert set(doc) >= {"meta", "scenarios", "table", "plot"}
+    meta = doc["meta"]
+    for key in ("python", "cpu_model", "cores", "git_commit", "versions", "wall_time_s", "quick"):
+        assert key in meta, key
+    assert meta["quick"] is True
+    assert {"trio", "httpx", "pipecat-ai", "openai"} <= set(meta["versions"])
+    assert set(doc["scenarios"]) == set(SCENARIOS)
+    for key, result in doc["scenarios"].items():
+        assert {"title", "description", "metrics", "repetitions", "configs", "ratios",
+                "derived"} <= set(result), key
+        assert result["repetitions"] >= 1
+        for label, config in result["configs"].items():
+            assert "params" in config
+            for name, cell in config["contestants"].items():
+                if name in ("openai", "pipecat"):
+                    assert cell["status"] == "skipped", (key, label, name)
+                    assert cell["reason"]
+                    continue
+                assert cell["status"] == "ok", (key, label, name, cell)
+                for metric, summary in cell["metrics"].items():
+                    assert metric in result["metrics"], (key, metric)
+                    assert {"median", "p95", "n", "samples"} <= set(summary)
+                    assert summary["n"] == len([s for s in summary["samples"] if s is not None])
+    # ours is measured against its floor wherever both ran
+    assert any(r["a"] == "rustvani" for r in doc["scenarios"]["burst"]["ratios"])
+    assert "us_per_hop.rustvani" in doc["scenarios"]["hop"]["derived"]
+
+
+def test_plot_is_written_when_matplotlib_is_installed(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    done, out = quick_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads((out / "results.json").read_text())
+    if importlib.util.find_spec("matplotlib") is None:
+        assert doc["plot"] is None
+        assert "matplotlib" in doc["meta"]["plot_note"]
+    else:
+        assert doc["plot"] == "plot.png"
+        assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
