@@ -12,6 +12,7 @@ model. Lifecycle, driven by the LLM processor:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,8 @@ class BuiltinTool:
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        if "name" not in cls.__dict__:
+        declared = "name" in cls.__dict__ or "name" in inspect.get_annotations(cls)
+        if not declared:  # (an annotated field, e.g. of an attrs class, is set per instance)
             cls.name = cls.__name__
 
     def tool_schemas(self) -> Sequence[FunctionSchema]:
