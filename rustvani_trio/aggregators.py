@@ -31,6 +31,7 @@ from .frames import (
     LLMText,
     TextFrame,
     TranscriptionFrame,
+    UninterruptibleFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
@@ -43,8 +44,9 @@ logger = logging.getLogger("rustvani_trio")
 
 
 @attrs.frozen(kw_only=True)
-class _UserSpeaking(ControlFrame):
-    """Private: a speaking signal, ordered with the transcripts in the user aggregator's lane."""
+class _UserSpeaking(ControlFrame, UninterruptibleFrame):
+    """Private: a speaking signal, ordered with the transcripts in the user aggregator's lane
+    (uninterruptible, so an interruption cannot lose it)."""
 
     started: bool
 
@@ -100,10 +102,10 @@ class LLMUserAggregator(FrameProcessor):
             # for the transcripts queued before it (a marker in our own process lane).
             await self.push_frame(frame, direction)
             await self._maybe_interrupt()
-            self._enqueue_nowait(_UserSpeaking(started=True), _DOWN)
+            self._mark_speaking(started=True)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             await self.push_frame(frame, direction)
-            self._enqueue_nowait(_UserSpeaking(started=False), _DOWN)
+            self._mark_speaking(started=False)
         elif isinstance(frame, _UserSpeaking):
             if frame.started:
                 self._awaiting_transcript = False
@@ -117,6 +119,12 @@ class LLMUserAggregator(FrameProcessor):
                 await self._start_turn()
         else:
             await self.push_frame(frame, direction)
+
+    def _mark_speaking(self, *, started: bool) -> None:
+        """Queue a speaking marker behind the queued transcripts. After an EndFrame no turn can
+        start (``on_stop`` keeps what was said), so none is queued."""
+        if self._accept_down:
+            self._enqueue_nowait(_UserSpeaking(started=started), _DOWN)
 
     async def on_stop(self, frame: EndFrame) -> None:
         if self._parts:

@@ -207,6 +207,7 @@ class PipelineTask:
         self._cancel_requested: str | None = None
         self._cancelling = False
         self._end_reason: str | None = None
+        self._undelivered: list[Frame] = []
         self._last_activity = 0.0
         self._last_heartbeat = 0.0
         self.heartbeat_latencies: collections.deque[float] = collections.deque(maxlen=1000)
@@ -327,6 +328,8 @@ class PipelineTask:
             self._state = "finished"
             self._input_send.close()
             if not clean:
+                if self._finish_reason is None:
+                    self._finish_reason = "cancel: run cancelled"
                 # Cancelled from outside (or a framework error): the frames could not flow, so
                 # run the cancel hooks directly, shielded and bounded, to release resources.
                 limit = trio.current_time() + params.cancel_timeout
@@ -334,6 +337,7 @@ class PipelineTask:
                     async with trio.open_nursery() as cleanup:
                         for p in self.processors():
                             cleanup.start_soon(p._run_cancel_hook_from_outside, "run cancelled")
+                    await self._emit("on_pipeline_finished", self._finish_reason)
             self._report_undelivered()
         await self._emit("on_pipeline_finished", self._finish_reason)
         if self._fatal is not None:
@@ -342,7 +346,7 @@ class PipelineTask:
     # ------------------------------------------------------------------ internals
 
     def _report_undelivered(self) -> None:
-        left = []
+        left = [frame.name for frame in self._undelivered]
         while True:
             try:
                 frame, _direction = self._input_recv.receive_nowait()
@@ -376,6 +380,10 @@ class PipelineTask:
         """Moves queued frames into the pipeline once every processor has started."""
         await self._started.wait()
         async for frame, direction in self._input_recv:
+            if self._cancelling:
+                # Never delivered: reported when the run ends, not dropped silently.
+                self._undelivered.append(frame)
+                continue
             await self._entry(direction)._enqueue(frame, direction)
 
     async def _begin_cancel(self, reason: str | None) -> None:

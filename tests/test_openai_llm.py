@@ -21,6 +21,7 @@ import email.utils
 import io
 import itertools
 import json
+import logging
 import random
 import socket
 import time
@@ -1094,19 +1095,52 @@ async def test_interruption_while_waiting_for_the_first_token() -> None:
     assert [e for e in run.upstream if isinstance(e, ErrorFrame)] == []
 
 
-async def test_interruption_during_retry_backoff_stops_retrying() -> None:
-    policy = RetryPolicy(initial_delay=30.0, jitter=0.0)
-    async with open_scripted_server(default_reply=TextReply(["late retry"])) as server:
-        server.add_reply(ErrorReply(503, "busy"))
-        async with live_run([make_llm(server, retry=policy)]) as run:
-            await run.queue(LLMContextFrame(context=new_context()))
-            await server.wait_for_requests(1)
-            await trio.sleep(0.05)  # now in the backoff sleep
-            await run.queue(InterruptionFrame())
-            await trio.sleep(0.05)
-            await run.queue(EndFrame())
+class _Announce(logging.Handler):
+    """Sets ``event`` when a log message containing ``words`` is emitted (synchronously, in
+    the emitting task: nothing else runs in between)."""
+
+    def __init__(self, words: str, event: trio.Event) -> None:
+        super().__init__()
+        self.words = words
+        self.event = event
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.words in record.getMessage():
+            self.event.set()
+
+
+async def test_interruption_during_retry_backoff_stops_retrying(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = RetryPolicy(initial_delay=30.0, max_delay=30.0, jitter=0.0)
+    assert policy.delay(1) == 30.0
+    # The handler logs "attempt 1 failed (...); retrying in 30.00s" and goes straight into the
+    # backoff sleep: that log line is the exact moment to interrupt (no real-time guessing).
+    in_backoff = trio.Event()
+    announce = _Announce("retrying in", in_backoff)
+    caplog.set_level(logging.INFO, logger="rustvani_trio")
+    logging.getLogger("rustvani_trio").addHandler(announce)
+    try:
+        async with open_scripted_server(default_reply=TextReply(["late retry"])) as server:
+            server.add_reply(ErrorReply(503, "busy"))
+            start = trio.current_time()
+            async with live_run([make_llm(server, retry=policy)]) as run:
+                await run.queue(LLMContextFrame(context=new_context()))
+                (failed,) = await server.wait_for_requests(1)
+                with trio.fail_after(1):
+                    await failed.completed.wait()
+                    await in_backoff.wait()
+                await run.queue(InterruptionFrame())
+                await run.wait_for(lambda: run.count(InterruptionFrame) == 1)
+                await run.queue(EndFrame())
+            elapsed = trio.current_time() - start
+    finally:
+        logging.getLogger("rustvani_trio").removeHandler(announce)
+    # Virtual time: the whole run took no time; a backoff that ran to its end takes 30 s.
+    assert elapsed < 1.0
     assert len(server.requests) == 1
     assert run.count(LLMText) == 0
+    assert [e for e in run.upstream if isinstance(e, ErrorFrame)] == []
 
 
 async def test_cancel_mid_stream_ends_the_run_promptly() -> None:

@@ -570,7 +570,9 @@ async def test_frames_pushed_right_after_an_interruption_are_never_lost(trigger:
     """The injector pushes InterruptionFrame then data at once: the data belongs to the new
     turn and must reach the sink, whatever order the scheduler runs the receiving tasks in.
 
-    (trio shuffles each scheduling batch; 100 runs make a lost frame all but certain to show.)
+    (trio shuffles each scheduling batch; 100 runs make a lost frame all but certain to show.
+    The two extreme orders are forced in the ``_deterministic`` variant below; this one keeps
+    exploring the orders in between.)
     """
     for round_ in range(100):
         after = (TextFrame(text=f"new turn {round_}"), EndFrame())
@@ -586,7 +588,9 @@ async def test_a_sender_woken_from_backpressure_after_an_interruption_does_not_e
     """A splitter parked on a full lane is woken just as an interruption reaches it: it must
     not emit its stale frame, which would arrive behind the InterruptionFrame and pass for new.
 
-    (The window is a single scheduling step; the rounds below hit it often.)
+    (The window is a single scheduling step; the rounds below hit it often. The
+    ``_deterministic`` variant below constructs that step; this one covers the real,
+    unconstructed pipelines.)
     """
 
     class Splitter(FrameProcessor):
@@ -604,6 +608,111 @@ async def test_a_sender_woken_from_backpressure_after_an_interruption_does_not_e
             result = await run_test([*procs, FrameProcessor(max_buffer=1)], frames)
             cut = names(result.downstream).index("InterruptionFrame")
             assert texts(result.downstream[cut:]) == [], m
+
+
+class NowaitInjector(Recorder):
+    """On the text frame "go" (consumed): pushes an InterruptionFrame, then ``after``, all
+    with ``push_frame_nowait``. With ``settle``, it waits between the two until every other
+    task is blocked (the receiver has handled the interruption); without, there is no
+    checkpoint between them (the frames are queued before the receiver has run at all)."""
+
+    def __init__(self, after: tuple[Frame, ...], *, settle: bool) -> None:
+        super().__init__(name="injector")
+        self.after = after
+        self.settle = settle
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, TextFrame) and frame.text == "go":
+            self.push_frame_nowait(InterruptionFrame())
+            if self.settle:
+                await wait_all_tasks_blocked()
+            for f in self.after:
+                self.push_frame_nowait(f)
+            return
+        await super().process_frame(frame, direction)
+
+
+@pytest.mark.parametrize("settle", [False, True], ids=["no-checkpoint", "receiver-settled"])
+async def test_frames_pushed_right_after_an_interruption_are_never_lost_deterministic(
+    settle: bool,
+) -> None:
+    """The two extreme orders of the test above, forced instead of hoped for: the frames of
+    the new turn are either already queued behind the interruption before the receiving
+    processor has run (an interruption drained by the receiver's system task would take them
+    with it), or pushed after the receiver has fully handled the interruption."""
+    after = (TextFrame(text="new turn"), EndFrame())
+    receiver, tail = Recorder(name="receiver"), Recorder(name="tail")
+    task = PipelineTask(Pipeline([NowaitInjector(after, settle=settle), receiver, tail]))
+    cap = Capture(task)
+    await task.queue_frame(TextFrame(text="go"))
+    with trio.fail_after(5):
+        await task.run()
+    assert names(cap.down) == ["StartFrame", "InterruptionFrame", "TextFrame", "EndFrame"]
+    assert texts(cap.down) == ["new turn"]
+    assert receiver.hooks == tail.hooks == ["start", "interruption", "stop"]
+    assert [f.name for f, _ in receiver.seen] == ["TextFrame"]
+    assert task.finish_reason == "end"
+    assert cap.errors == []
+
+
+async def test_a_sender_woken_from_backpressure_after_an_interruption_does_not_emit_deterministic(
+) -> None:
+    """The race of the test above, constructed: the splitter is parked on the gate's full lane
+    (max_buffer=1); in ONE scheduling step the gate takes a frame (which wakes the splitter)
+    and an interruption reaches the splitter. The splitter's wake-up can no longer be
+    aborted, so only the re-check after the wake-up keeps its stale frame in.
+
+    The splitter forwards the interruption only when the test says so, so a stale frame
+    would not be drained by it on the way: it would reach the sink.
+    """
+    release_hold = trio.Event()
+    release_interruption = trio.Event()
+
+    class Splitter(Recorder):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TextFrame) and frame.text == "go":
+                for part in "abc":
+                    await self.push_frame(TextFrame(text=f"go-{part}"))
+            else:
+                await super().process_frame(frame, direction)
+
+        async def on_interruption(self, frame: InterruptionFrame) -> None:
+            await super().on_interruption(frame)
+            await release_interruption.wait()
+
+    head = FrameProcessor(name="head")
+
+    class Gate(Recorder):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TextFrame) and frame.text == "hold":
+                await release_hold.wait()
+            elif isinstance(frame, TextFrame) and frame.text == "go-a":
+                # Same step as the wake-up of the parked splitter (the process loop unparks
+                # it just before dispatching this frame): interrupt the splitter now.
+                head.push_frame_nowait(InterruptionFrame())
+            await super().process_frame(frame, direction)
+
+    splitter, gate = Splitter(name="splitter"), Gate(name="gate", max_buffer=1)
+    task = PipelineTask(Pipeline([head, splitter, gate]))
+    cap = Capture(task)
+    with trio.fail_after(5):
+        async with running(task):
+            await task.queue_frames([TextFrame(text="hold"), TextFrame(text="go")])
+            await wait_all_tasks_blocked()
+            # "go-a" fills the gate's lane; the splitter waits to push "go-b".
+            assert gate.lane_statistics()["process"] == 1
+            assert gate.lane_statistics()["blocked_senders"] == 1
+            release_hold.set()
+            await wait_all_tasks_blocked()
+            assert splitter.hooks == ["start", "interruption"]
+            release_interruption.set()
+            await wait_all_tasks_blocked()
+            await task.queue_frames([TextFrame(text="after"), EndFrame()])
+    assert texts(cap.down) == ["hold", "go-a", "after"]  # never "go-b"
+    assert [f.text for f, _ in gate.seen if isinstance(f, TextFrame)] == ["hold", "go-a", "after"]
+    assert names(cap.down).count("InterruptionFrame") == 1
+    assert task.finish_reason == "end"
+    assert cap.errors == []
 
 
 async def test_interruption_task_frame_interrupts_from_the_source(

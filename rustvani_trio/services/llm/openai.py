@@ -539,7 +539,8 @@ class OpenAILLMProcessor(FrameProcessor):
             if any(s.name == name for s in tool.tool_schemas()):
                 async with self._start_locks.setdefault(tool.name, trio.Lock()):
                     if tool not in self._started_tools:
-                        await tool.on_start()
+                        with trio.fail_after(self.handler.config.tool_start_timeout):
+                            await tool.on_start()
                         self._started_tools.append(tool)
 
     async def on_stop(self, frame: EndFrame) -> None:
