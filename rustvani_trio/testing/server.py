@@ -182,8 +182,26 @@ def _text_deltas(reply: TextReply) -> tuple[str, ...]:
     return (*reasoning, *content)
 
 
+@attrs.frozen(kw_only=True)
+class _StreamedReply:
+    """The fields :class:`TextReply` and :class:`ToolCallReply` share (all keyword-only):
+    pacing (``token_delay``, ``first_token_delay``), ``usage``, ``include_role_chunk`` and the
+    faults (``error_after``, ``drop_after``, ``stall_after``, ``error_message``,
+    ``error_code``), documented on :class:`TextReply`."""
+
+    token_delay: float = _delay_field()
+    first_token_delay: float = _delay_field()
+    usage: Usage | AutoUsage | None = attrs.field(default=AUTO_USAGE, kw_only=True)
+    include_role_chunk: bool = attrs.field(default=True, kw_only=True)
+    error_after: int | None = _fault_field()
+    drop_after: int | None = _fault_field()
+    stall_after: int | None = _fault_field()
+    error_message: str = attrs.field(default="scripted stream error", kw_only=True)
+    error_code: str | None = attrs.field(default="scripted_error", kw_only=True)
+
+
 @attrs.frozen
-class TextReply:
+class TextReply(_StreamedReply):
     """A streamed assistant text answer, one delta per token.
 
     The stream is: a role chunk (unless ``include_role_chunk`` is false), one
@@ -211,17 +229,8 @@ class TextReply:
     """
 
     tokens: tuple[str, ...] = attrs.field(converter=_str_tuple)
-    token_delay: float = _delay_field()
-    first_token_delay: float = _delay_field()
     reasoning: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, kw_only=True)
     finish_reason: str = attrs.field(default="stop", kw_only=True)
-    usage: Usage | AutoUsage | None = attrs.field(default=AUTO_USAGE, kw_only=True)
-    include_role_chunk: bool = attrs.field(default=True, kw_only=True)
-    error_after: int | None = _fault_field()
-    drop_after: int | None = _fault_field()
-    stall_after: int | None = _fault_field()
-    error_message: str = attrs.field(default="scripted stream error", kw_only=True)
-    error_code: str | None = attrs.field(default="scripted_error", kw_only=True)
     _deltas: tuple[str, ...] = attrs.field(
         init=False, eq=False, repr=False, default=attrs.Factory(_text_deltas, takes_self=True)
     )
@@ -273,7 +282,7 @@ def _tool_arg_deltas(reply: ToolCallReply) -> tuple[tuple[str, ...], ...]:
 
 
 @attrs.frozen
-class ToolCallReply:
+class ToolCallReply(_StreamedReply):
     """A streamed answer calling tools (OpenAI ``delta.tool_calls`` fragments).
 
     After the role chunk, ``text_tokens`` stream first as content deltas; then each call in
@@ -286,16 +295,7 @@ class ToolCallReply:
     calls: tuple[ScriptedToolCall, ...] = attrs.field(converter=_call_tuple)
     text_tokens: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, kw_only=True)
     args_fragment_size: int = attrs.field(default=8, kw_only=True, validator=_positive)
-    token_delay: float = _delay_field()
-    first_token_delay: float = _delay_field()
     finish_reason: str = attrs.field(default="tool_calls", kw_only=True)
-    usage: Usage | AutoUsage | None = attrs.field(default=AUTO_USAGE, kw_only=True)
-    include_role_chunk: bool = attrs.field(default=True, kw_only=True)
-    error_after: int | None = _fault_field()
-    drop_after: int | None = _fault_field()
-    stall_after: int | None = _fault_field()
-    error_message: str = attrs.field(default="scripted stream error", kw_only=True)
-    error_code: str | None = attrs.field(default="scripted_error", kw_only=True)
     _text_deltas: tuple[str, ...] = attrs.field(
         init=False, eq=False, repr=False, default=attrs.Factory(_tool_text_deltas, takes_self=True)
     )

@@ -516,19 +516,26 @@ class OpenAILLMProcessor(FrameProcessor):
 
     async def _start_tool(self, tool: BuiltinTool) -> None:
         limit = self.handler.config.tool_start_timeout
+        if await self._run_tool_hook(tool, tool.on_start, limit, "start"):
+            self._started_tools.append(tool)
+
+    async def _run_tool_hook(
+        self, tool: BuiltinTool, hook: Callable[[], Awaitable[None]], limit: float, what: str
+    ) -> bool:
+        """Run a tool's lifecycle hook under ``limit``; report a failure or an overrun."""
         with trio.move_on_after(limit) as scope:
             try:
-                await tool.on_start()
+                await hook()
             except Exception as exc:
                 await self.push_error(
-                    f"tool {tool.name!r} failed to start: {type(exc).__name__}: {exc}",
+                    f"tool {tool.name!r} failed to {what}: {type(exc).__name__}: {exc}",
                     exception=exc,
                 )
-                return
+                return False
         if scope.cancelled_caught:
-            await self.push_error(f"tool {tool.name!r} did not start within {limit}s")
-            return
-        self._started_tools.append(tool)
+            await self.push_error(f"tool {tool.name!r} did not {what} within {limit:g}s")
+            return False
+        return True
 
     async def _ensure_tool_started(self, name: str) -> None:
         """Start, before its first call, a tool that is not running: a non-cacheable one, or
@@ -553,17 +560,7 @@ class OpenAILLMProcessor(FrameProcessor):
             await self._close_client()
 
     async def _stop_tool(self, tool: BuiltinTool) -> None:
-        limit = self.handler.config.tool_stop_timeout
-        with trio.move_on_after(limit) as scope:
-            try:
-                await tool.on_stop()
-            except Exception as exc:
-                await self.push_error(
-                    f"tool {tool.name!r} failed to stop: {type(exc).__name__}: {exc}",
-                    exception=exc,
-                )
-        if scope.cancelled_caught:
-            await self.push_error(f"tool {tool.name!r} did not stop within {limit:g}s")
+        await self._run_tool_hook(tool, tool.on_stop, self.handler.config.tool_stop_timeout, "stop")
 
     async def on_cancel(self, frame: CancelFrame) -> None:
         # Bounded overall by cancel_timeout (the processor's); each step gets a share, and the
