@@ -183,6 +183,7 @@ class LLMAssistantAggregator(FrameProcessor):
         self.state = state if state is not None else TurnState()
         self._parts: list[str] = []
         self._precall: list[str] = []
+        self._precall_ids: frozenset[str] = frozenset()
         self._in_turn = False
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -198,9 +199,11 @@ class LLMAssistantAggregator(FrameProcessor):
                 # This text goes into the handler's tool-call message when the round commits;
                 # kept aside in case the round is interrupted (then it is rolled back).
                 self._precall.extend(self._parts)
+                self._precall_ids = frozenset(c.tool_call_id for c in frame.calls)
                 self._parts.clear()
             elif isinstance(frame, FunctionCallEnd):
                 self._precall.clear()
+                self._precall_ids = frozenset()
             elif isinstance(frame, LLMFullResponseEnd):
                 self._commit(interrupted=False)
                 self.state.bot_responding = False
@@ -214,7 +217,19 @@ class LLMAssistantAggregator(FrameProcessor):
         self._commit(interrupted=True)
         self.state.bot_responding = False
 
+    def _round_was_committed(self) -> bool:
+        """Whether the context already holds the tool-call message of the pending round (an
+        interruption can drop FunctionCallEnd after the handler committed the round)."""
+        for message in reversed(self.context.messages):
+            if message.get("role") == "assistant" and message.get("tool_calls"):
+                ids = {call.get("id") for call in message["tool_calls"]}
+                return ids == self._precall_ids
+        return False
+
     def _commit(self, *, interrupted: bool) -> None:
+        if self._precall and self._round_was_committed():
+            self._precall.clear()
+        self._precall_ids = frozenset()
         text = "".join(self._precall) + "".join(self._parts)
         self._precall.clear()
         self._parts.clear()

@@ -261,7 +261,11 @@ class PipelineTask:
         if self.params.idle_timeout is not None:
             self._last_activity = trio.current_time()
         if isinstance(frame, SystemFrame) and self._started.is_set():
-            await self._entry(direction)._enqueue(frame, direction)
+            try:
+                await self._entry(direction)._enqueue(frame, direction)
+            except trio.Cancelled:  # raised only before the frame was sent
+                self._undelivered.append(frame)
+                raise
             return
         self._input_send.send_nowait((frame, direction))
         await trio.lowlevel.checkpoint()
@@ -337,7 +341,11 @@ class PipelineTask:
                     async with trio.open_nursery() as cleanup:
                         for p in self.processors():
                             cleanup.start_soon(p._run_cancel_hook_from_outside, "run cancelled")
-                    await self._emit("on_pipeline_finished", self._finish_reason)
+                    try:
+                        await self._emit("on_pipeline_finished", self._finish_reason)
+                    except Exception:
+                        # Never mask the cancellation (or error) that is propagating.
+                        logger.exception("%s: an on_pipeline_finished handler failed", self.name)
             self._report_undelivered()
         await self._emit("on_pipeline_finished", self._finish_reason)
         if self._fatal is not None:
@@ -384,7 +392,11 @@ class PipelineTask:
                 # Never delivered: reported when the run ends, not dropped silently.
                 self._undelivered.append(frame)
                 continue
-            await self._entry(direction)._enqueue(frame, direction)
+            try:
+                await self._entry(direction)._enqueue(frame, direction)
+            except trio.Cancelled:  # raised only before the frame was sent
+                self._undelivered.append(frame)
+                raise
 
     async def _begin_cancel(self, reason: str | None) -> None:
         if self._cancelling:

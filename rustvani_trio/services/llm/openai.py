@@ -588,6 +588,10 @@ class OpenAILLMProcessor(FrameProcessor):
         try:
             await tool.on_cancel()
         except Exception as exc:
+            # Logged too: after a run cancelled from outside nobody reads the ErrorFrame.
+            logger.warning(
+                "%s: tool %r on_cancel failed: %s", self.name, tool.name, exc, exc_info=exc
+            )
             self.push_frame_nowait(
                 ErrorFrame(
                     error=f"tool {tool.name!r} on_cancel failed: {type(exc).__name__}: {exc}",
@@ -781,6 +785,7 @@ class OpenAILLMProcessor(FrameProcessor):
                                 async for _rest in chunks:
                                     pass
                             break
+                    scope.deadline = math.inf  # the stream is over: no stall from here on
                     for delta in decoder.close():
                         await self._emit_delta(delta, rnd)
         except httpx.TimeoutException as exc:  # connect, write or pool: reads have no timeout
