@@ -57,6 +57,10 @@ class TurnState:
 
     bot_responding: bool = False
     turns: int = 0
+    #: Set by the user side when it interrupts the bot and has committed the partial answer;
+    #: until the InterruptionFrame reaches the assistant side, the output it still sees is
+    #: stale and is not collected (it would land after the new user message).
+    discard_stale: bool = False
     assistant: LLMAssistantAggregator | None = None
     """The pair's assistant side: an interruption commits its partial answer before the user
     message that caused the interruption is added."""
@@ -150,6 +154,7 @@ class LLMUserAggregator(FrameProcessor):
             self.state.bot_responding = False
             if self.state.assistant is not None:
                 self.state.assistant.commit_interrupted()
+                self.state.discard_stale = True
             await self.push_frame(InterruptionFrame())
 
     async def _run_turn(self) -> None:
@@ -187,7 +192,7 @@ class LLMAssistantAggregator(FrameProcessor):
         self._in_turn = False
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if direction is _DOWN:
+        if direction is _DOWN and not self.state.discard_stale:
             if isinstance(frame, LLMFullResponseStart):
                 self._in_turn = True
                 self.state.bot_responding = True
@@ -211,6 +216,7 @@ class LLMAssistantAggregator(FrameProcessor):
 
     async def on_interruption(self, frame: InterruptionFrame) -> None:
         self.commit_interrupted()
+        self.state.discard_stale = False
 
     def commit_interrupted(self) -> None:
         """Commit the part of the answer produced so far, marked interrupted (at most once)."""

@@ -124,9 +124,7 @@ async def test_the_frame_held_by_the_feeder_is_counted_as_undelivered(
                 await trio.sleep_forever()
             await self.push_frame(frame, direction)
 
-    task = PipelineTask(
-        Pipeline([Stuck(max_buffer=1)]), params=PipelineParams(cancel_timeout=0.3)
-    )
+    task = PipelineTask(Pipeline([Stuck(max_buffer=1)]), params=PipelineParams(cancel_timeout=0.3))
     with caplog.at_level(logging.WARNING, logger="rustvani_trio"):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(task.run)
@@ -141,3 +139,46 @@ async def test_the_frame_held_by_the_feeder_is_counted_as_undelivered(
     inside = 1 + 1 + 1 + source_waiting
     expected = 100 - inside
     assert f"the run ended with {expected} queued frames never delivered" in caplog.text
+
+
+async def test_stale_output_seen_before_the_interruption_arrives_is_not_collected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The user side commits the partial answer and adds the new message at once; output the
+    assistant side still processes before the (slow) interruption reaches it is stale."""
+    from rustvani_trio.aggregators import LLMAssistantAggregator
+    from rustvani_trio.frames import LLMFullResponseStart, LLMText
+
+    class SlowInterruption(FrameProcessor):
+        async def on_interruption(self, frame: InterruptionFrame) -> None:
+            await trio.sleep(1)
+
+    gate = trio.Event()
+
+    class GatedAssistant(LLMAssistantAggregator):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, LLMFullResponseStart):
+                await gate.wait()
+            await super().process_frame(frame, direction)
+
+    context = LLMContext([{"role": "system", "content": "s"}])
+    user, _ = create_context_aggregators(context, text_mode=True)
+    assistant = GatedAssistant(context, state=user.state)
+    user.state.assistant = assistant
+    task = PipelineTask(Pipeline([user, SlowInterruption(), assistant]))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(task.run)
+        await task.queue_frames(
+            [TextFrame(text="first"), LLMFullResponseStart(), LLMText(text="stale")]
+        )
+        await trio.testing.wait_all_tasks_blocked()  # the assistant waits before the Start
+        await task.queue_frame(TextFrame(text="second"))  # barge-in: interruption + new turn
+        await trio.sleep(0.5)  # the interruption is still in SlowInterruption
+        gate.set()  # the assistant now sees the stale Start and text
+        await trio.sleep(1)
+        await task.queue_frame(EndFrame())
+    assert [(m["role"], m["content"]) for m in context.messages] == [
+        ("system", "s"),
+        ("user", "first"),
+        ("user", "second"),
+    ]
