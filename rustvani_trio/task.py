@@ -261,11 +261,7 @@ class PipelineTask:
         if self.params.idle_timeout is not None:
             self._last_activity = trio.current_time()
         if isinstance(frame, SystemFrame) and self._started.is_set():
-            try:
-                await self._entry(direction)._enqueue(frame, direction)
-            except trio.Cancelled:  # raised only before the frame was sent
-                self._undelivered.append(frame)
-                raise
+            await self._deliver(frame, direction)
             return
         self._input_send.send_nowait((frame, direction))
         await trio.lowlevel.checkpoint()
@@ -392,11 +388,16 @@ class PipelineTask:
                 # Never delivered: reported when the run ends, not dropped silently.
                 self._undelivered.append(frame)
                 continue
-            try:
-                await self._entry(direction)._enqueue(frame, direction)
-            except trio.Cancelled:  # raised only before the frame was sent
-                self._undelivered.append(frame)
-                raise
+            await self._deliver(frame, direction)
+
+    async def _deliver(self, frame: Frame, direction: FrameDirection) -> None:
+        """Put a frame queued to the task into the pipeline; one that could not go in (the
+        caller was cancelled first) is remembered and reported when the run ends."""
+        try:
+            await self._entry(direction)._enqueue(frame, direction)
+        except trio.Cancelled:  # raised only before the frame was sent
+            self._undelivered.append(frame)
+            raise
 
     async def _begin_cancel(self, reason: str | None) -> None:
         if self._cancelling:
@@ -405,18 +406,19 @@ class PipelineTask:
         self._cancel_reason = reason
         self._source._enqueue_nowait(CancelFrame(reason=reason), _DOWN)
         assert self._nursery is not None
-        self._nursery.start_soon(self._cancel_watchdog)
+        self._nursery.start_soon(
+            self._watchdog,
+            "CancelFrame did not reach the sink within %ss; cancelling all tasks",
+            self._cancel_finish_reason,
+        )
         await trio.lowlevel.checkpoint()
 
-    async def _cancel_watchdog(self) -> None:
+    async def _watchdog(self, warning: str, reason: Callable[[], str]) -> None:
+        """Ends the run after ``cancel_timeout`` if it has not ended by itself by then."""
         await trio.sleep(self.params.cancel_timeout)
         if not self._finished.is_set():
-            logger.warning(
-                "%s: CancelFrame did not reach the sink within %ss; cancelling all tasks",
-                self.name,
-                self.params.cancel_timeout,
-            )
-            self._finish(self._cancel_finish_reason())
+            logger.warning("%s: " + warning, self.name, self.params.cancel_timeout)
+            self._finish(reason())
 
     def _cancel_finish_reason(self) -> str:
         if self._fatal is not None:
@@ -448,17 +450,11 @@ class PipelineTask:
         self._end_reason = reason
         self._sink.push_frame_nowait(_UpstreamFlush(), _UP)
         assert self._nursery is not None
-        self._nursery.start_soon(self._flush_watchdog)
-
-    async def _flush_watchdog(self) -> None:
-        await trio.sleep(self.params.cancel_timeout)
-        if not self._finished.is_set():
-            logger.warning(
-                "%s: upstream frames still in flight %ss after the end; ending anyway",
-                self.name,
-                self.params.cancel_timeout,
-            )
-            self._finish(self._end_reason or "end")
+        self._nursery.start_soon(
+            self._watchdog,
+            "upstream frames still in flight %ss after the end; ending anyway",
+            lambda: self._end_reason or "end",
+        )
 
     async def _reached_upstream(self, frame: Frame) -> None:
         if isinstance(frame, _UpstreamFlush):

@@ -579,10 +579,8 @@ class OpenAILLMProcessor(FrameProcessor):
                     for tool in tools:
                         nursery.start_soon(self._cancel_tool, tool)
         finally:
-            client, self._client = self._client, None
-            if client is not None and self._owns_client:
-                with trio.CancelScope(shield=True, deadline=trio.current_time() + 1.0):
-                    await client.aclose()
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 1.0):
+                await self._close_client()
 
     async def _cancel_tool(self, tool: BuiltinTool) -> None:
         try:
