@@ -842,10 +842,11 @@ class OpenAILLMProcessor(FrameProcessor):
             with contextlib.suppress(ValueError):
                 context.calibrate_from_usage(usage.prompt_tokens, sent)
         if usage is None and interrupted:
+            prompt = context.estimate_tokens(sent)
             usage = LLMTokenUsage(
-                prompt_tokens=context.estimate_tokens(sent),
+                prompt_tokens=prompt,
                 completion_tokens=rnd.emitted,
-                total_tokens=context.estimate_tokens(sent) + rnd.emitted,
+                total_tokens=prompt + rnd.emitted,
             )
         if usage is not None:
             self.push_usage_metrics_nowait(
