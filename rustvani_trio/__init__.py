@@ -4,6 +4,7 @@ The public names of the runtime are re-exported here; the LLM handler lives in
 :mod:`rustvani_trio.services.llm.openai`, testing helpers in :mod:`rustvani_trio.testing`.
 """
 
+from .exceptions import RustvaniError
 from .frames import (
     CancelFrame,
     CancelTaskFrame,
@@ -84,6 +85,7 @@ __all__ = [
     "PipelineFatalError",
     "PipelineParams",
     "PipelineTask",
+    "RustvaniError",
     "StartFrame",
     "StopFrame",
     "SystemFrame",

@@ -52,6 +52,8 @@ from typing import Any, Final, Literal, TypeAlias
 
 import attrs
 
+from .exceptions import RustvaniError
+
 __all__ = [
     "MAX_CALIBRATION",
     "MIN_CALIBRATION",
@@ -98,7 +100,7 @@ _TOOL_OVERHEAD: Final[int] = 8  # per tool definition, on top of its JSON size
 # --------------------------------------------------------------------------- errors
 
 
-class ContextInvariantError(ValueError):
+class ContextInvariantError(RustvaniError, ValueError):
     """The context (or a value offered to it) breaks an invariant of the OpenAI chat format.
 
     Raised by :meth:`LLMContext.validate` for sequence problems (unanswered tool calls,
@@ -116,7 +118,7 @@ class InvalidToolError(ContextInvariantError):
     """A tool definition or a ``tool_choice`` is malformed."""
 
 
-class RoundStateError(RuntimeError):
+class RoundStateError(RustvaniError, RuntimeError):
     """A tool round was used in the wrong state (already open, already closed, ...)."""
 
 

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
 
+from .exceptions import RustvaniError
 from .frames import (
     CancelFrame,
     EndFrame,
@@ -71,7 +72,7 @@ _ENDS = (EndFrame, StopFrame)
 _names = itertools.count(1)
 
 
-class ProcessorNotLinkedError(RuntimeError):
+class ProcessorNotLinkedError(RustvaniError, RuntimeError):
     """A frame was pushed towards a neighbour that does not exist."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 import trio
 
+from .exceptions import RustvaniError
 from .frames import (
     CancelFrame,
     CancelTaskFrame,
@@ -123,7 +124,7 @@ class PipelineParams:
     cancel_timeout: float = attrs.field(default=5.0, validator=_positive)
 
 
-class PipelineFatalError(Exception):
+class PipelineFatalError(RustvaniError):
     """The run ended because of a fatal :class:`ErrorFrame`, available as :attr:`frame`."""
 
     def __init__(self, frame: ErrorFrame) -> None:

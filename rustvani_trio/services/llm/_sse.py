@@ -21,6 +21,8 @@ from typing import Any, Final, TypeAlias
 
 import attrs
 
+from ...exceptions import RustvaniError
+
 __all__ = [
     "ChatStreamDecoder",
     "ContentDelta",
@@ -46,7 +48,7 @@ def _excerpt(text: str) -> str:
     return text[:_EXCERPT_CHARS] + f"... ({len(text)} chars)"
 
 
-class SSEProtocolError(ValueError):
+class SSEProtocolError(RustvaniError, ValueError):
     """The event stream violates the chat-completions protocol.
 
     Raised by :class:`ChatStreamDecoder` for a ``data`` payload that is neither valid JSON (an

@@ -40,6 +40,7 @@ import httpx
 import trio
 
 from ...context import FunctionSchema, LLMContext
+from ...exceptions import RustvaniError
 from ...frames import (
     CancelFrame,
     EndFrame,
@@ -269,7 +270,7 @@ class OpenAILLMConfig:
         return headers
 
 
-class LLMRequestError(Exception):
+class LLMRequestError(RustvaniError):
     """A request failed; ``retryable`` says whether another attempt may help."""
 
     def __init__(
