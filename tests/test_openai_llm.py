@@ -1257,7 +1257,7 @@ async def test_usage_metrics_of_a_failed_round_with_usage() -> None:
 
 
 async def test_demo_streams_text_and_tool_lifecycle(capsys: pytest.CaptureFixture[str]) -> None:
-    from rustvani_trio.__main__ import demo
+    from rustvani_trio._cli.scene_chat import demo
 
     with trio.fail_after(15):
         await demo()
@@ -1279,7 +1279,7 @@ async def test_demo_streams_text_and_tool_lifecycle(capsys: pytest.CaptureFixtur
 async def test_chat_without_a_key_explains_and_falls_back(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from rustvani_trio.__main__ import chat
+    from rustvani_trio._cli.scene_chat import chat
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setattr("sys.stdin", io.StringIO("Hi there!\n/quit\n"))
