@@ -136,6 +136,7 @@ class FrameProcessor:
         self._cancelled = False
         self._ended = False
         self._process_scope: trio.CancelScope | None = None
+        self._process_done: trio.Event | None = None  # set when the process task has returned
         self._in_uninterruptible = False
         self._pending_interruptions = 0
         self._resume: trio.Event | None = None
@@ -219,8 +220,10 @@ class FrameProcessor:
         and before it is forwarded."""
 
     async def on_cancel(self, frame: CancelFrame) -> None:
-        """Called when a CancelFrame arrives, after in-flight work was cancelled. It runs under
-        a deadline of ``cancel_timeout`` seconds; it should release resources and return."""
+        """Called when a CancelFrame arrives, after in-flight work was cancelled and has
+        unwound (its ``finally`` blocks have run; waited for at most half of
+        ``cancel_timeout``). The whole cancel runs under a deadline of ``cancel_timeout``
+        seconds; it should release resources and return."""
 
     async def on_interruption(self, frame: InterruptionFrame) -> None:
         """Called when an InterruptionFrame arrives, after in-flight work was cancelled and
@@ -402,6 +405,7 @@ class FrameProcessor:
         except Exception as exc:
             await self._report_exception(exc, frame, fatal=True)
         assert self._nursery is not None, "processor started outside a PipelineTask"
+        self._process_done = trio.Event()
         self._nursery.start_soon(self._process_loop, name=f"{self.name}.process")
         await self.push_frame(frame, direction)
 
@@ -409,14 +413,22 @@ class FrameProcessor:
         if self._cancelled:
             return
         self._cancelled = True
-        with trio.move_on_after(self.cancel_timeout) as scope:
+        self._release_process_loop()
+        deadline = trio.current_time() + self.cancel_timeout
+        done = self._process_done
+        if done is not None:
+            # The in-flight work was cancelled as the frame arrived; let it unwind (its own
+            # cleanup runs first) before on_cancel releases what it used. Bounded by half the
+            # cancel budget, so on_cancel always gets the other half.
+            with trio.move_on_at(deadline - self.cancel_timeout / 2):
+                await done.wait()
+        with trio.move_on_at(deadline) as scope:
             try:
                 await self.on_cancel(frame)
             except Exception as exc:
                 await self._report_exception(exc, frame)
         if scope.cancelled_caught:
             logger.warning("%s: on_cancel took longer than %ss", self.name, self.cancel_timeout)
-        self._release_process_loop()
         await self.push_frame(frame, direction)
 
     async def _handle_interruption(
@@ -457,6 +469,13 @@ class FrameProcessor:
 
     async def _process_loop(self) -> None:
         """Handles control and data frames one at a time, in a scope per interruption."""
+        try:
+            await self._process_frames()
+        finally:
+            if self._process_done is not None:
+                self._process_done.set()
+
+    async def _process_frames(self) -> None:
         recv = self._process_recv
         carried: _Item | None = None
         while not self._cancel_received:

@@ -910,3 +910,63 @@ async def test_an_invalid_base_url_is_named_and_not_retried(
     assert "after" not in error.error and "attempts" not in error.error
     bounds = (LLMFullResponseStart, LLMFullResponseEnd)
     assert [type(f) for f in result.downstream if isinstance(f, bounds)] == list(bounds)
+
+
+# =========================================================================== 14. cancel order
+
+
+async def test_on_cancel_runs_after_the_cancelled_work_has_unwound(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """on_cancel releases what the in-flight work uses, so it must run after that work's
+    cleanup; the base class waits (bounded) for the process task to return first."""
+    log: list[str] = []
+
+    class Busy(FrameProcessor):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TextFrame):
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await trio.sleep(0.2)  # cleanup that takes a while
+                    log.append("work unwound")
+            else:
+                await self.push_frame(frame, direction)
+
+        async def on_cancel(self, frame: CancelFrame) -> None:
+            log.append("on_cancel")
+
+    task = PipelineTask(Pipeline([Busy(cancel_timeout=2.0)]))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(task.run)
+        await task.queue_frame(TextFrame(text="x"))
+        await trio.sleep(1)
+        await task.cancel()
+    assert log == ["work unwound", "on_cancel"]
+
+
+async def test_work_that_never_unwinds_still_leaves_on_cancel_half_the_budget(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    log: list[float] = []
+
+    class Stuck(FrameProcessor):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TextFrame):
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(100)  # ignores the cancel
+            await self.push_frame(frame, direction)
+
+        async def on_cancel(self, frame: CancelFrame) -> None:
+            log.append(trio.current_time())
+
+    stuck = Stuck(cancel_timeout=2.0)
+    task = PipelineTask(Pipeline([stuck]), params=PipelineParams(cancel_timeout=3.0))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(task.run)
+        await task.queue_frame(TextFrame(text="x"))
+        await trio.sleep(1)
+        cancelled_at = trio.current_time()
+        await task.cancel()
+    assert len(log) == 1 and log[0] - cancelled_at == pytest.approx(1.0)

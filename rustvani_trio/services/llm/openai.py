@@ -490,8 +490,6 @@ class OpenAILLMProcessor(FrameProcessor):
         self._timeout = httpx.Timeout(None)
         self._started_tools: list[BuiltinTool] = []
         self._start_locks: dict[str, trio.Lock] = {}
-        self._active_rounds = 0
-        self._rounds_done: trio.Event | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -564,18 +562,11 @@ class OpenAILLMProcessor(FrameProcessor):
         await self._run_tool_hook(tool, tool.on_stop, self.handler.config.tool_stop_timeout, "stop")
 
     async def on_cancel(self, frame: CancelFrame) -> None:
-        # Bounded overall by cancel_timeout (the processor's); each step gets a share, and the
-        # client is closed whatever happens.
-        share = self.cancel_timeout / 2
+        # The base class calls this once the cancelled calls have unwound; the tools release
+        # what the calls used, bounded, and the client is closed whatever happens.
+        tools, self._started_tools = self._started_tools, []
         try:
-            if self._active_rounds:
-                # The calls were cancelled with the process scope; let their cleanup finish
-                # before the tools release what the calls use.
-                self._rounds_done = trio.Event()
-                with trio.move_on_after(share):
-                    await self._rounds_done.wait()
-            tools, self._started_tools = self._started_tools, []
-            with trio.move_on_after(share):
+            with trio.move_on_after(self.cancel_timeout / 2):
                 async with trio.open_nursery() as nursery:
                     for tool in tools:
                         nursery.start_soon(self._cancel_tool, tool)
@@ -892,22 +883,16 @@ class OpenAILLMProcessor(FrameProcessor):
             # waits for call i-1's, so frames are ordered while the calls run concurrently.
             started = [trio.Event() for _ in calls]
             reported = [trio.Event() for _ in calls]
-            self._active_rounds += 1
-            try:
-                async with trio.open_nursery() as nursery:
-                    for i, call in enumerate(calls):
-                        nursery.start_soon(
-                            self._run_call,
-                            call,
-                            context,
-                            results,
-                            (started[i - 1], reported[i - 1]) if i else None,
-                            (started[i], reported[i]),
-                        )
-            finally:
-                self._active_rounds -= 1
-                if self._active_rounds == 0 and self._rounds_done is not None:
-                    self._rounds_done.set()
+            async with trio.open_nursery() as nursery:
+                for i, call in enumerate(calls):
+                    nursery.start_soon(
+                        self._run_call,
+                        call,
+                        context,
+                        results,
+                        (started[i - 1], reported[i - 1]) if i else None,
+                        (started[i], reported[i]),
+                    )
             for call in calls:
                 staged.add_tool_result(call.tool_call_id, results[call.tool_call_id])
             staged.commit()
