@@ -56,6 +56,7 @@ from rustvani_trio.services.llm.function_registry import (
     ToolCallOutput,
 )
 from rustvani_trio.services.llm.openai import (
+    AfterRound,
     OpenAILLMConfig,
     OpenAILLMHandler,
     OpenAILLMProcessor,
@@ -1904,3 +1905,36 @@ async def test_a_tool_call_without_a_name_is_answered_and_the_turn_ends(
     assert kinds(result.downstream)[-2:] == ["LLMFullResponseEnd", "EndFrame"]
     assert errors(result)
     assert_context_sound(context)
+
+
+async def test_a_hook_returning_end_turn_closes_the_turn_without_asking_again(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    registry = FunctionRegistry()
+    registry.register("f", lambda a: "r")
+    server.add_replies([ToolCallReply([call("f", "{}", "c1")]), TextReply(["never asked"])])
+    handler = OpenAILLMHandler(make_config(server), registry).set_transition_hook(
+        lambda context: AfterRound.END_TURN
+    )
+    context = user_context()
+    result = await one_turn(handler.into_processor(), context)
+    assert len(server.requests) == 1
+    assert errors(result) == []
+    assert [m["role"] for m in context.messages][-2:] == ["assistant", "tool"]
+    assert kinds(result.downstream, (LLMFullResponseStart, LLMFullResponseEnd)) == [
+        "LLMFullResponseStart",
+        "LLMFullResponseEnd",
+    ]
+
+
+async def test_a_hook_returning_something_else_is_reported(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    registry = FunctionRegistry()
+    registry.register("f", lambda a: "r")
+    server.add_replies([ToolCallReply([call("f", "{}", "c1")]), TextReply(["ok"])])
+    handler = OpenAILLMHandler(make_config(server), registry).set_transition_hook(
+        lambda context: "stop"
+    )
+    result = await one_turn(handler.into_processor(), user_context())
+    assert any("must return None or an AfterRound" in e for e in errors(result))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import enum
 import functools
 import inspect
 import json
@@ -76,6 +77,7 @@ from .function_registry import FunctionCallParams, FunctionRegistry, ToolCallOut
 
 __all__ = [
     "CONTEXT_WINDOWS",
+    "AfterRound",
     "LLMRequestError",
     "OpenAILLMConfig",
     "OpenAILLMHandler",
@@ -87,7 +89,18 @@ __all__ = [
 
 logger = logging.getLogger("rustvani_trio")
 
-TransitionHook = Callable[[LLMContext], "Awaitable[None] | None"]
+class AfterRound(enum.Enum):
+    """What a transition hook may return to say how the turn goes on after a tool round."""
+
+    #: Ask the model again (with the tool results): the default, also when the hook returns
+    #: ``None``.
+    CONTINUE = "continue"
+    #: Close the turn now, without asking the model again (the conversation waits for the
+    #: user; for example a flow that moved to a node that does not speak first).
+    END_TURN = "end_turn"
+
+
+TransitionHook = Callable[[LLMContext], "Awaitable[AfterRound | None] | AfterRound | None"]
 
 # The seed's table: prefixes matched on the lowercased model name after its last "/".
 CONTEXT_WINDOWS: tuple[tuple[str, int], ...] = (
@@ -419,7 +432,8 @@ class OpenAILLMHandler:
     def set_transition_hook(self, hook: TransitionHook | None) -> OpenAILLMHandler:
         """Run ``hook(context)`` (sync or async) after each committed tool round, before the
         next request; it may change the system prompt, messages, tools, tool_choice and the
-        registry."""
+        registry. Returning :attr:`AfterRound.END_TURN` closes the turn without asking the
+        model again."""
         self.transition_hook = hook
         return self
 
@@ -650,7 +664,8 @@ class OpenAILLMProcessor(FrameProcessor):
                         f"max_tool_rounds={cfg.max_tool_rounds} reached; asking the model for "
                         "a final answer without tools"
                     )
-                await self._run_transition_hook(context)
+                if await self._run_transition_hook(context) is AfterRound.END_TURN:
+                    break
         except Exception as exc:
             # A failed turn (a transition hook that raised, ...) is still closed, so the
             # aggregators commit and the next turn works.
@@ -658,13 +673,18 @@ class OpenAILLMProcessor(FrameProcessor):
         await self.stop_processing_metrics()
         await self.push_frame(LLMFullResponseEnd())
 
-    async def _run_transition_hook(self, context: LLMContext) -> None:
+    async def _run_transition_hook(self, context: LLMContext) -> AfterRound | None:
         hook = self.handler.transition_hook
         if hook is None:
-            return
+            return None
         result = hook(context)
         if inspect.isawaitable(result):
-            await result
+            result = await result
+        if result is not None and not isinstance(result, AfterRound):
+            raise TypeError(
+                f"the transition hook returned {result!r}; it must return None or an AfterRound"
+            )
+        return result
 
     # ------------------------------------------------------------------ one request
 
