@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from .context import LLMContext
 
 __all__ = [
+    "BotStartedSpeakingFrame",
+    "BotStoppedSpeakingFrame",
     "CancelFrame",
     "CancelTaskFrame",
     "ControlFrame",
@@ -48,6 +50,7 @@ __all__ = [
     "FunctionCallResult",
     "FunctionCallStart",
     "HeartbeatFrame",
+    "InputAudioRawFrame",
     "InterruptionFrame",
     "InterruptionTaskFrame",
     "LLMContextFrame",
@@ -61,16 +64,22 @@ __all__ = [
     "LLMUsageMetricsData",
     "MetricsData",
     "MetricsFrame",
+    "OutputAudioRawFrame",
     "ProcessingMetricsData",
     "StartFrame",
     "StopFrame",
     "SystemFrame",
     "TTFBMetricsData",
+    "TTSStartedFrame",
+    "TTSStoppedFrame",
+    "TTSTextFrame",
     "TextFrame",
     "TranscriptionFrame",
     "UninterruptibleFrame",
     "UserStartedSpeakingFrame",
     "UserStoppedSpeakingFrame",
+    "VADUserStartedSpeakingFrame",
+    "VADUserStoppedSpeakingFrame",
 ]
 
 
@@ -191,6 +200,77 @@ class UserStoppedSpeakingFrame(SystemFrame):
 
 
 @attrs.frozen(kw_only=True)
+class BotStartedSpeakingFrame(SystemFrame):
+    """The bot started speaking: its first audio of an answer went out."""
+
+
+@attrs.frozen(kw_only=True)
+class BotStoppedSpeakingFrame(SystemFrame):
+    """The bot stopped speaking: the last audio of an answer went out (or was cut off)."""
+
+
+@attrs.frozen(kw_only=True)
+class VADUserStartedSpeakingFrame(SystemFrame):
+    """Voice activity detection heard the user start speaking (after ``start_secs`` of speech).
+
+    Attributes:
+        start_secs: how much speech it took to decide.
+        timestamp: ``trio.current_time()`` when speech began.
+    """
+
+    start_secs: float = 0.0
+    timestamp: float = 0.0
+
+
+@attrs.frozen(kw_only=True)
+class VADUserStoppedSpeakingFrame(SystemFrame):
+    """Voice activity detection heard the user stop speaking (after ``stop_secs`` of quiet)."""
+
+    stop_secs: float = 0.0
+    timestamp: float = 0.0
+
+
+def _check_pcm(frame: InputAudioRawFrame | OutputAudioRawFrame) -> None:
+    if not isinstance(frame.audio, bytes):
+        raise TypeError(f"{frame.name}.audio must be bytes (PCM s16le), got {frame.audio!r:.60}")
+    for field in ("sample_rate", "num_channels"):
+        value = getattr(frame, field)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{frame.name}.{field} must be a positive int, got {value!r}")
+    if len(frame.audio) % (2 * frame.num_channels):
+        raise ValueError(
+            f"{frame.name}.audio holds {len(frame.audio)} bytes, not a whole number of "
+            f"16-bit samples for {frame.num_channels} channel(s)"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class InputAudioRawFrame(SystemFrame):
+    """Audio from the user: PCM, signed 16-bit little-endian, interleaved channels.
+
+    A system frame (as in the seed and pipecat): audio must reach voice activity detection
+    at once, never behind queued output.
+    """
+
+    audio: bytes = attrs.field(repr=lambda audio: f"<{len(audio)} bytes>")
+    sample_rate: int = 16000
+    num_channels: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        _check_pcm(self)
+
+    @property
+    def num_frames(self) -> int:
+        """Samples per channel."""
+        return len(self.audio) // (2 * self.num_channels)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio."""
+        return self.num_frames / self.sample_rate
+
+
+@attrs.frozen(kw_only=True)
 class EndTaskFrame(SystemFrame):
     """Pushed upstream to ask the task to end the run gracefully (it queues an EndFrame)."""
 
@@ -285,6 +365,16 @@ class LLMFullResponseStart(ControlFrame):
 @attrs.frozen(kw_only=True)
 class LLMFullResponseEnd(ControlFrame):
     """Closes one LLM turn's output (also a turn that failed)."""
+
+
+@attrs.frozen(kw_only=True)
+class TTSStartedFrame(ControlFrame):
+    """A text-to-speech service started speaking one answer."""
+
+
+@attrs.frozen(kw_only=True)
+class TTSStoppedFrame(ControlFrame):
+    """A text-to-speech service finished speaking one answer."""
 
 
 @attrs.frozen(kw_only=True)
@@ -391,3 +481,31 @@ class FunctionCallRawResult(DataFrame):
     tool_call_id: str
     function_name: str
     raw: Any = attrs.field(eq=False)
+
+
+
+@attrs.frozen(kw_only=True)
+class TTSTextFrame(TextFrame):
+    """Text a text-to-speech service has spoken (or is speaking), in step with its audio."""
+
+
+@attrs.frozen(kw_only=True)
+class OutputAudioRawFrame(DataFrame):
+    """Audio for the user: PCM, signed 16-bit little-endian, interleaved channels."""
+
+    audio: bytes = attrs.field(repr=lambda audio: f"<{len(audio)} bytes>")
+    sample_rate: int = 24000
+    num_channels: int = 1
+
+    def __attrs_post_init__(self) -> None:
+        _check_pcm(self)
+
+    @property
+    def num_frames(self) -> int:
+        """Samples per channel."""
+        return len(self.audio) // (2 * self.num_channels)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio."""
+        return self.num_frames / self.sample_rate

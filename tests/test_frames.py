@@ -73,6 +73,15 @@ CATEGORY: dict[str, type[Frame]] = {
     "CancelTaskFrame": SystemFrame,
     "InterruptionTaskFrame": SystemFrame,
     "MetricsFrame": SystemFrame,
+    "BotStartedSpeakingFrame": SystemFrame,
+    "BotStoppedSpeakingFrame": SystemFrame,
+    "VADUserStartedSpeakingFrame": SystemFrame,
+    "VADUserStoppedSpeakingFrame": SystemFrame,
+    "InputAudioRawFrame": SystemFrame,
+    "TTSStartedFrame": ControlFrame,
+    "TTSStoppedFrame": ControlFrame,
+    "TTSTextFrame": DataFrame,
+    "OutputAudioRawFrame": DataFrame,
     "EndFrame": ControlFrame,
     "StopFrame": ControlFrame,
     "HeartbeatFrame": ControlFrame,
@@ -105,6 +114,7 @@ SAMPLE_VALUES: dict[str, Any] = {
     "result": "sunny",
     "raw": {"temp": 21},
     "data": (),
+    "audio": b"\x00\x01" * 160,
 }
 
 # Frames the task owns: the strategies never generate them.
@@ -342,3 +352,21 @@ def test_pass_through_keeps_the_order_of_non_system_frames(
         assert result.finish_reason == "end"
 
     trio.run(check, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+# =========================================================================== audio frames
+
+
+@pytest.mark.parametrize("cls", [frames_module.InputAudioRawFrame, frames_module.OutputAudioRawFrame])
+def test_audio_frames_check_their_pcm_where_they_are_built(cls: Any) -> None:
+    frame = cls(audio=b"\x00\x00" * 320, sample_rate=16000, num_channels=2)
+    assert frame.num_frames == 160 and frame.duration == pytest.approx(0.01)
+    assert "bytes>" in repr(frame)  # the audio itself is not dumped into logs
+    with pytest.raises(TypeError, match="must be bytes"):
+        cls(audio=[0, 0])
+    with pytest.raises(ValueError, match="whole number of 16-bit samples"):
+        cls(audio=b"\x00\x00\x00", num_channels=1)
+    with pytest.raises(ValueError, match="sample_rate must be a positive int"):
+        cls(audio=b"", sample_rate=0)
+    with pytest.raises(ValueError, match="num_channels must be a positive int"):
+        cls(audio=b"", num_channels=True)
