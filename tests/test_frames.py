@@ -357,7 +357,9 @@ def test_pass_through_keeps_the_order_of_non_system_frames(
 # =========================================================================== audio frames
 
 
-@pytest.mark.parametrize("cls", [frames_module.InputAudioRawFrame, frames_module.OutputAudioRawFrame])
+@pytest.mark.parametrize(
+    "cls", [frames_module.InputAudioRawFrame, frames_module.OutputAudioRawFrame]
+)
 def test_audio_frames_check_their_pcm_where_they_are_built(cls: Any) -> None:
     frame = cls(audio=b"\x00\x00" * 320, sample_rate=16000, num_channels=2)
     assert frame.num_frames == 160 and frame.duration == pytest.approx(0.01)
