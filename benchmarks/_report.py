@@ -82,8 +82,14 @@ def format_table(doc: dict[str, Any]) -> str:
         "",
     ]
     widths = (12, 10, 20, 15, 15, 15, 15, 12, 10)
-    head = ("scenario", "config", "metric", *(HEADERS[c] for c in COLUMNS),
-            "ours/pipecat", "ours/floor")
+    head = (
+        "scenario",
+        "config",
+        "metric",
+        *(HEADERS[c] for c in COLUMNS),
+        "ours/pipecat",
+        "ours/floor",
+    )
     lines.append("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
     lines.append("-" * (sum(widths) + 2 * (len(widths) - 1)))
     notes: dict[str, int] = {}
@@ -152,14 +158,15 @@ def write_plot(doc: dict[str, Any], path: Path) -> tuple[Path | None, str | None
     cols = 3
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     for ax, (key, metric, title) in zip(axes.flat, panels, strict=False):
         result = doc["scenarios"][key]
         ax.set_title(title, fontsize=10)
         configs = list(result["configs"])
         contestants = [
-            c for c in labels
+            c
+            for c in labels
             if any(
                 result["configs"][cfg]["contestants"].get(c, {}).get("status") == "ok"
                 for cfg in configs
@@ -187,8 +194,15 @@ def write_plot(doc: dict[str, Any], path: Path) -> tuple[Path | None, str | None
                     xs.append(j + (i - (len(contestants) - 1) / 2) * width)
                     ys.append(m["median"])
                     errs.append(max(0.0, m["p95"] - m["median"]))
-                ax.bar(xs, ys, width=width, label=labels[c], color=COLORS.get(c),
-                       yerr=[[0.0] * len(errs), errs], capsize=2)
+                ax.bar(
+                    xs,
+                    ys,
+                    width=width,
+                    label=labels[c],
+                    color=COLORS.get(c),
+                    yerr=[[0.0] * len(errs), errs],
+                    capsize=2,
+                )
             ax.set_xticks(range(len(configs)), configs)
         ax.grid(axis="y", alpha=0.3)
         ax.tick_params(labelsize=8)

@@ -77,8 +77,10 @@ def build_scenarios(quick: bool) -> list[Scenario]:
     def pick(full: Any, small: Any) -> Any:
         return small if q else full
 
-    stream_metrics = {"ttft_ms": "ms to the first text frame at the sink",
-                      "total_ms": "ms to the last text frame at the sink"}
+    stream_metrics = {
+        "ttft_ms": "ms to the first text frame at the sink",
+        "total_ms": "ms to the last text frame at the sink",
+    }
     burst_k = pick((0, 5, 10), (0, 2))
     hop_k = pick((0, 1, 5, 10, 20), (0, 2))
     conv = pick((50, 200), (4,))
@@ -107,8 +109,12 @@ def build_scenarios(quick: bool) -> list[Scenario]:
             [
                 Config(
                     "K=0",
-                    {"tokens": pick(50, 5), "token_delay": pick(0.002, 0.001), "k": 0,
-                     "turns": pick(3, 1)},
+                    {
+                        "tokens": pick(50, 5),
+                        "token_delay": pick(0.002, 0.001),
+                        "k": 0,
+                        "turns": pick(3, 1),
+                    },
                     LLM4,
                 )
             ],
@@ -124,15 +130,21 @@ def build_scenarios(quick: bool) -> list[Scenario]:
             [
                 Config(
                     f"K={k}",
-                    {"frames": pick(20000, 300), "warmup_frames": pick(2000, 50), "k": k,
-                     "buffer": 64},
+                    {
+                        "frames": pick(20000, 300),
+                        "warmup_frames": pick(2000, 50),
+                        "k": k,
+                        "buffer": 64,
+                    },
                     ("channels", *FRAMEWORKS),
                 )
                 for k in hop_k
             ],
             reps=pick(3, 1),
-            metrics={"us_per_frame": "µs per frame, end to end",
-                     "frames_per_s": "frames per second"},
+            metrics={
+                "us_per_frame": "µs per frame, end to end",
+                "frames_per_s": "frames per second",
+            },
         ),
         Scenario(
             "interrupt",
@@ -143,9 +155,14 @@ def build_scenarios(quick: bool) -> list[Scenario]:
             [
                 Config(
                     f"K={pick(5, 1)}",
-                    {"tokens": pick(1000, 100), "token_delay": 0.005,
-                     "interrupt_after": pick(0.2, 0.05), "settle": pick(0.3, 0.1),
-                     "k": pick(5, 1), "turns": 1},
+                    {
+                        "tokens": pick(1000, 100),
+                        "token_delay": 0.005,
+                        "interrupt_after": pick(0.2, 0.05),
+                        "settle": pick(0.3, 0.1),
+                        "k": pick(5, 1),
+                        "turns": 1,
+                    },
                     LLM4,
                 )
             ],
@@ -166,14 +183,20 @@ def build_scenarios(quick: bool) -> list[Scenario]:
             [
                 Config(
                     "1 call",
-                    {"tokens": pick(20, 5), "token_delay": 0.0, "turns": pick(5, 1),
-                     "tool_call": {"name": "get_time", "arguments": "{}"}},
+                    {
+                        "tokens": pick(20, 5),
+                        "token_delay": 0.0,
+                        "turns": pick(5, 1),
+                        "tool_call": {"name": "get_time", "arguments": "{}"},
+                    },
                     LLM4,
                 )
             ],
             reps=pick(6, 1),
-            metrics={"total_ms": "ms from the user turn to the answer's last text frame",
-                     "ttft_answer_ms": "ms from the user turn to the answer's first text frame"},
+            metrics={
+                "total_ms": "ms from the user turn to the answer's last text frame",
+                "ttft_answer_ms": "ms from the user turn to the answer's first text frame",
+            },
         ),
         Scenario(
             "concurrency",
@@ -207,9 +230,13 @@ def build_scenarios(quick: bool) -> list[Scenario]:
             [
                 Config(
                     "burst→slow",
-                    {"tokens": pick(5000, 200), "token_delay": 0.0,
-                     "sink_delay": pick(0.005, 0.001), "window": pick(3.0, 0.3),
-                     "sample_every": pick(0.01, 0.01)},
+                    {
+                        "tokens": pick(5000, 200),
+                        "token_delay": 0.0,
+                        "sink_delay": pick(0.005, 0.001),
+                        "window": pick(3.0, 0.3),
+                        "sample_every": pick(0.01, 0.01),
+                    },
                     ("httpx", *FRAMEWORKS),
                 )
             ],
@@ -246,13 +273,28 @@ class Server:
     def start(self, timeout: float = 30.0) -> None:
         ready = Path(tempfile.mkdtemp(prefix="bench-")) / "ready"
         cmd = [
-            sys.executable, "-m", "rustvani_trio.testing.server",
-            "--host", "127.0.0.1", "--port", "0", "--tokens", "16",
-            "--ready-file", str(ready), "--log-level", "DEBUG",
+            sys.executable,
+            "-m",
+            "rustvani_trio.testing.server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--tokens",
+            "16",
+            "--ready-file",
+            str(ready),
+            "--log-level",
+            "DEBUG",
         ]
         self._proc = subprocess.Popen(
-            cmd, cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True, bufsize=1,
+            cmd,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
         )
         assert self._proc.stdout is not None
         threading.Thread(target=_pump, args=(self._proc.stdout, self._lines), daemon=True).start()
@@ -312,14 +354,17 @@ class Worker:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks._worker", name],
-            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self._log, text=True, bufsize=1,
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            bufsize=1,
         )
         self._replies: queue.Queue[tuple[float, str]] = queue.Queue()
         assert self._proc.stdout is not None
-        threading.Thread(
-            target=_pump, args=(self._proc.stdout, self._replies), daemon=True
-        ).start()
+        threading.Thread(target=_pump, args=(self._proc.stdout, self._replies), daemon=True).start()
 
     def _reply(self, timeout: float) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -337,7 +382,7 @@ class Worker:
                     ) from None
                 continue
             if line.startswith(MARKER):
-                reply: dict[str, Any] = json.loads(line[len(MARKER):])
+                reply: dict[str, Any] = json.loads(line[len(MARKER) :])
                 return reply
 
     def hello(self, timeout: float = 60.0) -> dict[str, Any]:
@@ -555,9 +600,7 @@ def derive(key: str, result: dict[str, Any]) -> None:
                 va, vb = _median(result, label, a, metric), _median(result, label, b, metric)
                 if math.isnan(va) or math.isnan(vb) or vb == 0:
                     continue
-                ratios.append(
-                    {"config": label, "metric": metric, "a": a, "b": b, "ratio": va / vb}
-                )
+                ratios.append({"config": label, "metric": metric, "a": a, "b": b, "ratio": va / vb})
     result["ratios"] = ratios
     derived: dict[str, Any] = {}
     if key == "hop":
@@ -629,8 +672,16 @@ def machine_block(worker_versions: dict[str, str | None]) -> dict[str, Any]:
         mem = round(int(fh.readline().split()[1]) / 1024 / 1024, 1)
     versions = {
         d: worker_versions.get(d) or _version(d)
-        for d in ("trio", "httpx", "httpx-sse", "httpx2", "openai", "pipecat-ai", "matplotlib",
-                  "rustvani-trio")
+        for d in (
+            "trio",
+            "httpx",
+            "httpx-sse",
+            "httpx2",
+            "openai",
+            "pipecat-ai",
+            "matplotlib",
+            "rustvani-trio",
+        )
     }
     status = _git("status", "--porcelain")
     return {
@@ -666,15 +717,28 @@ def _no_nan(obj: Any) -> Any:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, 1-2 repetitions")
-    p.add_argument("--scenarios", default="", help="comma-separated subset of: "
-                   "burst,paced,hop,interrupt,tool,concurrency,slowsink")
-    p.add_argument("--contestants", default="", help="comma-separated subset of: "
-                   + ",".join(CONTESTANTS))
-    p.add_argument("--reps", type=int, default=0, help="repetitions per scenario (default: "
-                   "each scenario's own, sized for the 10-minute budget)")
+    p.add_argument(
+        "--scenarios",
+        default="",
+        help="comma-separated subset of: burst,paced,hop,interrupt,tool,concurrency,slowsink",
+    )
+    p.add_argument(
+        "--contestants", default="", help="comma-separated subset of: " + ",".join(CONTESTANTS)
+    )
+    p.add_argument(
+        "--reps",
+        type=int,
+        default=0,
+        help="repetitions per scenario (default: "
+        "each scenario's own, sized for the 10-minute budget)",
+    )
     p.add_argument("--out", default=str(DEFAULT_OUT), help="output directory")
-    p.add_argument("--budget", type=float, default=540.0,
-                   help="seconds; past it, scenarios stop after their current repetition")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=540.0,
+        help="seconds; past it, scenarios stop after their current repetition",
+    )
     args = p.parse_args(argv)
     args.scenarios = [s for s in args.scenarios.split(",") if s]
     args.contestants = [c for c in args.contestants.split(",") if c]
@@ -692,8 +756,9 @@ def main(argv: list[str] | None = None) -> int:
     known = {s.key for s in scenarios}
     for s in args.scenarios:
         if s not in known:
-            print(f"unknown scenario {s!r}; choose from {', '.join(sorted(known))}",
-                  file=sys.stderr)
+            print(
+                f"unknown scenario {s!r}; choose from {', '.join(sorted(known))}", file=sys.stderr
+            )
             return 2
     if args.scenarios:
         scenarios = [s for s in scenarios if s.key in args.scenarios]
@@ -729,8 +794,10 @@ def main(argv: list[str] | None = None) -> int:
         doc["meta"]["plot_note"] = plot_note
     (out / "results.json").write_text(json.dumps(_no_nan(doc), indent=1) + "\n")
     print(table)
-    print(f"\nwall time {wall:.1f}s; wrote {out / 'results.json'}"
-          + (f" and {plot_path}" if plot_path else f" (no plot: {plot_note})"))
+    print(
+        f"\nwall time {wall:.1f}s; wrote {out / 'results.json'}"
+        + (f" and {plot_path}" if plot_path else f" (no plot: {plot_note})")
+    )
     return 0
 
 

@@ -104,8 +104,6 @@ def _now() -> float | None:
         return None
 
 
-
-
 @attrs.frozen(kw_only=True)
 class Frame:
     """The base of every frame.
@@ -481,7 +479,6 @@ class FunctionCallRawResult(DataFrame):
     tool_call_id: str
     function_name: str
     raw: Any = attrs.field(eq=False)
-
 
 
 @attrs.frozen(kw_only=True)

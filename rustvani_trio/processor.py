@@ -553,9 +553,7 @@ class FrameProcessor:
             except Exception as exc:
                 logger.warning("%s: on_cancel failed: %s", self.name, exc, exc_info=exc)
 
-    async def _report_exception(
-        self, exc: Exception, frame: Frame, *, fatal: bool = False
-    ) -> None:
+    async def _report_exception(self, exc: Exception, frame: Frame, *, fatal: bool = False) -> None:
         logger.debug("%s failed handling %s", self.name, frame.name, exc_info=exc)
         message = f"{self.name}: {type(exc).__name__}: {exc} (while handling {frame.name})"
         error = ErrorFrame(error=message, fatal=fatal, processor=self.name, exception=exc)
@@ -570,7 +568,8 @@ class FrameProcessor:
     def start_ttfb_metrics(self) -> None:
         """Start timing a time-to-first-byte measurement (no-op when metrics are off)."""
         if self.metrics_enabled and not (
-            self._ttfb_reported and self._start_frame is not None
+            self._ttfb_reported
+            and self._start_frame is not None
             and self._start_frame.report_only_initial_ttfb
         ):
             self._ttfb_start = trio.current_time()

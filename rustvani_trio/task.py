@@ -513,4 +513,3 @@ class PipelineTask:
                     now - self._last_heartbeat,
                 )
             warned = stale
-

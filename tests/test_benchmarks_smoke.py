@@ -26,10 +26,20 @@ def quick_run(
     out = tmp_path_factory.mktemp("bench")
     done = subprocess.run(
         [
-            sys.executable, "-m", "benchmarks.run", "--quick",
-            "--contestants", ",".join(TRIO_ONLY), "--out", str(out),
+            sys.executable,
+            "-m",
+            "benchmarks.run",
+            "--quick",
+            "--contestants",
+            ",".join(TRIO_ONLY),
+            "--out",
+            str(out),
         ],
-        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     return done, out
 
@@ -61,8 +71,15 @@ def test_results_json_has_the_documented_shape(
     assert {"trio", "httpx", "pipecat-ai", "openai"} <= set(meta["versions"])
     assert set(doc["scenarios"]) == set(SCENARIOS)
     for key, result in doc["scenarios"].items():
-        assert {"title", "description", "metrics", "repetitions", "configs", "ratios",
-                "derived"} <= set(result), key
+        assert {
+            "title",
+            "description",
+            "metrics",
+            "repetitions",
+            "configs",
+            "ratios",
+            "derived",
+        } <= set(result), key
         assert result["repetitions"] >= 1
         for label, config in result["configs"].items():
             assert "params" in config

@@ -151,8 +151,16 @@ def by_name(classes: list[type[Frame]]) -> Any:
 def test_every_exported_frame_class_is_covered() -> None:
     # The issue's classes are all there (a sanity check of the parametrization itself).
     names = {cls.__name__ for cls in EXPORTED_FRAME_CLASSES}
-    for required in ("StartFrame", "EndFrame", "CancelFrame", "ErrorFrame", "LLMText",
-                     "FunctionCallRawResult", "TranscriptionFrame", "MetricsFrame"):
+    for required in (
+        "StartFrame",
+        "EndFrame",
+        "CancelFrame",
+        "ErrorFrame",
+        "LLMText",
+        "FunctionCallRawResult",
+        "TranscriptionFrame",
+        "MetricsFrame",
+    ):
         assert required in names
     assert set(CATEGORY_BASES) <= set(EXPORTED_FRAME_CLASSES)
 
@@ -331,9 +339,7 @@ def test_frame_sequences_rejects_bad_sizes() -> None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(frame_sequences(max_size=25), st.integers(min_value=1, max_value=4))
-def test_pass_through_keeps_the_order_of_non_system_frames(
-    frames: list[Frame], hops: int
-) -> None:
+def test_pass_through_keeps_the_order_of_non_system_frames(frames: list[Frame], hops: int) -> None:
     """A user's property test, written with the public API only."""
 
     async def check() -> None:

@@ -345,8 +345,9 @@ async def test_a_stop_signal_after_the_end_frame_is_not_an_error() -> None:
 # =========================================================================== 4. pre-call text
 
 
-async def test_pre_call_text_is_committed_on_an_interruption_but_only_before_the_round_ends(
-) -> None:
+async def test_pre_call_text_is_committed_on_an_interruption_but_only_before_the_round_ends() -> (
+    None
+):
     """Fix: text streamed before FunctionCallStart used to be dropped when the round was then
     interrupted (the handler rolls the round back, so nobody kept it). Once FunctionCallEnd
     was seen, the handler committed it with the round: the aggregator must not add it again.
@@ -386,8 +387,9 @@ async def test_pre_call_text_is_committed_on_an_interruption_but_only_before_the
     assert errors_of(lv.up) == []
 
 
-async def test_pre_call_text_is_in_the_context_once_when_the_answer_after_the_round_is_cut(
-) -> None:
+async def test_pre_call_text_is_in_the_context_once_when_the_answer_after_the_round_is_cut() -> (
+    None
+):
     """End to end: the handler commits "Let me look." with the tool round; an interruption
     during the re-invocation commits only the answer's part. (This guards the FunctionCallEnd
     half of the fix: the code before the fix passes it, a fix that always committed the

@@ -655,8 +655,7 @@ async def test_frames_pushed_right_after_an_interruption_are_never_lost_determin
     assert cap.errors == []
 
 
-async def test_a_sender_woken_from_backpressure_after_an_interruption_does_not_emit_deterministic(
-) -> None:
+async def test_a_woken_sender_after_an_interruption_does_not_emit_deterministic() -> None:
     """The race of the test above, constructed: the splitter is parked on the gate's full lane
     (max_buffer=1); in ONE scheduling step the gate takes a frame (which wakes the splitter)
     and an interruption reaches the splitter. The splitter's wake-up can no longer be

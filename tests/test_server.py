@@ -636,6 +636,7 @@ async def test_delays_follow_the_trio_clock(autojump_clock: trio.testing.MockClo
 )
 async def test_openai_sdk_client(server: ScriptedServer) -> None:
     import openai
+
     server.add_replies(
         [
             ErrorReply(429, "slow down", headers={"Retry-After": "0"}),

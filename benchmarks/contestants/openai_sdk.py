@@ -202,4 +202,3 @@ async def _slowsink(params: dict[str, Any]) -> Samples:
         "max_backlog_frames": [0.0],
         "frames_at_sink": [float(len(stamps))],
     }
-

@@ -382,4 +382,3 @@ async def _hop(params: dict[str, Any]) -> Samples:
                 out["frames_per_s"].append(n / elapsed)
         await run_.end()
     return out
-

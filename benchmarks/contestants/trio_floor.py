@@ -283,4 +283,3 @@ async def _hop(params: dict[str, Any]) -> Samples:
             out["us_per_frame"].append(elapsed * 1e6 / n)
             out["frames_per_s"].append(n / elapsed)
     return out
-

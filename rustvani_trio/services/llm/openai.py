@@ -89,6 +89,7 @@ __all__ = [
 
 logger = logging.getLogger("rustvani_trio")
 
+
 class AfterRound(enum.Enum):
     """What a transition hook may return to say how the turn goes on after a tool round."""
 
@@ -458,9 +459,7 @@ class OpenAILLMHandler:
                 tools.append(schema.to_openai())
         return tools or None
 
-    def build_request(
-        self, context: LLMContext, *, tool_choice: Any = None
-    ) -> dict[str, Any]:
+    def build_request(self, context: LLMContext, *, tool_choice: Any = None) -> dict[str, Any]:
         """The JSON body of one streaming request for ``context``."""
         cfg = self.config
         body: dict[str, Any] = {
