@@ -18,6 +18,13 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         trio.run(chat)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, BaseExceptionGroup) as exc:
+        # A Ctrl-C before the chat's own handler is listening (or after it stopped): quit
+        # quietly, but never hide anything else.
+        if isinstance(exc, BaseExceptionGroup):
+            _interrupts, rest = exc.split(KeyboardInterrupt)
+            if rest is not None:
+                raise
         print()
+        return 130
     return 0

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -27,6 +28,7 @@ from ..frames import (
     FunctionCallInProgress,
     FunctionCallResult,
     FunctionCallStart,
+    InterruptionFrame,
     LLMFullResponseEnd,
     LLMFullResponseStart,
     LLMText,
@@ -116,6 +118,8 @@ class TerminalPrinter(FrameProcessor):
         super().__init__(name="terminal")
         self.out = out or sys.stdout
         self.turn_done = trio.Event()
+        #: Whether a user line was sent and its answer has not ended yet.
+        self.answering = False
         self._turn_start = 0.0
         self._tokens = 0
         self._ttfb: float | None = None
@@ -149,14 +153,32 @@ class TerminalPrinter(FrameProcessor):
             ttfb = f"TTFB {self._ttfb * 1000:.1f} ms, " if self._ttfb is not None else ""
             self._write(f"\n  ({ttfb}{self._tokens} tokens in {elapsed:.2f} s, {rate:.0f} tok/s)\n")
             self._ttfb = None
-            self.turn_done.set()
-            self.turn_done = trio.Event()
+            self._end_turn()
         await self.push_frame(frame, direction)
+
+    async def on_interruption(self, frame: InterruptionFrame) -> None:
+        if self.answering:
+            self._write("\n  [interrupted]\n")
+            self._end_turn()
+
+    def _end_turn(self) -> None:
+        self.answering = False
+        self.turn_done.set()
+        self.turn_done = trio.Event()
+
+
+QUIT_HINT = "/quit or Ctrl-D ends the chat; Ctrl-C interrupts an answer, or quits at the prompt"
 
 
 async def _converse(
-    config: OpenAILLMConfig, lines: Sequence[str] | None, *, tools: bool = True
+    config: OpenAILLMConfig,
+    lines: Sequence[str] | None,
+    *,
+    tools: bool = True,
+    input_fn: Callable[[str], str] = input,
 ) -> LLMContext:
+    """A conversation through the chat pipeline: the given ``lines``, or (``None``) lines read
+    with ``input_fn`` until /quit, Ctrl-D or Ctrl-C at the prompt."""
     context = LLMContext([{"role": "system", "content": SYSTEM_PROMPT}])
     registry = FunctionRegistry()
     if tools:
@@ -178,24 +200,56 @@ async def _converse(
         if lines is not None:
             for line in lines:
                 print(f"user> {line}")
-                done = printer.turn_done
-                await task.queue_frame(TranscriptionFrame(text=line))
-                await done.wait()
+                await _turn(task, printer, line)
         else:
-            while True:
-                try:
-                    line = await trio.to_thread.run_sync(input, "user> ", abandon_on_cancel=True)
-                except EOFError:
-                    break
-                if line.strip() in {"", "/quit", "/exit"}:
-                    if line.strip():
-                        break
-                    continue
-                done = printer.turn_done
-                await task.queue_frame(TranscriptionFrame(text=line))
-                await done.wait()
+            await _interactive(task, printer, input_fn)
         await task.queue_frame(EndFrame())
     return context
+
+
+async def _turn(task: PipelineTask, printer: TerminalPrinter, line: str) -> None:
+    """Send one user line and wait until its answer ends (or is interrupted)."""
+    done = printer.turn_done
+    printer.answering = True
+    await task.queue_frame(TranscriptionFrame(text=line))
+    await done.wait()
+
+
+async def _interactive(
+    task: PipelineTask, printer: TerminalPrinter, input_fn: Callable[[str], str]
+) -> None:
+    """Read lines until /quit, Ctrl-D, or Ctrl-C at the prompt; Ctrl-C during an answer
+    interrupts it (the part already said stays in the context, marked interrupted)."""
+    with trio.CancelScope() as session:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_watch_ctrl_c, task, printer, session)
+            while True:
+                try:
+                    line = await trio.to_thread.run_sync(input_fn, "user> ", abandon_on_cancel=True)
+                except EOFError:
+                    print()
+                    break
+                text = line.strip()
+                if text in {"/quit", "/exit"}:
+                    break
+                if text:
+                    await _turn(task, printer, text)
+            nursery.cancel_scope.cancel()
+
+
+async def _watch_ctrl_c(
+    task: PipelineTask, printer: TerminalPrinter, session: trio.CancelScope
+) -> None:
+    """Ctrl-C (SIGINT) becomes an interruption while the bot answers, and a quiet exit at the
+    prompt, instead of a KeyboardInterrupt tearing through the pipeline."""
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async for _ in signals:
+            if printer.answering:
+                await task.queue_frame(InterruptionFrame())
+            else:
+                print()
+                session.cancel()
+                return
 
 
 DEMO_LINES = (
@@ -232,7 +286,7 @@ async def chat() -> None:
     """Interactive chat with a real endpoint, or the scripted server without a key."""
     if os.environ.get("OPENAI_API_KEY"):
         config = OpenAILLMConfig.from_env()
-        print(f"chatting with {config.model} at {config.base_url} (empty line or /quit ends)")
+        print(f"chatting with {config.model} at {config.base_url}\n({QUIT_HINT})")
         await _converse(config, None, tools=True)
         return
     print(
@@ -241,6 +295,7 @@ async def chat() -> None:
         "  export OPENAI_BASE_URL=https://...      # optional, any OpenAI-compatible endpoint\n"
         "  export OPENAI_MODEL=gpt-4.1             # optional\n"
         "Falling back to the scripted server on 127.0.0.1.\n"
+        f"({QUIT_HINT})"
     )
     async with open_scripted_server(default_reply=scripted_assistant) as server:
         config = OpenAILLMConfig(api_key="demo", base_url=server.base_url, model="scripted-model")
