@@ -1,58 +1,286 @@
-"""rustvani-trio: real-time LLM pipelines on trio's structured concurrency.
+"""rustvani-trio: real-time LLM and voice pipelines on trio's structured concurrency.
 
-The public names of the runtime are re-exported here; the LLM handler lives in
-:mod:`rustvani_trio.services.llm.openai`, testing helpers in :mod:`rustvani_trio.testing`.
+Everything a pipeline needs is importable from here::
+
+    import rustvani_trio as rt
+
+    context = rt.LLMContext([{"role": "system", "content": "Be brief."}])
+    user, assistant = rt.create_context_aggregators(context, text_mode=True)
+    llm = rt.OpenAILLMHandler(rt.OpenAILLMConfig.from_env()).into_processor()
+    task = rt.PipelineTask(rt.Pipeline([user, llm, assistant]))
+
+The OpenAI handler (which needs httpx) is loaded on first use, so ``import rustvani_trio`` costs
+only the runtime. The seed's module paths work as well (``rustvani_trio.services.llm.openai``,
+``rustvani_trio.tools.base`` ...); testing helpers live in :mod:`rustvani_trio.testing`.
 """
 
-from .exceptions import RustvaniError
-from .frames import (
-    CancelFrame,
-    CancelTaskFrame,
-    ControlFrame,
-    DataFrame,
-    EndFrame,
-    EndTaskFrame,
-    ErrorFrame,
-    Frame,
-    FrameDirection,
-    FunctionCallEnd,
-    FunctionCallInfo,
-    FunctionCallInProgress,
-    FunctionCallRawResult,
-    FunctionCallResult,
-    FunctionCallStart,
-    HeartbeatFrame,
-    InterruptionFrame,
-    InterruptionTaskFrame,
-    LLMContextFrame,
-    LLMFullResponseEnd,
-    LLMFullResponseStart,
-    LLMMessagesAppendFrame,
-    LLMReasoningText,
-    LLMRefusalText,
-    LLMText,
-    LLMTokenUsage,
-    MetricsFrame,
-    StartFrame,
-    StopFrame,
-    SystemFrame,
-    TextFrame,
-    TranscriptionFrame,
-    UninterruptibleFrame,
-    UserStartedSpeakingFrame,
-    UserStoppedSpeakingFrame,
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .aggregators import (
+    LLMAssistantAggregator as LLMAssistantAggregator,
 )
-from .observer import BaseObserver, FramePushed, MetricsCollector
-from .pipeline import Pipeline
-from .processor import FrameProcessor
-from .task import PipelineFatalError, PipelineParams, PipelineTask
+from .aggregators import (
+    LLMUserAggregator as LLMUserAggregator,
+)
+from .aggregators import (
+    create_context_aggregators as create_context_aggregators,
+)
+from .context import (
+    ContextInvariantError as ContextInvariantError,
+)
+from .context import (
+    ContextRound as ContextRound,
+)
+from .context import (
+    FunctionSchema as FunctionSchema,
+)
+from .context import (
+    InvalidMessageError as InvalidMessageError,
+)
+from .context import (
+    InvalidToolError as InvalidToolError,
+)
+from .context import (
+    LLMContext as LLMContext,
+)
+from .context import (
+    RoundStateError as RoundStateError,
+)
+from .exceptions import RustvaniError as RustvaniError
+from .frames import (
+    BotStartedSpeakingFrame as BotStartedSpeakingFrame,
+)
+from .frames import (
+    BotStoppedSpeakingFrame as BotStoppedSpeakingFrame,
+)
+from .frames import (
+    CancelFrame as CancelFrame,
+)
+from .frames import (
+    CancelTaskFrame as CancelTaskFrame,
+)
+from .frames import (
+    ControlFrame as ControlFrame,
+)
+from .frames import (
+    DataFrame as DataFrame,
+)
+from .frames import (
+    EndFrame as EndFrame,
+)
+from .frames import (
+    EndTaskFrame as EndTaskFrame,
+)
+from .frames import (
+    ErrorFrame as ErrorFrame,
+)
+from .frames import (
+    Frame as Frame,
+)
+from .frames import (
+    FrameDirection as FrameDirection,
+)
+from .frames import (
+    FunctionCallEnd as FunctionCallEnd,
+)
+from .frames import (
+    FunctionCallInfo as FunctionCallInfo,
+)
+from .frames import (
+    FunctionCallInProgress as FunctionCallInProgress,
+)
+from .frames import (
+    FunctionCallRawResult as FunctionCallRawResult,
+)
+from .frames import (
+    FunctionCallResult as FunctionCallResult,
+)
+from .frames import (
+    FunctionCallStart as FunctionCallStart,
+)
+from .frames import (
+    HeartbeatFrame as HeartbeatFrame,
+)
+from .frames import (
+    InputAudioRawFrame as InputAudioRawFrame,
+)
+from .frames import (
+    InterruptionFrame as InterruptionFrame,
+)
+from .frames import (
+    InterruptionTaskFrame as InterruptionTaskFrame,
+)
+from .frames import (
+    LLMContextFrame as LLMContextFrame,
+)
+from .frames import (
+    LLMFullResponseEnd as LLMFullResponseEnd,
+)
+from .frames import (
+    LLMFullResponseStart as LLMFullResponseStart,
+)
+from .frames import (
+    LLMMessagesAppendFrame as LLMMessagesAppendFrame,
+)
+from .frames import (
+    LLMReasoningText as LLMReasoningText,
+)
+from .frames import (
+    LLMRefusalText as LLMRefusalText,
+)
+from .frames import (
+    LLMText as LLMText,
+)
+from .frames import (
+    LLMTokenUsage as LLMTokenUsage,
+)
+from .frames import (
+    LLMUsageMetricsData as LLMUsageMetricsData,
+)
+from .frames import (
+    MetricsData as MetricsData,
+)
+from .frames import (
+    MetricsFrame as MetricsFrame,
+)
+from .frames import (
+    OutputAudioRawFrame as OutputAudioRawFrame,
+)
+from .frames import (
+    ProcessingMetricsData as ProcessingMetricsData,
+)
+from .frames import (
+    StartFrame as StartFrame,
+)
+from .frames import (
+    StopFrame as StopFrame,
+)
+from .frames import (
+    SystemFrame as SystemFrame,
+)
+from .frames import (
+    TextFrame as TextFrame,
+)
+from .frames import (
+    TranscriptionFrame as TranscriptionFrame,
+)
+from .frames import (
+    TTFBMetricsData as TTFBMetricsData,
+)
+from .frames import (
+    TTSStartedFrame as TTSStartedFrame,
+)
+from .frames import (
+    TTSStoppedFrame as TTSStoppedFrame,
+)
+from .frames import (
+    TTSTextFrame as TTSTextFrame,
+)
+from .frames import (
+    UninterruptibleFrame as UninterruptibleFrame,
+)
+from .frames import (
+    UserStartedSpeakingFrame as UserStartedSpeakingFrame,
+)
+from .frames import (
+    UserStoppedSpeakingFrame as UserStoppedSpeakingFrame,
+)
+from .frames import (
+    VADUserStartedSpeakingFrame as VADUserStartedSpeakingFrame,
+)
+from .frames import (
+    VADUserStoppedSpeakingFrame as VADUserStoppedSpeakingFrame,
+)
+from .observer import (
+    BaseObserver as BaseObserver,
+)
+from .observer import (
+    FramePushed as FramePushed,
+)
+from .observer import (
+    MetricsCollector as MetricsCollector,
+)
+from .pipeline import Pipeline as Pipeline
+from .processor import FrameProcessor as FrameProcessor
+from .services.llm.function_registry import (
+    FunctionCallParams as FunctionCallParams,
+)
+from .services.llm.function_registry import (
+    FunctionRegistry as FunctionRegistry,
+)
+from .services.llm.function_registry import (
+    ToolCallOutput as ToolCallOutput,
+)
+from .task import (
+    PipelineFatalError as PipelineFatalError,
+)
+from .task import (
+    PipelineParams as PipelineParams,
+)
+from .task import (
+    PipelineTask as PipelineTask,
+)
+from .tools.base import BuiltinTool as BuiltinTool
+
+if TYPE_CHECKING:
+    from .services.llm.openai import (
+        AfterRound as AfterRound,
+    )
+    from .services.llm.openai import (
+        LLMRequestError as LLMRequestError,
+    )
+    from .services.llm.openai import (
+        OpenAILLMConfig as OpenAILLMConfig,
+    )
+    from .services.llm.openai import (
+        OpenAILLMHandler as OpenAILLMHandler,
+    )
+    from .services.llm.openai import (
+        OpenAILLMProcessor as OpenAILLMProcessor,
+    )
+    from .services.llm.openai import (
+        RetryPolicy as RetryPolicy,
+    )
 
 __version__ = "0.1.0"
 
+# Names loaded on first use: module that defines them.
+_LAZY: dict[str, str] = {
+    "AfterRound": ".services.llm.openai",
+    "LLMRequestError": ".services.llm.openai",
+    "OpenAILLMConfig": ".services.llm.openai",
+    "OpenAILLMHandler": ".services.llm.openai",
+    "OpenAILLMProcessor": ".services.llm.openai",
+    "RetryPolicy": ".services.llm.openai",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rustvani_trio' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
 __all__ = [
+    "AfterRound",
     "BaseObserver",
+    "BotStartedSpeakingFrame",
+    "BotStoppedSpeakingFrame",
+    "BuiltinTool",
     "CancelFrame",
     "CancelTaskFrame",
+    "ContextInvariantError",
+    "ContextRound",
     "ControlFrame",
     "DataFrame",
     "EndFrame",
@@ -65,34 +293,61 @@ __all__ = [
     "FunctionCallEnd",
     "FunctionCallInProgress",
     "FunctionCallInfo",
+    "FunctionCallParams",
     "FunctionCallRawResult",
     "FunctionCallResult",
     "FunctionCallStart",
+    "FunctionRegistry",
+    "FunctionSchema",
     "HeartbeatFrame",
+    "InputAudioRawFrame",
     "InterruptionFrame",
     "InterruptionTaskFrame",
+    "InvalidMessageError",
+    "InvalidToolError",
+    "LLMAssistantAggregator",
+    "LLMContext",
     "LLMContextFrame",
     "LLMFullResponseEnd",
     "LLMFullResponseStart",
     "LLMMessagesAppendFrame",
     "LLMReasoningText",
     "LLMRefusalText",
+    "LLMRequestError",
     "LLMText",
     "LLMTokenUsage",
+    "LLMUsageMetricsData",
+    "LLMUserAggregator",
     "MetricsCollector",
+    "MetricsData",
     "MetricsFrame",
+    "OpenAILLMConfig",
+    "OpenAILLMHandler",
+    "OpenAILLMProcessor",
+    "OutputAudioRawFrame",
     "Pipeline",
     "PipelineFatalError",
     "PipelineParams",
     "PipelineTask",
+    "ProcessingMetricsData",
+    "RetryPolicy",
+    "RoundStateError",
     "RustvaniError",
     "StartFrame",
     "StopFrame",
     "SystemFrame",
+    "TTFBMetricsData",
+    "TTSStartedFrame",
+    "TTSStoppedFrame",
+    "TTSTextFrame",
     "TextFrame",
+    "ToolCallOutput",
     "TranscriptionFrame",
     "UninterruptibleFrame",
     "UserStartedSpeakingFrame",
     "UserStoppedSpeakingFrame",
+    "VADUserStartedSpeakingFrame",
+    "VADUserStoppedSpeakingFrame",
     "__version__",
+    "create_context_aggregators",
 ]
