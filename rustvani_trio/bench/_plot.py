@@ -82,7 +82,10 @@ def build_figure(report: Mapping[str, Any]) -> Any:
         ax.set_xlabel(METRICS[key])
         ax.set_ylabel("fraction of samples")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        if ax.get_lines():
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "no successful samples", ha="center", transform=ax.transAxes)
     ax = axes[len(dists)]
     versus = series["ttft_vs_load"]
     for path, style in zip(PATHS, ("-", "--"), strict=True):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import logging
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -22,6 +24,38 @@ from ._wire import WireLog, WireTap
 __all__ = ["run_bench"]
 
 
+class _RedactingFilter(logging.Filter):
+    """Removes the run's secrets from log records (httpx logs each request's URL, with any
+    password it holds, at INFO)."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = self._redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+@contextlib.contextmanager
+def _redacted_logs(redact: Redactor) -> Iterator[None]:
+    if not redact.secrets:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("httpx", "rustvani_trio")]
+    log_filter = _RedactingFilter(redact)
+    for logger in loggers:
+        logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(log_filter)
+
+
 def _limits(config: BenchConfig) -> httpx.Limits:
     if config.rate:
         return httpx.Limits(max_connections=None, max_keepalive_connections=64)
@@ -29,11 +63,17 @@ def _limits(config: BenchConfig) -> httpx.Limits:
     return httpx.Limits(max_connections=most, max_keepalive_connections=most)
 
 
-def _url_password(url: str) -> str | None:
+def _url_secrets(url: str) -> list[str]:
+    """A URL's password, and the Basic credentials httpx makes of its user info."""
     try:
-        return urllib.parse.urlsplit(url).password
+        parts = urllib.parse.urlsplit(url)
     except ValueError:
-        return None
+        return []
+    if parts.password is None:
+        return []
+    userinfo = f"{urllib.parse.unquote(parts.username or '')}:"
+    userinfo += urllib.parse.unquote(parts.password)
+    return [parts.password, base64.b64encode(userinfo.encode()).decode("ascii")]
 
 
 def _overhead_levels(config: BenchConfig) -> list[int]:
@@ -77,8 +117,18 @@ async def run_bench(
     used for the requests only: it is in no part of the report, and it is removed from every
     error message the report keeps.
     """
-    redact = Redactor.of([config.api_key, _url_password(config.base_url)])
+    redact = Redactor.of([config.api_key, *_url_secrets(config.base_url)])
     progress = progress or Progress(None)
+    with _redacted_logs(redact):
+        return await _run(config, redact, progress, command)
+
+
+async def _run(
+    config: BenchConfig,
+    redact: Redactor,
+    progress: Progress,
+    command: Sequence[str] | None,
+) -> dict[str, Any]:
     async with contextlib.AsyncExitStack() as stack:
         base_url = config.base_url
         endpoint = redact_url(base_url)
