@@ -91,7 +91,7 @@ async def test_poisson_arrivals_follow_the_seed(autojump_clock: trio.testing.Moc
     async def starts(seed: int) -> list[float]:
         config = _config(
             rate=(40.0,),
-            requests=120,
+            requests=80,
             seed=seed,
             max_tokens=2,
             scripted_first_token_ms=5.0,
@@ -266,6 +266,7 @@ def test_the_command_line_writes_the_report(
             "2",
             "--scripted-token-interval-ms",
             "1",
+            "--no-overhead",
             "--out",
             str(out),
         ]
@@ -277,6 +278,7 @@ def test_the_command_line_writes_the_report(
     report = json.loads((out / "bench.json").read_text())
     assert [lv["label"] for lv in report["levels"]] == ["c=1", "c=2"]
     assert report["meta"]["command"][:4] == ["python", "-m", "rustvani_trio", "bench"]
+    assert report["overhead"] is None
     assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 

@@ -17,6 +17,7 @@ _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1250px;
        color: #1d2330; padding: 0 1em; }
 h1 { font-size: 1.5em; margin-bottom: .2em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+h3 { font-size: 1em; margin: 1.2em 0 0; }
 .sub { color: #555; margin: .1em 0; }
 table { border-collapse: collapse; margin: .6em 0 .3em; font-variant-numeric: tabular-nums; }
 th, td { padding: 3px 10px; border-bottom: 1px solid #e3e6ec; text-align: right; }
@@ -30,22 +31,24 @@ pre { background: #f6f7f9; padding: .8em; overflow-x: auto; font-size: 12px; }
 
 
 def _table(group: list[Block]) -> str:
+    """One table per level, each followed by its notes."""
     head = "".join(
         f'<th class="l">{html.escape(c)}</th>' if i < 3 else f"<th>{html.escape(c)}</th>"
         for i, c in enumerate(COLUMNS)
     )
-    parts = [f"<table><thead><tr>{head}</tr></thead><tbody>"]
+    parts = []
     for block in group:
+        parts.append(f"<h3>{html.escape(block.title)}</h3>")
+        parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>")
         for row in block.rows:
             cells = "".join(
                 f'<td class="l">{html.escape(c)}</td>' if i < 3 else f"<td>{html.escape(c)}</td>"
                 for i, c in enumerate(row)
             )
             parts.append(f'<tr class="{html.escape(row[1])}">{cells}</tr>')
-    parts.append("</tbody></table>")
-    for block in group:
+        parts.append("</tbody></table>")
         items = "".join(f"<li>{html.escape(line)}</li>" for line in block.lines)
-        parts.append(f"<p><b>{html.escape(block.title)}</b></p><ul class='notes'>{items}</ul>")
+        parts.append(f"<ul class='notes'>{items}</ul>")
     return "".join(parts)
 
 

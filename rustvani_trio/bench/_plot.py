@@ -88,13 +88,14 @@ def build_figure(report: Mapping[str, Any]) -> Any:
             ax.text(0.5, 0.5, "no successful samples", ha="center", transform=ax.transAxes)
     ax = axes[len(dists)]
     versus = series["ttft_vs_load"]
-    for path, style in zip(PATHS, ("-", "--"), strict=True):
-        for stat, marker in (("median", "o"), ("p90", "^"), ("p99", "v")):
+    for path, colour in zip(PATHS, ("C0", "C3"), strict=True):
+        for stat, style, marker in (("median", "-", "o"), ("p90", "--", "^"), ("p99", ":", "v")):
             ys = [math.nan if v is None else v for v in versus[path][stat]]
             ax.plot(
                 versus["x"],
                 ys,
-                linestyle=style if stat == "median" else ":",
+                color=colour,
+                linestyle=style,
                 marker=marker,
                 label=f"{path} {stat}",
             )

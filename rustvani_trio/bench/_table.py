@@ -73,7 +73,12 @@ def _level_block(level: Mapping[str, Any], metrics: Sequence[str], title: str) -
         "framework share (median pipeline - raw): " + ", ".join(parts),
         f"overall: {fmt(level['throughput']['requests_per_s']['overall'])} requests/s, "
         f"{fmt(level['throughput']['output_tok_per_s']['overall'])} output tok/s over "
-        f"{fmt(level['duration_s'])} s; load generator CPU {fmt(level['generator_cpu_s'])} s",
+        f"{fmt(level['duration_s'])} s; load generator CPU {fmt(level['generator_cpu_s'])} s"
+        + (
+            f" ({level['generator_cpu_share']:.0%} of one core)"
+            if level["generator_cpu_share"] is not None
+            else ""
+        ),
     ]
     if errors["total"]:
         classes = ", ".join(f"{k} {v}" for k, v in errors["by_class"].items())
