@@ -306,3 +306,5 @@ def test_bad_values_are_refused_with_the_reason(capsys: pytest.CaptureFixture[st
     assert "--model is required" in capsys.readouterr().err
     assert main(["bench", "--base-url", "scripted", "--max-tokens", "0"]) == 2
     assert "max_tokens must be >= 1" in capsys.readouterr().err
+    assert main(["bench", "--base-url", "localhost:8000/v1", "--model", "m"]) == 2
+    assert "must be an http:// or https:// URL" in capsys.readouterr().err

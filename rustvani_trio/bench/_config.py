@@ -44,6 +44,12 @@ def _non_empty(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
         raise ValueError(f"{attr.name} must be a non-empty string, got {value!r}")
 
 
+def _http_url(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    if value != SCRIPTED and not value.startswith(("http://", "https://")):
+        # The value is not repeated: it may hold credentials.
+        raise ValueError(f"{attr.name} must be an http:// or https:// URL (or {SCRIPTED!r})")
+
+
 @attrs.frozen
 class Level:
     """One load level: a fixed number of concurrent users, or Poisson arrivals at a rate."""
@@ -88,7 +94,7 @@ class BenchConfig:
         window: seconds per window of the throughput statistics.
     """
 
-    base_url: str = attrs.field(validator=_non_empty)
+    base_url: str = attrs.field(validator=[_non_empty, _http_url])
     model: str = attrs.field(validator=_non_empty)
     api_key: str = attrs.field(default="", repr=False)
     api_key_env: str | None = None
