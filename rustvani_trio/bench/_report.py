@@ -129,6 +129,7 @@ def summarize_requests(
     }
     prompt = [r["prompt_tokens"] for r in measured if r["prompt_tokens"] is not None]
     outcomes = [r["interrupt_outcome"] for r in measured if r["interrupt_outcome"]]
+    lags = [r["schedule_lag_ms"] for r in measured if r["schedule_lag_ms"] is not None]
     return {
         "summary": summary,
         "framework_share": share,
@@ -139,6 +140,7 @@ def summarize_requests(
         "token_source": _counts(r["token_source"] for r in ok),
         "prompt_tokens_mean": rounded(math.fsum(prompt) / len(prompt), 1) if prompt else None,
         "interrupt_outcomes": _counts(outcomes),
+        "schedule_lag_ms": summarize(lags) if lags else None,
     }
 
 

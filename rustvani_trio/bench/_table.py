@@ -66,7 +66,7 @@ def _level_block(level: Mapping[str, Any], metrics: Sequence[str], title: str) -
     parts = [
         f"{METRICS[k].split(' (')[0]} {_signed(share[k]['median'])} ms"
         for k in metrics
-        if k in share
+        if k in share and share[k]["median"] is not None
     ]
     errors = level["errors"]
     lines = [
@@ -100,6 +100,12 @@ def _level_block(level: Mapping[str, Any], metrics: Sequence[str], title: str) -
             else ""
         )
     )
+    lag = level.get("schedule_lag_ms")
+    if lag:
+        lines.append(
+            f"arrivals started {fmt(lag['median'])} ms late (median; p99 {fmt(lag['p99'])} ms) "
+            "against the Poisson schedule"
+        )
     if level["interrupt_outcomes"]:
         outcomes = ", ".join(f"{k} {v}" for k, v in level["interrupt_outcomes"].items())
         lines.append(f"interruptions: {outcomes}")
