@@ -3,7 +3,7 @@ talking real HTTP to the scripted OpenAI-compatible server on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -22,10 +22,18 @@ from rustvani_trio.frames import (
     TranscriptionFrame,
 )
 from rustvani_trio.pipeline import Pipeline
+from rustvani_trio.processor import FrameProcessor
 from rustvani_trio.services.llm.function_registry import FunctionRegistry
 from rustvani_trio.services.llm.openai import OpenAILLMConfig, OpenAILLMHandler, RetryPolicy
 from rustvani_trio.task import PipelineTask
 from rustvani_trio.testing import ScriptedServer
+from rustvani_trio.tools.base import BuiltinTool
+
+
+async def poll(predicate: Callable[[], bool], step: float = 0.01) -> None:
+    """Wait (in virtual time) until ``predicate()`` holds."""
+    while not predicate():  # noqa: ASYNC110 - the context has no event to wait on
+        await trio.sleep(step)
 
 
 def config(server: ScriptedServer, **overrides: Any) -> OpenAILLMConfig:
@@ -93,20 +101,31 @@ async def conversation(
     processor: bool = True,
     wait_first_turn: bool = True,
     expect_end: bool = False,
+    after_llm: Sequence[FrameProcessor] = (),
+    builtin_tools: Sequence[BuiltinTool] = (),
+    queued: Sequence[Frame] = (),
+    llm_config: Mapping[str, Any] | None = None,
     **processor_kw: Any,
 ) -> AsyncIterator[Conversation]:
-    """Run the flow; the block's end sends an EndFrame (unless the flow ended the run)."""
+    """Run the flow; the block's end sends an EndFrame (unless the flow ends the run:
+    ``expect_end``). ``queued`` frames are queued before the run starts."""
     context = LLMContext()
     registry = FunctionRegistry()
     dhara = build(context, registry)
-    llm = OpenAILLMHandler(config(server), registry)
+    llm = OpenAILLMHandler(config(server, **(llm_config or {})), registry)
+    for tool in builtin_tools:
+        llm.add_tool(tool)
     llm.set_transition_hook(dhara.create_transition_hook())
     user, assistant = create_context_aggregators(context, text_mode=True)
     middle = [dhara.processor(**processor_kw)] if processor else []
-    task = PipelineTask(Pipeline([user, *middle, llm.into_processor(name="llm"), assistant]))
+    task = PipelineTask(
+        Pipeline([user, *middle, llm.into_processor(name="llm"), *after_llm, assistant])
+    )
     conv = Conversation(task, dhara, context)
     task.add_event_handler("on_frame_reached_downstream", lambda _t, f: conv.record(conv.down, f))
     task.add_event_handler("on_frame_reached_upstream", lambda _t, f: conv.record(conv.up, f))
+    for frame in queued:
+        await task.queue_frame(frame)
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
             await nursery.start(task.run)
