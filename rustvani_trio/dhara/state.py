@@ -142,6 +142,8 @@ def _lookup(state: Mapping[str, Any], name: str, path: str) -> tuple[bool, Any]:
 
 
 def _text(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, str):
         return value
     if isinstance(value, float) and value.is_integer():
