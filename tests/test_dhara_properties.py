@@ -9,6 +9,7 @@ scripted server is in the same run, so sleeps and interruption times are virtual
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -68,7 +69,7 @@ node_specs = st.builds(
     st.booleans(),
     st.booleans(),
 )
-FUNCTIONS = tuple(f"to_{n}" for n in NODES) + ("stay", "g")
+FUNCTIONS = (*tuple(f"to_{n}" for n in NODES), "stay", "g")
 calls = st.builds(Call, st.sampled_from(FUNCTIONS), st.sampled_from(("ok", "ok", *OUTCOMES)))
 turns = st.builds(
     Turn,
@@ -161,35 +162,37 @@ def test_current_node_always_matches_the_next_request_and_the_context_stays_vali
         return replies.pop(0) if replies else TextReply(["done"], token_delay=0.05)
 
     async def main() -> None:
-        async with open_scripted_server(default_reply=model) as server:
-            async with conversation(server, build, wait_first_turn=False) as conv:
-                holder["dhara"] = conv.dhara
-                await trio.sleep(1.0)  # the opening line, if N0 speaks first
-                for turn in script:
-                    replies: list[Reply] = []
-                    for calls_ in turn.rounds:
-                        scripted = []
-                        for call in calls_:
-                            call_id = f"c{next(ids)}"
-                            outcomes[call_id] = call.outcome
-                            scripted.append(ScriptedToolCall(name=call.function, id=call_id))
-                        replies.append(ToolCallReply(scripted, token_delay=0.05))
-                    holder["replies"] = replies
-                    before = conv.count(LLMFullResponseEnd)
-                    await conv.task.queue_frame(TranscriptionFrame(text="next"))
-                    limit = math.inf if turn.interrupt_at is None else turn.interrupt_at
-                    with trio.move_on_after(limit):
-                        await conv.turns(before + 1)
-                    if conv.count(LLMFullResponseEnd) == before:
-                        await conv.task.queue_frame(InterruptionFrame())
-                        await conv.wait_until(lambda: bool(conv.of(InterruptionFrame)))
-                    await trio.sleep(3.0)  # everything has settled
-                    conv.down = [f for f in conv.down if not isinstance(f, InterruptionFrame)]
-                    check_between_turns(conv)
-                # One more turn: the flow still works after whatever happened.
-                holder["replies"] = []
-                await conv.say("still there?")
+        async with (
+            open_scripted_server(default_reply=model) as server,
+            conversation(server, build, wait_first_turn=False) as conv,
+        ):
+            holder["dhara"] = conv.dhara
+            await trio.sleep(1.0)  # the opening line, if N0 speaks first
+            for turn in script:
+                replies: list[Reply] = []
+                for calls_ in turn.rounds:
+                    scripted = []
+                    for call in calls_:
+                        call_id = f"c{next(ids)}"
+                        outcomes[call_id] = call.outcome
+                        scripted.append(ScriptedToolCall(name=call.function, id=call_id))
+                    replies.append(ToolCallReply(scripted, token_delay=0.05))
+                holder["replies"] = replies
+                before = conv.count(LLMFullResponseEnd)
+                await conv.task.queue_frame(TranscriptionFrame(text="next"))
+                limit = math.inf if turn.interrupt_at is None else turn.interrupt_at
+                with trio.move_on_after(limit):
+                    await conv.turns(before + 1)
+                if conv.count(LLMFullResponseEnd) == before:
+                    await conv.task.queue_frame(InterruptionFrame())
+                    await conv.wait_until(lambda: bool(conv.of(InterruptionFrame)))
+                await trio.sleep(3.0)  # everything has settled
+                conv.down = [f for f in conv.down if not isinstance(f, InterruptionFrame)]
                 check_between_turns(conv)
+            # One more turn: the flow still works after whatever happened.
+            holder["replies"] = []
+            await conv.say("still there?")
+            check_between_turns(conv)
 
     def check_between_turns(conv: Any) -> None:
         dhara: DharaManager = conv.dhara
@@ -201,7 +204,7 @@ def test_current_node_always_matches_the_next_request_and_the_context_stays_vali
         assert sorted(dhara.registry.names()) == expected[node]
         changes = [(c.previous, c.current) for c in conv.of(_changed())]
         assert changes[0] == (None, "N0")
-        for (_, cur), (prev, _) in zip(changes, changes[1:], strict=False):
+        for (_, cur), (prev, _) in itertools.pairwise(changes):
             assert prev == cur
         assert changes[-1][1] == node
         assert [c.current for c in dhara.history] == [c for _, c in changes]
