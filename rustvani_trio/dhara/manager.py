@@ -305,6 +305,8 @@ class DharaManager(_Engine):
         self.state.replace(values)
         self._pending.clear()
         self._initial_due = False
+        # Announcements nobody has seen yet describe what the restore replaced.
+        self._outbox = [(f, d) for f, d in self._outbox if not isinstance(f, DharaNodeChanged)]
         self._send_nowait(frame, FrameDirection.DOWNSTREAM)
 
     async def save(self, store: SessionStore, session_id: str) -> None:
