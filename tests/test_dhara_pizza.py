@@ -123,3 +123,19 @@ async def test_every_request_carries_the_current_nodes_prompt_and_tools(
     nodes_seen = [n for n, _ in seen]
     assert nodes_seen[0] == "greeting" and nodes_seen[-1] == "farewell"
     assert ("farewell", []) in seen
+
+
+async def test_the_demo_scene_shows_every_node_change(
+    capsys: pytest.CaptureFixture[str], autojump_clock: trio.testing.MockClock
+) -> None:
+    from rustvani_trio._cli import scene_dhara
+
+    assert scene_dhara.available()
+    await scene_dhara.run()
+    out = capsys.readouterr().out
+    assert "[node: greeting  (initial)]" in out
+    assert "[node: greeting -> menu  (function browse_menu)]" in out
+    assert "[node: confirm -> menu  (function modify_order)]" in out
+    assert "[node: confirm -> farewell  (function place_order)]" in out
+    assert "Final node: farewell; 1 item(s), total $18.99" in out
+    assert "the run ended (end)" in out

@@ -320,6 +320,18 @@ def _entry_line(tools: set[str], task: str) -> str:
     return "Thank you for your order! It will arrive in 30-45 minutes. Goodbye!"
 
 
+def _after_tool(result: str) -> str:
+    try:
+        data = json.loads(result)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return f"Sorry: {data['error']}."
+    if isinstance(data, dict) and isinstance(data.get("order_summary"), str):
+        return "Done. Your order: " + data["order_summary"].replace("\n", "; ") + "."
+    return f"Done: {result}"
+
+
 def scripted_model(request: RecordedRequest, *, delay: float = 0.0) -> TextReply | ToolCallReply:
     """A scripted model for the pizza flow: a tool call when the user asks for something the
     current node offers, a short answer otherwise."""
@@ -330,7 +342,7 @@ def scripted_model(request: RecordedRequest, *, delay: float = 0.0) -> TextReply
     if last["role"] == "system":  # a node was just entered (its task message is last)
         return _text(_entry_line(tools, str(last.get("content", ""))), delay)
     if last["role"] == "tool":
-        return _text(f"Done: {last['content']}", delay)
+        return _text(_after_tool(str(last.get("content", ""))), delay)
     wanted = _parse(str(last.get("content", "")))
     if wanted is None:
         return _text("Sorry, I did not get that.", delay)
