@@ -328,7 +328,8 @@ def _after_tool(result: str) -> str:
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         return f"Sorry: {data['error']}."
     if isinstance(data, dict) and isinstance(data.get("order_summary"), str):
-        return "Done. Your order: " + data["order_summary"].replace("\n", "; ") + "."
+        order = str(data["order_summary"]).replace("\n", "; ")
+        return f"Done. Your order: {order}."
     return f"Done: {result}"
 
 
