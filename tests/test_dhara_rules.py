@@ -624,7 +624,34 @@ async def test_a_handler_naming_an_unknown_node_is_reported_and_the_flow_stays(
     assert any("'Nowhere'" in e and "not registered" in e for e in conv.errors())
 
 
-async def test_an_llm_without_the_dharas_registry_is_a_clear_error_at_start(
+async def test_the_seeds_wiring_works_as_written_with_the_handlers_own_registry(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    from rustvani_trio.aggregators import create_context_aggregators
+    from rustvani_trio.pipeline import Pipeline
+    from rustvani_trio.services.llm.openai import OpenAILLMHandler
+    from rustvani_trio.task import PipelineTask
+
+    context = LLMContext()
+    registry = FunctionRegistry()
+    dhara = DharaManager(context, registry)
+    browse = lambda args: TransitionResult.transition("the menu", "menu")  # noqa: E731
+    dhara.register_node("greeting", node("greeting", ["browse_menu"]), [("browse_menu", browse)])
+    dhara.register_node_no_tools("menu", node("menu"))
+    dhara.set_initial_node("greeting")
+    llm = OpenAILLMHandler(config(server))  # as in the issue: the handler's own registry
+    llm.set_transition_hook(dhara.create_transition_hook())
+    user, assistant = create_context_aggregators(context, text_mode=True)
+    task = PipelineTask(Pipeline([user, dhara.processor(), llm.into_processor(), assistant]))
+    server.add_replies([calls(("browse_menu", "c1")), TextReply(["ok"])])
+    await task.queue_frames([TranscriptionFrame(text="menu please"), EndFrame()])
+    await task.run()
+    assert dhara.current_node == "menu"
+    assert dhara.registry is llm.registry and "browse_menu" not in registry
+    assert prompt_and_tools(server.requests[0]) == ("You are node greeting.", ["browse_menu"])
+
+
+async def test_a_dhara_processor_after_the_llm_is_a_clear_error_at_start(
     server: ScriptedServer, autojump_clock: trio.testing.MockClock
 ) -> None:
     from rustvani_trio.pipeline import Pipeline
@@ -634,10 +661,10 @@ async def test_an_llm_without_the_dharas_registry_is_a_clear_error_at_start(
     dhara = DharaManager(LLMContext())
     dhara.register_node_no_tools("A", node("A"))
     dhara.set_initial_node("A")
-    llm = OpenAILLMHandler(config(server))  # its own registry, not dhara.registry
+    llm = OpenAILLMHandler(config(server), dhara.registry)
     llm.set_transition_hook(dhara.create_transition_hook())
-    task = PipelineTask(Pipeline([dhara.processor(), llm.into_processor()]))
-    with pytest.raises(PipelineFatalError, match="Dhara registry"):
+    task = PipelineTask(Pipeline([llm.into_processor(), dhara.processor()]))
+    with pytest.raises(PipelineFatalError, match="must come before"):
         await task.run()
 
 

@@ -213,6 +213,23 @@ class DharaManager(_Engine):
         self._outbox.append((frame, FrameDirection.DOWNSTREAM))
         self._initial_due = True
 
+    def _adopt_registry(self, registry: FunctionRegistry) -> None:
+        """Move Dhara's functions into ``registry`` (the LLM handler's own) and use it from
+        now on: the seed's ``OpenAILLMHandler(config)`` wiring works as written."""
+        clash = [n for n in self._ours if n in registry]
+        if clash:
+            raise DharaError(
+                f"the LLM handler's registry already has {', '.join(sorted(clash))}; give the "
+                "handler the Dhara registry: OpenAILLMHandler(config, dhara.registry)"
+            )
+        for name in sorted(self._ours):
+            entry = self.registry.get(name)
+            if entry is not None:
+                registry.register(name, entry.handler, rich=True, timeout=entry.timeout)
+                self.registry.unregister(name)
+        self.registry = registry
+        logger.info("dhara: using the LLM handler's function registry")
+
     def create_transition_hook(self) -> TransitionHook:
         """The hook for ``OpenAILLMHandler.set_transition_hook``: after each committed tool
         round it applies the transition the round asked for, and ends the turn when the new

@@ -100,10 +100,8 @@ class DharaProcessor(FrameProcessor):
             if processor.handler.transition_hook is not hook:
                 continue
             if processor.handler.registry is not self.manager.registry:
-                raise ValueError(
-                    f"{processor.name} runs the Dhara hook but not the Dhara registry: build it "
-                    "with OpenAILLMHandler(config, dhara.registry)"
-                )
+                # The seed's wiring as written: OpenAILLMHandler(config) with its own registry.
+                self.manager._adopt_registry(processor.handler.registry)
             if index < processors.index(self):
                 raise ValueError(
                     f"{self.name} must come before {processor.name} (between the user "
