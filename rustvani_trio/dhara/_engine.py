@@ -243,8 +243,12 @@ class _Engine:
                     reason += " (no summary: plain reset)"
         except trio.Cancelled:
             # The round asking for this node was committed: apply it anyway, now.
-            frame = self._apply(name, reason + " (interrupted: no summary)", said=said)
-            self._send_nowait(frame, _DOWN)
+            try:
+                frame = self._apply(name, reason + " (interrupted: no summary)", said=said)
+            except DharaError as exc:
+                self._report_nowait(str(exc))
+            else:
+                self._send_nowait(frame, _DOWN)
             raise
         frame = self._apply(name, reason, summary=summary, said=said)
         try:
