@@ -474,20 +474,45 @@ async def test_the_initial_node_speaks_first_exactly_once(
     assert conv.nodes() == ["A"]
 
 
-async def test_a_user_turn_that_races_the_opening_line_gets_one_answer(
-    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+@pytest.mark.parametrize("delay", [0.0, 0.001, 0.01])
+async def test_a_user_turn_that_races_the_opening_line_never_makes_it_twice(
+    delay: float, server: ScriptedServer, autojump_clock: trio.testing.MockClock
 ) -> None:
+    # pipecat's issue 5091: the opening line spoken twice when a user turn races it.
+    def opening_then(request: RecordedRequest) -> Reply:
+        return TextReply(["Welcome!"], first_token_delay=delay)
+
+    server.default_reply = opening_then
     async with conversation(
         server,
         immediate_flow(True),
         wait_first_turn=False,
         queued=[TranscriptionFrame(text="I was first")],
     ) as conv:
-        await conv.turns(1)
+        await conv.wait_until(lambda: conv.count(LLMFullResponseEnd) >= 1)
         await trio.sleep(5.0)
-    assert len(server.requests) == 1
-    assert server.requests[0].json["messages"][-1] == {"role": "user", "content": "I was first"}
-    assert conv.count(LLMFullResponseEnd) == 1
+    last = [r.json["messages"][-1]["role"] for r in server.requests]
+    assert last.count("system") <= 1  # the opening line (the request ends with A's task)
+    assert last.count("user") == 1  # the user's message, answered once
+    assert conv.count(LLMFullResponseEnd) == len(server.requests) <= 2
+
+
+async def test_frames_queued_with_an_end_frame_before_the_run_work(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    async with conversation(
+        server,
+        immediate_flow(True),
+        wait_first_turn=False,
+        expect_end=True,
+        queued=[TranscriptionFrame(text="hello"), EndFrame()],
+    ) as conv:
+        pass
+    assert conv.errors() == []
+    assert conv.task.has_finished
+    # The opening line, if it got in before the user's turn, then the answer: never twice.
+    roles = [r.json["messages"][-1]["role"] for r in server.requests]
+    assert roles in (["user"], ["system", "user"])
 
 
 @pytest.mark.parametrize("immediate", [True, False])

@@ -1,4 +1,4 @@
-"""Dhara's frames: the public node-change announcement and two private markers.
+"""Dhara's frames: the public node-change announcement and a private marker.
 
 ``DharaNodeChanged`` lives here, not in :mod:`rustvani_trio.frames`, until the frame contract
 test there lists it; :mod:`rustvani_trio.dhara` re-exports it.
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ..frames import ControlFrame, DataFrame, UninterruptibleFrame
+from ..frames import ControlFrame, UninterruptibleFrame
 
 if TYPE_CHECKING:
     from .node import NodeAction
@@ -32,12 +32,6 @@ class DharaNodeChanged(ControlFrame, UninterruptibleFrame):
     previous: str | None
     current: str
     reason: str
-
-
-@attrs.frozen(kw_only=True)
-class _Kickoff(DataFrame):
-    """Private: queued at the pipeline's head when the Dhara processor starts; where it meets
-    the processor (in order with user input), the initial node may speak first."""
 
 
 @attrs.frozen(kw_only=True)

@@ -4,8 +4,8 @@
 LLMUserAggregator -> DharaProcessor -> OpenAILLMProcessor -> LLMAssistantAggregator
 ```
 
-It sees every turn start (an LLMContextFrame) in order with the user's input, which is what
-makes these work:
+It sees every turn start (an LLMContextFrame) in order with the user's input, and starts the
+flow once the pipeline has started, which is what makes these work:
 
 * the initial node is announced, runs its pre actions and, with ``respond_immediately``,
   speaks first: once, and not at all when a user turn got there first;
@@ -34,7 +34,7 @@ from ..frames import (
     TextFrame,
 )
 from ..processor import FrameProcessor
-from ._frames import _AfterAnswer, _Kickoff
+from ._frames import _AfterAnswer
 from .node import NodeAction
 from .state import render
 
@@ -85,9 +85,9 @@ class DharaProcessor(FrameProcessor):
         self.manager._processor = self
         task = self.task
         if task is not None:
-            task.add_event_handler("on_frame_reached_downstream", self._at_sink)
             self._check_pipeline(task)
-            await task.queue_frame(_Kickoff())
+            task.add_event_handler("on_pipeline_started", self._started)
+            task.add_event_handler("on_frame_reached_downstream", self._at_sink)
 
     def _check_pipeline(self, task: PipelineTask) -> None:
         from ..services.llm.openai import OpenAILLMProcessor
@@ -128,17 +128,21 @@ class DharaProcessor(FrameProcessor):
     # ------------------------------------------------------------------ frames
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if direction is _DOWN and isinstance(frame, _Kickoff):
-            self.can_push = True
-            await self._kickoff()
-            return
         if direction is _DOWN and isinstance(frame, LLMContextFrame):
-            await self._before_turn()
             self._turn_seen = True
+            await self._before_turn()
             await self.push_frame(frame, direction)
             self._after_turn_start()
             return
         await self.push_frame(frame, direction)
+
+    async def _started(self, task: PipelineTask) -> None:
+        """Every processor has started (frames queued before the run are not in yet)."""
+        self.can_push = True
+        try:
+            await self._kickoff()
+        except Exception as exc:
+            await self.push_error(f"Dhara could not start the flow: {exc}", exception=exc)
 
     async def _kickoff(self) -> None:
         manager = self.manager
@@ -158,8 +162,9 @@ class DharaProcessor(FrameProcessor):
             manager.context.add_messages([{"role": "assistant", "content": s} for s in said])
         if node.config.respond_immediately and not self._turn_seen:
             # Speak first, unless a user turn came first (then the node answers that one).
+            # The check and the push happen without a checkpoint between them.
             self._turn_seen = True
-            await self.push_frame(LLMContextFrame(context=manager.context))
+            self.push_frame_nowait(LLMContextFrame(context=manager.context))
             if node.config.post_actions:
                 self.queue_after_answer(node.name, node.config.post_actions)
         elif node.config.post_actions:
