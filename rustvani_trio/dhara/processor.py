@@ -41,6 +41,7 @@ from .state import render
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from ..aggregators import TurnState
     from ..frames import CancelFrame
     from ..task import PipelineTask
     from .manager import DharaManager
@@ -77,6 +78,7 @@ class DharaProcessor(FrameProcessor):
         #: Set once the pipeline has started (frames pushed without waiting can go in).
         self.can_push = False
         self._turn_seen = False
+        self._user_state: TurnState | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -90,9 +92,18 @@ class DharaProcessor(FrameProcessor):
             task.add_event_handler("on_frame_reached_downstream", self._at_sink)
 
     def _check_pipeline(self, task: PipelineTask) -> None:
+        from ..aggregators import LLMUserAggregator
         from ..services.llm.openai import OpenAILLMProcessor
 
         processors = task.processors()
+        self._user_state = next(
+            (
+                p.state
+                for p in processors
+                if isinstance(p, LLMUserAggregator) and p.context is self.manager.context
+            ),
+            None,
+        )
         hook = self.manager.create_transition_hook()
         for index, processor in enumerate(processors):
             if not isinstance(processor, OpenAILLMProcessor):
@@ -160,10 +171,16 @@ class DharaProcessor(FrameProcessor):
         said = await manager._run_actions(node, node.config.pre_actions, self.push_frame)
         if said:
             manager.context.add_messages([{"role": "assistant", "content": s} for s in said])
-        if node.config.respond_immediately and not self._turn_seen:
+        user = self._user_state
+        if node.config.respond_immediately and not self._turn_seen and not (user and user.turns):
             # Speak first, unless a user turn came first (then the node answers that one).
-            # The check and the push happen without a checkpoint between them.
+            # The check and the push happen without a checkpoint between them; the user
+            # aggregator counts it as the bot's turn, so a user who speaks now interrupts it
+            # (one answer, never the opening line and then a second answer to the same text).
             self._turn_seen = True
+            if user is not None:
+                user.turns += 1
+                user.bot_responding = True
             self.push_frame_nowait(LLMContextFrame(context=manager.context))
             if node.config.post_actions:
                 self.queue_after_answer(node.name, node.config.post_actions)
