@@ -262,7 +262,7 @@ def mutate(
     return flow, handlers, expected
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     flow=valid_flows(),
     which=st.lists(st.sampled_from(MUTATIONS), unique=True, max_size=4),

@@ -133,7 +133,7 @@ def build_flow(specs: tuple[NodeSpec, ...]) -> tuple[Any, dict[str, list[str]]]:
 
 
 @settings(
-    max_examples=40,
+    max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
