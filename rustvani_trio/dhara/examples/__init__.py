@@ -1,0 +1,1 @@
+"""Example flows shipped with the package (``pizza.json`` and its handlers)."""
