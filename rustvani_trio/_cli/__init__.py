@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "demo": ".demo",
     "chat": ".chat",
     "serve": ".serve",
+    "serve-chat": ".serve_chat",
 }
 
 

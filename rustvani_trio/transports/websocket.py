@@ -226,8 +226,10 @@ class WebSocketTransport:
         """End gracefully: an EndFrame goes in behind the data; when the pipeline has
         finished, the socket is closed with ``code``."""
         self._set_close(code, reason)
-        if self._task is not None and not self._task.has_finished:
+        if self._task is not None and not self._task.has_finished and not self.client_gone:
             await self._task.queue_frame(EndFrame(reason=reason or None))
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def cancel(self, code: int = GOING_AWAY, reason: str = "") -> None:
         """End at once: the pipeline is cancelled, then the socket closed with ``code``."""
