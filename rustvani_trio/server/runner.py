@@ -85,8 +85,11 @@ async def serve(
         anycorn_done = trio.Event()
 
         async def run_anycorn(*, task_status: trio.TaskStatus[list[str]]) -> None:
+            # trio's TaskStatus is what anyio's is on the trio backend (a structural match
+            # that mypy cannot see through anyio's overloads)
+            status: Any = task_status
             await anycorn.serve(
-                app, hc, shutdown_trigger=stop.wait, mode="asgi", task_status=task_status
+                app, hc, shutdown_trigger=stop.wait, mode="asgi", task_status=status
             )
             anycorn_done.set()
 
