@@ -225,7 +225,7 @@ async def test_a_failing_factory_closes_1011_and_the_server_goes_on() -> None:
 
 async def test_unknown_paths_are_refused() -> None:
     async with running() as (server, _stop):
-        with pytest.raises(Exception, match="403|Handshake"):
+        with pytest.raises(Exception, match=r"403|Handshake"):
             async with open_websocket_url(server.ws_url.replace("/ws", "/elsewhere")):
                 pass
         await still_serving(server.url, server.ws_url)
