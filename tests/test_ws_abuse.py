@@ -95,6 +95,7 @@ def test_security_defaults_follow_the_address() -> None:
     assert public.token_required and public.origin_checked
     assert not ServerConfig(host="::", require_token=False).token_required
     assert ServerConfig(host="::1").token_required is False
+    assert ServerConfig(token="t").token_required  # a token given on loopback is used
     with pytest.raises(ServerConfigError, match="empty"):
         ServerConfig(token=" ")
 

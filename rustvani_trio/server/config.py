@@ -46,7 +46,8 @@ class ServerConfig:
         host, port: where to listen (port 0: any free port).
         token: the bearer token clients must present (``Authorization: Bearer <token>``, or
             ``?token=<token>`` in the URL for browsers); never logged.
-        require_token: ``None`` (default): required unless ``host`` is loopback.
+        require_token: ``None`` (default): required when a token is set or ``host`` is not
+            loopback.
         allowed_origins: origins (``https://app.example``) a browser page may connect from,
             besides the server's own origin. ``"*"`` allows any.
         check_origin: ``None`` (default): checked unless ``host`` is loopback.
@@ -90,7 +91,7 @@ class ServerConfig:
     def token_required(self) -> bool:
         """Whether clients must present the token."""
         if self.require_token is None:
-            return not is_loopback(self.host)
+            return self.token is not None or not is_loopback(self.host)
         return self.require_token
 
     @property
