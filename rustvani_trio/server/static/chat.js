@@ -109,6 +109,7 @@ function showStats() {
 function card(id, name) {
   let el = cards.get(id);
   if (!el) {
+    if (bubble) { bubble.classList.remove("streaming"); bubble = null; } // text after the call: a new bubble
     el = add("card");
     el.dataset.testid = "tool-card";
     el.setAttribute("data-testid", "tool-card");
