@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "chat": ".chat",
     "serve": ".serve",
     "bench": ".bench",
+    "serve-chat": ".serve_chat",
 }
 
 

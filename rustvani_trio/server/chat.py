@@ -1,0 +1,137 @@
+"""The default application of ``serve-chat``: an LLM chat with one tool, per session.
+
+With ``OPENAI_API_KEY`` set it talks to the real endpoint (``OPENAI_BASE_URL``,
+``OPENAI_MODEL``); without, to a scripted model on loopback, so the page works offline:
+ask about the weather (a tool call, shown as a card), ask for a story (a long answer to
+interrupt), or say anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import trio
+
+from ..aggregators import create_context_aggregators
+from ..context import FunctionSchema, LLMContext
+from ..pipeline import Pipeline
+from ..services.llm.function_registry import FunctionRegistry, ToolCallOutput
+from ..services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
+from ..task import PipelineParams, PipelineTask
+from ..testing import (
+    RecordedRequest,
+    ScriptedToolCall,
+    TextReply,
+    ToolCallReply,
+    open_scripted_server,
+)
+from .sessions import PipelineFactory, Session
+
+__all__ = ["SYSTEM_PROMPT", "WEATHER", "chat_pipeline", "open_chat_factory", "scripted_model"]
+
+logger = logging.getLogger("rustvani_trio.server")
+
+SYSTEM_PROMPT = "You are a concise, friendly assistant. Use tools when they help."
+
+WEATHER = FunctionSchema(
+    name="get_weather",
+    description="Current weather for a city.",
+    parameters={
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+)
+
+_SKIES = {"paris": (18, "light rain"), "pune": (31, "sunny"), "oslo": (4, "snow")}
+
+STORY = (
+    "Once upon a time, in a city of bridges, a small robot learned to listen. Every morning it "
+    "counted the boats, every evening it counted the stars, and in between it answered the "
+    "questions of anyone who stopped to ask. One day a child asked it why the river never "
+    "ran out of water, and the robot, for the first time, had to say that it did not know. "
+    "So it went to find out, following the river upstream, past the mills and the orchards, "
+    "up into the hills where the rain begins."
+)
+
+
+async def get_weather(args: str) -> ToolCallOutput:
+    """Canned weather: a summary for the model, the raw record for the page's card."""
+    city = str(json.loads(args or "{}").get("city", "")).strip() or "somewhere"
+    temp, sky = _SKIES.get(city.lower(), (21, "clear"))
+    await trio.sleep(0.05)
+    return ToolCallOutput(
+        summary=f"{city}: {temp} °C, {sky}", raw={"city": city, "temp_c": temp, "sky": sky}
+    )
+
+
+def _tokens(text: str) -> list[str]:
+    words = text.split(" ")
+    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+
+
+def scripted_model(request: RecordedRequest) -> TextReply | ToolCallReply:
+    """The offline model: weather questions call the tool, "story" streams a long answer
+    slowly, anything else gets a short reply."""
+    body: dict[str, Any] = request.json if isinstance(request.json, dict) else {}
+    messages = body.get("messages", [])
+    last = messages[-1] if messages else {}
+    if last.get("role") == "tool":
+        return TextReply(_tokens(f"Here is the latest: {last.get('content')}."), token_delay=0.02)
+    text = str(last.get("content", ""))
+    if "weather" in text.lower():
+        city = text.rstrip("?.! ").split(" ")[-1]
+        call = ScriptedToolCall(name="get_weather", arguments=json.dumps({"city": city}))
+        return ToolCallReply([call], text_tokens=_tokens("Let me check."), token_delay=0.02)
+    if "story" in text.lower():
+        return TextReply(_tokens(STORY), token_delay=0.08)
+    answer = f"You said: {text!r}. I am a scripted model, streaming token by token."
+    return TextReply(_tokens(answer), token_delay=0.02)
+
+
+def chat_pipeline(
+    session: Session, config: OpenAILLMConfig, client: httpx.AsyncClient | None = None
+) -> PipelineTask:
+    """One session's chat: input -> user aggregator -> LLM (with the weather tool) ->
+    output -> assistant aggregator, metrics on."""
+    context = LLMContext([{"role": "system", "content": SYSTEM_PROMPT}])
+    registry = FunctionRegistry()
+    registry.register("get_weather", get_weather, schema=WEATHER)
+    llm = OpenAILLMHandler(config, registry, http_client=client).into_processor(name="llm")
+    user, assistant = create_context_aggregators(context, text_mode=True)
+    pipeline = Pipeline([session.input(), user, llm, session.output(), assistant])
+    params = PipelineParams(enable_metrics=True, enable_usage_metrics=True)
+    return PipelineTask(pipeline, params=params, name=f"session-{session.id}")
+
+
+@contextlib.asynccontextmanager
+async def open_chat_factory() -> AsyncIterator[PipelineFactory]:
+    """The default factory, with what its sessions share for the server's lifetime: one
+    HTTP client, and the scripted model when there is no API key."""
+    async with contextlib.AsyncExitStack() as stack:
+        real = bool(os.environ.get("OPENAI_API_KEY"))
+        if real:
+            config = OpenAILLMConfig.from_env()
+            logger.info("chat: %s at %s", config.model, config.base_url)
+        else:
+            server = await stack.enter_async_context(
+                open_scripted_server(default_reply=scripted_model)
+            )
+            config = OpenAILLMConfig(api_key="", base_url=server.base_url, model="scripted-model")
+            logger.info("chat: OPENAI_API_KEY is not set; using the scripted model")
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        client = await stack.enter_async_context(
+            httpx.AsyncClient(limits=limits, trust_env=real, timeout=None)
+        )
+
+        async def factory(session: Session) -> PipelineTask:
+            await trio.lowlevel.checkpoint()
+            return chat_pipeline(session, config, client)
+
+        yield factory
