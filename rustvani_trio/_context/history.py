@@ -1,0 +1,93 @@
+"""The committed messages of a context, with the side data of each (never sent)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import attrs
+
+from .estimate import message_tokens
+from .messages import Message
+
+__all__ = ["Entry", "History", "make_entry"]
+
+
+@attrs.define(slots=True)
+class Entry:
+    """One committed message with its heuristic token count and interruption mark."""
+
+    message: Message
+    tokens: int
+    interrupted: bool = False
+
+
+def make_entry(message: Message, interrupted: bool = False) -> Entry:
+    """An :class:`Entry` for ``message`` (already checked and copied)."""
+    return Entry(message=message, tokens=message_tokens(message), interrupted=interrupted)
+
+
+class History:
+    """The committed entries in order, with their token total kept up to date.
+
+    Every change goes through a method here, so that derived data (the token total) can
+    never go stale.
+    """
+
+    __slots__ = ("_entries", "_tokens")
+
+    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+        self._entries: list[Entry] = list(entries)
+        self._tokens = sum(entry.tokens for entry in self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries)
+
+    def __getitem__(self, index: int) -> Entry:
+        return self._entries[index]
+
+    @property
+    def tokens(self) -> int:
+        """The sum of the entries' heuristic token counts."""
+        return self._tokens
+
+    def messages(self) -> list[Message]:
+        """The stored message dicts, in order (not copies: never hand them out as they are)."""
+        return [entry.message for entry in self._entries]
+
+    def roles(self) -> list[Any]:
+        """The role of each message, in order."""
+        return [entry.message["role"] for entry in self._entries]
+
+    def extend(self, entries: Iterable[Entry]) -> None:
+        """Append ``entries``."""
+        entries = list(entries)
+        self._entries.extend(entries)
+        self._tokens += sum(entry.tokens for entry in entries)
+
+    def insert(self, index: int, entry: Entry) -> None:
+        """Insert ``entry`` before position ``index`` (``0 <= index <= len``)."""
+        self._entries.insert(index, entry)
+        self._tokens += entry.tokens
+
+    def replace(self, index: int, entry: Entry) -> Entry:
+        """Put ``entry`` at ``index``; return the entry it replaced."""
+        old = self._entries[index]
+        self._entries[index] = entry
+        self._tokens += entry.tokens - old.tokens
+        return old
+
+    def delete(self, start: int, stop: int) -> None:
+        """Remove the entries ``start:stop``."""
+        self._tokens -= sum(entry.tokens for entry in self._entries[start:stop])
+        del self._entries[start:stop]
+
+    def copy(self, copy_message: Any) -> History:
+        """A copy whose entries hold ``copy_message(message)`` of each message."""
+        return History(
+            Entry(message=copy_message(e.message), tokens=e.tokens, interrupted=e.interrupted)
+            for e in self._entries
+        )
