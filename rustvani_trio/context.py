@@ -10,16 +10,28 @@ Python: every method runs to completion without awaiting, so under trio each cal
 with respect to other tasks.
 
 Ownership
-    The context stores its own copies of everything handed to it and hands out copies
-    (``messages``, ``to_request_messages()``, ``tools``...).  Mutating a returned value never
-    changes the context, and mutating an argument after the call never changes it either.
+    The context copies everything handed to it, so changing an argument after the call never
+    changes the context.  What it hands out (``messages``, ``tools``, ``tool_choice``, a
+    message's content and tool calls, ``FunctionSchema.parameters``) is read-only: ``list``
+    and ``dict`` subclasses that serialise with :mod:`json` and compare equal to plain values,
+    but refuse every change with a :class:`TypeError` naming the method to call instead, so a
+    change can never be lost on a copy.  Edit the conversation through the context:
+    ``add_message``, ``insert_message``, ``replace_message``, ``remove_message``,
+    ``set_messages``, ``system_prompt``.  ``messages`` is a snapshot, made once per change,
+    so reading it costs nothing; ``to_request_messages()`` and ``tools_for_request()`` are
+    fresh, editable copies for a request.
 
 Validation
     Every message is checked on the way in (known role, content shape, a tool message names
-    its ``tool_call_id``, every tool call has an id, ...) and rejected with
-    :class:`InvalidMessageError`.  Messages may be added one at a time, so the *sequence* may
-    be temporarily incomplete (an assistant message whose tool results are still to come);
-    :meth:`LLMContext.validate` checks the whole sequence before it is sent.
+    its ``tool_call_id``, every tool call has a string id, ...) and so is every value in it:
+    only what a request can carry is accepted (``str`` without lone surrogates, ``int``,
+    finite ``float``, ``bool``, ``None``, lists, and dicts with ``str`` keys, nested at most 64
+    levels).  Anything else (bytes, NaN, a set, ...) is rejected with
+    :class:`InvalidMessageError` (:class:`InvalidToolError` for tools), naming where it is and
+    what is wrong, at the call that offered it, instead of failing every later request.
+    Messages may be added one at a time, so the *sequence* may be temporarily incomplete (an
+    assistant message whose tool results are still to come); :meth:`LLMContext.validate`
+    checks the whole sequence before it is sent.
 
 Tool rounds
     When the model answers with tool calls, the handler stages that answer in a

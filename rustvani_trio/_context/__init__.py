@@ -1,7 +1,8 @@
 """The implementation of :mod:`rustvani_trio.context`, one concept per module.
 
 * :mod:`.errors`: the context's exceptions;
-* :mod:`.values`: copying (and checking) the JSON values handed to the context;
+* :mod:`.values`: checking the JSON values handed to the context, and copying them;
+* :mod:`.readonly`: the read-only lists and dicts the context stores and hands out;
 * :mod:`.messages`: the shape of one message, and of a whole sequence;
 * :mod:`.estimate`: the token heuristic;
 * :mod:`.budget`: estimates, calibration and trimming over a whole context;

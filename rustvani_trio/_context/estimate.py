@@ -56,5 +56,5 @@ def message_tokens(message: Mapping[str, Any]) -> int:
 
 def tool_tokens(openai: Mapping[str, Any]) -> int:
     """Unscaled heuristic token count of one tool definition (its compact JSON size / 4)."""
-    text = json.dumps(openai, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = json.dumps(openai, ensure_ascii=False, separators=(",", ":"))
     return _TOOL_OVERHEAD + math.ceil(len(text) / _CHARS_PER_TOKEN)

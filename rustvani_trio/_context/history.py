@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from .estimate import message_tokens
-from .messages import Message
+from .readonly import MessageDict, MessageList
 
 __all__ = ["Entry", "History", "make_entry"]
 
@@ -17,28 +17,30 @@ __all__ = ["Entry", "History", "make_entry"]
 class Entry:
     """One committed message with its heuristic token count and interruption mark."""
 
-    message: Message
+    message: MessageDict
     tokens: int
     interrupted: bool = False
 
 
-def make_entry(message: Message, interrupted: bool = False) -> Entry:
-    """An :class:`Entry` for ``message`` (already checked and copied)."""
+def make_entry(message: MessageDict, interrupted: bool = False) -> Entry:
+    """An :class:`Entry` for ``message`` (already checked and frozen)."""
     return Entry(message=message, tokens=message_tokens(message), interrupted=interrupted)
 
 
 class History:
-    """The committed entries in order, with their token total kept up to date.
+    """The committed entries in order, with their token total and a read-only snapshot of
+    their messages kept up to date.
 
-    Every change goes through a method here, so that derived data (the token total) can
-    never go stale.
+    Every change goes through a method here, so that derived data can never go stale. The
+    messages are read-only (:class:`.readonly.MessageDict`), so the snapshot can share them.
     """
 
-    __slots__ = ("_entries", "_tokens")
+    __slots__ = ("_entries", "_snapshot", "_tokens")
 
     def __init__(self, entries: Iterable[Entry] = ()) -> None:
         self._entries: list[Entry] = list(entries)
         self._tokens = sum(entry.tokens for entry in self._entries)
+        self._snapshot: MessageList | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -54,9 +56,11 @@ class History:
         """The sum of the entries' heuristic token counts."""
         return self._tokens
 
-    def messages(self) -> list[Message]:
-        """The stored message dicts, in order (not copies: never hand them out as they are)."""
-        return [entry.message for entry in self._entries]
+    def messages(self) -> MessageList:
+        """The messages, in order: a read-only list, made once per change of the history."""
+        if self._snapshot is None:
+            self._snapshot = MessageList._of([entry.message for entry in self._entries])
+        return self._snapshot
 
     def roles(self) -> list[Any]:
         """The role of each message, in order."""
@@ -66,17 +70,20 @@ class History:
         """Append ``entries``."""
         entries = list(entries)
         self._entries.extend(entries)
+        self._snapshot = None
         self._tokens += sum(entry.tokens for entry in entries)
 
     def insert(self, index: int, entry: Entry) -> None:
         """Insert ``entry`` before position ``index`` (``0 <= index <= len``)."""
         self._entries.insert(index, entry)
+        self._snapshot = None
         self._tokens += entry.tokens
 
     def replace(self, index: int, entry: Entry) -> Entry:
         """Put ``entry`` at ``index``; return the entry it replaced."""
         old = self._entries[index]
         self._entries[index] = entry
+        self._snapshot = None
         self._tokens += entry.tokens - old.tokens
         return old
 
@@ -84,10 +91,11 @@ class History:
         """Remove the entries ``start:stop``."""
         self._tokens -= sum(entry.tokens for entry in self._entries[start:stop])
         del self._entries[start:stop]
+        self._snapshot = None
 
-    def copy(self, copy_message: Any) -> History:
-        """A copy whose entries hold ``copy_message(message)`` of each message."""
+    def copy(self) -> History:
+        """An independent copy (the read-only messages are shared)."""
         return History(
-            Entry(message=copy_message(e.message), tokens=e.tokens, interrupted=e.interrupted)
+            Entry(message=e.message, tokens=e.tokens, interrupted=e.interrupted)
             for e in self._entries
         )

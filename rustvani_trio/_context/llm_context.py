@@ -9,9 +9,10 @@ from .budget import TokenBudget
 from .errors import ContextInvariantError, InvalidMessageError, RoundStateError
 from .history import Entry, History, make_entry
 from .messages import Message, check_message, check_sequence
+from .readonly import MessageDict
 from .rounds import ContextRound
 from .tools import ToolChoice, ToolSpec
-from .values import clone, clone_dict
+from .values import freeze, freeze_message, thaw
 
 __all__ = ["LLMContext"]
 
@@ -55,20 +56,21 @@ class LLMContext(TokenBudget):
     def _prepare(messages: Iterable[Mapping[str, Any]], start: int) -> list[Entry]:
         if isinstance(messages, Mapping):
             raise InvalidMessageError("expected a list of messages, got a single message dict")
-        entries: list[Entry] = []
-        for offset, message in enumerate(messages):
-            check_message(message, f"message {start + offset}")
-            entries.append(make_entry(clone_dict(message)))
-        return entries
+        return [
+            make_entry(_checked(message, start + offset)) for offset, message in enumerate(messages)
+        ]
 
     @property
-    def messages(self) -> list[Message]:
-        """A *copy* of the committed messages (a new list of new dicts, staged rounds excluded).
+    def messages(self) -> Sequence[Mapping[str, Any]]:
+        """The committed messages (staged rounds excluded), as a read-only snapshot.
 
-        Mutating the result does not change the context; use the ``add_*``/``set_messages``
-        methods instead.
+        It is a ``list`` of ``dict`` s (JSON-serialisable, equal to plain lists and dicts)
+        that refuses every change with a :class:`TypeError` naming the method to use instead:
+        :meth:`add_message`, :meth:`insert_message`, :meth:`replace_message`,
+        :meth:`remove_message` or :meth:`set_messages`. Reading it is cheap: the snapshot is
+        made once per change of the context.
         """
-        return [clone_dict(message) for message in self._entries.messages()]
+        return self._entries.messages()
 
     @property
     def message_count(self) -> int:
@@ -76,8 +78,10 @@ class LLMContext(TokenBudget):
         return len(self._entries)
 
     def add_message(self, message: Mapping[str, Any]) -> None:
-        """Append one message after checking its shape (see :class:`InvalidMessageError`)."""
-        self._entries.extend(self._prepare((message,), start=len(self._entries)))
+        """Append one message after checking its shape and values (see
+        :class:`InvalidMessageError`)."""
+        end = len(self._entries)
+        self._entries.insert(end, make_entry(_checked(message, end)))
 
     def add_messages(self, messages: Iterable[Mapping[str, Any]]) -> None:
         """Append several messages; all are checked first, so either all or none are added."""
@@ -89,6 +93,49 @@ class LLMContext(TokenBudget):
         An open round is unaffected and will append to the new history when committed.
         """
         self._entries = History(self._prepare(messages, start=0))
+
+    def insert_message(self, index: int, message: Mapping[str, Any]) -> None:
+        """Insert one message before position ``index`` (as :meth:`list.insert`, negative
+        indices count from the end), after checking it; :class:`IndexError` when ``index``
+        is outside ``-len .. len``.
+
+        Whether the sequence still pairs tool calls with their results is checked by
+        :meth:`validate`, before the next request.
+        """
+        position = self._position(index, len(self._entries) + 1)
+        self._entries.insert(position, make_entry(_checked(message, position)))
+
+    def replace_message(
+        self, index: int, message: Mapping[str, Any], *, interrupted: bool | None = None
+    ) -> None:
+        """Replace message ``index`` (negative counts from the end) after checking the new one.
+
+        Its interruption mark is kept unless ``interrupted`` says otherwise. To change one
+        field, pass a changed copy: ``replace_message(i, {**context.messages[i], "content":
+        text})``.
+        """
+        position = self._position(index, len(self._entries))
+        mark = self._entries[position].interrupted if interrupted is None else interrupted
+        self._entries.replace(position, make_entry(_checked(message, position), mark))
+
+    def remove_message(self, index: int) -> Mapping[str, Any]:
+        """Remove message ``index`` (negative counts from the end) and return it."""
+        position = self._position(index, len(self._entries))
+        removed = self._entries[position].message
+        self._entries.delete(position, position + 1)
+        return removed
+
+    def _position(self, index: int, size: int) -> int:
+        """``index`` as a position in ``range(size)`` (negative counts back from ``len``)."""
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"a message index must be an int, got {type(index).__name__}")
+        position = index + len(self._entries) if index < 0 else index
+        if not 0 <= position < size:
+            raise IndexError(
+                f"message index {index} is out of range (the context has "
+                f"{len(self._entries)} messages)"
+            )
+        return position
 
     def add_user_message(self, text: str) -> None:
         """Append ``{"role": "user", "content": text}``."""
@@ -150,11 +197,13 @@ class LLMContext(TokenBudget):
             raise InvalidMessageError(
                 f"the system prompt must be a string, got {type(text).__name__}"
             )
+        freeze(text, "the system prompt", InvalidMessageError)
         if has_prompt:
-            message = dict(self._entries[0].message, content=text)
+            message = MessageDict._of({**self._entries[0].message, "content": text})
             self._entries.replace(0, make_entry(message, self._entries[0].interrupted))
         else:
-            self._entries.insert(0, make_entry({"role": "system", "content": text}))
+            message = MessageDict._of({"role": "system", "content": text})
+            self._entries.insert(0, make_entry(message))
 
     def to_request_messages(self) -> list[Message]:
         """The committed messages as a fresh, JSON-serialisable list for the next request.
@@ -163,7 +212,7 @@ class LLMContext(TokenBudget):
         current tools) is remembered for :meth:`calibrate_from_usage`.
         """
         self._last_request_raw = self._raw_total(include_tools=True)
-        return [clone_dict(message) for message in self._entries.messages()]
+        return thaw(self._entries.messages())  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ whole-context
 
@@ -173,9 +222,9 @@ class LLMContext(TokenBudget):
         An open round is *not* copied; the copy has none.
         """
         other = LLMContext.__new__(LLMContext)
-        other._entries = self._entries.copy(clone_dict)
-        other._tools = list(self._tools)  # Tool is immutable; its dicts are never handed out
-        other._tool_choice = clone(self._tool_choice)
+        other._entries = self._entries.copy()
+        other._tools = list(self._tools)  # tools and the tool choice are read-only values
+        other._tool_choice = self._tool_choice
         other._factor = self._factor
         other._last_request_raw = self._last_request_raw
         other._round = None
@@ -219,7 +268,7 @@ class LLMContext(TokenBudget):
         self._round = ContextRound(self)
         return self._round
 
-    def _commit_round(self, round_: ContextRound, messages: list[Message]) -> None:
+    def _commit_round(self, round_: ContextRound, messages: list[MessageDict]) -> None:
         assert self._round is round_
         self._entries.extend(make_entry(message) for message in messages)
         self._round = None
@@ -227,3 +276,11 @@ class LLMContext(TokenBudget):
     def _close_round(self, round_: ContextRound) -> None:
         if self._round is round_:
             self._round = None
+
+
+def _checked(message: Mapping[str, Any], index: int) -> MessageDict:
+    """``message`` checked (shape and values) and frozen, as message ``index``."""
+    check_message(message, f"message {index}")
+    return freeze_message(
+        message, lambda: f"message {index} (role {message['role']!r})", InvalidMessageError
+    )

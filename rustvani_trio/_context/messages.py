@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
 from .errors import ContextInvariantError, InvalidMessageError, describe_ids
+from .values import short
 
 __all__ = [
     "ROLES",
@@ -27,6 +28,20 @@ ROLES: Final[frozenset[str]] = frozenset({"system", "developer", "user", "assist
 def is_name(value: object) -> bool:
     """A non-empty string."""
     return isinstance(value, str) and value != ""
+
+
+def check_id(value: object, where: str, key: str, missing: str) -> str:
+    """Check a tool-call id (a non-empty string) found under ``key``; return it.
+
+    ``missing`` completes ``where`` when there is no id (absent, ``None`` or empty).
+    """
+    if value is None or value == "":
+        raise InvalidMessageError(f"{where}{missing}")
+    if not isinstance(value, str):
+        raise InvalidMessageError(
+            f"{where}: {key!r} must be a string, got {type(value).__name__} {short(value)}"
+        )
+    return value
 
 
 def check_content(content: object, where: str) -> None:
@@ -57,27 +72,21 @@ def check_tool_calls(calls: object, where: str) -> list[str]:
         here = f"{where}: tool call {k}"
         if not isinstance(call, Mapping):
             raise InvalidMessageError(f"{here} must be a dict, got {type(call).__name__}")
-        call_id = call.get("id")
-        if not is_name(call_id):
-            raise InvalidMessageError(f"{here} has no id (needs a non-empty string 'id')")
-        assert isinstance(call_id, str)
+        call_id = check_id(call.get("id"), here, "id", " has no id (needs a non-empty string 'id')")
         if call_id in ids:
-            raise InvalidMessageError(f"{here} repeats the id {call_id!r} of an earlier call")
+            raise InvalidMessageError(f"{here} repeats the id {short(call_id)} of an earlier call")
+        here = f"{here} ({short(call_id)})"
         if call.get("type") != "function":
             raise InvalidMessageError(
-                f"{here} ({call_id!r}): 'type' must be 'function', got {call.get('type')!r}"
+                f"{here}: 'type' must be 'function', got {short(call.get('type'))}"
             )
         function = call.get("function")
         if not isinstance(function, Mapping):
-            raise InvalidMessageError(f"{here} ({call_id!r}): 'function' must be a dict")
+            raise InvalidMessageError(f"{here}: 'function' must be a dict")
         if not is_name(function.get("name")):
-            raise InvalidMessageError(
-                f"{here} ({call_id!r}): 'function.name' must be a non-empty string"
-            )
+            raise InvalidMessageError(f"{here}: 'function.name' must be a non-empty string")
         if not isinstance(function.get("arguments"), str):
-            raise InvalidMessageError(
-                f"{here} ({call_id!r}): 'function.arguments' must be a string (JSON text)"
-            )
+            raise InvalidMessageError(f"{here}: 'function.arguments' must be a string (JSON text)")
         ids.append(call_id)
     return ids
 
@@ -91,7 +100,7 @@ def check_message(message: object, where: str) -> None:
     role = message.get("role")
     if role not in ROLES:
         raise InvalidMessageError(
-            f"{where}: unknown role {role!r} (expected one of {', '.join(sorted(ROLES))})"
+            f"{where}: unknown role {short(role)} (expected one of {', '.join(sorted(ROLES))})"
         )
     where = f"{where} (role {role!r})"
     if "tool_calls" in message and role != "assistant":
@@ -112,9 +121,12 @@ def check_message(message: object, where: str) -> None:
     if "content" not in message:
         raise InvalidMessageError(f"{where}: missing 'content'")
     check_content(message["content"], where)
-    if role == "tool" and not is_name(message.get("tool_call_id")):
-        raise InvalidMessageError(
-            f"{where}: missing 'tool_call_id' (a non-empty string naming the call it answers)"
+    if role == "tool":
+        check_id(
+            message.get("tool_call_id"),
+            where,
+            "tool_call_id",
+            ": missing 'tool_call_id' (a non-empty string naming the call it answers)",
         )
 
 

@@ -7,8 +7,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .errors import ContextInvariantError, InvalidMessageError, RoundStateError, describe_ids
-from .messages import Message, check_content, check_tool_calls
-from .values import clone, clone_dict
+from .messages import check_content, check_tool_calls
+from .readonly import MessageDict, ReadOnlyList
+from .values import freeze, short
 
 if TYPE_CHECKING:
     from .llm_context import LLMContext
@@ -40,7 +41,7 @@ class ContextRound:
         self._context = context
         self._open = True
         self._text: str | None = None
-        self._calls: list[dict[str, Any]] | None = None
+        self._calls: ReadOnlyList | None = None
         self._ids: list[str] = []
         self._results: dict[str, Any] = {}
 
@@ -78,10 +79,10 @@ class ContextRound:
         return tuple(i for i in self._ids if i not in self._results)
 
     @property
-    def tool_calls(self) -> list[dict[str, Any]]:
-        """A copy of the staged tool calls, in the model's order (empty before
-        :meth:`set_assistant`)."""
-        return clone(self._calls or [])  # type: ignore[no-any-return]
+    def tool_calls(self) -> Sequence[Mapping[str, Any]]:
+        """The staged tool calls, in the model's order (empty before :meth:`set_assistant`),
+        read-only."""
+        return self._calls if self._calls is not None else ReadOnlyList._of(())
 
     def set_assistant(self, text: str | None, tool_calls: Sequence[Mapping[str, Any]]) -> None:
         """Stage the model's answer: optional text and at least one tool call.
@@ -97,7 +98,9 @@ class ContextRound:
                 f"round: assistant text must be a string or None, got {type(text).__name__}"
             )
         ids = check_tool_calls(tool_calls, "round")
-        self._calls = [clone_dict(call) for call in tool_calls]
+        if text is not None:
+            freeze(text, "round: assistant text", InvalidMessageError)
+        self._calls = freeze(tool_calls, "round", InvalidMessageError, name="tool_calls")
         self._ids = ids
         self._text = text
 
@@ -112,15 +115,21 @@ class ContextRound:
         self._require_open("add a tool result")
         if self._calls is None:
             raise RoundStateError("call set_assistant() before adding tool results")
+        if not isinstance(tool_call_id, str):
+            raise InvalidMessageError(
+                f"round: tool_call_id must be a string, got {type(tool_call_id).__name__} "
+                f"{short(tool_call_id)}"
+            )
         if tool_call_id not in self._ids:
             raise ContextInvariantError(
-                f"round: unknown tool_call_id {tool_call_id!r}; this round's calls are "
+                f"round: unknown tool_call_id {short(tool_call_id)}; this round's calls are "
                 f"{describe_ids(self._ids)}"
             )
         if tool_call_id in self._results:
             raise ContextInvariantError(f"round: tool call {tool_call_id!r} already has a result")
-        check_content(content, f"round: result for {tool_call_id!r}")
-        self._results[tool_call_id] = clone(content)
+        where = f"round: result for {tool_call_id!r}"
+        check_content(content, where)
+        self._results[tool_call_id] = freeze(content, where, InvalidMessageError)
 
     def commit(self) -> None:
         """Append the assistant message, then one tool message per call in call order; close.
@@ -136,11 +145,13 @@ class ContextRound:
             raise ContextInvariantError(
                 f"round: cannot commit, no result yet for tool call(s) {describe_ids(missing)}"
             )
-        messages: list[Message] = [
-            {"role": "assistant", "content": self._text, "tool_calls": self._calls}
+        messages = [
+            MessageDict._of({"role": "assistant", "content": self._text, "tool_calls": self._calls})
         ]
         messages.extend(
-            {"role": "tool", "tool_call_id": call_id, "content": self._results[call_id]}
+            MessageDict._of(
+                {"role": "tool", "tool_call_id": call_id, "content": self._results[call_id]}
+            )
             for call_id in self._ids
         )
         self._context._commit_round(self, messages)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Literal, TypeAlias
 
 import attrs
@@ -10,7 +10,8 @@ import attrs
 from .errors import ContextInvariantError, InvalidToolError, describe_ids
 from .estimate import tool_tokens
 from .messages import is_name
-from .values import clone, clone_dict
+from .readonly import ReadOnlyDict, ToolList
+from .values import freeze, short, thaw
 
 __all__ = [
     "FunctionSchema",
@@ -29,29 +30,45 @@ ToolChoice: TypeAlias = Literal["auto", "none", "required"] | dict[str, Any] | N
 _TOOL_CHOICE_STRINGS: Final[frozenset[str]] = frozenset({"auto", "none", "required"})
 
 
-def _default_parameters() -> dict[str, Any]:
-    return {"type": "object", "properties": {}}
+def _default_parameters() -> ReadOnlyDict:
+    return _freeze_parameters({"type": "object", "properties": {}})
+
+
+def _freeze_parameters(value: Mapping[str, Any]) -> ReadOnlyDict:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"FunctionSchema.parameters: expected a dict, got {type(value).__name__}")
+    return freeze(value, "FunctionSchema.parameters", InvalidToolError)  # type: ignore[no-any-return]
+
+
+def _check_text(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    freeze(value, f"FunctionSchema.{attribute.name}", InvalidToolError)
 
 
 @attrs.define(frozen=True, slots=True, kw_only=True)
 class FunctionSchema:
     """A function the model may call, in a provider-neutral form.
 
-    ``parameters`` is a JSON Schema object; it is copied on construction.  The instance is
-    frozen, but ``parameters`` is a dict: treat it as read-only (:meth:`to_openai` returns a
-    copy).  Instances are comparable but not hashable (the schema is a dict).
+    ``parameters`` is a JSON Schema object; it is checked (JSON values only) and copied on
+    construction into a read-only dict, so the instance is immutable through and through
+    (:meth:`to_openai` returns an editable copy).  Instances are comparable but not hashable
+    (the schema is a dict).
     """
 
     name: str = attrs.field()
-    description: str = attrs.field(default="", validator=attrs.validators.instance_of(str))
-    parameters: dict[str, Any] = attrs.field(
-        factory=_default_parameters, converter=clone_dict, hash=False
+    description: str = attrs.field(
+        default="", validator=[attrs.validators.instance_of(str), _check_text]
+    )
+    parameters: Mapping[str, Any] = attrs.field(
+        factory=_default_parameters, converter=_freeze_parameters, hash=False
     )
 
     @name.validator
-    def _check_name(self, _attribute: attrs.Attribute[str], value: str) -> None:
+    def _check_name(self, attribute: attrs.Attribute[str], value: str) -> None:
         if not is_name(value):
-            raise InvalidToolError(f"a function's name must be a non-empty string, got {value!r}")
+            raise InvalidToolError(
+                f"a function's name must be a non-empty string, got {short(value)}"
+            )
+        _check_text(self, attribute, value)
 
     def to_openai(self) -> dict[str, Any]:
         """Return the OpenAI tool definition ``{"type": "function", "function": {...}}``."""
@@ -60,7 +77,7 @@ class FunctionSchema:
             "function": {
                 "name": self.name,
                 "description": self.description,
-                "parameters": clone(self.parameters),
+                "parameters": thaw(self.parameters),
             },
         }
 
@@ -75,15 +92,16 @@ class Tool:
     """A validated tool with its cached request form and token cost."""
 
     name: str
-    spec: ToolSpec
-    openai: dict[str, Any]
+    spec: FunctionSchema | ReadOnlyDict
+    openai: Mapping[str, Any]
+    """The tool as sent (read-only: requests get a copy)."""
     tokens: int
 
 
 def _make_tool(spec: object) -> Tool:
     if isinstance(spec, FunctionSchema):
-        openai = spec.to_openai()
-        stored: ToolSpec = spec
+        openai: Mapping[str, Any] = spec.to_openai()
+        stored: FunctionSchema | ReadOnlyDict = spec
     elif isinstance(spec, Mapping):
         if spec.get("type") != "function":
             raise InvalidToolError(
@@ -93,7 +111,7 @@ def _make_tool(spec: object) -> Tool:
         if not isinstance(function, Mapping) or not is_name(function.get("name")):
             raise InvalidToolError(
                 "a tool dict needs 'function': {'name': <non-empty string>, ...}, "
-                f"got {function!r}"
+                f"got {short(function)}"
             )
         if not isinstance(function.get("description", ""), str):
             raise InvalidToolError(
@@ -103,8 +121,8 @@ def _make_tool(spec: object) -> Tool:
             raise InvalidToolError(
                 f"tool {function['name']!r}: 'function.parameters' must be a dict"
             )
-        openai = clone_dict(spec)
-        stored = openai
+        frozen: ReadOnlyDict = freeze(spec, f"tool {short(function['name'])}", InvalidToolError)
+        openai = stored = frozen
     else:
         raise InvalidToolError(
             f"a tool must be a FunctionSchema or an OpenAI tool dict, got {type(spec).__name__}"
@@ -140,8 +158,13 @@ def check_tool_choice(choice: object) -> None:
             return
     raise InvalidToolError(
         "tool_choice must be None, 'auto', 'none', 'required' or "
-        f"{{'type': 'function', 'function': {{'name': ...}}}}, got {choice!r}"
+        f"{{'type': 'function', 'function': {{'name': ...}}}}, got {short(choice)}"
     )
+
+
+def _freeze_choice(choice: object) -> ToolChoice:
+    check_tool_choice(choice)
+    return freeze(choice, "tool_choice", InvalidToolError)  # type: ignore[no-any-return]
 
 
 class Toolset:
@@ -153,19 +176,22 @@ class Toolset:
     def __init__(self, tools: Iterable[ToolSpec] | None, tool_choice: ToolChoice) -> None:
         self._tools: list[Tool] = make_tools(tools or ())
         check_tool_choice(tool_choice)
-        self._tool_choice: ToolChoice = clone(tool_choice)
+        self._tool_choice: ToolChoice = _freeze_choice(tool_choice)
 
     @property
-    def tools(self) -> list[ToolSpec]:
-        """A copy of the tool list, in order (``FunctionSchema`` objects or dict copies)."""
-        return [
-            t.spec if isinstance(t.spec, FunctionSchema) else clone(t.spec) for t in self._tools
-        ]
+    def tools(self) -> Sequence[FunctionSchema | Mapping[str, Any]]:
+        """The tools, in order (``FunctionSchema`` objects or tool dicts), read-only.
+
+        Changing it raises a :class:`TypeError` naming the method to use instead
+        (:meth:`set_tools`, :meth:`add_tools`, :meth:`remove_tool`).
+        """
+        return ToolList._of(tool.spec for tool in self._tools)
 
     @property
     def tool_choice(self) -> ToolChoice:
-        """A copy of the tool choice (``None`` means the field is omitted from requests)."""
-        return clone(self._tool_choice)  # type: ignore[no-any-return]
+        """The tool choice (``None`` means the field is omitted from requests); a named
+        choice is a read-only dict (change it with :meth:`set_tool_choice`)."""
+        return self._tool_choice
 
     def set_tools(self, tools: Iterable[ToolSpec] | None) -> None:
         """Replace the tools (``None`` or empty removes them all); names must be unique."""
@@ -210,8 +236,7 @@ class Toolset:
         The shape is checked here; whether a named function exists is checked by
         :meth:`validate` (tools may be set afterwards).
         """
-        check_tool_choice(choice)
-        self._tool_choice = clone(choice)
+        self._tool_choice = _freeze_choice(choice)
 
     def tools_for_request(self) -> list[dict[str, Any]] | None:
         """The tools as fresh OpenAI tool dicts, or ``None`` when there are none.
@@ -220,7 +245,7 @@ class Toolset:
         """
         if not self._tools:
             return None
-        return [clone_dict(tool.openai) for tool in self._tools]
+        return [thaw(tool.openai) for tool in self._tools]
 
     def _check_tool_choice_names_a_tool(self) -> None:
         choice = self._tool_choice
