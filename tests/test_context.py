@@ -216,13 +216,19 @@ def test_constructor_copies_and_checks() -> None:
         LLMContext(tool_choice="sometimes")  # type: ignore[arg-type]
 
 
-def test_messages_property_is_a_copy() -> None:
+def test_messages_property_is_a_read_only_snapshot() -> None:
+    # Issue 9, item 19: a change to what ``messages`` returns used to be lost silently on a
+    # copy; now it is refused, with the method to call instead.
     ctx = LLMContext([user("hi")])
     snapshot = ctx.messages
-    snapshot[0]["content"] = "mutated"
-    snapshot.append(user("extra"))
+    with pytest.raises(TypeError, match=r"replace_message\(index"):
+        snapshot[0]["content"] = "mutated"  # type: ignore[index]
+    with pytest.raises(TypeError, match=r"add_message\(message\)"):
+        snapshot.append(user("extra"))  # type: ignore[attr-defined]
     assert ctx.messages == [user("hi")]
-    assert ctx.messages is not ctx.messages
+    ctx.add_user_message("more")
+    assert snapshot == [user("hi")]  # a snapshot: later changes do not reach it
+    assert ctx.messages == [user("hi"), user("more")]
 
 
 def test_added_message_is_copied() -> None:
@@ -479,7 +485,10 @@ def test_tools_are_copied_in_and_out() -> None:
     assert ctx.tool_names() == ["b"]
     out = ctx.tools
     assert isinstance(out[0], dict)
-    out[0]["function"]["name"] = "changed"
+    with pytest.raises(TypeError, match="read-only"):
+        out[0]["function"]["name"] = "changed"
+    with pytest.raises(TypeError, match=r"context.remove_tool\(name\)"):
+        del out[0]  # type: ignore[attr-defined]
     request = ctx.tools_for_request()
     assert request is not None
     request[0]["function"]["name"] = "changed"
@@ -575,7 +584,8 @@ def test_tool_choice_is_copied() -> None:
     choice["function"]["name"] = "b"
     out = ctx.tool_choice
     assert isinstance(out, dict)
-    out["function"]["name"] = "c"
+    with pytest.raises(TypeError, match=r"set_tool_choice\(\)"):
+        out["function"]["name"] = "c"
     assert ctx.tool_choice == {"type": "function", "function": {"name": "a"}}
 
 
@@ -688,7 +698,8 @@ def test_validate_reports_open_round() -> None:
 def test_validate_rechecks_message_shape() -> None:
     ctx = LLMContext([user("q"), assistant(None, "a"), tool("a")])
     # Reach into the private store to simulate corruption that add_message would refuse.
-    del ctx._entries[1].message["tool_calls"][0]["id"]
+    # (The stored values are read-only, so the corruption needs dict's own method.)
+    dict.__delitem__(ctx._entries[1].message["tool_calls"][0], "id")
     with pytest.raises(InvalidMessageError, match=r"message 1 .*tool call 0 has no id"):
         ctx.validate()
 
@@ -731,7 +742,8 @@ def test_round_copies_its_inputs() -> None:
         round_.add_tool_result("a", content)
         calls[0]["id"] = "changed"
         content[0]["text"] = "changed"
-        round_.tool_calls[0]["id"] = "changed"
+        with pytest.raises(TypeError, match="read-only"):
+            round_.tool_calls[0]["id"] = "changed"  # type: ignore[index]
         round_.commit()
     assert ctx.messages[1]["tool_calls"][0]["id"] == "a"
     assert ctx.messages[2]["content"] == [{"type": "text", "text": "r"}]

@@ -668,12 +668,13 @@ async def test_openai_sdk_client(server: ScriptedServer) -> None:
 # ---- command line ---------------------------------------------------------------------------
 
 
-async def test_command_line_server(tmp_path: Path, client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("module", ["rustvani_trio.testing", "rustvani_trio.testing.server"])
+async def test_command_line_server(tmp_path: Path, client: httpx.AsyncClient, module: str) -> None:
     ready = tmp_path / "ready.txt"
     command = [
         sys.executable,
         "-m",
-        "rustvani_trio.testing.server",
+        module,
         "--port",
         "0",
         "--tokens",
@@ -713,6 +714,60 @@ async def test_command_line_server(tmp_path: Path, client: httpx.AsyncClient) ->
     stdout, stderr = outputs
     assert stdout.splitlines() == [f"READY {base_url}"]
     assert "Traceback" not in stderr
-    assert "Warning" not in stderr  # e.g. runpy's "found in sys.modules" is silenced
+    assert "Warning" not in stderr  # e.g. runpy's "found in sys.modules"
     if os.name == "posix":
         assert process.returncode == 0  # SIGTERM is handled: a clean exit
+
+
+def test_command_line_refuses_bad_values() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "rustvani_trio.testing", "--token-delay", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "token_delay must not be negative" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_importing_the_server_changes_no_warnings_filter() -> None:
+    # The command line lives in rustvani_trio.testing.__main__, so that nothing imports the
+    # module that ``python -m`` runs: no process-wide warnings filter is needed to hide
+    # runpy's "found in sys.modules" warning.
+    code = (
+        "import warnings; before = list(warnings.filters); "
+        "import rustvani_trio.testing.server, rustvani_trio.testing; "
+        "assert warnings.filters == before, warnings.filters[:3]"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "fragment"),
+    [
+        (lambda: TextReply(["a"], error_after=1.5), TypeError, "error_after must be an int"),
+        (lambda: TextReply(["a"], drop_after=-1), ValueError, "drop_after must be at least 0"),
+        (lambda: TextReply(["a"], stall_after=True), TypeError, "stall_after must be an int"),
+        (lambda: TextReply(["a"], token_delay=float("nan")), TypeError, "token_delay"),
+        (lambda: TextReply(["a"], first_token_delay=-0.1), ValueError, "first_token_delay"),
+        (lambda: TextReply("ab"), TypeError, "not a single string"),
+        (lambda: ToolCallReply([], args_fragment_size=0), ValueError, "args_fragment_size"),
+        (lambda: ToolCallReply(["f"]), TypeError, "expected ScriptedToolCall"),
+        (lambda: ErrorReply(199, "x"), ValueError, "status must be at least 200"),
+        (lambda: ErrorReply(1000, "x"), ValueError, "status"),
+        (lambda: ErrorReply(429.0, "x"), TypeError, "status must be an int"),
+        (lambda: RawReply(b"", status=101), ValueError, "status"),
+        (lambda: RawReply(b"", chunk_sizes=[-1]), ValueError, "chunk sizes"),
+        (lambda: RawReply(b"", delay_between_chunks=-1), ValueError, "delay_between_chunks"),
+    ],
+)
+def test_reply_fields_are_checked_where_built(
+    build: Any, error: type[Exception], fragment: str
+) -> None:
+    with pytest.raises(error, match=fragment):
+        build()

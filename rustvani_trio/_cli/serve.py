@@ -9,6 +9,6 @@ PASSTHROUGH = True
 
 
 def run(argv: Sequence[str]) -> int:
-    from ..testing import server
+    from ..testing.__main__ import main
 
-    return server.main(list(argv))
+    return main(list(argv), prog="python -m rustvani_trio serve")

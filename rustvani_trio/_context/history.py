@@ -1,0 +1,101 @@
+"""The committed messages of a context, with the side data of each (never sent)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import attrs
+
+from .estimate import message_tokens
+from .readonly import MessageDict, MessageList
+
+__all__ = ["Entry", "History", "make_entry"]
+
+
+@attrs.define(slots=True)
+class Entry:
+    """One committed message with its heuristic token count and interruption mark."""
+
+    message: MessageDict
+    tokens: int
+    interrupted: bool = False
+
+
+def make_entry(message: MessageDict, interrupted: bool = False) -> Entry:
+    """An :class:`Entry` for ``message`` (already checked and frozen)."""
+    return Entry(message=message, tokens=message_tokens(message), interrupted=interrupted)
+
+
+class History:
+    """The committed entries in order, with their token total and a read-only snapshot of
+    their messages kept up to date.
+
+    Every change goes through a method here, so that derived data can never go stale. The
+    messages are read-only (:class:`.readonly.MessageDict`), so the snapshot can share them.
+    """
+
+    __slots__ = ("_entries", "_snapshot", "_tokens")
+
+    def __init__(self, entries: Iterable[Entry] = ()) -> None:
+        self._entries: list[Entry] = list(entries)
+        self._tokens = sum(entry.tokens for entry in self._entries)
+        self._snapshot: MessageList | None = None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries)
+
+    def __getitem__(self, index: int) -> Entry:
+        return self._entries[index]
+
+    @property
+    def tokens(self) -> int:
+        """The sum of the entries' heuristic token counts."""
+        return self._tokens
+
+    def messages(self) -> MessageList:
+        """The messages, in order: a read-only list, made once per change of the history."""
+        if self._snapshot is None:
+            self._snapshot = MessageList._of([entry.message for entry in self._entries])
+        return self._snapshot
+
+    def roles(self) -> list[Any]:
+        """The role of each message, in order."""
+        return [entry.message["role"] for entry in self._entries]
+
+    def extend(self, entries: Iterable[Entry]) -> None:
+        """Append ``entries``."""
+        entries = list(entries)
+        self._entries.extend(entries)
+        self._snapshot = None
+        self._tokens += sum(entry.tokens for entry in entries)
+
+    def insert(self, index: int, entry: Entry) -> None:
+        """Insert ``entry`` before position ``index`` (``0 <= index <= len``)."""
+        self._entries.insert(index, entry)
+        self._snapshot = None
+        self._tokens += entry.tokens
+
+    def replace(self, index: int, entry: Entry) -> Entry:
+        """Put ``entry`` at ``index``; return the entry it replaced."""
+        old = self._entries[index]
+        self._entries[index] = entry
+        self._snapshot = None
+        self._tokens += entry.tokens - old.tokens
+        return old
+
+    def delete(self, start: int, stop: int) -> None:
+        """Remove the entries ``start:stop``."""
+        self._tokens -= sum(entry.tokens for entry in self._entries[start:stop])
+        del self._entries[start:stop]
+        self._snapshot = None
+
+    def copy(self) -> History:
+        """An independent copy (the read-only messages are shared)."""
+        return History(
+            Entry(message=e.message, tokens=e.tokens, interrupted=e.interrupted)
+            for e in self._entries
+        )

@@ -1,0 +1,286 @@
+""":class:`LLMContext`: one conversation, its tools, tool rounds and token budget."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .budget import TokenBudget
+from .errors import ContextInvariantError, InvalidMessageError, RoundStateError
+from .history import Entry, History, make_entry
+from .messages import Message, check_message, check_sequence
+from .readonly import MessageDict
+from .rounds import ContextRound
+from .tools import ToolChoice, ToolSpec
+from .values import freeze, freeze_message, thaw
+
+__all__ = ["LLMContext"]
+
+
+class LLMContext(TokenBudget):
+    """An OpenAI-format chat conversation with its tools, tool choice and token budget.
+
+    See :mod:`rustvani_trio.context` for ownership, validation, rounds and interruption marks.
+    """
+
+    # Built in layers, each owning its slots: Toolset (tools, tool choice), then TokenBudget
+    # (estimates, calibration, trimming), then this class (messages, rounds).
+    __slots__ = ("_entries", "_round")
+
+    def __init__(
+        self,
+        messages: Iterable[Mapping[str, Any]] | None = None,
+        *,
+        tools: Iterable[ToolSpec] | None = None,
+        tool_choice: ToolChoice = None,
+    ) -> None:
+        """Create a context from initial ``messages``, ``tools`` and ``tool_choice``.
+
+        Every message and tool is checked (:class:`InvalidMessageError`,
+        :class:`InvalidToolError`); the sequence as a whole is not (see :meth:`validate`).
+        """
+        entries = self._prepare(messages or (), start=0)
+        super().__init__(tools, tool_choice)
+        self._entries: History = History(entries)
+        self._round: ContextRound | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<LLMContext messages={len(self._entries)} tools={len(self._tools)} "
+            f"factor={self._factor:.3g} round_open={self._round is not None}>"
+        )
+
+    # ------------------------------------------------------------------ messages
+
+    @staticmethod
+    def _prepare(messages: Iterable[Mapping[str, Any]], start: int) -> list[Entry]:
+        if isinstance(messages, Mapping):
+            raise InvalidMessageError("expected a list of messages, got a single message dict")
+        return [
+            make_entry(_checked(message, start + offset)) for offset, message in enumerate(messages)
+        ]
+
+    @property
+    def messages(self) -> Sequence[Mapping[str, Any]]:
+        """The committed messages (staged rounds excluded), as a read-only snapshot.
+
+        It is a ``list`` of ``dict`` s (JSON-serialisable, equal to plain lists and dicts)
+        that refuses every change with a :class:`TypeError` naming the method to use instead:
+        :meth:`add_message`, :meth:`insert_message`, :meth:`replace_message`,
+        :meth:`remove_message` or :meth:`set_messages`. Reading it is cheap: the snapshot is
+        made once per change of the context.
+        """
+        return self._entries.messages()
+
+    @property
+    def message_count(self) -> int:
+        """Number of committed messages (cheaper than ``len(ctx.messages)``)."""
+        return len(self._entries)
+
+    def add_message(self, message: Mapping[str, Any]) -> None:
+        """Append one message after checking its shape and values (see
+        :class:`InvalidMessageError`)."""
+        end = len(self._entries)
+        self._entries.insert(end, make_entry(_checked(message, end)))
+
+    def add_messages(self, messages: Iterable[Mapping[str, Any]]) -> None:
+        """Append several messages; all are checked first, so either all or none are added."""
+        self._entries.extend(self._prepare(messages, start=len(self._entries)))
+
+    def set_messages(self, messages: Iterable[Mapping[str, Any]]) -> None:
+        """Replace all committed messages (and clear interruption marks); all-or-nothing.
+
+        An open round is unaffected and will append to the new history when committed.
+        """
+        self._entries = History(self._prepare(messages, start=0))
+
+    def insert_message(self, index: int, message: Mapping[str, Any]) -> None:
+        """Insert one message before position ``index`` (as :meth:`list.insert`, negative
+        indices count from the end), after checking it; :class:`IndexError` when ``index``
+        is outside ``-len .. len``.
+
+        Whether the sequence still pairs tool calls with their results is checked by
+        :meth:`validate`, before the next request.
+        """
+        position = self._position(index, len(self._entries) + 1)
+        self._entries.insert(position, make_entry(_checked(message, position)))
+
+    def replace_message(
+        self, index: int, message: Mapping[str, Any], *, interrupted: bool | None = None
+    ) -> None:
+        """Replace message ``index`` (negative counts from the end) after checking the new one.
+
+        Its interruption mark is kept unless ``interrupted`` says otherwise. To change one
+        field, pass a changed copy: ``replace_message(i, {**context.messages[i], "content":
+        text})``.
+        """
+        position = self._position(index, len(self._entries))
+        mark = self._entries[position].interrupted if interrupted is None else interrupted
+        self._entries.replace(position, make_entry(_checked(message, position), mark))
+
+    def remove_message(self, index: int) -> Mapping[str, Any]:
+        """Remove message ``index`` (negative counts from the end) and return it."""
+        position = self._position(index, len(self._entries))
+        removed = self._entries[position].message
+        self._entries.delete(position, position + 1)
+        return removed
+
+    def _position(self, index: int, size: int) -> int:
+        """``index`` as a position in ``range(size)`` (negative counts back from ``len``)."""
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"a message index must be an int, got {type(index).__name__}")
+        position = index + len(self._entries) if index < 0 else index
+        if not 0 <= position < size:
+            raise IndexError(
+                f"message index {index} is out of range (the context has "
+                f"{len(self._entries)} messages)"
+            )
+        return position
+
+    def add_user_message(self, text: str) -> None:
+        """Append ``{"role": "user", "content": text}``."""
+        self.add_message({"role": "user", "content": text})
+
+    def add_assistant_message(self, text: str, *, interrupted: bool = False) -> None:
+        """Append ``{"role": "assistant", "content": text}``.
+
+        ``interrupted=True`` records that the bot was cut off while speaking it; the mark is
+        kept outside the message (see :meth:`is_interrupted`) and is never sent.
+        """
+        self.add_message({"role": "assistant", "content": text})
+        self._entries[-1].interrupted = interrupted
+
+    def add_tool_message(
+        self, tool_call_id: str, content: str | Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Append ``{"role": "tool", "tool_call_id": ..., "content": ...}``.
+
+        Prefer :meth:`begin_round` for the tool loop; this is for rebuilding histories.
+        """
+        self.add_message({"role": "tool", "tool_call_id": tool_call_id, "content": content})
+
+    def is_interrupted(self, index: int) -> bool:
+        """Whether message ``index`` (negative counts from the end) was marked interrupted.
+
+        Raises :class:`IndexError` when there is no such message.
+        """
+        return self._entries[index].interrupted
+
+    def interrupted_indices(self) -> list[int]:
+        """Indices of the messages marked interrupted, ascending."""
+        return [i for i, entry in enumerate(self._entries) if entry.interrupted]
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The content of the leading system message, or ``None`` when there is none.
+
+        Only a ``"system"`` message at index 0 counts.  List content is returned as the
+        concatenation of its text parts.  Setting a string replaces that message's content
+        (keeping its other keys) or inserts a new system message at index 0; setting ``None``
+        removes it.
+        """
+        if not self._entries or self._entries[0].message["role"] != "system":
+            return None
+        content = self._entries[0].message["content"]
+        if isinstance(content, str):
+            return content
+        return "".join(part["text"] for part in content if isinstance(part.get("text"), str))
+
+    @system_prompt.setter
+    def system_prompt(self, text: str | None) -> None:
+        has_prompt = bool(self._entries) and self._entries[0].message["role"] == "system"
+        if text is None:
+            if has_prompt:
+                self._entries.delete(0, 1)
+            return
+        if not isinstance(text, str):
+            raise InvalidMessageError(
+                f"the system prompt must be a string, got {type(text).__name__}"
+            )
+        freeze(text, "the system prompt", InvalidMessageError)
+        if has_prompt:
+            message = MessageDict._of({**self._entries[0].message, "content": text})
+            self._entries.replace(0, make_entry(message, self._entries[0].interrupted))
+        else:
+            message = MessageDict._of({"role": "system", "content": text})
+            self._entries.insert(0, make_entry(message))
+
+    def to_request_messages(self) -> list[Message]:
+        """The committed messages as a fresh, JSON-serialisable list for the next request.
+
+        Staged round content is excluded.  The unscaled estimate of this request (messages and
+        current tools) is remembered for :meth:`calibrate_from_usage`.
+        """
+        self._last_request_raw = self._raw_total(include_tools=True)
+        return thaw(self._entries.messages())  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ whole-context
+
+    def copy(self) -> LLMContext:
+        """An independent copy: messages, interruption marks, tools, tool choice, calibration.
+
+        An open round is *not* copied; the copy has none.
+        """
+        other = LLMContext.__new__(LLMContext)
+        other._entries = self._entries.copy()
+        other._tools = list(self._tools)  # tools and the tool choice are read-only values
+        other._tool_choice = self._tool_choice
+        other._factor = self._factor
+        other._last_request_raw = self._last_request_raw
+        other._round = None
+        return other
+
+    def validate(self) -> None:
+        """Check that the context can be sent as is; raise :class:`ContextInvariantError` if not.
+
+        Checks, in order: no round is open; every message is well formed (e.g. every tool call
+        has an id); every assistant message's tool calls are each answered by exactly one tool
+        message before the next non-tool message (results may come in any order); every tool
+        message answers a pending call of the assistant message before it (not an unknown or an
+        already answered id); a ``tool_choice`` naming a function names one of the tools, and
+        ``"required"`` has tools to choose from.
+        """
+        if self._round is not None:
+            raise ContextInvariantError(
+                "a tool round is still open: commit() or rollback() it first"
+            )
+        check_sequence(self._entries.messages())
+        self._check_tool_choice_names_a_tool()
+
+    # ------------------------------------------------------------------ rounds
+
+    @property
+    def open_round(self) -> ContextRound | None:
+        """The round begun with :meth:`begin_round` and not yet closed, if any."""
+        return self._round
+
+    def begin_round(self) -> ContextRound:
+        """Open a tool round (the model answered with tool calls); see :class:`ContextRound`.
+
+        Raises :class:`RoundStateError` when a round is already open.  Other methods stay
+        usable while it is open; its messages are appended at commit time, after whatever was
+        committed meanwhile.
+        """
+        if self._round is not None:
+            raise RoundStateError(
+                "a tool round is already open: commit() or rollback() it before beginning another"
+            )
+        self._round = ContextRound(self)
+        return self._round
+
+    def _commit_round(self, round_: ContextRound, messages: list[MessageDict]) -> None:
+        assert self._round is round_
+        self._entries.extend(make_entry(message) for message in messages)
+        self._round = None
+
+    def _close_round(self, round_: ContextRound) -> None:
+        if self._round is round_:
+            self._round = None
+
+
+def _checked(message: Mapping[str, Any], index: int) -> MessageDict:
+    """``message`` checked (shape and values) and frozen, as message ``index``."""
+    check_message(message, f"message {index}")
+    return freeze_message(
+        message, lambda: f"message {index} (role {message['role']!r})", InvalidMessageError
+    )

@@ -1,0 +1,111 @@
+"""``x_script``: a reply described in the request body itself (for load generators).
+
+A request whose JSON body has an ``"x_script"`` object gets the reply it describes instead of
+the next queued one; the format is documented on :class:`~rustvani_trio.testing.ScriptedServer`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from ._replies import Reply, ScriptedToolCall, TextReply, ToolCallReply, numbered_tokens
+
+__all__ = ["ScriptError", "XScriptCache", "reply_from_x_script"]
+
+_CACHE_SIZE: Final = 256
+
+
+class ScriptError(ValueError):
+    """An invalid ``x_script`` request field (the client gets HTTP 400 with the message)."""
+
+
+def _opt_int(spec: Mapping[str, Any], key: str) -> int | None:
+    value = spec.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{key} must be an integer")
+    return value
+
+
+def _float(spec: Mapping[str, Any], key: str) -> float:
+    value = spec.get(key, 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{key} must be a number")
+    return float(value)
+
+
+def reply_from_x_script(spec: Mapping[str, Any]) -> Reply:
+    """The reply an ``x_script`` object describes (TypeError / ValueError / KeyError if bad).
+
+    ``tokens`` (default 16, or 0 with a tool call) as a number means :func:`numbered_tokens`;
+    with ``tool_call`` the reply is a :class:`ToolCallReply` and the tokens are its text.
+    """
+    raw_calls = spec.get("tool_call")
+    if raw_calls is None:
+        raw_calls = []
+    elif isinstance(raw_calls, dict):
+        raw_calls = [raw_calls]
+    elif not isinstance(raw_calls, list):
+        raise TypeError("tool_call must be an object or a list of objects")
+    calls = [
+        ScriptedToolCall(
+            name=str(call["name"]),
+            arguments=call.get("arguments", "{}"),
+            id=call.get("id"),
+        )
+        for call in raw_calls
+    ]
+    raw_tokens = spec.get("tokens", 0 if calls else 16)
+    tokens: list[str]
+    if isinstance(raw_tokens, bool):
+        raise TypeError("tokens must be a count or a list of strings")
+    if isinstance(raw_tokens, int):
+        tokens = numbered_tokens(raw_tokens)
+    elif isinstance(raw_tokens, list):
+        tokens = list(raw_tokens)
+    else:
+        raise TypeError("tokens must be a count or a list of strings")
+    common: dict[str, Any] = {
+        "token_delay": _float(spec, "token_delay"),
+        "first_token_delay": _float(spec, "first_token_delay"),
+        "error_after": _opt_int(spec, "error_after"),
+        "drop_after": _opt_int(spec, "drop_after"),
+        "stall_after": _opt_int(spec, "stall_after"),
+    }
+    if "finish_reason" in spec:
+        common["finish_reason"] = str(spec["finish_reason"])
+    if calls:
+        return ToolCallReply(calls, text_tokens=tokens, **common)
+    return TextReply(tokens, **common)
+
+
+class XScriptCache:
+    """Builds replies from ``x_script`` objects, remembering the last few hundred.
+
+    A load generator sends the same ``x_script`` thousands of times; the cache saves building
+    (and pre-rendering) the reply for each request.
+    """
+
+    __slots__ = ("_replies",)
+
+    def __init__(self) -> None:
+        self._replies: dict[str, Reply] = {}
+
+    def reply(self, spec: Any) -> Reply:
+        """The reply for ``spec``; :class:`ScriptError` when it is not a valid ``x_script``."""
+        if not isinstance(spec, dict):
+            raise ScriptError("x_script must be a JSON object")
+        key = json.dumps(spec, sort_keys=True)
+        reply = self._replies.get(key)
+        if reply is None:
+            try:
+                reply = reply_from_x_script(spec)
+            except (TypeError, ValueError, KeyError) as exc:
+                raise ScriptError(f"invalid x_script: {exc}") from exc
+            if len(self._replies) >= _CACHE_SIZE:
+                self._replies.clear()
+            self._replies[key] = reply
+        return reply
