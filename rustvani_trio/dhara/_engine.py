@@ -303,7 +303,7 @@ class _Engine(_Actions):
             additions += [{"role": "assistant", "content": s} for s in said]
             if cfg.context_strategy.strategy is not ContextStrategy.APPEND:
                 current = self.context.messages
-                head = current[:1] if current and current[0]["role"] == "system" else []
+                head = [dict(current[0])] if current and current[0]["role"] == "system" else []
                 if summary:
                     head.append(
                         {
