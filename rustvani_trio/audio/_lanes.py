@@ -14,7 +14,17 @@ import trio
 
 from ..processor import FrameProcessor
 
-__all__ = ["wait_for_queued_audio"]
+__all__ = ["run_nursery", "wait_for_queued_audio"]
+
+
+def run_nursery(processor: FrameProcessor) -> trio.Nursery:
+    """The nursery of the run ``processor`` is in, for its long-lived tasks (a provider
+    connection, a timer). FrameProcessor has no public accessor for it yet; this is the one
+    place that reads the base class's attribute."""
+    nursery = processor._nursery
+    if nursery is None:
+        raise RuntimeError(f"{processor.name} is not running in a PipelineTask")
+    return nursery
 
 
 async def wait_for_queued_audio(

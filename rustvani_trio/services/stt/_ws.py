@@ -33,6 +33,7 @@ import trio
 import trio_websocket
 
 from ..._validators import non_negative, positive
+from ...audio._lanes import run_nursery
 from ...frames import CancelFrame, EndFrame, StartFrame
 from ...processor import FrameProcessor
 
@@ -274,9 +275,7 @@ class WebSocketService(FrameProcessor):
         self._closing = self._aborting = False
         self._demand = trio.Event()
         self._demand.set()  # connect at once, so the first answer does not wait for it
-        nursery = self._nursery  # the run's nursery (FrameProcessor has no public accessor yet)
-        assert nursery is not None, "processor started outside a PipelineTask"
-        await nursery.start(self._service)
+        await run_nursery(self).start(self._service)
 
     async def on_stop(self, frame: EndFrame) -> None:
         self._closing = True  # a close from here on is expected: no reconnect
