@@ -37,11 +37,11 @@ class FakeSixtyDbSTT:
     stops: int = 0
 
     async def __call__(self, sock: FakeSocket) -> None:
-        for kind in self.greeting_order:
-            if kind == "connected":
+        for greeting in self.greeting_order:
+            if greeting == "connected":
                 await sock.send_json({"type": "connected", "message": "upstream ready"})
             else:
-                await sock.send_json({kind: True, "message": f"{kind}"})
+                await sock.send_json({greeting: True, "message": greeting})
         if sock.query.get("apiKey") != self.api_key:
             await sock.close(1008, "Invalid API key or insufficient credits")
             return
