@@ -47,9 +47,18 @@ class Resampler:
         in_rate, out_rate: sample rates in Hz.
         taps: filter length per output sample (more: a sharper cut-off, more CPU).
         beta: Kaiser window shape (about 7 gives 70 dB of side-lobe attenuation).
+        bandwidth: the cut-off as a fraction of the lower Nyquist frequency.
     """
 
-    def __init__(self, in_rate: int, out_rate: int, *, taps: int = 32, beta: float = 7.0) -> None:
+    def __init__(
+        self,
+        in_rate: int,
+        out_rate: int,
+        *,
+        taps: int = 32,
+        beta: float = 7.0,
+        bandwidth: float = 0.9,
+    ) -> None:
         for name, rate in (("in_rate", in_rate), ("out_rate", out_rate)):
             if not isinstance(rate, int) or isinstance(rate, bool) or rate < 1:
                 raise ValueError(f"{name} must be a positive int, got {rate!r}")
@@ -58,6 +67,9 @@ class Resampler:
         self.in_rate = in_rate
         self.out_rate = out_rate
         self.taps = taps
+        if not 0 < bandwidth < 1:
+            raise ValueError(f"bandwidth must be within (0, 1), got {bandwidth}")
+        self.bandwidth = bandwidth
         g = math.gcd(in_rate, out_rate)
         self._up = out_rate // g  # L
         self._down = in_rate // g  # M
@@ -78,7 +90,7 @@ class Resampler:
         up, taps = self._up, self.taps
         length = taps * up
         # Cut-off as a fraction of the upsampled rate (in_rate * up), below both Nyquists.
-        cutoff = 0.45 * min(self.in_rate, self.out_rate) / (self.in_rate * up)
+        cutoff = self.bandwidth / 2 * min(self.in_rate, self.out_rate) / (self.in_rate * up)
         centre = (length - 1) / 2
         norm = _bessel_i0(beta)
         h = []
