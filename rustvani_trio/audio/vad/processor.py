@@ -30,6 +30,9 @@ __all__ = ["VADAnalyzer", "VADProcessor"]
 logger = logging.getLogger("rustvani_trio")
 _DOWN = FrameDirection.DOWNSTREAM
 
+#: Per-chunk decay of the held loudness (fast attack, slow release).
+_RELEASE = 0.85
+
 #: Chunks timed inline before deciding whether inference runs in a worker thread.
 _PROBE_CHUNKS = 25
 
@@ -103,6 +106,7 @@ class VADProcessor(FrameProcessor):
         self._probed = 0
         self._limiter = trio.CapacityLimiter(1)
         self._busy = False
+        self._volume = 0.0
 
     @property
     def state(self) -> VADState:
@@ -119,6 +123,7 @@ class VADProcessor(FrameProcessor):
         self._machine.reset()
         self._buffer.clear()
         self._resampler = None
+        self._volume = 0.0
 
     async def on_stop(self, frame: EndFrame) -> None:
         await wait_for_queued_audio(self, lambda: self._busy)
@@ -151,7 +156,10 @@ class VADProcessor(FrameProcessor):
             chunk = bytes(buffer[:size])
             del buffer[:size]
             confidence = await self._confidence(chunk)
-            volume = volume_from_dbfs(level_dbfs(chunk))
+            # Fast attack, slow release: the gap between two words (digital silence from a
+            # synthesiser, a breath) must not reset a start that is being confirmed.
+            volume = max(volume_from_dbfs(level_dbfs(chunk)), self._volume * _RELEASE)
+            self._volume = volume
             change = self._machine.step(confidence, volume, self._chunk_secs)
             if change is VADState.SPEAKING:
                 await self._push_started()

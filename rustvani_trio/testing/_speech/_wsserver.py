@@ -117,7 +117,10 @@ class FakeSocket:
     async def _write(self, data: bytes) -> None:
         async with self._send_lock:
             try:
-                await self.stream.send_all(data)
+                # A frame is written whole or not at all: a write cancelled half-way would
+                # corrupt the stream (bounded, for a client that stopped reading).
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await self.stream.send_all(data)
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 self._open = False
                 raise _Dropped from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,9 +21,10 @@ __all__ = ["FakeDeepgramTTS", "open_fake_deepgram_tts"]
 class FakeDeepgramTTS:
     """Behaviour of the fake: the key it accepts, audio per character, chunk size, faults.
 
-    Speak texts are buffered; Flush synthesises the buffer (``audio_for``) in chunks of
-    ``chunk_bytes`` then answers ``Flushed``; Clear stops the synthesis and answers
-    ``Cleared``; Close closes. A wrong key is refused at the handshake with 401.
+    Speak texts are buffered (or synthesised at once with ``synthesize_on_speak``); Flush
+    synthesises the buffer (``audio_for``) in chunks of ``chunk_bytes`` then answers
+    ``Flushed``; Clear stops the synthesis and answers ``Cleared``; Close closes. A wrong key
+    is refused at the handshake with 401.
     """
 
     api_key: str = "test-key"
@@ -35,6 +37,8 @@ class FakeDeepgramTTS:
     flushes: int = 0
     clears: int = 0
     chunks_sent: int = 0
+    #: synthesise each Speak as it comes (like a streaming service), not only at Flush
+    synthesize_on_speak: bool = False
 
     def authorize(self, path: str, headers: dict[str, str]) -> tuple[int, bytes] | None:
         if headers.get("authorization") != f"Token {self.api_key}":
@@ -45,12 +49,14 @@ class FakeDeepgramTTS:
     async def __call__(self, sock: FakeSocket) -> None:
         activity = [trio.current_time()]
         buffer: list[str] = []
-        synth: list[trio.CancelScope] = []
         sent_on_conn = [0]
         received = 0
         faults = self.faults
+        jobs_send, jobs_recv = trio.open_memory_channel[tuple[str, str]](math.inf)
+        worker_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(idle_watch, sock, faults, activity)
+            nursery.start_soon(self._worker, sock, jobs_recv, sent_on_conn, worker_scope)
             while True:
                 message = await sock.receive()
                 if message is None:
@@ -65,14 +71,15 @@ class FakeDeepgramTTS:
                 kind = data.get("type")
                 if kind == "Speak":
                     self.texts.append(data["text"])
-                    buffer.append(data["text"])
+                    if self.synthesize_on_speak:
+                        jobs_send.send_nowait(("speak", data["text"]))
+                    else:
+                        buffer.append(data["text"])
                 elif kind == "Flush":
                     self.flushes += 1
-                    text, buffer = "".join(buffer), []
                     if faults.error is not None:
-                        await sock.send_json(
-                            {"type": "Error", "err_code": "DATA-0000", "err_msg": faults.error}
-                        )
+                        error = {"type": "Error", "err_code": "DATA-0000", "err_msg": faults.error}
+                        await sock.send_json(error)
                         faults.error = None
                         if faults.close_code is not None:
                             await sock.close(faults.close_code, faults.close_reason)
@@ -80,41 +87,52 @@ class FakeDeepgramTTS:
                         continue
                     if faults.silent:
                         continue
-                    scope = trio.CancelScope()
-                    synth.append(scope)
-                    nursery.start_soon(self._synthesise, sock, text, scope, sent_on_conn)
+                    if buffer:
+                        jobs_send.send_nowait(("speak", "".join(buffer)))
+                        buffer.clear()
+                    jobs_send.send_nowait(("flush", ""))
                 elif kind == "Clear":
                     self.clears += 1
                     buffer.clear()
-                    for scope in synth:
-                        scope.cancel()
-                    synth.clear()
+                    while True:  # forget queued work, stop the current one
+                        try:
+                            jobs_recv.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                    worker_scope.cancel()
+                    worker_scope = trio.CancelScope()
+                    nursery.start_soon(self._worker, sock, jobs_recv, sent_on_conn, worker_scope)
                     await sock.send_json({"type": "Cleared", "sequence_id": self.clears})
                 elif kind == "Close":
                     await sock.close(1000)
                     break
             nursery.cancel_scope.cancel()
 
-    async def _synthesise(
-        self, sock: FakeSocket, text: str, scope: trio.CancelScope, sent_on_conn: list[int]
+    async def _worker(
+        self,
+        sock: FakeSocket,
+        jobs: trio.MemoryReceiveChannel[tuple[str, str]],
+        sent_on_conn: list[int],
+        scope: trio.CancelScope,
     ) -> None:
         faults = self.faults
         with scope:
-            await trio.sleep(faults.first_delay)
-            audio = audio_for(text, self.sample_rate, self.secs_per_char)
-            for start in range(0, len(audio), self.chunk_bytes):
-                await sock.send(audio[start : start + self.chunk_bytes])
-                self.chunks_sent += 1
-                sent_on_conn[0] += 1
-                if (
-                    faults.drop_after_chunks is not None
-                    and sent_on_conn[0] >= faults.drop_after_chunks
-                ):
-                    faults.drop_after_chunks = None
-                    await sock.drop()
-                    return
-                await trio.sleep(faults.chunk_delay)
-            await sock.send_json({"type": "Flushed", "sequence_id": self.flushes})
+            async for kind, text in jobs:
+                if kind == "flush":
+                    await sock.send_json({"type": "Flushed", "sequence_id": self.flushes})
+                    continue
+                await trio.sleep(faults.first_delay)
+                audio = audio_for(text, self.sample_rate, self.secs_per_char)
+                for start in range(0, len(audio), self.chunk_bytes):
+                    await sock.send(audio[start : start + self.chunk_bytes])
+                    self.chunks_sent += 1
+                    sent_on_conn[0] += 1
+                    drop = faults.drop_after_chunks
+                    if drop is not None and sent_on_conn[0] >= drop:
+                        faults.drop_after_chunks = None
+                        await sock.drop()
+                        return
+                    await trio.sleep(faults.chunk_delay)
 
 
 @asynccontextmanager

@@ -3,15 +3,33 @@ answers what it heard, espeak-ng, and a paced output. Used by the demo, tests, b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+import attrs
+import trio
 
 from ...aggregators import create_context_aggregators
 from ...context import LLMContext
+from ...pipeline import Pipeline
 from ...processor import FrameProcessor
-from ...testing.server import RecordedRequest, TextReply
+from ...services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
+from ...task import PipelineTask
+from ...testing.server import RecordedRequest, TextReply, open_scripted_server
+from .harness import wait_until
 from .paced import PacedAudioOutput
+from .scenario import Microphone, Silence, Speech, Until
 
-__all__ = ["GRAMMAR", "PHRASES", "WORDS", "answer_for", "offline_voice_pipeline", "scripted_answer"]
+__all__ = [
+    "GRAMMAR",
+    "PHRASES",
+    "WORDS",
+    "Conversation",
+    "answer_for",
+    "converse",
+    "offline_voice_pipeline",
+    "scripted_answer",
+]
 
 GRAMMAR = """#JSGF V1.0;
 grammar demo;
@@ -68,7 +86,7 @@ def scripted_answer(*, token_delay: float = 0.02, first_token_delay: float = 0.1
 
 
 def offline_voice_pipeline(
-    context: LLMContext, llm: FrameProcessor, *, output: PacedAudioOutput | None = None
+    context: LLMContext, llm: FrameProcessor, output: PacedAudioOutput | None = None
 ) -> list[FrameProcessor]:
     """``VAD -> STT -> user aggregator -> llm -> TTS -> output -> assistant aggregator``."""
     from ...audio.vad.silero import SileroVADProcessor
@@ -85,3 +103,66 @@ def offline_voice_pipeline(
         output if output is not None else PacedAudioOutput(),
         assistant,
     ]
+
+
+Builder = Callable[[LLMContext, FrameProcessor, PacedAudioOutput], list[FrameProcessor]]
+
+
+@attrs.define
+class Conversation:
+    """What happened: the microphone's marks, the audio sent, the context, the requests."""
+
+    mic: Microphone
+    output: PacedAudioOutput
+    context: LLMContext
+    requests: list[RecordedRequest]
+
+    @property
+    def voice_to_voice(self) -> float:
+        """End of the question's speech to the first bot audio sent."""
+        return self.output.sent[0].time - self.mic.speech_end["question"]
+
+    @property
+    def barge_in(self) -> float:
+        """First sample of the barge-in speech to the last audio of the first answer sent."""
+        start = self.mic.speech_start["barge-in"]
+        return max(s.time for s in self.output.sent if s.time < start + 1.0) - start
+
+
+async def converse(
+    question: bytes,
+    *,
+    barge_in: bytes | None = None,
+    build: Builder | None = None,
+    token_delay: float = 0.02,
+    first_token_delay: float = 0.1,
+    barge_in_after: float = 1.0,
+    within: float = 60.0,
+) -> Conversation:
+    """Say ``question`` (16 kHz PCM) to a voice pipeline (``build``: offline engines by
+    default) with a scripted model; optionally say ``barge_in`` ``barge_in_after`` seconds
+    into the answer; return when the bot has finished talking."""
+    output = PacedAudioOutput()
+    mic = Microphone()
+    context = LLMContext([{"role": "system", "content": "Be brief."}])
+    reply = scripted_answer(token_delay=token_delay, first_token_delay=first_token_delay)
+    async with open_scripted_server(default_reply=reply) as server:
+        config = OpenAILLMConfig(base_url=server.base_url, api_key="scripted")
+        llm = OpenAILLMHandler(config).into_processor()
+        processors = (build or offline_voice_pipeline)(context, llm, output)
+        task = PipelineTask(Pipeline(processors))
+        segments: list[Speech | Silence | Until] = [Silence(0.3), Speech(question, "question")]
+        if barge_in is not None:
+            segments += [
+                Until(output.first_audio, after=barge_in_after),
+                Speech(barge_in, "barge-in"),
+                Silence(2.0),
+            ]
+        else:
+            segments += [Until(output.first_audio, after=0.5)]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(task.run)
+            await mic.play(task, segments)
+            await wait_until(lambda: len(output.started_at) == len(output.stopped_at), within)
+            await task.cancel("conversation over")
+        return Conversation(mic, output, context, list(server.requests))
