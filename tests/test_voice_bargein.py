@@ -51,6 +51,7 @@ async def test_barge_in_stops_the_bot(autojump_clock: trio.testing.MockClock) ->
     assert messages[1] == {"role": "user", "content": "what is the weather in paris"}
     partial = messages[2]
     assert partial["role"] == "assistant"  # the interrupted answer was committed
+    assert context.is_interrupted(2) and not context.is_interrupted(4)
     assert messages[3] == {"role": "user", "content": "stop"}
     assert messages[4]["content"] == "Okay, I will stop."
     # The second answer was spoken after the interruption.
@@ -71,3 +72,30 @@ async def test_barge_in_cancels_the_llm_stream(autojump_clock: trio.testing.Mock
     text = partial["content"]
     assert text.startswith("In Paris it is") and len(text) < len(full)
     assert context.messages[3] == {"role": "user", "content": "stop"}
+
+
+def test_demo_scene_voice_is_registered() -> None:
+    from rustvani_trio._cli import demo
+
+    scene = demo._scene("voice")
+    assert scene.REQUIRES == "vad-silero,stt-pocketsphinx,tts-espeak" and scene.available()
+
+
+async def test_demo_scene_voice_runs(
+    autojump_clock: trio.testing.MockClock,
+    tmp_path: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import tempfile
+
+    from rustvani_trio._cli import scene_voice
+    from rustvani_trio.audio.pcm import read_wav
+
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    await scene_voice.run()
+    out = capsys.readouterr().out
+    assert "user: what is the weather in paris" in out and "[interrupted]" in out
+    assert "assistant: Okay, I will stop." in out
+    answer = read_wav(f"{tmp_path}/rustvani-voice-demo/answer.wav")
+    assert answer.sample_rate == 22050 and answer.duration > 1.0
