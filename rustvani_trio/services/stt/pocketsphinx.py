@@ -99,6 +99,13 @@ class PocketsphinxSTTService(STTService):
     async def run_stt(self, pcm: bytes) -> None:
         pcm = self._with_noise(pcm)
         if self._in_utterance:
+            if self._history:
+                # The pre-roll is decoded here, not when the VAD's start arrives, so the
+                # UserStartedSpeakingFrame right behind it (a barge-in) is not held up.
+                for earlier in self._history:
+                    self._decoder.process_raw(earlier, False, False)
+                self._history.clear()
+                self._history_bytes = 0
             self._decoder.process_raw(pcm, False, False)
             return
         self._history.append(pcm)
@@ -112,15 +119,15 @@ class PocketsphinxSTTService(STTService):
             return
         self._in_utterance = True
         self._decoder.start_utt()
-        for pcm in self._history:
-            self._decoder.process_raw(pcm, False, False)
-        self._history.clear()
-        self._history_bytes = 0
 
     async def on_speech_stopped(self) -> None:
         if not self._in_utterance:
             return
         self._in_utterance = False
+        for earlier in self._history:  # an utterance shorter than one audio frame
+            self._decoder.process_raw(earlier, False, False)
+        self._history.clear()
+        self._history_bytes = 0
         self._decoder.end_utt()
         hyp = self._decoder.hyp()
         await self.push_transcript(hyp.hypstr if hyp is not None else "", final=True)
