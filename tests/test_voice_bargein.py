@@ -31,7 +31,8 @@ async def test_question_answered_aloud(autojump_clock: trio.testing.MockClock) -
     assert roles[2][0] == "assistant" and "Paris it is eighteen degrees" in roles[2][1]
     # Voice to voice: end of the user's speech -> first bot audio sent.
     latency = output.sent[0].time - mic.speech_end["question"]
-    assert 0.8 <= latency <= 2.0  # stop_secs (0.8) + the model's 0.1 s + the first sentence
+    # stop_secs (0.8) + the model (0.1 s + 10 tokens) + espeak-ng; virtual time, so loose
+    assert 0.8 <= latency <= 3.0
     played = sum(s.frame.duration for s in output.sent)
     assert played > 5.0  # the whole answer, paced out
 
@@ -47,6 +48,8 @@ async def test_barge_in_stops_the_bot(autojump_clock: trio.testing.MockClock) ->
     # few chunks to rise) + one 20 ms audio chunk. benchmarks/voice.py measures it for real.
     assert 0.2 <= last_before - barge_in <= 7 * 0.032 + 0.032 + 0.1 + 0.02
     assert output.stopped_at[0] - barge_in <= 7 * 0.032 + 0.032 + 0.1 + 0.02
+    # From the VAD's decision on, the pipeline and the output take at most one audio chunk.
+    assert talk.barge_in_after_vad <= 0.02 + 1e-6  # negative: the next chunk never left
     messages = context.messages
     assert messages[1] == {"role": "user", "content": "what is the weather in paris"}
     partial = messages[2]

@@ -11,6 +11,8 @@ import trio
 
 from ...aggregators import create_context_aggregators
 from ...context import LLMContext
+from ...frames import UserStartedSpeakingFrame
+from ...observer import BaseObserver, FramePushed
 from ...pipeline import Pipeline
 from ...processor import FrameProcessor
 from ...services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
@@ -105,6 +107,17 @@ def offline_voice_pipeline(
     ]
 
 
+class _SpeakingTimes(BaseObserver):
+    """Records when UserStartedSpeakingFrames were pushed (the first push is the VAD's)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_push_frame(self, event: FramePushed) -> None:
+        if isinstance(event.frame, UserStartedSpeakingFrame):
+            self.times.append(event.timestamp)
+
+
 Builder = Callable[[LLMContext, FrameProcessor, PacedAudioOutput], list[FrameProcessor]]
 
 
@@ -116,6 +129,7 @@ class Conversation:
     output: PacedAudioOutput
     context: LLMContext
     requests: list[RecordedRequest]
+    user_started: list[float] = attrs.Factory(list)
 
     @property
     def voice_to_voice(self) -> float:
@@ -126,7 +140,18 @@ class Conversation:
     def barge_in(self) -> float:
         """First sample of the barge-in speech to the last audio of the first answer sent."""
         start = self.mic.speech_start["barge-in"]
-        return max(s.time for s in self.output.sent if s.time < start + 1.0) - start
+        return self._last_audio_before(start + 1.0) - start
+
+    @property
+    def barge_in_after_vad(self) -> float:
+        """The VAD's decision (UserStartedSpeakingFrame) to the last audio sent: the share of
+        the pipeline and the output, without the VAD's start_secs and the model's onset."""
+        start = self.mic.speech_start["barge-in"]
+        decided = min(t for t in self.user_started if t >= start)
+        return self._last_audio_before(start + 1.0) - decided
+
+    def _last_audio_before(self, limit: float) -> float:
+        return max(s.time for s in self.output.sent if s.time < limit)
 
 
 async def converse(
@@ -141,7 +166,8 @@ async def converse(
 ) -> Conversation:
     """Say ``question`` (16 kHz PCM) to a voice pipeline (``build``: offline engines by
     default) with a scripted model; optionally say ``barge_in`` ``barge_in_after`` seconds
-    into the answer; return when the bot has finished talking."""
+    into the answer; return when the bot has finished talking (its answer to the question,
+    and to the barge-in, which both must be understood)."""
     output = PacedAudioOutput()
     mic = Microphone()
     context = LLMContext([{"role": "system", "content": "Be brief."}])
@@ -150,7 +176,8 @@ async def converse(
         config = OpenAILLMConfig(base_url=server.base_url, api_key="scripted")
         llm = OpenAILLMHandler(config).into_processor()
         processors = (build or offline_voice_pipeline)(context, llm, output)
-        task = PipelineTask(Pipeline(processors))
+        speaking = _SpeakingTimes()
+        task = PipelineTask(Pipeline(processors), observers=[speaking])
         segments: list[Speech | Silence | Until] = [Silence(0.3), Speech(question, "question")]
         if barge_in is not None:
             segments += [
@@ -163,6 +190,14 @@ async def converse(
         async with trio.open_nursery() as nursery:
             await nursery.start(task.run)
             await mic.play(task, segments)
-            await wait_until(lambda: len(output.started_at) == len(output.stopped_at), within)
+            # Every answer spoken to its end (the barge-in gets an answer of its own).
+            answers = 1 if barge_in is None else 2
+            await wait_until(
+                lambda: (
+                    len(output.stopped_at) >= answers
+                    and len(output.started_at) == len(output.stopped_at)
+                ),
+                within,
+            )
             await task.cancel("conversation over")
-        return Conversation(mic, output, context, list(server.requests))
+        return Conversation(mic, output, context, list(server.requests), speaking.times)
