@@ -150,6 +150,14 @@ class Conversation:
         decided = min(t for t in self.user_started if t >= start)
         return self._last_audio_before(start + 1.0) - decided
 
+    @property
+    def interruption_delay(self) -> float:
+        """The VAD's decision to the output stopping the bot (the interruption's way through
+        the aggregator, the LLM and the TTS to the output)."""
+        start = self.mic.speech_start["barge-in"]
+        decided = min(t for t in self.user_started if t >= start)
+        return min(t for t in self.output.stopped_at if t >= decided) - decided
+
     def _last_audio_before(self, limit: float) -> float:
         return max(s.time for s in self.output.sent if s.time < limit)
 
