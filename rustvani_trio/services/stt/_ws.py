@@ -22,104 +22,30 @@ import abc
 import logging
 import math
 import random
-import socket
-import ssl
 from collections import deque
 from typing import ClassVar
-from urllib.parse import quote, quote_plus, urlsplit
+from urllib.parse import quote, quote_plus
 
 import attrs
 import trio
 import trio_websocket
 
-from ..._validators import non_negative, positive
 from ...audio._lanes import run_nursery
 from ...frames import CancelFrame, EndFrame, StartFrame
 from ...processor import FrameProcessor
+from ._ws_connect import (
+    CONNECT_ERRORS,
+    ConnectFailed,
+    connect_failure,
+    first_error,
+    open_connection,
+)
+from ._ws_options import ReconnectPolicy, WebSocketOptions
 
 __all__ = ["ReconnectPolicy", "WebSocketOptions", "WebSocketService"]
 
 logger = logging.getLogger("rustvani_trio")
 Message = str | bytes
-_ssl_context: ssl.SSLContext | None = None
-
-
-def _tls() -> ssl.SSLContext:
-    global _ssl_context
-    if _ssl_context is None:
-        import certifi
-
-        _ssl_context = ssl.create_default_context(cafile=certifi.where())
-    return _ssl_context
-
-
-@attrs.frozen(kw_only=True)
-class ReconnectPolicy:
-    """Backoff between connection attempts: ``initial_delay * multiplier**n`` up to
-    ``max_delay``, each randomised by +-``jitter`` (a fraction); ``max_attempts`` failed
-    attempts in a row and the service gives up (until it is used again)."""
-
-    max_attempts: int = attrs.field(default=5, validator=positive)
-    initial_delay: float = attrs.field(default=0.5, validator=non_negative)
-    max_delay: float = attrs.field(default=10.0, validator=non_negative)
-    multiplier: float = attrs.field(default=2.0, validator=positive)
-    jitter: float = attrs.field(default=0.2, validator=non_negative)
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        """Seconds to wait after ``failures`` failed attempts in a row."""
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** max(0, failures - 1))
-        return max(0.0, base * (1 + rng.uniform(-self.jitter, self.jitter)))
-
-
-@attrs.frozen(kw_only=True)
-class WebSocketOptions:
-    """Timeouts and limits of a provider connection (seconds).
-
-    Attributes:
-        connect_timeout: TCP, TLS and the WebSocket handshake together.
-        send_timeout: one send; longer means the provider stopped reading.
-        idle_timeout: how long the provider may stay silent while a reply is awaited (audio
-            after text was flushed, a transcript after a flush) before the connection is
-            taken for dead and reopened.
-        keepalive_interval: send the provider's keep-alive after this long without sending
-            anything (``None``: never), so idle sockets are not closed by the provider.
-        close_timeout: a clean close (and the provider's last replies) at EndFrame.
-        max_queued: outbound messages kept while (re)connecting; the oldest are dropped
-            beyond it (and the loss is reported).
-        send_buffer_bytes: the socket's send buffer (``None``: the system's); small values
-            make a provider that stopped reading show up sooner.
-        reconnect: the backoff policy.
-    """
-
-    connect_timeout: float = attrs.field(default=10.0, validator=positive)
-    send_timeout: float = attrs.field(default=5.0, validator=positive)
-    idle_timeout: float = attrs.field(default=10.0, validator=positive)
-    keepalive_interval: float | None = attrs.field(default=None)
-    close_timeout: float = attrs.field(default=2.0, validator=positive)
-    max_queued: int = attrs.field(default=1000, validator=positive)
-    send_buffer_bytes: int | None = None
-    reconnect: ReconnectPolicy = attrs.Factory(ReconnectPolicy)
-
-
-def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc
-
-
-class _ConnectFailed(Exception):
-    def __init__(self, message: str, *, retry: bool) -> None:
-        super().__init__(message)
-        self.retry = retry
-
-
-_CONNECT_ERRORS = (
-    OSError,
-    trio.TooSlowError,
-    trio.BrokenResourceError,
-    trio_websocket.HandshakeError,
-)
 
 
 @attrs.define
@@ -326,7 +252,7 @@ class WebSocketService(FrameProcessor):
                 return
             try:
                 outcome = await self._session()
-            except _ConnectFailed as failure:
+            except ConnectFailed as failure:
                 failures += 1
                 if not failure.retry or failures >= policy.max_attempts:
                     await self._give_up(f"{failure} (attempt {failures}); giving up for now")
@@ -353,56 +279,14 @@ class WebSocketService(FrameProcessor):
         self._reply_deadline = math.inf
         self.on_disconnected()  # release whatever waited for this provider
 
-    async def _open(self, nursery: trio.Nursery) -> trio_websocket.WebSocketConnection:
-        url = self.ws_url()
-        parts = urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise _ConnectFailed(f"not a WebSocket URL: {self.redact(url)!r}", retry=False)
-        port = parts.port or (443 if parts.scheme == "wss" else 80)
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = [(k.encode(), v.encode()) for k, v in self.ws_headers()]
-        with trio.fail_after(self.options.connect_timeout):
-            if parts.scheme == "wss":
-                stream: trio.SocketStream | trio.SSLStream[trio.SocketStream]
-                stream = await trio.open_ssl_over_tcp_stream(
-                    parts.hostname, port, ssl_context=_tls(), https_compatible=True
-                )
-                raw = stream.transport_stream
-            else:
-                stream = raw = await trio.open_tcp_stream(parts.hostname, port)
-            if self.options.send_buffer_bytes is not None:
-                raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.options.send_buffer_bytes)
-            host = parts.netloc.rsplit("@", 1)[-1]
-            return await trio_websocket.wrap_client_stream(
-                nursery, stream, host, resource, extra_headers=headers, max_message_size=8 << 20
-            )
-
-    def _connect_failure(self, exc: BaseException) -> _ConnectFailed:
-        """The error of a failed connection attempt, and whether to try again."""
-        if isinstance(exc, _ConnectFailed):
-            return exc
-        if isinstance(exc, trio.TooSlowError):
-            return _ConnectFailed(
-                f"no connection within connect_timeout={self.options.connect_timeout}s", retry=True
-            )
-        if isinstance(exc, trio_websocket.ConnectionRejected):
-            body = (exc.body or b"").decode("utf-8", "replace").strip()[:300]
-            retry = exc.status_code in (408, 429) or exc.status_code >= 500
-            hint = " (is the API key right?)" if exc.status_code in (401, 403) else ""
-            detail = f": {body}" if body else ""
-            return _ConnectFailed(
-                f"the connection was refused: HTTP {exc.status_code}{hint}{detail}", retry=retry
-            )
-        return _ConnectFailed(f"could not connect: {type(exc).__name__}: {exc}", retry=True)
-
     async def _session(self) -> _Outcome:
         outcome = _Outcome()
         self._ready = trio.Event()
         try:
             async with trio.open_nursery() as conn_nursery:
                 await self._run_connection(conn_nursery, outcome)
-        except* _CONNECT_ERRORS as group:
-            raise self._connect_failure(_first(group)) from None
+        except* CONNECT_ERRORS as group:
+            raise connect_failure(first_error(group), self.options) from None
         if self._dropped:
             dropped, self._dropped = self._dropped, 0
             await self.report(f"{dropped} message(s) were dropped while the connection was down")
@@ -410,9 +294,11 @@ class WebSocketService(FrameProcessor):
 
     async def _run_connection(self, conn_nursery: trio.Nursery, outcome: _Outcome) -> None:
         try:
-            conn = await self._open(conn_nursery)
-        except _CONNECT_ERRORS as exc:
-            raise self._connect_failure(exc) from None
+            conn = await open_connection(
+                conn_nursery, self.ws_url(), self.ws_headers(), self.options, self.redact
+            )
+        except CONNECT_ERRORS as exc:
+            raise connect_failure(exc, self.options) from None
         self._conn = conn
         self.connection_count += 1
         try:
