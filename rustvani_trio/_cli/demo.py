@@ -19,6 +19,7 @@ HELP = "scripted scenes: a conversation with a tool call, ... (no key, no networ
 SCENES: dict[str, str] = {
     "chat": ".scene_chat",
     "dhara": ".scene_dhara",
+    "voice": ".scene_voice",
 }
 
 

@@ -1,0 +1,237 @@
+"""Voice benchmarks: voice-to-voice and barge-in latency, and the cost of the audio parts.
+
+    python -m benchmarks.voice                # about a minute on the 2-core reference machine
+    python -m benchmarks.voice --reps 1       # quicker
+
+Real time, real engines, everything on this machine (no network):
+
+* **offline**: Silero VAD -> pocketsphinx (a grammar) -> scripted model -> espeak-ng -> a
+  paced output (``testing._speech.paced``, standing in for the transport's output).
+* **providers**: Silero VAD -> Sarvam STT -> scripted model -> Deepgram TTS -> paced output,
+  against our scripted Sarvam and Deepgram servers on loopback at *fixed* delays, so the
+  framework's own share is what remains after subtracting them.
+
+A question is spoken (espeak-ng), answered aloud, and one second into the answer the user
+says "stop". Voice to voice: the last audible sample of the question to the first bot audio
+sent. Barge-in: the first audible sample of "stop" to the last bot audio sent.
+Writes ``benchmarks/results/voice.json`` (``--out``) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from rustvani_trio.audio.pcm import silence
+from rustvani_trio.audio.resample import Resampler
+from rustvani_trio.audio.vad import VadParams
+from rustvani_trio.context import LLMContext
+from rustvani_trio.processor import FrameProcessor
+from rustvani_trio.testing._speech.audio import speak, white_noise
+from rustvani_trio.testing._speech.offline import answer_for, converse
+from rustvani_trio.testing._speech.paced import PacedAudioOutput
+
+STT_DELAY = 0.15  # the scripted Sarvam answers a flush after this
+LLM_FIRST = 0.30  # the scripted model's first token
+LLM_TOKEN = 0.02  # between tokens
+TTS_FIRST = 0.20  # the scripted Deepgram's first audio of each sentence
+
+
+def first_sentence_tokens() -> int:
+    sentence = answer_for("paris").split(". ")[0] + "."
+    return len(sentence.split(" "))
+
+
+async def provider_run(question: bytes, barge: bytes) -> dict[str, float]:
+    from rustvani_trio.aggregators import create_context_aggregators
+    from rustvani_trio.audio.vad.silero import SileroVADProcessor
+    from rustvani_trio.services.stt.sarvam import SarvamSTTConfig, SarvamSTTService
+    from rustvani_trio.services.tts.deepgram import DeepgramTTSConfig, DeepgramTTSService
+    from rustvani_trio.testing._speech._common import Faults
+    from rustvani_trio.testing._speech.deepgram import FakeDeepgramTTS, open_fake_deepgram_tts
+    from rustvani_trio.testing._speech.sarvam_stt import FakeSarvamSTT, open_fake_sarvam_stt
+
+    stt_fake = FakeSarvamSTT(
+        transcripts=["what is the weather in paris", "stop"], reply_delay=STT_DELAY
+    )
+    tts_fake = FakeDeepgramTTS(
+        secs_per_char=0.06,
+        chunk_bytes=960,
+        synthesize_on_speak=True,
+        faults=Faults(first_delay=TTS_FIRST),
+    )
+    async with open_fake_sarvam_stt(stt_fake), open_fake_deepgram_tts(tts_fake):
+        assert stt_fake.server is not None and tts_fake.server is not None
+
+        def build(
+            context: LLMContext, llm: FrameProcessor, output: PacedAudioOutput
+        ) -> list[FrameProcessor]:
+            user, assistant = create_context_aggregators(context)
+            stt = SarvamSTTService(SarvamSTTConfig(api_key="test-key", url=stt_fake.server.url))  # type: ignore[union-attr]
+            tts = DeepgramTTSService(
+                DeepgramTTSConfig(api_key="test-key", base_url=tts_fake.server.url)
+            )  # type: ignore[union-attr]
+            return [SileroVADProcessor(), stt, user, llm, tts, output, assistant]
+
+        talk = await converse(
+            question,
+            barge_in=barge,
+            build=build,
+            token_delay=LLM_TOKEN,
+            first_token_delay=LLM_FIRST,
+        )
+    fixed = (
+        VadParams().stop_secs
+        + STT_DELAY
+        + LLM_FIRST
+        + (first_sentence_tokens() - 1) * LLM_TOKEN
+        + TTS_FIRST
+    )
+    return {
+        "voice_to_voice": talk.voice_to_voice,
+        "fixed_delays": fixed,
+        "barge_in": talk.barge_in,
+        "barge_in_after_vad": talk.barge_in_after_vad,
+        "interruption_delay": talk.interruption_delay,
+    }
+
+
+async def offline_run(question: bytes, barge: bytes) -> dict[str, float]:
+    talk = await converse(
+        question, barge_in=barge, token_delay=LLM_TOKEN, first_token_delay=LLM_FIRST
+    )
+    fixed = VadParams().stop_secs + LLM_FIRST + (first_sentence_tokens() - 1) * LLM_TOKEN
+    return {
+        "voice_to_voice": talk.voice_to_voice,
+        "fixed_delays": fixed,
+        "barge_in": talk.barge_in,
+        "barge_in_after_vad": talk.barge_in_after_vad,
+        "interruption_delay": talk.interruption_delay,
+    }
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def micro() -> dict[str, Any]:
+    from rustvani_trio.audio.vad.silero import SileroVADAnalyzer
+
+    results: dict[str, Any] = {}
+    speech = speak("what is the weather in paris, and is it going to rain tomorrow")
+    chunks = [speech[i : i + 1024] for i in range(0, len(speech) - 1024, 1024)]
+    analyzer = SileroVADAnalyzer()
+    per_chunk = [t for c in chunks * 3 for t in timed(lambda c=c: analyzer.voice_confidence(c), 1)]  # type: ignore[misc]
+    results["vad_chunk_ms_p50"] = statistics.median(per_chunk) * 1000
+    results["vad_chunk_ms_p95"] = sorted(per_chunk)[int(len(per_chunk) * 0.95)] * 1000
+
+    async def hop() -> list[float]:
+        samples = []
+        for c in chunks:
+            t = time.perf_counter()
+            await trio.to_thread.run_sync(analyzer.voice_confidence, c)
+            samples.append(time.perf_counter() - t)
+        return samples
+
+    results["vad_chunk_in_thread_ms_p50"] = statistics.median(trio.run(hop)) * 1000
+    one_second = white_noise(1.0, sample_rate=48000)
+    for rin, rout in ((48000, 16000), (22050, 16000), (16000, 24000)):
+        pcm = one_second if rin == 48000 else white_noise(1.0, sample_rate=rin)
+        cost = statistics.median(timed(lambda: Resampler(rin, rout).process(pcm), 5))  # noqa: B023
+        results[f"resample_{rin}_{rout}_ms_per_s"] = cost * 1000
+    try:
+        from rustvani_trio.services.stt.pocketsphinx import PocketsphinxSTTService
+        from rustvani_trio.testing._speech.offline import GRAMMAR, WORDS
+
+        decoder = PocketsphinxSTTService(GRAMMAR, words=WORDS)._decoder
+        padded = silence(0.3, 16000) + speech
+
+        def decode() -> None:
+            decoder.start_utt()
+            for i in range(0, len(padded), 640):
+                decoder.process_raw(padded[i : i + 640], False, False)
+            decoder.end_utt()
+
+        results["pocketsphinx_ms_per_s"] = (
+            statistics.median(timed(decode, 3)) * 1000 / (len(padded) / 32000)
+        )
+    except ImportError:
+        pass
+    t = time.perf_counter()
+    pcm = speak(
+        "This sentence is here to measure how fast espeak speaks it, nothing more.",
+        sample_rate=22050,
+    )
+    results["espeak_realtime_factor"] = (len(pcm) / 2 / 22050) / (time.perf_counter() - t)
+    return results
+
+
+def summary(runs: list[dict[str, float]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        out[f"{key}_median"] = statistics.median(values)
+        out[f"{key}_max"] = max(values)
+    out["framework_share_median"] = out["voice_to_voice_median"] - out["fixed_delays_median"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    question = speak("what is the weather in paris")
+    barge = speak("stop")
+    results: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "delays": {
+            "stt": STT_DELAY,
+            "llm_first_token": LLM_FIRST,
+            "llm_token": LLM_TOKEN,
+            "tts_first_audio": TTS_FIRST,
+            "vad": VadParams().__repr__(),
+        },
+    }
+    for name, run in (("offline", offline_run), ("providers", provider_run)):
+        runs = [trio.run(run, question, barge) for _ in range(args.reps)]
+        results[name] = {"runs": runs, **summary(runs)}
+    results["micro"] = micro()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "voice.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(
+        "| scenario | voice to voice (median / max) | fixed delays | framework + VAD share "
+        "| barge-in (median / max) | VAD decision to bot stopped |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name in ("offline", "providers"):
+        r = results[name]
+        ms = {k: round(v * 1000) for k, v in r.items() if isinstance(v, float)}
+        print(
+            f"| {name} | {ms['voice_to_voice_median']} / {ms['voice_to_voice_max']} ms"
+            f" | {ms['fixed_delays_median']} ms | {ms['framework_share_median']} ms"
+            f" | {ms['barge_in_median']} / {ms['barge_in_max']} ms"
+            f" | {results[name]['interruption_delay_median'] * 1000:.1f} ms |"
+        )
+    print()
+    for key, value in results["micro"].items():
+        print(f"{key}: {value:.3f}")
+
+
+if __name__ == "__main__":
+    main()

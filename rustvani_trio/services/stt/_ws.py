@@ -1,0 +1,407 @@
+"""The WebSocket machinery shared by the speech providers (STT and TTS), private.
+
+One :class:`WebSocketService` processor keeps one provider connection for the length of a
+run, in a *service task* started in the run's nursery at StartFrame:
+
+* connect: TCP (+TLS) and the handshake under ``connect_timeout``; auth in headers or the
+  URL, never logged (every message is passed through :meth:`WebSocketService.redact`);
+* three tasks per connection: a reader (``on_message``), a writer (an outbound queue, so
+  frame handling never waits on the network; each send under ``send_timeout``, so a server
+  that stops reading is detected), and a watchdog (``idle_timeout`` while a reply is
+  awaited; keep-alives after ``keepalive_interval`` without a send);
+* a lost connection is reopened with exponential backoff and jitter; after
+  ``max_attempts`` failures (or at once for a rejected key) the error is reported and the
+  service waits until something is sent again;
+* EndFrame closes cleanly after the subclass's last words (``before_close``); CancelFrame
+  aborts.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import math
+import random
+from collections import deque
+from typing import ClassVar
+from urllib.parse import quote, quote_plus
+
+import attrs
+import trio
+import trio_websocket
+
+from ...audio._lanes import run_nursery
+from ...frames import CancelFrame, EndFrame, StartFrame
+from ...processor import FrameProcessor
+from ._ws_connect import (
+    CONNECT_ERRORS,
+    ConnectFailed,
+    connect_failure,
+    first_error,
+    open_connection,
+)
+from ._ws_options import ReconnectPolicy, WebSocketOptions
+
+__all__ = ["ReconnectPolicy", "WebSocketOptions", "WebSocketService"]
+
+logger = logging.getLogger("rustvani_trio")
+Message = str | bytes
+
+
+@attrs.define
+class _Outcome:
+    """Why a connection ended."""
+
+    error: str | None = None
+    retry: bool = True
+
+
+class WebSocketService(FrameProcessor):
+    """Base of the WebSocket speech providers (see the module docstring).
+
+    Subclasses implement :meth:`ws_url` and :meth:`on_message`, and may override
+    :meth:`ws_headers`, :meth:`secrets`, :meth:`on_connected` (send the provider's first
+    messages with :meth:`send_now`, then :meth:`set_ready`), :meth:`close_error`,
+    :meth:`send_keepalive`, :meth:`on_disconnected` and :meth:`before_close`.
+    """
+
+    service: ClassVar[str] = "WebSocket provider"
+
+    def __init__(self, *, options: WebSocketOptions | None = None, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.options = options if options is not None else WebSocketOptions()
+        self._queue: deque[Message] = deque()
+        self._dropped = 0
+        self._wake = trio.Event()
+        self._demand = trio.Event()
+        self._ready = trio.Event()
+        self._conn: trio_websocket.WebSocketConnection | None = None
+        self._service_scope: trio.CancelScope | None = None
+        self._service_done: trio.Event | None = None
+        self._session_scope: trio.CancelScope | None = None
+        self._idle_scope: trio.CancelScope | None = None
+        self._keepalive_scope: trio.CancelScope | None = None
+        self._closing = False
+        self._aborting = False
+        self._reply_deadline = math.inf
+        self._rng = random.Random()
+        #: connections opened so far in this run (for tests and logs)
+        self.connection_count = 0
+
+    # ------------------------------------------------------------------ subclass API
+
+    @abc.abstractmethod
+    def ws_url(self) -> str:
+        """The provider's WebSocket URL (``ws://`` or ``wss://``), query included."""
+
+    def ws_headers(self) -> list[tuple[str, str]]:
+        """Handshake headers (auth goes here when the provider takes it in a header)."""
+        return []
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in errors or logs (API keys)."""
+        return ()
+
+    async def on_connected(self) -> None:
+        """A connection is open: send the provider's first messages (:meth:`send_now`) and
+        call :meth:`set_ready` once queued messages may follow (now, or on a reply)."""
+        self.set_ready()
+
+    @abc.abstractmethod
+    async def on_message(self, message: Message) -> None:
+        """One message from the provider."""
+
+    def close_error(self, code: int, reason: str) -> tuple[str, bool] | None:
+        """An error message for a close by the provider, and whether to reconnect;
+        ``None`` for a normal close (reconnected quietly when still needed)."""
+        if code in (1000, 1001):
+            return None
+        text = f" ({reason})" if reason else ""
+        return f"the connection closed with code {code}{text}", True
+
+    async def send_keepalive(self) -> None:
+        """Send the provider's keep-alive (called after ``keepalive_interval`` idle)."""
+
+    def on_disconnected(self) -> None:
+        """A connection ended (whatever the reason): release anything waiting on it."""
+
+    async def before_close(self) -> None:
+        """At EndFrame, before the clean close: the provider's last messages and replies."""
+
+    # ------------------------------------------------------------------ helpers for subclasses
+
+    def redact(self, text: str) -> str:
+        """``text`` with every secret (and its URL-encoded forms) replaced by ``***``."""
+        for secret in self.secrets():
+            if len(secret) >= 4:
+                for form in {secret, quote(secret, safe=""), quote_plus(secret)}:
+                    text = text.replace(form, "***")
+        return text
+
+    async def report(self, message: str) -> None:
+        """Push a non-fatal ErrorFrame upstream: ``"<service>: <message>"``, redacted."""
+        text = self.redact(f"{self.service}: {message}")
+        logger.warning("%s: %s", self.name, text)
+        await self.push_error(text)
+
+    def send(self, message: Message) -> None:
+        """Queue a message for the provider (sent once connected and ready)."""
+        if len(self._queue) >= self.options.max_queued:
+            self._queue.popleft()
+            self._dropped += 1
+        self._queue.append(message)
+        self._wake.set()
+        self._demand.set()
+
+    def clear_queue(self) -> None:
+        """Forget messages not sent yet."""
+        self._queue.clear()
+
+    async def send_now(self, message: Message) -> None:
+        """Send at once on the open connection (for :meth:`on_connected`), under
+        ``send_timeout``. Raises ``trio_websocket.ConnectionClosed`` when there is none."""
+        conn = self._conn
+        if conn is None:
+            raise trio_websocket.ConnectionClosed(None)
+        with trio.fail_after(self.options.send_timeout):
+            await conn.send_message(message)
+        self._sent()
+
+    def set_ready(self) -> None:
+        """Queued messages may go out on this connection."""
+        self._ready.set()
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is open and ready."""
+        return self._conn is not None and self._ready.is_set()
+
+    def expect_reply(self) -> None:
+        """A reply is awaited: the provider must say something within ``idle_timeout``."""
+        self._reply_deadline = trio.current_time() + self.options.idle_timeout
+        if self._idle_scope is not None:
+            self._idle_scope.deadline = self._reply_deadline
+
+    def reply_complete(self) -> None:
+        """Nothing is awaited any more."""
+        self._reply_deadline = math.inf
+        if self._idle_scope is not None:
+            self._idle_scope.deadline = math.inf
+
+    async def reconnect(self) -> None:
+        """Drop the current connection (unsent messages are kept) and open a new one."""
+        self._demand.set()
+        if self._session_scope is not None:
+            self._session_scope.cancel()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def on_start(self, frame: StartFrame) -> None:
+        self._closing = self._aborting = False
+        self._demand = trio.Event()
+        self._demand.set()  # connect at once, so the first answer does not wait for it
+        await run_nursery(self).start(self._service)
+
+    async def on_stop(self, frame: EndFrame) -> None:
+        self._closing = True  # a close from here on is expected: no reconnect
+        with trio.move_on_after(self.options.close_timeout):
+            if self.connected:
+                await self.before_close()
+            # Let the writer send what is queued.
+            while self._queue and self.connected:  # noqa: ASYNC110 - the writer empties it
+                await trio.sleep(0.005)
+        await self._shutdown()
+
+    async def on_cancel(self, frame: CancelFrame) -> None:
+        self._closing = self._aborting = True  # no close handshake: the socket is dropped
+        if self._service_scope is not None:
+            self._service_scope.cancel()
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        if self._session_scope is not None:
+            self._session_scope.cancel()
+        if self._service_scope is not None and self._service_done is not None:
+            with trio.move_on_after(self.options.close_timeout + 1):
+                self._demand.set()
+                await self._service_done.wait()
+            self._service_scope.cancel()
+
+    # ------------------------------------------------------------------ the service task
+
+    async def _service(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._service_done = done = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._service_scope = scope
+                task_status.started()
+                await self._service_loop()
+        finally:
+            self._conn = None
+            done.set()
+
+    async def _service_loop(self) -> None:
+        policy = self.options.reconnect
+        failures = 0
+        while not self._closing:
+            await self._demand.wait()
+            if self._closing:
+                return
+            try:
+                outcome = await self._session()
+            except ConnectFailed as failure:
+                failures += 1
+                if not failure.retry or failures >= policy.max_attempts:
+                    await self._give_up(f"{failure} (attempt {failures}); giving up for now")
+                    failures = 0
+                else:
+                    logger.info("%s: %s; retrying", self.name, self.redact(str(failure)))
+                    await trio.sleep(policy.delay(failures, self._rng))
+                continue
+            failures = 0
+            if self._closing:
+                return
+            if outcome.error is not None:
+                if outcome.retry:
+                    await self.report(f"{outcome.error}; reconnecting")
+                else:
+                    await self._give_up(outcome.error)
+
+    async def _give_up(self, message: str) -> None:
+        lost = len(self._queue)
+        self._queue.clear()
+        suffix = f" ({lost} message(s) not sent)" if lost else ""
+        await self.report(message + suffix)
+        self._demand = trio.Event()  # the next send tries again
+        self._reply_deadline = math.inf
+        self.on_disconnected()  # release whatever waited for this provider
+
+    async def _session(self) -> _Outcome:
+        outcome = _Outcome()
+        self._ready = trio.Event()
+        try:
+            async with trio.open_nursery() as conn_nursery:
+                await self._run_connection(conn_nursery, outcome)
+        except* CONNECT_ERRORS as group:
+            raise connect_failure(first_error(group), self.options) from None
+        if self._dropped:
+            dropped, self._dropped = self._dropped, 0
+            await self.report(f"{dropped} message(s) were dropped while the connection was down")
+        return outcome
+
+    async def _run_connection(self, conn_nursery: trio.Nursery, outcome: _Outcome) -> None:
+        try:
+            conn = await open_connection(
+                conn_nursery, self.ws_url(), self.ws_headers(), self.options, self.redact
+            )
+        except CONNECT_ERRORS as exc:
+            raise connect_failure(exc, self.options) from None
+        self._conn = conn
+        self.connection_count += 1
+        try:
+            with trio.CancelScope() as session:
+                self._session_scope = session
+                async with trio.open_nursery() as tasks:
+                    tasks.start_soon(self._reader, conn, outcome, session)
+                    tasks.start_soon(self._writer, conn, outcome, session)
+                    tasks.start_soon(self._watchdog, outcome, session)
+                    try:
+                        await self.on_connected()
+                    except trio_websocket.ConnectionClosed:
+                        pass  # the reader reports why
+                    except trio.TooSlowError:
+                        outcome.error = "the provider stopped reading (send_timeout)"
+                        session.cancel()
+        finally:
+            self._conn = None
+            self._session_scope = self._idle_scope = self._keepalive_scope = None
+            self._reply_deadline = math.inf
+            self.on_disconnected()
+            if not self._aborting:
+                with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
+                    await conn.aclose()
+            conn_nursery.cancel_scope.cancel()
+
+    async def _reader(
+        self, conn: trio_websocket.WebSocketConnection, outcome: _Outcome, session: trio.CancelScope
+    ) -> None:
+        try:
+            while True:
+                message = await conn.get_message()
+                if self._reply_deadline != math.inf:
+                    self.expect_reply()  # the provider is talking: the idle clock restarts
+                try:
+                    await self.on_message(message)
+                except Exception as exc:
+                    logger.debug("%s: on_message failed", self.name, exc_info=exc)
+                    await self.report(f"could not handle a message: {type(exc).__name__}: {exc}")
+        except trio_websocket.ConnectionClosed as closed:
+            reason = closed.reason
+            code = reason.code if reason is not None else 1006
+            text = (reason.reason or "") if reason is not None else ""
+            if not self._closing and outcome.error is None:
+                if code == 1006:
+                    outcome.error, outcome.retry = (
+                        "the connection dropped without a close frame",
+                        True,
+                    )
+                else:
+                    verdict = self.close_error(code, text)
+                    if verdict is not None:
+                        outcome.error, outcome.retry = verdict
+            session.cancel()
+
+    async def _writer(
+        self, conn: trio_websocket.WebSocketConnection, outcome: _Outcome, session: trio.CancelScope
+    ) -> None:
+        await self._ready.wait()
+        queue = self._queue
+        while True:
+            while queue:
+                message = queue.popleft()
+                try:
+                    with trio.fail_after(self.options.send_timeout):
+                        await conn.send_message(message)
+                except trio.TooSlowError:
+                    queue.appendleft(message)  # for the next connection
+                    outcome.error = (
+                        f"the provider stopped reading (a send took over "
+                        f"send_timeout={self.options.send_timeout}s)"
+                    )
+                    session.cancel()
+                    return
+                except trio_websocket.ConnectionClosed:
+                    queue.appendleft(message)
+                    return  # the reader reports why
+                self._sent()
+            self._wake = trio.Event()
+            await self._wake.wait()
+
+    def _sent(self) -> None:
+        if self._keepalive_scope is not None and self.options.keepalive_interval is not None:
+            self._keepalive_scope.deadline = trio.current_time() + self.options.keepalive_interval
+
+    async def _watchdog(self, outcome: _Outcome, session: trio.CancelScope) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._idle_watch, outcome, session)
+            if self.options.keepalive_interval is not None:
+                nursery.start_soon(self._keepalive_loop, self.options.keepalive_interval)
+
+    async def _idle_watch(self, outcome: _Outcome, session: trio.CancelScope) -> None:
+        with trio.CancelScope(deadline=self._reply_deadline) as idle:
+            self._idle_scope = idle
+            await trio.sleep_forever()
+        if idle.cancelled_caught:
+            outcome.error = f"no reply within idle_timeout={self.options.idle_timeout}s"
+            session.cancel()
+
+    async def _keepalive_loop(self, interval: float) -> None:
+        await self._ready.wait()
+        while True:
+            with trio.CancelScope(deadline=trio.current_time() + interval) as wait:
+                self._keepalive_scope = wait
+                await trio.sleep_forever()
+            await self.send_keepalive()

@@ -1,0 +1,149 @@
+"""Deepgram streaming text-to-speech (extra ``tts-deepgram``).
+
+Protocol (``wss://api.deepgram.com/v1/speak``): the voice, ``encoding=linear16`` and
+``sample_rate`` in the query, ``Authorization: Token <key>``; ``{"type": "Speak", "text"}``
+per sentence, ``{"type": "Flush"}`` at the end of an answer (answered by ``Flushed`` once
+its audio was sent), ``{"type": "Clear"}`` on an interruption (answered by ``Cleared``; the
+connection stays open). Audio arrives as binary messages of raw PCM; ``Metadata``,
+``Warning`` and ``Error`` messages are text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+from urllib.parse import urlencode
+
+import attrs
+import trio
+
+from ..._validators import positive
+from ..stt._ws import WebSocketOptions, WebSocketService
+from ._base import TTSService
+
+__all__ = ["DeepgramTTSConfig", "DeepgramTTSService"]
+
+logger = logging.getLogger("rustvani_trio")
+
+
+@attrs.frozen(kw_only=True)
+class DeepgramTTSConfig:
+    """Deepgram TTS settings.
+
+    Attributes:
+        api_key: the Deepgram key (sent in the ``Authorization`` header; never logged).
+        voice: the Aura model, e.g. ``"aura-2-helena-en"``.
+        sample_rate: of the PCM produced (linear16).
+        base_url: ``wss://api.deepgram.com`` (a scripted server's URL in tests).
+        mip_opt_out: opt out of Deepgram's model improvement programme.
+        options: connection timeouts, keep-alive and reconnect policy.
+    """
+
+    api_key: str = attrs.field(repr=False)
+    voice: str = "aura-2-helena-en"
+    sample_rate: int = attrs.field(default=24000, validator=positive)
+    base_url: str = "wss://api.deepgram.com"
+    mip_opt_out: bool | None = None
+    options: WebSocketOptions = attrs.Factory(WebSocketOptions)
+
+    @api_key.validator
+    def _check_key(self, _attr: attrs.Attribute[str], value: str) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("DeepgramTTSConfig.api_key is empty (set DEEPGRAM_API_KEY)")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> DeepgramTTSConfig:
+        """Read ``DEEPGRAM_API_KEY`` from the environment."""
+        return cls(api_key=os.environ.get("DEEPGRAM_API_KEY", ""), **overrides)
+
+
+class DeepgramTTSService(TTSService, WebSocketService):
+    """Deepgram streaming TTS as a processor (see :class:`TTSService` for the frames)."""
+
+    service = "Deepgram TTS"
+
+    def __init__(self, config: DeepgramTTSConfig, *, name: str | None = None) -> None:
+        super().__init__(sample_rate=config.sample_rate, options=config.options, name=name or None)
+        self.config = config
+        self._flushed: trio.Event | None = None
+        self._clearing = False
+
+    def ws_url(self) -> str:
+        query: dict[str, str | int] = {
+            "model": self.config.voice,
+            "encoding": "linear16",
+            "sample_rate": self.config.sample_rate,
+        }
+        if self.config.mip_opt_out is not None:
+            query["mip_opt_out"] = str(self.config.mip_opt_out).lower()
+        return f"{self.config.base_url.rstrip('/')}/v1/speak?{urlencode(query)}"
+
+    def ws_headers(self) -> list[tuple[str, str]]:
+        return [("Authorization", f"Token {self.config.api_key}")]
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.config.api_key,)
+
+    # ------------------------------------------------------------------ TTSService
+
+    async def run_tts(self, text: str) -> None:
+        self.send(json.dumps({"type": "Speak", "text": text}))
+
+    async def flush_tts(self) -> None:
+        self._flushed = flushed = trio.Event()
+        self.send(json.dumps({"type": "Flush"}))
+        self.expect_reply()
+        await flushed.wait()
+        self.reply_complete()
+
+    async def stop_tts(self) -> None:
+        self.reply_complete()
+        self.clear_queue()  # sentences not sent yet are simply not sent
+        if self._flushed is not None:
+            self._flushed.set()
+        if self.connected:
+            self._clearing = True
+            self.send(json.dumps({"type": "Clear"}))
+
+    # ------------------------------------------------------------------ WebSocketService
+
+    async def on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            if message and not self._clearing:
+                await self.push_audio(message)
+            return
+        data = json.loads(message)
+        kind = data.get("type")
+        if kind == "Flushed":
+            if self._flushed is not None:
+                self._flushed.set()
+        elif kind == "Cleared":
+            self._clearing = False
+        elif kind == "Warning":
+            text = data.get("warn_msg") or data.get("description") or message
+            logger.warning("%s: %s warning: %s", self.name, self.service, self.redact(str(text)))
+        elif kind == "Error":
+            text = data.get("err_msg") or data.get("description") or message
+            code = data.get("err_code")
+            await self.report(f"{text}" + (f" ({code})" if code else ""))
+            if self._flushed is not None:
+                self._flushed.set()
+        elif kind != "Metadata":
+            logger.debug("%s: unexpected message %r", self.name, self.redact(message[:200]))
+
+    def close_error(self, code: int, reason: str) -> tuple[str, bool] | None:
+        if code in (1000, 1001):
+            return None
+        text = f": {reason}" if reason else ""
+        # 1008: Deepgram refused what we sent (bad text or parameters): a retry would too.
+        return f"Deepgram closed the connection with code {code}{text}", code != 1008
+
+    def on_disconnected(self) -> None:
+        self._clearing = False
+        if self._flushed is not None:
+            self._flushed.set()  # the answer cannot complete on this connection
+
+    async def before_close(self) -> None:
+        self.send(json.dumps({"type": "Close"}))

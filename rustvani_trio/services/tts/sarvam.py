@@ -1,0 +1,161 @@
+"""Sarvam streaming text-to-speech (extra ``tts-sarvam``).
+
+Protocol (``wss://api.sarvam.ai/text-to-speech/ws?model=...``, key in the
+``Api-Subscription-Key`` header): a ``{"type": "config", "data": {...}}`` message first
+(language, speaker, sample rate, codec, buffer sizes), then ``{"type": "text", "data":
+{"text"}}`` per sentence and ``{"type": "flush"}`` at the end of an answer;
+``{"type": "ping"}`` keeps an idle socket open. Replies: ``{"type": "audio", "data":
+{"audio": <base64>}}`` (a chunk may carry a WAV header, which is removed),
+``{"type": "event", "data": {"event_type": "final"}}`` once an answer's audio is complete
+(``send_completion_event=true``) and ``{"type": "error", "data": {"message", "code"}}``.
+There is no cancel message: an interruption drops the connection and opens a new one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+from typing import Any
+from urllib.parse import urlencode
+
+import attrs
+import trio
+
+from ...audio.pcm import strip_wav_header
+from ..stt._ws import WebSocketOptions, WebSocketService
+from ._base import TTSService
+
+__all__ = ["SarvamTTSConfig", "SarvamTTSService"]
+
+logger = logging.getLogger("rustvani_trio")
+
+
+@attrs.frozen(kw_only=True)
+class SarvamTTSConfig:
+    """Sarvam TTS settings.
+
+    Attributes:
+        api_key: the subscription key (sent in a header; never logged).
+        model: ``"bulbul:v2"`` or ``"bulbul:v3"``.
+        language_code: e.g. ``"en-IN"``, ``"hi-IN"``.
+        speaker: the voice (``"anushka"`` for v2; v3 voices differ).
+        sample_rate: of the PCM produced.
+        pace: speaking rate (v2: 0.3-3.0, v3: 0.5-2.0).
+        min_buffer_size, max_chunk_length: Sarvam's own text buffering.
+        url: the endpoint (a scripted server's URL in tests).
+        extra_config: more ``config`` fields (``pitch``, ``loudness``, ``temperature``, ...).
+        options: timeouts, keep-alive (a ping every 20 s by default) and reconnect policy.
+    """
+
+    api_key: str = attrs.field(repr=False)
+    model: str = "bulbul:v2"
+    language_code: str = "en-IN"
+    speaker: str = "anushka"
+    sample_rate: int = 22050
+    pace: float = 1.0
+    min_buffer_size: int = 50
+    max_chunk_length: int = 150
+    url: str = "wss://api.sarvam.ai/text-to-speech/ws"
+    extra_config: dict[str, Any] = attrs.Factory(dict)
+    options: WebSocketOptions = attrs.Factory(lambda: WebSocketOptions(keepalive_interval=20.0))
+
+    @api_key.validator
+    def _check_key(self, _attr: attrs.Attribute[str], value: str) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("SarvamTTSConfig.api_key is empty (set SARVAM_API_KEY)")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> SarvamTTSConfig:
+        """Read ``SARVAM_API_KEY`` from the environment."""
+        return cls(api_key=os.environ.get("SARVAM_API_KEY", ""), **overrides)
+
+
+class SarvamTTSService(TTSService, WebSocketService):
+    """Sarvam streaming TTS as a processor (see :class:`TTSService` for the frames)."""
+
+    service = "Sarvam TTS"
+
+    def __init__(self, config: SarvamTTSConfig, *, name: str | None = None) -> None:
+        super().__init__(sample_rate=config.sample_rate, options=config.options, name=name)
+        self.config = config
+        self._done: trio.Event | None = None
+
+    def ws_url(self) -> str:
+        query = urlencode({"model": self.config.model, "send_completion_event": "true"})
+        return f"{self.config.url}?{query}"
+
+    def ws_headers(self) -> list[tuple[str, str]]:
+        return [("Api-Subscription-Key", self.config.api_key)]
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.config.api_key,)
+
+    async def on_connected(self) -> None:
+        c = self.config
+        data: dict[str, Any] = {
+            "target_language_code": c.language_code,
+            "speaker": c.speaker,
+            "speech_sample_rate": str(c.sample_rate),
+            "pace": c.pace,
+            "min_buffer_size": c.min_buffer_size,
+            "max_chunk_length": c.max_chunk_length,
+            "output_audio_codec": "linear16",
+            "model": c.model,
+            **c.extra_config,
+        }
+        await self.send_now(json.dumps({"type": "config", "data": data}))
+        self.set_ready()
+
+    # ------------------------------------------------------------------ TTSService
+
+    async def run_tts(self, text: str) -> None:
+        if any(ch.isalnum() for ch in text):  # Sarvam rejects punctuation-only text
+            self.send(json.dumps({"type": "text", "data": {"text": text}}))
+
+    async def flush_tts(self) -> None:
+        self._done = done = trio.Event()
+        self.send(json.dumps({"type": "flush"}))
+        self.expect_reply()
+        await done.wait()
+        self.reply_complete()
+
+    async def stop_tts(self) -> None:
+        self.reply_complete()
+        self.clear_queue()
+        self._release()
+        await self.reconnect()  # Sarvam has no cancel message: a new connection is silent
+
+    async def send_keepalive(self) -> None:
+        self.send(json.dumps({"type": "ping"}))
+
+    def _release(self) -> None:
+        if self._done is not None:
+            self._done.set()
+
+    # ------------------------------------------------------------------ WebSocketService
+
+    async def on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            return
+        payload = json.loads(message)
+        kind = payload.get("type")
+        data = payload.get("data") or {}
+        if kind == "audio":
+            audio = data.get("audio")
+            if audio:
+                await self.push_audio(strip_wav_header(base64.b64decode(audio)))
+        elif kind == "event":
+            if data.get("event_type") == "final":
+                self._release()
+        elif kind == "error":
+            text = data.get("message") or message
+            code = data.get("code")
+            await self.report(f"{text}" + (f" (code {code})" if code is not None else ""))
+            self._release()
+        else:
+            logger.debug("%s: unexpected message %r", self.name, self.redact(message[:200]))
+
+    def on_disconnected(self) -> None:
+        self._release()

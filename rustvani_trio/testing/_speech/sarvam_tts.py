@@ -1,0 +1,98 @@
+"""A scripted Sarvam streaming TTS server (``/text-to-speech/ws``) on loopback."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from ...audio.pcm import wav_bytes
+from ._common import Faults, audio_for, idle_watch
+from ._wsserver import FakeSocket, ServerHandle, open_ws_server
+
+__all__ = ["FakeSarvamTTS", "open_fake_sarvam_tts"]
+
+
+@attrs.define(eq=False)
+class FakeSarvamTTS:
+    """Wants ``config`` first (an error message otherwise); buffers ``text``; on ``flush``
+    sends the buffer's audio (``audio_for``) base64-encoded in chunks, each wrapped in a WAV
+    header like the real service, then the ``final`` event; ``ping`` is accepted silently."""
+
+    api_key: str = "test-key"
+    chunk_bytes: int = 4410
+    secs_per_char: float = 0.01
+    faults: Faults = attrs.Factory(Faults)
+    server: ServerHandle | None = None
+    configs: list[dict[str, Any]] = attrs.Factory(list)
+    texts: list[str] = attrs.Factory(list)
+    pings: int = 0
+    flushes: int = 0
+
+    def authorize(self, path: str, headers: dict[str, str]) -> tuple[int, bytes] | None:
+        if headers.get("api-subscription-key") != self.api_key:
+            return 403, b'{"error": {"message": "Invalid API subscription key"}}'
+        return None
+
+    async def __call__(self, sock: FakeSocket) -> None:
+        activity = [trio.current_time()]
+        faults = self.faults
+        config: dict[str, Any] | None = None
+        buffer: list[str] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(idle_watch, sock, faults, activity)
+            while True:
+                data = await sock.receive_json()
+                if data is None:
+                    break
+                activity[0] = trio.current_time()
+                kind = data.get("type")
+                if config is None and kind != "config":
+                    await sock.send_json(
+                        {"type": "error", "data": {"message": "Send config first", "code": 400}}
+                    )
+                    continue
+                if kind == "config":
+                    config = data["data"]
+                    self.configs.append(config)
+                elif kind == "text":
+                    self.texts.append(data["data"]["text"])
+                    buffer.append(data["data"]["text"])
+                elif kind == "ping":
+                    self.pings += 1
+                elif kind == "flush":
+                    self.flushes += 1
+                    if faults.error is not None:
+                        await sock.send_json(
+                            {"type": "error", "data": {"message": faults.error, "code": 422}}
+                        )
+                        faults.error = None
+                        continue
+                    text, buffer = " ".join(buffer), []
+                    rate = int(config["speech_sample_rate"]) if config else 22050
+                    nursery.start_soon(self._synthesise, sock, text, rate)
+            nursery.cancel_scope.cancel()
+
+    async def _synthesise(self, sock: FakeSocket, text: str, rate: int) -> None:
+        await trio.sleep(self.faults.first_delay)
+        audio = audio_for(text, rate, self.secs_per_char)
+        for start in range(0, len(audio), self.chunk_bytes):
+            chunk = wav_bytes(audio[start : start + self.chunk_bytes], rate)
+            payload = {"content_type": "audio/wav", "audio": base64.b64encode(chunk).decode()}
+            await sock.send_json({"type": "audio", "data": payload})
+            await trio.sleep(self.faults.chunk_delay)
+        await sock.send_json({"type": "event", "data": {"event_type": "final"}})
+
+
+@asynccontextmanager
+async def open_fake_sarvam_tts(fake: FakeSarvamTTS | None = None) -> AsyncIterator[FakeSarvamTTS]:
+    """Serve a :class:`FakeSarvamTTS` on 127.0.0.1; its ``server.url`` is the endpoint."""
+    fake = fake if fake is not None else FakeSarvamTTS()
+    async with open_ws_server(fake) as server:
+        server.authorize = fake.authorize
+        fake.server = server
+        yield fake

@@ -1,0 +1,124 @@
+"""A scripted 60db streaming STT server (``/ws/stt``) on loopback."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+import trio.lowlevel
+
+from ...audio.pcm import level_dbfs
+from ._common import Faults
+from ._wsserver import FakeSocket, ServerHandle, open_ws_server
+
+__all__ = ["FakeSixtyDbSTT", "open_fake_sixtydb_stt"]
+
+
+@attrs.define(eq=False)
+class FakeSixtyDbSTT:
+    """Greets (``greeting_order``), starts a session on ``start``, and endpoints the audio it
+    receives: a chunk louder than -50 dBFS is speech; after ``utterance_end_ms`` of quiet
+    following speech it sends a partial (``is_partial``), a fast final (``is_final``) and the
+    refined final (``speech_final``) with the next of ``transcripts`` (else
+    ``"<n.n> seconds of speech"``). The key is checked from the ``apiKey`` query: a wrong one
+    is closed with 1008 after the greeting."""
+
+    api_key: str = "test-key"
+    transcripts: list[str] = attrs.Factory(list)
+    greeting_order: tuple[str, ...] = ("connecting", "connection_established", "connected")
+    faults: Faults = attrs.Factory(Faults)
+    server: ServerHandle | None = None
+    starts: list[dict[str, Any]] = attrs.Factory(list)
+    audio_before_session: int = 0
+    stops: int = 0
+
+    async def __call__(self, sock: FakeSocket) -> None:
+        for greeting in self.greeting_order:
+            if greeting == "connected":
+                await sock.send_json({"type": "connected", "message": "upstream ready"})
+            else:
+                await sock.send_json({greeting: True, "message": greeting})
+        if sock.query.get("apiKey") != self.api_key:
+            await sock.close(1008, "Invalid API key or insufficient credits")
+            return
+        session = False
+        speech = quiet = 0.0
+        utterance_end = 0.5
+        while True:
+            data = await sock.receive_json()
+            if data is None:
+                return
+            kind = data.get("type")
+            if kind == "start":
+                self.starts.append(data)
+                utterance_end = data["config"].get("utterance_end_ms", 500) / 1000
+                if self.faults.close_code is not None:
+                    await sock.close(self.faults.close_code, self.faults.close_reason)
+                    return
+                session = True
+                await sock.send_json({"type": "session_started", "session_id": "s-1"})
+            elif kind == "audio":
+                if not session:
+                    self.audio_before_session += 1
+                    continue
+                pcm = base64.b64decode(data["audio"])
+                secs = len(pcm) / 2 / int(data["sample_rate"])
+                if level_dbfs(pcm) > -50:
+                    speech, quiet = speech + secs, 0.0
+                elif speech:
+                    quiet += secs
+                    if quiet >= utterance_end - 1e-9:
+                        await self._utterance(sock, speech)
+                        speech = quiet = 0.0
+                if self.faults.error is not None:
+                    await sock.send_json(
+                        {"type": "error", "error": self.faults.error, "error_code": "E42"}
+                    )
+                    self.faults.error = None
+            elif kind == "stop":
+                self.stops += 1
+                if speech:
+                    await self._utterance(sock, speech)
+                await sock.send_json({"type": "session_stopped", "billing_summary": {"seconds": 1}})
+                await trio.lowlevel.checkpoint()
+
+    async def _utterance(self, sock: FakeSocket, speech: float) -> None:
+        text = self.transcripts.pop(0) if self.transcripts else f"{speech:.1f} seconds of speech"
+        words = text.split()
+        await sock.send_json({"type": "speech_started"})
+        await sock.send_json(
+            {
+                "type": "transcription",
+                "text": " ".join(words[:1]),
+                "is_partial": True,
+                "is_final": False,
+            }
+        )
+        await sock.send_json(
+            {"type": "transcription", "text": text.lower(), "is_final": True, "speech_final": False}
+        )
+        await sock.send_json(
+            {
+                "type": "transcription",
+                "text": text,
+                "is_final": True,
+                "speech_final": True,
+                "language": "en",
+                "confidence": 0.93,
+            }
+        )
+
+
+@asynccontextmanager
+async def open_fake_sixtydb_stt(
+    fake: FakeSixtyDbSTT | None = None,
+) -> AsyncIterator[FakeSixtyDbSTT]:
+    """Serve a :class:`FakeSixtyDbSTT` on 127.0.0.1; its ``server.url`` is the endpoint."""
+    fake = fake if fake is not None else FakeSixtyDbSTT()
+    async with open_ws_server(fake) as server:
+        fake.server = server
+        yield fake
