@@ -42,10 +42,7 @@ def describe_error(
         else:
             text = f"the query was cancelled: {primary}"
     elif isinstance(exc, errors.InsufficientPrivilege):
-        text = (
-            f"permission denied: {primary}{state}. This tool may only read the tables that "
-            "pg_schema lists"
-        )
+        text = f"{primary}{state}. This tool may only read the tables that pg_schema lists"
     elif isinstance(exc, errors.ReadOnlySqlTransaction):
         text = f"refused: {primary}{state}. The database is read-only for this tool"
     elif is_unavailable(exc):

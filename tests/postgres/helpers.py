@@ -229,3 +229,55 @@ def tool_backends(url: str) -> list[tuple[Any, ...]]:
         "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = 'rustvani-trio' "
         "AND datname = current_database() AND pid <> pg_backend_pid()",
     )
+
+
+def fingerprint(db: PgDatabase) -> list[str]:
+    """What an attack could change, as text: every table's rows (a hash), the relations, the
+    sequences' state, the roles' attributes and settings, large objects, collations. (Only
+    this database and its two roles: other test runs may share the server.)"""
+    out: list[str] = []
+    with psycopg.connect(db.admin_url, autocommit=True) as conn:
+        relations = conn.execute(
+            "SELECT n.nspname, c.relname, c.relkind FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') "
+            "AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2"
+        ).fetchall()
+        out.append(repr(relations))
+        for nsp, rel, kind in relations:
+            ident = sql.Identifier(nsp, rel)
+            if kind in ("r", "p"):
+                query = sql.SQL(
+                    "SELECT md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) FROM {} x"
+                ).format(ident)
+                out.append(f"{nsp}.{rel}: {conn.execute(query).fetchone()}")
+            elif kind == "S":
+                query = sql.SQL("SELECT last_value, is_called FROM {}").format(ident)
+                out.append(f"{nsp}.{rel}: {conn.execute(query).fetchone()}")
+        roles = [db.reader_role, conninfo_to_dict(db.admin_url).get("user") or "postgres"]
+        out.append(
+            repr(
+                conn.execute(
+                    "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb, rolcanlogin, "
+                    "rolreplication, rolbypassrls, rolconfig FROM pg_roles "
+                    "WHERE rolname = ANY(%s) ORDER BY 1",
+                    [roles],
+                ).fetchall()
+            )
+        )
+        out.append(
+            repr(
+                conn.execute(
+                    "SELECT (SELECT count(*) FROM pg_largeobject_metadata), "
+                    "(SELECT count(*) FROM pg_collation), "
+                    "(SELECT array_agg(s.setconfig::text ORDER BY s.setconfig::text) "
+                    " FROM pg_db_role_setting s LEFT JOIN pg_roles r ON r.oid = s.setrole "
+                    " WHERE s.setdatabase = (SELECT oid FROM pg_database "
+                    "                        WHERE datname = current_database()) "
+                    "    OR r.rolname = ANY(%s)), "
+                    "has_table_privilege(%s, 'orders', 'INSERT')",
+                    [roles, db.reader_role],
+                ).fetchone()
+            )
+        )
+    return out
