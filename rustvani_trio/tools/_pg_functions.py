@@ -27,7 +27,7 @@ from ._pg_guard import CheckedStatement, QueryRefused, check_statement
 from ._pg_refine import build_refine, build_vector_search, vector_text
 from ._pg_results import ResultCache, raw_result, summarize
 from ._pg_schema import SchemaInfo
-from ._pg_values import redact, render_table, wrap_untrusted
+from ._pg_values import redact, render_table, scrub, wrap_untrusted
 
 if TYPE_CHECKING:
     from .postgres import NeonPostgresConfig
@@ -163,7 +163,7 @@ class PgFunctions:
             max_rows=cfg.max_raw_rows,
             value_limit=cfg.max_raw_value_chars,
         )
-        return ToolCallOutput(summary, raw)
+        return ToolCallOutput(scrub(summary, self._secrets), scrub(raw, self._secrets))
 
     # ------------------------------------------------------------------ the functions
 
@@ -178,7 +178,7 @@ class PgFunctions:
         text = schema.render(only)
         if self._layers.wrap:
             text = wrap_untrusted(text, source="the database schema")
-        return ToolCallOutput(text)
+        return ToolCallOutput(scrub(text, self._secrets))
 
     async def _pg_query(self, ex: Executor, args: Mapping[str, Any]) -> ToolCallOutput:
         query = args.get("query", args.get("sql"))
@@ -209,7 +209,9 @@ class PgFunctions:
             "columns": [{"name": c.name, "type": c.type} for c in result.columns],
             "rows": result.rows[: cfg.max_raw_rows],
         }
-        return ToolCallOutput(f"{head}; returned rows:\n{body}", raw)
+        return ToolCallOutput(
+            scrub(f"{head}; returned rows:\n{body}", self._secrets), scrub(raw, self._secrets)
+        )
 
     async def _pg_refine(self, ex: Executor, args: Mapping[str, Any]) -> ToolCallOutput:
         rs_id = args.get("result_set_id")

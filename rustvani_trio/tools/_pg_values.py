@@ -33,6 +33,7 @@ __all__ = [
     "redact",
     "redact_url",
     "render_table",
+    "scrub",
     "secrets_of",
     "to_json_value",
     "wrap_untrusted",
@@ -222,3 +223,20 @@ def redact(text: str, secret_values: Sequence[str]) -> str:
         if len(value) >= 3:  # (a one-letter password would blank out every such letter)
             text = text.replace(value, "***")
     return text
+
+
+def scrub(value: Any, secret_values: Sequence[str]) -> Any:
+    """``value`` (a JSON value) with the given secrets replaced by ``***`` in every string:
+    a result never carries the connection's password, even if a row holds it."""
+    if not secret_values:
+        return value
+    if isinstance(value, str):
+        for secret in secret_values:
+            if len(secret) >= 3 and secret in value:
+                value = value.replace(secret, "***")
+        return value
+    if isinstance(value, list):
+        return [scrub(v, secret_values) for v in value]
+    if isinstance(value, dict):
+        return {k: scrub(v, secret_values) for k, v in value.items()}
+    return value

@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import attrs
@@ -275,9 +275,26 @@ def fingerprint(db: PgDatabase) -> list[str]:
                     " WHERE s.setdatabase = (SELECT oid FROM pg_database "
                     "                        WHERE datname = current_database()) "
                     "    OR r.rolname = ANY(%s)), "
-                    "has_table_privilege(%s, 'orders', 'INSERT')",
+                    "(SELECT array_agg(table_name || ':' || privilege_type ORDER BY 1) "
+                    " FROM information_schema.role_table_grants WHERE grantee = %s)",
                     [roles, db.reader_role],
                 ).fetchone()
             )
         )
     return out
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    """Wait (polling) until ``check()`` is true; fail after ``within`` seconds."""
+    with trio.fail_after(within):
+        while True:
+            if await check():
+                return
+            await trio.sleep(0.01)
+
+
+async def query_is_running(url: str) -> bool:
+    """Whether a tool connection is running a statement (the model's query runs as a FETCH
+    from the tool's cursor, and shows so in pg_stat_activity)."""
+    backends = await trio.to_thread.run_sync(tool_backends, url)
+    return any(state == "active" for _pid, state, _q in backends)
