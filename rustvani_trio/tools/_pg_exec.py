@@ -150,6 +150,7 @@ def run_statement(
             with RawServerCursor(conn, _CURSOR_NAME) as scur:
                 scur.execute(stmt.sql, params)
                 raw = scur.fetchmany(stmt.limit + 1)
+                rowcount = len(raw)
                 res = scur.pgresult
                 names = [c.name for c in scur.description or ()]
         else:
@@ -157,6 +158,7 @@ def run_statement(
             cur = RawCursor(conn)
             cur.execute(stmt.sql, params, prepare=True)
             raw = cur.fetchmany(stmt.limit + 1) if cur.description else []
+            rowcount = cur.rowcount
             res = cur.pgresult
             names = [c.name for c in cur.description or ()]
         keys = [(res.ftype(i), res.fmod(i)) for i in range(len(names))] if res else []
@@ -174,7 +176,7 @@ def run_statement(
         if stmt.writes and not stmt.read_only:
             conn.execute("COMMIT", prepare=False)
             committed = True
-        return QueryResult(columns, rows, truncated)
+        return QueryResult(columns, rows, truncated, rowcount)
     finally:
         if not committed and conn.info.transaction_status != TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):  # (broken: the pool discards it)

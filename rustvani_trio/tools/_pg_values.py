@@ -218,11 +218,10 @@ def redact_url(conninfo: str) -> str:
 
 def redact(text: str, secret_values: Sequence[str]) -> str:
     """``text`` with passwords in URLs and the given secret values replaced by ``***``."""
-    text = redact_url(text)
     for value in secret_values:
         if len(value) >= 3:  # (a one-letter password would blank out every such letter)
             text = text.replace(value, "***")
-    return text
+    return redact_url(text)
 
 
 def scrub(value: Any, secret_values: Sequence[str]) -> Any:
