@@ -144,15 +144,16 @@ def run_statement(
     or COMMIT only for a data-modifying statement of a tool configured with read_only=False."""
     conn.execute(_setup_sql(stmt), prepare=False)
     committed = False
+    scur: RawServerCursor[Any] | None = None
     try:
         params = list(stmt.params)
         if stmt.layers.cursor and not stmt.writes:
-            with RawServerCursor(conn, _CURSOR_NAME) as scur:
-                scur.execute(stmt.sql, params)
-                raw = scur.fetchmany(stmt.limit + 1)
-                rowcount = len(raw)
-                res = scur.pgresult
-                names = [c.name for c in scur.description or ()]
+            scur = RawServerCursor(conn, _CURSOR_NAME)
+            scur.execute(stmt.sql, params)
+            raw = scur.fetchmany(stmt.limit + 1)
+            rowcount = len(raw)
+            res = scur.pgresult
+            names = [c.name for c in scur.description or ()]
         else:
             # The extended protocol all the same: a prepared statement holds one command.
             cur = RawCursor(conn)
@@ -181,6 +182,9 @@ def run_statement(
         if not committed and conn.info.transaction_status != TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):  # (broken: the pool discards it)
                 conn.execute("ROLLBACK", prepare=False)
+        if scur is not None:  # after the ROLLBACK, which ended the cursor: no CLOSE sent
+            with contextlib.suppress(psycopg.Error):
+                scur.close()
 
 
 @attrs.define
