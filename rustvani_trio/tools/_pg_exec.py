@@ -193,6 +193,7 @@ class _Call:
 
     lock: threading.Lock = attrs.Factory(threading.Lock)
     conn: psycopg.Connection[Any] | None = None
+    began: bool = False  # the worker thread runs (it may still wait for a connection)
     cancelled: bool = False
 
 
@@ -210,6 +211,8 @@ class Executor:
         self.type_cache: dict[tuple[int, int], str] = {}
 
     def _work(self, call: _Call, job: Callable[[psycopg.Connection[Any]], T]) -> T:
+        with call.lock:
+            call.began = True
         conn = self.pool.getconn()
         try:
             with call.lock:
@@ -267,6 +270,13 @@ class Executor:
             raise
 
     async def _cancel(self, call: _Call, done: trio.Event) -> None:
+        with call.lock:
+            call.cancelled = True
+            began = call.began
+        if not began:
+            # Cancelled while waiting for a worker (the limiter): no thread, or one that will
+            # see ``cancelled`` before it runs anything and hand its connection straight back.
+            return
         # Repeat: the worker may not have started its statement when the first request went.
         while not done.is_set():
             await trio.to_thread.run_sync(

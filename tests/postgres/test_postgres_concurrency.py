@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 
 import pytest
 import trio
@@ -55,6 +56,31 @@ async def test_cancelling_a_long_query_stops_it_on_the_server(pg_db: PgDatabase)
         again = await call("pg_query", query="SELECT 41 + 1 AS answer")
         assert again.raw["rows"] == [[42]]  # type: ignore[index]
         assert call.errors == []
+
+
+async def test_cancelling_calls_that_wait_for_the_pool_is_prompt(pg_db: PgDatabase) -> None:
+    """Five long queries on a pool of one: one runs, four wait for it; cancelling them all
+    returns at once and leaves the pool whole."""
+    tool = NeonPostgresTool.from_url(pg_db.reader_url, statement_timeout_ms=60_000, pool_size=1)
+    async with started(tool) as call:
+        done: list[object] = []
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(lambda: _append(done, call("pg_query", query=LONG_QUERY)))
+            await eventually(lambda: query_is_running(pg_db.admin_url))
+            begun = time.perf_counter()
+            nursery.cancel_scope.cancel()
+        elapsed = time.perf_counter() - begun
+        assert done == [] and elapsed < 0.5, elapsed
+        stats = await settled_pool_stats(tool)
+        assert stats["pool_available"] == stats["pool_size"] == 1
+        assert (await call("pg_query", query="SELECT 1")).raw["rows"] == [[1]]  # type: ignore[index]
+        backends = await _backends(pg_db.admin_url)
+        assert [state for _p, state, _q in backends] == ["idle"]
+
+
+async def _append(out: list[object], aw: Awaitable[object]) -> None:
+    out.append(await aw)
 
 
 async def test_the_statement_timeout_cancels_on_the_server(pg_db: PgDatabase) -> None:

@@ -16,9 +16,11 @@ import trio
 from rustvani_trio.context import LLMContext
 from rustvani_trio.frames import (
     CancelFrame,
+    EndFrame,
     ErrorFrame,
     FunctionCallRawResult,
     FunctionCallResult,
+    InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEnd,
 )
@@ -204,3 +206,43 @@ async def test_a_cancel_frame_stops_the_statement_and_closes_the_pool(pg_db: PgD
 
     await eventually(closed, within=5)
     assert tool.pool_stats() == {}
+
+
+async def test_an_interruption_stops_the_statement_and_the_tool_goes_on(pg_db: PgDatabase) -> None:
+    tool = NeonPostgresTool.from_url(pg_db.reader_url, statement_timeout_ms=60_000)
+    async with open_scripted_server() as server:
+        server.add_replies(
+            [
+                call("pg_query", query=LONG_QUERY),
+                call("pg_query", query="SELECT count(*) AS n FROM products"),
+                TextReply(["Four."]),
+            ]
+        )
+        llm = OpenAILLMHandler(config(server)).add_tool(tool)
+        task = PipelineTask(Pipeline([llm.into_processor()]))
+        raws: list[FunctionCallRawResult] = []
+        task.add_event_handler(
+            "on_frame_reached_downstream",
+            lambda _t, f: raws.append(f) if isinstance(f, FunctionCallRawResult) else None,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(task.run)
+            await task.queue_frame(LLMContextFrame(context=context("?")))
+            await eventually(lambda: query_is_running(pg_db.admin_url))
+            begun = time.perf_counter()
+            await task.queue_frame(InterruptionFrame())
+
+            async def idle() -> bool:
+                return not await query_is_running(pg_db.admin_url)
+
+            await eventually(idle, within=5)
+            elapsed = time.perf_counter() - begun
+            await task.queue_frame(LLMContextFrame(context=context("How many products?")))
+            await eventually(lambda: _true_if(bool(raws)), within=10)
+            await task.queue_frame(EndFrame())
+    assert elapsed < 0.5, f"the statement ran {elapsed:.3f}s after the interruption"
+    assert [r.raw["rows"] for r in raws] == [[[4]]]
+
+
+async def _true_if(value: bool) -> bool:
+    return value
