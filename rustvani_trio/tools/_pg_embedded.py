@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
@@ -39,7 +40,8 @@ def embedded_server() -> Iterator[str]:
     try:
         yield server.get_uri()
     finally:
-        server.cleanup()
+        server.cleanup()  # stops the server and deletes its data directory
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def hashing_embedder(dims: int = 16) -> Callable[[str], list[float]]:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+import trio
 
 from ..frames import ErrorFrame, FrameDirection
 from ..services.llm.function_registry import FunctionCallParams, ToolCallOutput
@@ -291,8 +292,6 @@ class PgFunctions:
             ):
                 out: Any = await embedder(text)  # type: ignore[misc]
             else:
-                import trio
-
                 out = await trio.to_thread.run_sync(embedder, text, abandon_on_cancel=True)
                 if inspect.isawaitable(out):
                     out = await out
