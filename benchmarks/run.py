@@ -38,6 +38,7 @@ if __package__ in (None, ""):  # run as a script: python benchmarks/run.py
 from benchmarks._common import MARKER, summarize
 from benchmarks._report import format_table, write_plot
 from benchmarks.contestants import CONTESTANTS
+from benchmarks.contestants._pg_tool import TOOL_CALL as PG_TOOL_CALL
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "benchmarks" / "results"
@@ -190,7 +191,20 @@ def build_scenarios(quick: bool) -> list[Scenario]:
                         "tool_call": {"name": "get_time", "arguments": "{}"},
                     },
                     LLM4,
-                )
+                ),
+                # The same round with a real query through the Postgres tool (see
+                # benchmarks/contestants/_pg_tool.py): rustvani-trio only.
+                Config(
+                    "1 pg_query",
+                    {
+                        "tokens": pick(20, 5),
+                        "token_delay": 0.0,
+                        "turns": pick(5, 1),
+                        "tool_call": PG_TOOL_CALL,
+                        "postgres": True,
+                    },
+                    ("rustvani",),
+                ),
             ],
             reps=pick(6, 1),
             metrics={

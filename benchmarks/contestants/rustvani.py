@@ -273,6 +273,10 @@ async def _interrupt(params: dict[str, Any]) -> Samples:
 
 
 async def _tool(params: dict[str, Any]) -> Samples:
+    if params.get("postgres"):  # the "1 pg_query" row: a real query through the Postgres tool
+        from ._pg_tool import pg_tool_round
+
+        return await pg_tool_round(params)
     out: Samples = {"total_ms": [], "ttft_answer_ms": []}
     registry = FunctionRegistry()
     llm: Any = _llm(params, registry)

@@ -18,6 +18,7 @@ HELP = "scripted scenes: a conversation with a tool call, ... (no key, no networ
 #: scene name -> module (relative to this package), in the order ``demo`` runs them
 SCENES: dict[str, str] = {
     "chat": ".scene_chat",
+    "postgres": ".scene_postgres",
     "dhara": ".scene_dhara",
     "voice": ".scene_voice",
 }
