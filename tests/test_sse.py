@@ -1,4 +1,5 @@
-"""Tests for the SSE framing and chat-completions chunk decoding layer (``services.llm._sse``)."""
+"""Tests for the SSE framing (``services.llm._sse``) and the chat-completions chunk decoding
+(``services.llm._chat_decoder``)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rustvani_trio.services.llm._sse import (
+from rustvani_trio.services.llm._chat_decoder import (
     ChatStreamDecoder,
     ContentDelta,
     ReasoningDelta,
     RefusalDelta,
-    SSEDecoder,
-    SSEEvent,
-    SSEProtocolError,
     StreamDelta,
     StreamError,
     StreamResult,
 )
+from rustvani_trio.services.llm._sse import SSEDecoder, SSEEvent, SSEProtocolError
 
 # The shared corpus lives beside the repository: <parent of repo>/shared/fixtures/openai-sse.
 FIXTURE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "openai-sse"
