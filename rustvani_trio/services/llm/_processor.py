@@ -35,7 +35,6 @@ from ._handler import AfterRound, OpenAILLMHandler, TransitionHook
 from ._stream import Answer, open_client, request_timeout, stream_answer
 from ._tool_round import ToolRound
 from ._toolset import Toolset
-from .function_registry import FunctionRegistry
 
 __all__ = ["OpenAILLMProcessor"]
 
@@ -48,10 +47,11 @@ class OpenAILLMProcessor(FrameProcessor):
     """
 
     def __init__(self, handler: OpenAILLMHandler, *, name: str | None = None) -> None:
-        super().__init__(name=name or f"OpenAILLM#{id(handler) % 10000}")
+        if not isinstance(handler, OpenAILLMHandler):
+            raise TypeError(f"OpenAILLMProcessor takes an OpenAILLMHandler, got {handler!r}")
+        super().__init__(name=name)
         self.handler = handler
         self._client: httpx.AsyncClient | None = None
-        self._owns_client = True
         self._timeout = httpx.Timeout(None)
         self._toolset = Toolset(self, lambda: self.handler.tools)
 
@@ -61,11 +61,7 @@ class OpenAILLMProcessor(FrameProcessor):
         cfg = self.handler.config
         self._timeout = request_timeout(cfg)
         shared = self.handler.http_client
-        if shared is not None:
-            self._client, self._owns_client = shared, False
-        else:
-            self._client = open_client(cfg)
-            self._owns_client = True
+        self._client = shared if shared is not None else open_client(cfg)
         await self._toolset.start_cacheable(cfg.tool_start_timeout)
 
     async def on_stop(self, frame: EndFrame) -> None:
@@ -85,15 +81,10 @@ class OpenAILLMProcessor(FrameProcessor):
 
     async def _close_client(self) -> None:
         client, self._client = self._client, None
-        if client is not None and self._owns_client:
+        if client is not None and self.handler.http_client is None:  # our own
             await client.aclose()
 
     # ------------------------------------------------------------------ handler delegates
-
-    @property
-    def registry(self) -> FunctionRegistry:
-        """The handler's function registry."""
-        return self.handler.registry
 
     def add_tool(self, tool: BuiltinTool) -> OpenAILLMProcessor:
         """Same as :meth:`OpenAILLMHandler.add_tool`."""
