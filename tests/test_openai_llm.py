@@ -315,6 +315,69 @@ def test_invalid_auth_header_and_retry_policy_are_rejected() -> None:
         RetryPolicy(jitter=2)
 
 
+def test_retry_delay_is_capped_for_any_attempt() -> None:
+    policy = RetryPolicy(initial_delay=0.5, multiplier=2.0, max_delay=8.0, jitter=0.25)
+    for attempt in (1, 5, 1025, 10**6):
+        assert 0.0 <= policy.delay(attempt) <= 8.0 * 1.25
+    assert policy.delay(1025, retry_after=3.0) >= 3.0
+    assert RetryPolicy(initial_delay=0.0).delay(5000) == 0.0
+    assert RetryPolicy(multiplier=0.5, jitter=0.0).delay(5000) == 0.0
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["sk-secret-123\n", "sk-secret-123\r\n", " sk-secret-123", "sk-secret 123", "sk-secret-é"],
+)
+def test_an_api_key_that_cannot_be_a_header_is_refused_without_showing_it(key: str) -> None:
+    with pytest.raises(ValueError, match="api_key") as info:
+        OpenAILLMConfig(api_key=key)
+    assert "secret" not in str(info.value)
+
+
+def test_a_key_read_from_a_crlf_env_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-123\r\n")
+    with pytest.raises(ValueError, match="CRLF") as info:
+        OpenAILLMConfig.from_env()
+    assert "secret" not in str(info.value)
+
+
+def test_header_values_that_cannot_be_sent_are_refused_without_showing_them() -> None:
+    with pytest.raises(ValueError, match="extra_headers") as info:
+        OpenAILLMConfig(extra_headers={"x-api-key": "hidden-value\n"})
+    assert "hidden-value" not in str(info.value)
+    assert "hidden" not in repr(OpenAILLMConfig(extra_headers={"x-api-key": "hidden"}))
+    assert "sk-hidden" not in repr(OpenAILLMConfig(api_key="sk-hidden"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"extra_headers": None}, ["extra_headers", "mapping of str to str"]),
+        ({"extra_headers": {"x": 1}}, ["extra_headers", "str"]),
+        ({"extra_query": None}, ["extra_query", "mapping of str to str"]),
+        ({"extra_body": None}, ["extra_body", "mapping with str keys"]),
+        ({"extra_body": [("a", 1)]}, ["extra_body", "mapping with str keys"]),
+        ({"include_usage": "yes"}, ["include_usage", "True or False"]),
+        ({"seed": "42"}, ["seed", "an int"]),
+        ({"seed": True}, ["seed", "an int"]),
+        ({"service_tier": 1}, ["service_tier", "a str"]),
+        ({"reasoning_effort": 1}, ["reasoning_effort", "a str"]),
+        ({"retry": {"max_attempts": 2}}, ["retry", "a RetryPolicy"]),
+        ({"api_key": None}, ["api_key", "str"]),
+        ({"chunk_timeout": "30"}, ["chunk_timeout", "positive number"]),
+        ({"request_timeout": "600"}, ["request_timeout", "positive number"]),
+        ({"max_tool_rounds": 2.5}, ["max_tool_rounds", "int"]),
+    ],
+)
+def test_wrong_types_are_refused_where_the_config_is_built(
+    kwargs: dict[str, Any], words: list[str]
+) -> None:
+    with pytest.raises(TypeError) as info:
+        OpenAILLMConfig(**kwargs)
+    for word in words:
+        assert word in str(info.value), str(info.value)
+
+
 @pytest.mark.parametrize(
     ("model", "window"),
     [
