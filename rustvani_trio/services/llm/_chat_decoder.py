@@ -1,108 +1,33 @@
 """Chat-completions semantics: SSE events in, typed deltas and an accumulated result out.
 
 :class:`ChatStreamDecoder` interprets the events of :class:`~._sse.SSEDecoder` as
-``chat.completion.chunk`` payloads. It yields typed deltas (:class:`ContentDelta`,
-:class:`ReasoningDelta`, :class:`RefusalDelta`) as they arrive and accumulates everything, tool
-calls included, into a :class:`StreamResult`. Push-style and free of I/O, on the hot path.
+``chat.completion.chunk`` payloads. It yields typed deltas (:mod:`._chat_types`) as they arrive
+and accumulates everything, tool calls included, into a ``StreamResult``. Push-style and free
+of I/O, on the hot path.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
-import attrs
+from ._chat_types import (
+    ContentDelta,
+    ReasoningDelta,
+    RefusalDelta,
+    StreamDelta,
+    StreamError,
+    StreamResult,
+    ToolCallAccum,
+    is_int,
+    make_error,
+)
+from ._sse import MAX_EVENT_CHARS, SSEDecoder, SSEEvent, SSEProtocolError
+from ._text import excerpt
 
-from ._sse import SSEDecoder, SSEEvent, SSEProtocolError, excerpt
-
-__all__ = [
-    "ChatStreamDecoder",
-    "ContentDelta",
-    "ReasoningDelta",
-    "RefusalDelta",
-    "StreamDelta",
-    "StreamError",
-    "StreamResult",
-    "ToolCallAccum",
-]
+__all__ = ["ChatStreamDecoder"]
 
 _DONE: Final = "[DONE]"
-
-
-@attrs.define(frozen=True, slots=True, kw_only=True)
-class ContentDelta:
-    """A non-empty piece of assistant text (``delta.content``)."""
-
-    text: str
-
-
-@attrs.define(frozen=True, slots=True, kw_only=True)
-class ReasoningDelta:
-    """A non-empty piece of reasoning (``delta.reasoning_content`` or ``delta.reasoning``)."""
-
-    text: str
-
-
-@attrs.define(frozen=True, slots=True, kw_only=True)
-class RefusalDelta:
-    """A non-empty piece of a refusal (``delta.refusal``)."""
-
-    text: str
-
-
-StreamDelta: TypeAlias = ContentDelta | ReasoningDelta | RefusalDelta
-"""A typed delta produced by :class:`ChatStreamDecoder` as chunks arrive."""
-
-
-@attrs.define(frozen=True, slots=True, kw_only=True)
-class StreamError:
-    """An error reported inside the stream (a top-level ``error`` object or an ``event: error``).
-
-    ``raw`` is the error object as received; when the server sent something other than a JSON
-    object (a string, or non-JSON data in an ``event: error``) it is ``{"message": <text>}``.
-    """
-
-    message: str
-    code: str | int | None = None
-    type: str | None = None
-    raw: dict[str, Any] = attrs.field(factory=dict)
-
-
-@attrs.define(slots=True, kw_only=True)
-class ToolCallAccum:
-    """One tool call assembled from its streamed fragments.
-
-    ``index`` is the wire ``index`` (``None`` for servers that omit it); ``id`` and ``name`` are
-    the first non-empty values received; ``arguments`` is the concatenated argument text.
-    """
-
-    index: int | None = None
-    id: str = ""
-    name: str = ""
-    arguments: str = ""
-
-
-@attrs.define(slots=True, kw_only=True)
-class StreamResult:
-    """Everything accumulated from a chat-completions stream so far.
-
-    ``reasoning`` and ``refusal`` are ``None`` when the server never sent the field as a string.
-    ``usage`` is the last non-null top-level ``usage`` object, ``error`` the first stream error,
-    ``done`` whether ``data: [DONE]`` arrived, ``model`` the first non-empty ``model`` and
-    ``chunks`` the number of data events applied (every event before ``[DONE]``, error events
-    included).
-    """
-
-    text: str = ""
-    reasoning: str | None = None
-    refusal: str | None = None
-    tool_calls: list[ToolCallAccum] = attrs.Factory(list)
-    finish_reason: str | None = None
-    usage: dict[str, Any] | None = None
-    error: StreamError | None = None
-    done: bool = False
-    model: str | None = None
-    chunks: int = 0
 
 
 class _PendingCall:
@@ -113,30 +38,6 @@ class _PendingCall:
     def __init__(self, index: int | None) -> None:
         self.accum = ToolCallAccum(index=index)
         self.parts: list[str] = []
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _make_error(obj: object) -> StreamError:
-    """Build a :class:`StreamError` from whatever the server put in its error field."""
-    if isinstance(obj, dict):
-        msg = obj.get("message")
-        if isinstance(msg, str) and msg:
-            message = msg
-        else:
-            message = json.dumps(obj, ensure_ascii=False, default=str)
-        code = obj.get("code")
-        typ = obj.get("type")
-        return StreamError(
-            message=message,
-            code=code if isinstance(code, str) or _is_int(code) else None,
-            type=typ if isinstance(typ, str) else None,
-            raw=obj,
-        )
-    message = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, default=str)
-    return StreamError(message=message, raw={"message": message})
 
 
 class ChatStreamDecoder:
@@ -167,6 +68,11 @@ class ChatStreamDecoder:
     This class does not judge truncation: at end of input a caller should treat
     ``not done and finish_reason is None and error is None`` (i.e. ``not is_complete`` and no
     error) as a stream that was cut off.
+
+    Reading :attr:`result` joins the text received since the last read: a caller that streams
+    reads :attr:`progress`, :attr:`done`, :attr:`error` and :attr:`ended` per read (each
+    constant-time) and :attr:`result` once at the end, so a long answer costs the same per
+    event as a short one.
     """
 
     __slots__ = (
@@ -180,10 +86,12 @@ class ChatStreamDecoder:
         "_result",
         "_sse",
         "_text_parts",
+        "_tool_data",
+        "progress",
     )
 
-    def __init__(self) -> None:
-        self._sse = SSEDecoder()
+    def __init__(self, *, max_event_chars: int = MAX_EVENT_CHARS) -> None:
+        self._sse = SSEDecoder(max_event_chars=max_event_chars)
         self._result = StreamResult()
         # Text pieces are joined lazily (in ``result``) so that a long stream stays linear-time.
         self._text_parts: list[str] = []
@@ -194,6 +102,11 @@ class ChatStreamDecoder:
         self._by_index: dict[int, _PendingCall] = {}
         self._by_id: dict[str, _PendingCall] = {}
         self._last_call: _PendingCall | None = None
+        self._tool_data = 0  # tool-call fragments that carried an id, a name or arguments
+        #: Events that carried content, reasoning, a refusal or tool-call data: what a stall
+        #: is measured by (keep-alive comments, empty deltas and role-only chunks do not
+        #: count).
+        self.progress = 0
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -207,6 +120,22 @@ class ChatStreamDecoder:
         """The accumulated :class:`StreamResult` (the same object on every access)."""
         self._sync()
         return self._result
+
+    @property
+    def done(self) -> bool:
+        """Whether ``data: [DONE]`` arrived."""
+        return self._result.done
+
+    @property
+    def error(self) -> StreamError | None:
+        """The first error the stream reported, if any."""
+        return self._result.error
+
+    @property
+    def ended(self) -> bool:
+        """Whether the stream needs no more input: ``[DONE]`` or an error arrived."""
+        result = self._result
+        return result.done or result.error is not None
 
     @property
     def is_complete(self) -> bool:
@@ -267,12 +196,12 @@ class ChatStreamDecoder:
         if problem is not None:
             if not is_error_event:
                 raise SSEProtocolError(
-                    f"chat-completions stream: data payload {problem}: {excerpt(data)!r}"
+                    f"chat-completions stream: data payload {problem}: '{excerpt(data, 120)}'"
                 )
             # An error event whose data is not a JSON object: its text is the message.
             result.chunks += 1
             if result.error is None:
-                result.error = _make_error(payload)
+                result.error = make_error(payload)
             return []
         return self._apply_chunk(payload, is_error_event)
 
@@ -285,7 +214,7 @@ class ChatStreamDecoder:
 
         error = chunk.get("error")
         if (error is not None or is_error_event) and result.error is None:
-            result.error = _make_error(chunk if error is None else error)
+            result.error = make_error(chunk if error is None else error)
 
         if result.model is None:
             model = chunk.get("model")
@@ -298,11 +227,14 @@ class ChatStreamDecoder:
 
         choices = chunk.get("choices")
         if isinstance(choices, list):
+            tool_data = self._tool_data
             for choice in choices:
                 if isinstance(choice, dict):
                     index = choice.get("index")
-                    if index is None or (index == 0 and _is_int(index)):
+                    if index is None or (index == 0 and is_int(index)):
                         self._apply_choice(choice, deltas)
+            if deltas or self._tool_data != tool_data:
+                self.progress += 1
         return deltas
 
     def _apply_choice(self, choice: dict[str, Any], deltas: list[StreamDelta]) -> None:
@@ -389,10 +321,13 @@ class ChatStreamDecoder:
         if call_id and not accum.id:
             accum.id = call_id
             self._by_id.setdefault(call_id, call)
+            self._tool_data += 1
         if isinstance(name, str) and name and not accum.name:
             accum.name = name
+            self._tool_data += 1
         if isinstance(arguments, str) and arguments:
             call.parts.append(arguments)
+            self._tool_data += 1
         self._last_call = call
 
     def _sync(self) -> None:

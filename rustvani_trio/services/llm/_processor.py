@@ -29,7 +29,7 @@ from ...frames import (
 )
 from ...processor import FrameProcessor
 from ...tools.base import BuiltinTool
-from ._chat_decoder import ContentDelta, ReasoningDelta, StreamDelta
+from ._chat_types import ContentDelta, ReasoningDelta, StreamDelta
 from ._errors import LLMRequestError
 from ._handler import AfterRound, OpenAILLMHandler, TransitionHook
 from ._stream import Answer, open_client, request_timeout, stream_answer

@@ -17,23 +17,19 @@ import attrs
 
 from ...exceptions import RustvaniError
 
-__all__ = ["SSEDecoder", "SSEEvent", "SSEProtocolError", "excerpt"]
+__all__ = ["MAX_EVENT_CHARS", "SSEDecoder", "SSEEvent", "SSEProtocolError"]
 
-_EXCERPT_CHARS: Final = 120
-
-
-def excerpt(text: str) -> str:
-    """Return ``text`` shortened to at most ``_EXCERPT_CHARS`` characters, for error messages."""
-    if len(text) <= _EXCERPT_CHARS:
-        return text
-    return text[:_EXCERPT_CHARS] + f"... ({len(text)} chars)"
+#: The longest line, and the most ``data`` of one event, a decoder keeps (4 Mi characters):
+#: far above any real chunk, far below what would hurt.
+MAX_EVENT_CHARS: Final = 4 * 1024 * 1024
 
 
 class SSEProtocolError(RustvaniError, ValueError):
     """The event stream violates the chat-completions protocol.
 
     Raised by :class:`ChatStreamDecoder` for a ``data`` payload that is neither valid JSON (an
-    object) nor the ``[DONE]`` sentinel. The stream cannot be interpreted past this point.
+    object) nor the ``[DONE]`` sentinel, and by :class:`SSEDecoder` for a line or an event
+    larger than its limit. The stream cannot be interpreted past this point.
     """
 
 
@@ -69,15 +65,20 @@ class SSEDecoder:
     * ``event`` sets the event type, ``id`` the last event ID (unless it contains NUL), ``retry``
       the reconnection time (:attr:`retry`, only if all ASCII digits); other fields are ignored.
 
-    Invalid UTF-8 is replaced with U+FFFD rather than raising.
+    Invalid UTF-8 is replaced with U+FFFD rather than raising. A line, or the data of one
+    event, longer than ``max_event_chars`` raises :class:`SSEProtocolError` (memory stays
+    bounded whatever the server sends).
     """
 
     __slots__ = (
         "_bom_checked",
         "_closed",
         "_data",
+        "_data_chars",
         "_event_type",
+        "_max",
         "_partial",
+        "_partial_chars",
         "_pending_cr",
         "_utf8",
         "comments",
@@ -85,10 +86,13 @@ class SSEDecoder:
         "retry",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_chars: int = MAX_EVENT_CHARS) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._max = max_event_chars
         # Pieces of the current, not yet terminated line (never contain CR or LF).
         self._partial: list[str] = []
+        self._partial_chars = 0
+        self._data_chars = 0  # in ``_data``
         # The last decoded character was a CR: an LF right after it belongs to the same line end.
         self._pending_cr = False
         self._bom_checked = False
@@ -163,7 +167,7 @@ class SSEDecoder:
             self._pending_cr = text[-1] == "\r"
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         elif "\n" not in text:
-            self._partial.append(text)
+            self._keep_partial(text)
             return
         lines = text.split("\n")
         tail = lines.pop()
@@ -171,9 +175,24 @@ class SSEDecoder:
             self._partial.append(lines[0])
             lines[0] = "".join(self._partial)
             self._partial.clear()
+            self._partial_chars = 0
         if tail:
-            self._partial.append(tail)
+            self._keep_partial(tail)
         self._process_lines(lines, events)
+
+    def _keep_partial(self, piece: str) -> None:
+        self._partial.append(piece)
+        self._partial_chars += len(piece)
+        if self._partial_chars > self._max:
+            self._too_large("line")
+
+    def _too_large(self, what: str) -> None:
+        self._partial.clear()
+        self._data.clear()
+        raise SSEProtocolError(
+            f"the server sent an SSE {what} longer than {self._max} characters; "
+            "the stream was abandoned"
+        )
 
     def _process_lines(self, lines: list[str], events: list[SSEEvent]) -> None:
         """Apply complete lines to the pending event, appending dispatched events to ``events``."""
@@ -189,10 +208,14 @@ class SSEDecoder:
                         )
                     )
                     data.clear()
+                    self._data_chars = 0
                 self._event_type = ""
             elif line.startswith("data:"):
-                value = line[5:]
-                data.append(value[1:] if value[:1] == " " else value)
+                value = line[6:] if line[5:6] == " " else line[5:]
+                data.append(value)
+                self._data_chars += len(value)
+                if self._data_chars > self._max:
+                    self._too_large("event")
             elif line[0] == ":":
                 self.comments += 1
             else:
@@ -205,6 +228,9 @@ class SSEDecoder:
             value = value[1:]
         if name == "data":
             self._data.append(value)
+            self._data_chars += len(value)
+            if self._data_chars > self._max:
+                self._too_large("event")
         elif name == "event":
             self._event_type = value
         elif name == "id":

@@ -21,7 +21,8 @@ import httpx
 import trio
 
 from ...frames import LLMTokenUsage
-from ._chat_decoder import ChatStreamDecoder, StreamDelta, StreamResult
+from ._chat_decoder import ChatStreamDecoder
+from ._chat_types import StreamDelta, StreamResult
 from ._config import OpenAILLMConfig
 from ._errors import LLMRequestError, map_exceptions, status_error
 from ._sse import SSEProtocolError

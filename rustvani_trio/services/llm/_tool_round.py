@@ -24,7 +24,7 @@ from ...frames import (
     FunctionCallStart,
 )
 from ...processor import FrameProcessor
-from ._chat_decoder import StreamResult
+from ._chat_types import StreamResult
 from ._config import OpenAILLMConfig
 from ._toolset import Toolset
 from .function_registry import FunctionCallParams, FunctionRegistry, ToolCallOutput
