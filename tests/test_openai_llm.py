@@ -378,6 +378,24 @@ def test_wrong_types_are_refused_where_the_config_is_built(
         assert word in str(info.value), str(info.value)
 
 
+async def test_an_unknown_model_is_reported_once_and_says_how_to_trim(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = "unknown-model-for-the-warning-test"
+    async with open_scripted_server(default_reply=TextReply(["ok"])) as server:
+        context = new_context()
+        frames = [LLMContextFrame(context=context) for _ in range(2)]
+        with caplog.at_level(logging.WARNING, logger="rustvani_trio"):
+            await run_test([make_llm(server, model=model)], frames)
+            await run_test([make_llm(server, model=model)], frames)
+            await run_test([make_llm(server, model=model, context_window_tokens=8000)], frames)
+            await run_test([make_llm(server, model="gpt-4o")], frames)
+    warnings = [r.getMessage() for r in caplog.records if "context window" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert model in warnings[0] and "context_window_tokens" in warnings[0]
+    assert "not trimmed" in warnings[0]
+
+
 @pytest.mark.parametrize(
     ("model", "window"),
     [

@@ -32,13 +32,28 @@ from ...tools.base import BuiltinTool
 from ._chat_types import ContentDelta, ReasoningDelta, StreamDelta
 from ._errors import LLMRequestError
 from ._handler import AfterRound, OpenAILLMHandler, TransitionHook
-from ._stream import Answer, open_client, request_timeout, stream_answer
+from ._stream import Answer, http_timeouts, open_client, stream_answer
+from ._text import excerpt
 from ._tool_round import ToolRound
 from ._toolset import Toolset
 
 __all__ = ["OpenAILLMProcessor"]
 
 logger = logging.getLogger("rustvani_trio")
+
+# Models whose missing context window was already reported (once per model and process).
+_UNKNOWN_MODELS: set[str] = set()
+
+
+def _warn_no_window(model: str) -> None:
+    if model not in _UNKNOWN_MODELS:
+        _UNKNOWN_MODELS.add(model)
+        logger.warning(
+            "the context window of model %r is unknown, so its context is not trimmed and may "
+            "grow past what the model accepts; set OpenAILLMConfig(context_window_tokens=...) "
+            "to trim it",
+            excerpt(model, 100),
+        )
 
 
 class OpenAILLMProcessor(FrameProcessor):
@@ -59,7 +74,7 @@ class OpenAILLMProcessor(FrameProcessor):
 
     async def on_start(self, frame: StartFrame) -> None:
         cfg = self.handler.config
-        self._timeout = request_timeout(cfg)
+        self._timeout = http_timeouts(cfg)
         shared = self.handler.http_client
         self._client = shared if shared is not None else open_client(cfg)
         await self._toolset.start_cacheable(cfg.tool_start_timeout)
@@ -106,40 +121,52 @@ class OpenAILLMProcessor(FrameProcessor):
 
     async def run_turn(self, context: LLMContext) -> None:
         """Run one turn on ``context``: stream, run tool rounds, re-invoke, close the turn."""
+        # The ends of finished bodies are read in ``drains`` while the turn goes on, so that
+        # their connections are reused without holding up the turn.
+        async with trio.open_nursery() as drains:
+            await self.push_frame(LLMFullResponseStart())
+            self.start_processing_metrics()
+            # When cancelled (interruption, CancelFrame) nothing below runs: the
+            # InterruptionFrame itself closes the turn for every processor downstream.
+            try:
+                await self._rounds(context, drains)
+            except Exception as exc:
+                # A failed turn (a transition hook that raised, ...) is still closed, so the
+                # aggregators commit and the next turn works.
+                await self.push_error(
+                    f"the turn failed: {type(exc).__name__}: {exc}", exception=exc
+                )
+            await self.stop_processing_metrics()
+            await self.push_frame(LLMFullResponseEnd())
+
+    async def _rounds(self, context: LLMContext, drains: trio.Nursery) -> None:
+        """Request, run the tool round the answer asks for, and again, until an answer
+        without tool calls, a failure, or the transition hook ends the turn."""
         cfg = self.handler.config
-        await self.push_frame(LLMFullResponseStart())
-        self.start_processing_metrics()
         tool_rounds = 0
-        # When cancelled (interruption, CancelFrame) nothing below runs: the InterruptionFrame
-        # itself closes the turn for every processor downstream.
-        try:
-            while True:
-                final = tool_rounds >= cfg.max_tool_rounds
-                answer = await self._request(context, tool_choice="none" if final else None)
-                if answer is None or not answer.result.tool_calls:
-                    break
-                if final:
-                    await self.push_error(
-                        f"the model still asked for tools after max_tool_rounds="
-                        f"{cfg.max_tool_rounds} and tool_choice='none'; its calls were ignored"
-                    )
-                    break
-                tool_rounds += 1
-                round_ = ToolRound(self, self.handler.registry, self._toolset, cfg)
-                await round_.run(context, answer.result, tool_rounds)
-                if tool_rounds >= cfg.max_tool_rounds:
-                    await self.push_error(
-                        f"max_tool_rounds={cfg.max_tool_rounds} reached; asking the model for "
-                        "a final answer without tools"
-                    )
-                if await self._run_transition_hook(context) is AfterRound.END_TURN:
-                    break
-        except Exception as exc:
-            # A failed turn (a transition hook that raised, ...) is still closed, so the
-            # aggregators commit and the next turn works.
-            await self.push_error(f"the turn failed: {type(exc).__name__}: {exc}", exception=exc)
-        await self.stop_processing_metrics()
-        await self.push_frame(LLMFullResponseEnd())
+        while True:
+            final = tool_rounds >= cfg.max_tool_rounds
+            answer = await self._request(
+                context, tool_choice="none" if final else None, drains=drains
+            )
+            if answer is None or not answer.result.tool_calls:
+                return
+            if final:
+                await self.push_error(
+                    f"the model still asked for tools after max_tool_rounds="
+                    f"{cfg.max_tool_rounds} and tool_choice='none'; its calls were ignored"
+                )
+                return
+            tool_rounds += 1
+            round_ = ToolRound(self, self.handler.registry, self._toolset, cfg)
+            await round_.run(context, answer.result, tool_rounds)
+            if tool_rounds >= cfg.max_tool_rounds:
+                await self.push_error(
+                    f"max_tool_rounds={cfg.max_tool_rounds} reached; asking the model for "
+                    "a final answer without tools"
+                )
+            if await self._run_transition_hook(context) is AfterRound.END_TURN:
+                return
 
     async def _run_transition_hook(self, context: LLMContext) -> AfterRound | None:
         hook = self.handler.transition_hook
@@ -156,11 +183,15 @@ class OpenAILLMProcessor(FrameProcessor):
 
     # ------------------------------------------------------------------ one request
 
-    async def _request(self, context: LLMContext, *, tool_choice: Any) -> Answer | None:
+    async def _request(
+        self, context: LLMContext, *, tool_choice: Any, drains: trio.Nursery
+    ) -> Answer | None:
         """One request with retries. Returns ``None`` after reporting an error."""
         cfg = self.handler.config
         window = cfg.context_window
-        if window is not None:
+        if window is None:
+            _warn_no_window(cfg.model)
+        else:
             removed = context.trim(window, budget=cfg.trim_budget)
             if removed:
                 logger.info("%s: trimmed %d messages to fit the context window", self.name, removed)
@@ -171,7 +202,7 @@ class OpenAILLMProcessor(FrameProcessor):
             attempt += 1
             answer = Answer()
             try:
-                await self._stream(body, answer)
+                await self._stream(body, answer, drains)
             except trio.Cancelled:
                 # Interrupted: the usage of this request still counts.
                 self._report_usage(answer, context, sent, interrupted=True)
@@ -195,7 +226,7 @@ class OpenAILLMProcessor(FrameProcessor):
             self._report_usage(answer, context, sent, interrupted=False)
             return await self._check_finish(answer)
 
-    async def _stream(self, body: dict[str, Any], answer: Answer) -> None:
+    async def _stream(self, body: dict[str, Any], answer: Answer, drains: trio.Nursery) -> None:
         client = self._client
         if client is None:
             raise LLMRequestError("the LLM client is not open (no StartFrame yet?)")
@@ -208,6 +239,7 @@ class OpenAILLMProcessor(FrameProcessor):
             emit=self._emit,
             first_delta=self.stop_ttfb_metrics,
             http_timeouts=self._timeout,
+            drains=drains,
         )
 
     async def _emit(self, delta: StreamDelta) -> None:
@@ -223,7 +255,9 @@ class OpenAILLMProcessor(FrameProcessor):
     async def _check_finish(self, answer: Answer) -> Answer | None:
         result = answer.result
         if result.error is not None:
-            await self.push_error(f"the LLM stream reported an error: {result.error.message}")
+            await self.push_error(
+                f"the LLM stream reported an error: {excerpt(result.error.message)}"
+            )
             return None
         if not result.done and result.finish_reason is None:
             await self.push_error(
@@ -263,8 +297,9 @@ class OpenAILLMProcessor(FrameProcessor):
                 total_tokens=prompt + answer.emitted,
             )
         if usage is not None:
+            model = answer.result.model
             self.push_usage_metrics_nowait(
                 usage,
-                model=answer.result.model or self.handler.config.model,
+                model=excerpt(model, 100) if model else self.handler.config.model,
                 interrupted=interrupted,
             )

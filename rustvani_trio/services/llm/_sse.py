@@ -190,8 +190,7 @@ class SSEDecoder:
         self._partial.clear()
         self._data.clear()
         raise SSEProtocolError(
-            f"the server sent an SSE {what} longer than {self._max} characters; "
-            "the stream was abandoned"
+            f"an SSE {what} longer than {self._max} characters; the stream was abandoned"
         )
 
     def _process_lines(self, lines: list[str], events: list[SSEEvent]) -> None:

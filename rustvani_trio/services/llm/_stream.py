@@ -1,19 +1,31 @@
-"""One streaming request: send it, check the status, decode the events, emit each delta.
+"""One streaming request: send it, check what came back, decode the events, emit each delta.
 
 :func:`stream_answer` knows nothing of processors: it takes an ``emit`` callable for the deltas,
 so it can be driven (and tested) alone. Its deadlines live in one cancel scope per request:
-``first_token_timeout`` until the first delta, then ``chunk_timeout`` of silence, lifted while
-deltas are being emitted (waiting on our own backpressure is never taken for a stalled server).
+
+* ``first_token_timeout`` from sending the request until the first event with content or
+  tool-call data;
+* then ``chunk_timeout`` from the last such event: keep-alive comments, empty deltas or a byte
+  now and then do not count as progress;
+* ``request_timeout`` for the whole request.
+
+Time spent emitting (waiting on the pipeline's backpressure) is excluded from all three, and
 httpx's read timeout is off; connect, write and pool timeouts are ``connect_timeout``.
+
+The answer is released the moment ``[DONE]`` (or an error event) arrives. The rest of the body
+(normally just the end of the chunked encoding) is read in ``drains``, a nursery of the
+caller's, so that the connection can go back to the pool; that read is bounded, and a failure
+in it only means that the connection is not reused.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Any, Final, cast
 
 import attrs
 import certifi
@@ -24,10 +36,21 @@ from ...frames import LLMTokenUsage
 from ._chat_decoder import ChatStreamDecoder
 from ._chat_types import StreamDelta, StreamResult
 from ._config import OpenAILLMConfig
-from ._errors import LLMRequestError, map_exceptions, status_error
+from ._errors import (
+    ERROR_BODY_BYTES,
+    LLMRequestError,
+    map_exceptions,
+    not_a_stream_error,
+    status_error,
+)
 from ._sse import SSEProtocolError
 
-__all__ = ["Answer", "open_client", "request_timeout", "stream_answer"]
+__all__ = ["DRAIN_SECONDS", "Answer", "http_timeouts", "open_client", "stream_answer"]
+
+logger = logging.getLogger("rustvani_trio")
+
+#: How long the end of a finished body may take to arrive before its connection is dropped.
+DRAIN_SECONDS: Final = 0.25
 
 
 @functools.cache
@@ -37,7 +60,7 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=certifi.where())
 
 
-def request_timeout(cfg: OpenAILLMConfig) -> httpx.Timeout:
+def http_timeouts(cfg: OpenAILLMConfig) -> httpx.Timeout:
     """httpx's timeouts for one request: reads have none (the stream's own deadlines apply)."""
     return httpx.Timeout(
         connect=cfg.connect_timeout, read=None, write=cfg.connect_timeout, pool=cfg.connect_timeout
@@ -46,7 +69,7 @@ def request_timeout(cfg: OpenAILLMConfig) -> httpx.Timeout:
 
 def open_client(cfg: OpenAILLMConfig) -> httpx.AsyncClient:
     """A client of one processor's own (close it with ``aclose``)."""
-    return httpx.AsyncClient(timeout=request_timeout(cfg), verify=_ssl_context())
+    return httpx.AsyncClient(timeout=http_timeouts(cfg), verify=_ssl_context())
 
 
 @attrs.define
@@ -59,7 +82,7 @@ class Answer:
 
     @property
     def result(self) -> StreamResult:
-        """Everything accumulated so far."""
+        """Everything accumulated so far (joins the pieces: read it once the stream is over)."""
         return self.decoder.result
 
     def token_usage(self) -> LLMTokenUsage | None:
@@ -92,6 +115,49 @@ def _count(value: Any) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
+class _Body:
+    """An open streamed response and its one byte iterator (read by one task at a time)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+
+    async def read_capped(self, limit: int) -> tuple[bytes, bool]:
+        """Up to ``limit`` bytes of the body, and whether there was more."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks:
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return b"".join(parts)[:limit], True
+        return b"".join(parts), False
+
+    async def drain(self) -> None:
+        """Read the rest (bounded) so that the connection is reused, then close."""
+        try:
+            with trio.move_on_after(DRAIN_SECONDS) as scope:
+                async for _rest in self.chunks:
+                    pass
+            if scope.cancelled_caught:
+                logger.debug("the body went on after [DONE]; its connection is not reused")
+        except httpx.HTTPError as exc:
+            logger.debug(
+                "reading the end of a finished body failed (%s); its connection is not reused",
+                type(exc).__name__,
+            )
+        except Exception as exc:  # best effort: the answer was delivered whatever happens here
+            logger.warning("reading the end of a finished body failed: %r", exc, exc_info=exc)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        try:
+            await self.chunks.aclose()
+        finally:
+            await self.response.aclose()
+
+
 async def stream_answer(
     client: httpx.AsyncClient,
     cfg: OpenAILLMConfig,
@@ -101,66 +167,102 @@ async def stream_answer(
     emit: Callable[[StreamDelta], Awaitable[None]],
     first_delta: Callable[[], Awaitable[object]],
     http_timeouts: httpx.Timeout,
+    drains: trio.Nursery | None = None,
 ) -> None:
     """Send ``body`` and stream the answer into ``answer``, calling ``emit`` per delta and
-    ``first_delta`` once, when the first delta (or tool-call data) arrives.
+    ``first_delta`` once, when the first content or tool-call data arrives.
 
     Raises :class:`LLMRequestError` for a failed request (``retryable`` says whether another
-    attempt may help). A complete answer, or one the server cut short, returns normally:
-    judging it is the caller's business.
+    attempt may help). A complete answer, one that reported an error, or one the server cut
+    short returns normally: judging it is the caller's business. With ``drains``, the end of a
+    finished body is read there so that its connection is reused; without, it is closed.
     """
     decoder = answer.decoder
-    # Until the first delta the deadline is first_token_timeout; after it, chunk_timeout
-    # of silence between two chunks (time spent emitting under backpressure excluded).
-    scope = trio.CancelScope(deadline=trio.current_time() + cfg.first_token_timeout)
+    start = trio.current_time()
+    total = start + cfg.request_timeout if cfg.request_timeout is not None else math.inf
+    scope = trio.CancelScope(deadline=min(total, start + cfg.first_token_timeout))
+    chunk_timeout = cfg.chunk_timeout
     streaming = False
-    try:
-        with scope, map_exceptions(cfg):
-            async with client.stream(
-                "POST",
-                cfg.chat_completions_url(),
-                json=body,
-                headers=cfg.headers(),
-                params=dict(cfg.extra_query) or None,
-                timeout=http_timeouts,
-            ) as response:
-                if response.status_code != 200:
-                    raw = await response.aread()
-                    raise status_error(response.status_code, raw, response.headers, cfg)
-                chunks = response.aiter_bytes()
-                async for chunk in chunks:
+    with scope, map_exceptions(cfg):
+        request = client.build_request(
+            "POST",
+            cfg.chat_completions_url(),
+            json=body,
+            headers=cfg.headers(),
+            params=dict(cfg.extra_query) or None,
+            timeout=http_timeouts,
+        )
+        stream = _Body(await client.send(request, stream=True))
+        handed_off = False
+        try:
+            await _check_response(stream, cfg)
+            progress = 0
+            try:
+                async for chunk in stream.chunks:
                     deltas = decoder.feed(chunk)
-                    if not streaming and (deltas or decoder.result.tool_calls):
-                        streaming = True
-                        await first_delta()
-                    if streaming:
-                        scope.deadline = math.inf
-                    for delta in deltas:
+                    if decoder.progress != progress:
+                        progress = decoder.progress
+                        now = trio.current_time()
+                        if deltas or not streaming:
+                            scope.deadline = math.inf  # our own backpressure is no stall
+                            if not streaming:
+                                streaming = True
+                                await first_delta()
+                            for delta in deltas:
+                                answer.emitted += 1
+                                await emit(delta)
+                            later = trio.current_time()
+                            total += later - now
+                            now = later
+                        scope.deadline = min(total, now + chunk_timeout)
+                    if decoder.ended:
+                        break
+                else:
+                    scope.deadline = math.inf  # the body is over: no stall from here on
+                    for delta in decoder.close():
                         answer.emitted += 1
                         await emit(delta)
-                    if streaming:
-                        scope.deadline = trio.current_time() + cfg.chunk_timeout
-                    if decoder.result.done:
-                        # Read the end of the body (the terminating chunk) so that the
-                        # keep-alive connection goes back to the pool; bounded, for servers
-                        # that keep the stream open after [DONE].
-                        with trio.move_on_after(1.0):
-                            async for _rest in chunks:
-                                pass
-                        break
-                scope.deadline = math.inf  # the stream is over: no stall from here on
-                for delta in decoder.close():
-                    answer.emitted += 1
-                    await emit(delta)
-    except SSEProtocolError as exc:  # a chunk that is not JSON
-        raise LLMRequestError(f"the server sent an invalid stream: {exc}") from exc
-    if scope.cancelled_caught and streaming:
-        raise LLMRequestError(
-            f"no data from the server for {cfg.chunk_timeout}s (chunk_timeout); the stream stalled",
+            except httpx.TransportError as exc:
+                if not decoder.is_complete:
+                    raise
+                # The finish_reason arrived: the answer stands without [DONE].
+                logger.debug("the stream broke after its finish_reason: %s", type(exc).__name__)
+            if decoder.done and drains is not None:
+                drains.start_soon(stream.drain)
+                handed_off = True
+        except SSEProtocolError as exc:
+            raise LLMRequestError(f"the server sent an invalid stream: {exc}") from exc
+        finally:
+            if not handed_off:
+                await stream.aclose()
+    if scope.cancelled_caught and not decoder.is_complete:
+        raise _timeout_error(cfg, streaming=streaming, total_passed=trio.current_time() >= total)
+
+
+async def _check_response(stream: _Body, cfg: OpenAILLMConfig) -> None:
+    """Raise for a status other than 200, or for a 200 that is not an event stream."""
+    response = stream.response
+    if response.status_code != 200:
+        raw, cut = await stream.read_capped(ERROR_BODY_BYTES)
+        raise status_error(response.status_code, raw, response.headers, cfg, cut=cut)
+    content_type = response.headers.get("content-type", "")
+    if content_type and not content_type.lower().startswith("text/event-stream"):
+        raw, cut = await stream.read_capped(ERROR_BODY_BYTES)
+        raise not_a_stream_error(content_type, raw, cfg, cut=cut)
+
+
+def _timeout_error(cfg: OpenAILLMConfig, *, streaming: bool, total_passed: bool) -> LLMRequestError:
+    if total_passed:
+        return LLMRequestError(
+            f"the request took longer than request_timeout={cfg.request_timeout}s"
+        )
+    if streaming:
+        return LLMRequestError(
+            f"no content from the server for {cfg.chunk_timeout}s (chunk_timeout); "
+            "the stream stalled",
             retryable=True,
         )
-    if scope.cancelled_caught:
-        raise LLMRequestError(
-            f"no first token within first_token_timeout={cfg.first_token_timeout}s",
-            retryable=True,
-        )
+    return LLMRequestError(
+        f"no first token within first_token_timeout={cfg.first_token_timeout}s",
+        retryable=True,
+    )

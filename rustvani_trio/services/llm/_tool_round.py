@@ -26,6 +26,7 @@ from ...frames import (
 from ...processor import FrameProcessor
 from ._chat_types import StreamResult
 from ._config import OpenAILLMConfig
+from ._text import excerpt
 from ._toolset import Toolset
 from .function_registry import FunctionCallParams, FunctionRegistry, ToolCallOutput
 
@@ -99,7 +100,7 @@ class ToolRound:
             if not name:
                 name = "unnamed_function"
                 await self.host.push_error(
-                    f"the model sent tool call {call_id} without a function name"
+                    f"the model sent tool call {excerpt(call_id, 100)} without a function name"
                 )
             calls.append(
                 FunctionCallInfo(
@@ -165,7 +166,7 @@ class ToolRound:
                 return await entry.call(params)
             except Exception as exc:
                 await self.host.push_error(
-                    f"function {name!r} (call {call.tool_call_id}) failed: "
+                    f"function {name!r} (call {excerpt(call.tool_call_id, 100)}) failed: "
                     f"{type(exc).__name__}: {exc}",
                     exception=exc,
                 )
@@ -175,6 +176,6 @@ class ToolRound:
                 )
         assert scope.cancelled_caught
         await self.host.push_error(
-            f"function {name!r} (call {call.tool_call_id}) timed out after {limit:g}s"
+            f"function {name!r} (call {excerpt(call.tool_call_id, 100)}) timed out after {limit:g}s"
         )
         return ToolCallOutput(f"Error: the function {name!r} timed out after {limit:g} seconds.")
