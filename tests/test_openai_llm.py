@@ -24,6 +24,8 @@ import json
 import logging
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -313,6 +315,28 @@ def test_invalid_auth_header_and_retry_policy_are_rejected() -> None:
         RetryPolicy(initial_delay=-1)
     with pytest.raises(ValueError, match="jitter"):
         RetryPolicy(jitter=2)
+
+
+def test_the_public_names_load_lazily_and_from_both_paths() -> None:
+    script = """
+import sys
+import rustvani_trio, rustvani_trio.services.llm, rustvani_trio.services.llm.function_registry
+import rustvani_trio.tools
+from rustvani_trio.services.llm import OpenAILLMConfig, RetryPolicy
+assert "httpx" not in sys.modules, "the package or the config imported httpx"
+from rustvani_trio.services import llm
+from rustvani_trio.services.llm import openai
+for name in openai.__all__:
+    assert getattr(llm, name) is getattr(openai, name), name
+assert sorted(llm.__all__) == sorted(openai.__all__)
+assert "OpenAILLMHandler" in dir(llm)
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
 
 
 def test_retry_delay_is_capped_for_any_attempt() -> None:
