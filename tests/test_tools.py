@@ -1292,6 +1292,44 @@ async def live_pipeline(
                 await task.queue_frame(EndFrame())
 
 
+async def test_an_interruption_at_the_instant_a_call_ends_leaves_frames_and_context_agreeing(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The call's end and the interruption fall on the same virtual instant; trio runs the
+    # tasks woken together in either order. Whichever wins, a round is in the context only
+    # if its FunctionCallResult reached the end of the pipeline.
+    for attempt in range(20):
+        await _interrupt_as_the_call_ends(server, f"c{attempt}")
+
+
+async def _interrupt_as_the_call_ends(server: ScriptedServer, call_id: str) -> None:
+    started = trio.Event()
+    ends: list[float] = []
+
+    async def f(_args: str) -> str:
+        ends.append(trio.current_time() + 1.0)
+        started.set()
+        await trio.sleep(1.0)
+        return "done"
+
+    registry = FunctionRegistry()
+    registry.register("f", f)
+    server.add_reply(ToolCallReply([call("f", "{}", call_id)]))
+    context = user_context()
+    llm = OpenAILLMHandler.with_registry(make_config(server), registry).into_processor()
+    async with live_pipeline([llm]) as lv:
+        await lv.send(LLMContextFrame(context=context))
+        await started.wait()
+        await trio.sleep_until(ends[0])
+        await lv.send(InterruptionFrame())
+        await lv.wait_down(InterruptionFrame)
+    server.clear_replies()
+    reported = {f.tool_call_id for f in lv.down_of(FunctionCallResult)}
+    committed = {m["tool_call_id"] for m in context.messages if m["role"] == "tool"}
+    assert committed <= reported, (call_id, committed, reported)
+    assert_context_sound(context)
+
+
 # --------------------------------------------------------------------------- 8. built-in tools
 
 

@@ -84,6 +84,9 @@ class ToolRound:
                     assert slot.output is not None
                     await self._report(call, slot.output)
                     staged.add_tool_result(call.tool_call_id, slot.output.summary)
+            # An interruption that arrived while the last result was being pushed rolls the
+            # round back (the result may be dropped downstream): frames and context agree.
+            await trio.lowlevel.checkpoint_if_cancelled()
             staged.commit()
         await host.push_frame(FunctionCallEnd(round=number))
 
