@@ -72,6 +72,7 @@ from rustvani_trio.testing import (
     ErrorReply,
     RawReply,
     RecordedRequest,
+    RunResult,
     ScriptedServer,
     TextReply,
     Usage,
@@ -79,7 +80,6 @@ from rustvani_trio.testing import (
     open_scripted_server,
     run_test,
 )
-from rustvani_trio.testing._harness import RunResult
 
 F = TypeVar("F", bound=Frame)
 
