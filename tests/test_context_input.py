@@ -242,7 +242,7 @@ def chat(server_url: str, context: LLMContext, registry: FunctionRegistry | None
     config = OpenAILLMConfig(
         api_key="sk-test", base_url=server_url, model="gpt-test", retry=RetryPolicy(max_attempts=1)
     )
-    handler = OpenAILLMHandler(config, registry)
+    handler = OpenAILLMHandler.with_registry(config, registry or FunctionRegistry())
     return [user_side, handler.into_processor(name="llm"), assistant_side]
 
 

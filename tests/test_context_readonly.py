@@ -297,7 +297,7 @@ def handler_for(base_url: str, hook: Any) -> OpenAILLMHandler:
     config = OpenAILLMConfig(
         api_key="sk-test", base_url=base_url, model="gpt-test", retry=RetryPolicy(max_attempts=1)
     )
-    return OpenAILLMHandler(config, registry).set_transition_hook(hook)
+    return OpenAILLMHandler.with_registry(config, registry).set_transition_hook(hook)
 
 
 def add_stage_note(context: LLMContext) -> None:

@@ -687,7 +687,7 @@ async def test_a_dhara_processor_after_the_llm_is_a_clear_error_at_start(
     dhara = DharaManager(LLMContext())
     dhara.register_node_no_tools("A", node("A"))
     dhara.set_initial_node("A")
-    llm = OpenAILLMHandler(config(server), dhara.registry)
+    llm = OpenAILLMHandler.with_registry(config(server), dhara.registry)
     llm.set_transition_hook(dhara.create_transition_hook())
     task = PipelineTask(Pipeline([llm.into_processor(), dhara.processor()]))
     with pytest.raises(PipelineFatalError, match="must come before"):

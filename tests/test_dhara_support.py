@@ -112,7 +112,7 @@ async def conversation(
     context = LLMContext()
     registry = FunctionRegistry()
     dhara = build(context, registry)
-    llm = OpenAILLMHandler(config(server, **(llm_config or {})), registry)
+    llm = OpenAILLMHandler.with_registry(config(server, **(llm_config or {})), registry)
     for tool in builtin_tools:
         llm.add_tool(tool)
     llm.set_transition_hook(dhara.create_transition_hook())

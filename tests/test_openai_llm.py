@@ -24,6 +24,8 @@ import json
 import logging
 import random
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -70,6 +72,7 @@ from rustvani_trio.testing import (
     ErrorReply,
     RawReply,
     RecordedRequest,
+    RunResult,
     ScriptedServer,
     TextReply,
     Usage,
@@ -77,7 +80,6 @@ from rustvani_trio.testing import (
     open_scripted_server,
     run_test,
 )
-from rustvani_trio.testing._harness import RunResult
 
 F = TypeVar("F", bound=Frame)
 
@@ -313,6 +315,109 @@ def test_invalid_auth_header_and_retry_policy_are_rejected() -> None:
         RetryPolicy(initial_delay=-1)
     with pytest.raises(ValueError, match="jitter"):
         RetryPolicy(jitter=2)
+
+
+def test_the_public_names_load_lazily_and_from_both_paths() -> None:
+    script = """
+import sys
+import rustvani_trio, rustvani_trio.services.llm, rustvani_trio.services.llm.function_registry
+import rustvani_trio.tools
+from rustvani_trio.services.llm import OpenAILLMConfig, RetryPolicy
+assert "httpx" not in sys.modules, "the package or the config imported httpx"
+from rustvani_trio.services import llm
+from rustvani_trio.services.llm import openai
+for name in openai.__all__:
+    assert getattr(llm, name) is getattr(openai, name), name
+assert sorted(llm.__all__) == sorted(openai.__all__)
+assert "OpenAILLMHandler" in dir(llm)
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_retry_delay_is_capped_for_any_attempt() -> None:
+    policy = RetryPolicy(initial_delay=0.5, multiplier=2.0, max_delay=8.0, jitter=0.25)
+    for attempt in (1, 5, 1025, 10**6):
+        assert 0.0 <= policy.delay(attempt) <= 8.0 * 1.25
+    assert policy.delay(1025, retry_after=3.0) >= 3.0
+    assert RetryPolicy(initial_delay=0.0).delay(5000) == 0.0
+    assert RetryPolicy(multiplier=0.5, jitter=0.0).delay(5000) == 0.0
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["sk-secret-123\n", "sk-secret-123\r\n", " sk-secret-123", "sk-secret 123", "sk-secret-é"],
+)
+def test_an_api_key_that_cannot_be_a_header_is_refused_without_showing_it(key: str) -> None:
+    with pytest.raises(ValueError, match="api_key") as info:
+        OpenAILLMConfig(api_key=key)
+    assert "secret" not in str(info.value)
+
+
+def test_a_key_read_from_a_crlf_env_file_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-123\r\n")
+    with pytest.raises(ValueError, match="CRLF") as info:
+        OpenAILLMConfig.from_env()
+    assert "secret" not in str(info.value)
+
+
+def test_header_values_that_cannot_be_sent_are_refused_without_showing_them() -> None:
+    with pytest.raises(ValueError, match="extra_headers") as info:
+        OpenAILLMConfig(extra_headers={"x-api-key": "hidden-value\n"})
+    assert "hidden-value" not in str(info.value)
+    assert "hidden" not in repr(OpenAILLMConfig(extra_headers={"x-api-key": "hidden"}))
+    assert "sk-hidden" not in repr(OpenAILLMConfig(api_key="sk-hidden"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"extra_headers": None}, ["extra_headers", "mapping of str to str"]),
+        ({"extra_headers": {"x": 1}}, ["extra_headers", "str"]),
+        ({"extra_query": None}, ["extra_query", "mapping of str to str"]),
+        ({"extra_body": None}, ["extra_body", "mapping with str keys"]),
+        ({"extra_body": [("a", 1)]}, ["extra_body", "mapping with str keys"]),
+        ({"include_usage": "yes"}, ["include_usage", "True or False"]),
+        ({"seed": "42"}, ["seed", "an int"]),
+        ({"seed": True}, ["seed", "an int"]),
+        ({"service_tier": 1}, ["service_tier", "a str"]),
+        ({"reasoning_effort": 1}, ["reasoning_effort", "a str"]),
+        ({"retry": {"max_attempts": 2}}, ["retry", "a RetryPolicy"]),
+        ({"api_key": None}, ["api_key", "str"]),
+        ({"chunk_timeout": "30"}, ["chunk_timeout", "positive number"]),
+        ({"request_timeout": "600"}, ["request_timeout", "positive number"]),
+        ({"max_tool_rounds": 2.5}, ["max_tool_rounds", "int"]),
+    ],
+)
+def test_wrong_types_are_refused_where_the_config_is_built(
+    kwargs: dict[str, Any], words: list[str]
+) -> None:
+    with pytest.raises(TypeError) as info:
+        OpenAILLMConfig(**kwargs)
+    for word in words:
+        assert word in str(info.value), str(info.value)
+
+
+async def test_an_unknown_model_is_reported_once_and_says_how_to_trim(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = "unknown-model-for-the-warning-test"
+    async with open_scripted_server(default_reply=TextReply(["ok"])) as server:
+        context = new_context()
+        frames = [LLMContextFrame(context=context) for _ in range(2)]
+        with caplog.at_level(logging.WARNING, logger="rustvani_trio"):
+            await run_test([make_llm(server, model=model)], frames)
+            await run_test([make_llm(server, model=model)], frames)
+            await run_test([make_llm(server, model=model, context_window_tokens=8000)], frames)
+            await run_test([make_llm(server, model="gpt-4o")], frames)
+    warnings = [r.getMessage() for r in caplog.records if "context window" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert model in warnings[0] and "context_window_tokens" in warnings[0]
+    assert "not trimmed" in warnings[0]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Tests for the SSE framing and chat-completions chunk decoding layer (``services.llm._sse``)."""
+"""Tests for the SSE framing (``services.llm._sse``) and the chat-completions chunk decoding
+(``services.llm._chat_decoder``)."""
 
 from __future__ import annotations
 
@@ -12,18 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rustvani_trio.services.llm._sse import (
-    ChatStreamDecoder,
+from rustvani_trio.services.llm._chat_decoder import ChatStreamDecoder
+from rustvani_trio.services.llm._chat_types import (
     ContentDelta,
     ReasoningDelta,
     RefusalDelta,
-    SSEDecoder,
-    SSEEvent,
-    SSEProtocolError,
     StreamDelta,
     StreamError,
     StreamResult,
 )
+from rustvani_trio.services.llm._sse import SSEDecoder, SSEEvent, SSEProtocolError
 
 # The shared corpus lives beside the repository: <parent of repo>/shared/fixtures/openai-sse.
 FIXTURE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "openai-sse"
@@ -594,3 +593,77 @@ def test_model_is_first_non_empty() -> None:
     assert decoder.result.model is None
     decoder.feed(_event({"model": "m-1", "choices": []}) + _event({"model": "m-2", "choices": []}))
     assert decoder.result.model == "m-1"
+
+
+# --------------------------------------------------------------------------------------------
+# progress, ends and size limits (what the streaming request reads per event)
+# --------------------------------------------------------------------------------------------
+
+
+def test_progress_counts_only_events_that_carry_content_or_tool_call_data() -> None:
+    decoder = ChatStreamDecoder()
+    quiet = (
+        _chunk(role="assistant", content="")  # role only
+        + _chunk()  # an empty delta
+        + b": keep-alive\n\n"  # a comment
+        + b"data: \n\n"  # an empty data event
+        + _event({"choices": [], "usage": {"prompt_tokens": 1}})  # usage only
+        + _tool(index=0, function={"arguments": ""})  # a fragment with nothing in it
+    )
+    decoder.feed(quiet)
+    assert decoder.progress == 0
+    decoder.feed(_chunk(content="a") + _chunk(reasoning_content="r") + _chunk(refusal="no"))
+    assert decoder.progress == 3
+    decoder.feed(_tool(index=0, id="c1", function={"name": "f", "arguments": ""}))
+    decoder.feed(_tool(index=0, function={"arguments": "{}"}))
+    assert decoder.progress == 5
+    decoder.feed(_tool(index=0, id="c1", function={"name": "f"}))  # nothing new
+    assert decoder.progress == 5
+    decoder.feed(_chunk(content="b", tool_calls=[{"index": 0, "function": {"arguments": " "}}]))
+    assert decoder.progress == 6  # one event, however much it carried
+
+
+def test_done_error_and_ended_are_read_without_joining_the_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    joins: list[int] = []
+    sync = ChatStreamDecoder._sync
+    monkeypatch.setattr(ChatStreamDecoder, "_sync", lambda self: joins.append(1) or sync(self))
+    decoder = ChatStreamDecoder()
+    decoder.feed(_chunk(content="x"))
+    assert (decoder.done, decoder.error, decoder.ended) == (False, None, False)
+    decoder.feed(_event({"error": {"message": "overloaded"}}))
+    assert decoder.error is not None and decoder.error.message == "overloaded"
+    assert decoder.ended and not decoder.done
+    other = ChatStreamDecoder()
+    other.feed(b"data: [DONE]\n\n")
+    assert other.done and other.ended and other.error is None
+    assert joins == []
+    assert decoder.result.text == "x"
+    assert joins == [1]
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"data: " + b"x" * 101,  # one line, never ended
+        b"data: " + b"x" * 60 + b"\ndata: " + b"y" * 60 + b"\n",  # one event, two lines
+        b"event: " + b"e" * 120,  # any field
+    ],
+    ids=["line", "event", "field"],
+)
+def test_a_line_or_an_event_over_the_limit_is_refused(stream: bytes) -> None:
+    decoder = SSEDecoder(max_event_chars=100)
+    with pytest.raises(SSEProtocolError, match="longer than 100 characters"):
+        for i in range(0, len(stream), 7):  # in pieces, as a socket delivers them
+            decoder.feed(stream[i : i + 7])
+
+
+def test_lines_and_events_at_the_limit_are_fine() -> None:
+    decoder = SSEDecoder(max_event_chars=100)
+    stream = (b"data: " + b"x" * 94 + b"\n\n") * 3  # lines of 100 characters
+    events = [e for i in range(0, len(stream), 7) for e in decoder.feed(stream[i : i + 7])]
+    assert [len(e.data) for e in events] == [94, 94, 94]
+    two_lines = b"data: " + b"x" * 50 + b"\ndata:" + b"y" * 50 + b"\n\n"
+    (event,) = SSEDecoder(max_event_chars=100).feed(two_lines)
+    assert event.data == "x" * 50 + "\n" + "y" * 50  # 100 characters of data: at the limit

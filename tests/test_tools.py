@@ -317,7 +317,7 @@ async def test_sync_handlers_work(
     server.add_reply(TextReply(["ok"]))
     context = user_context()
     result = await one_turn(
-        OpenAILLMHandler(make_config(server), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
     )
     _, tools = tool_round_messages(server.requests[1])
     assert [(t["tool_call_id"], t["content"]) for t in tools] == [("a", "6"), ("g", "hello Ada")]
@@ -340,7 +340,7 @@ async def test_a_bad_return_type_is_reported_and_the_model_told(
     server.add_reply(TextReply(["Sorry."]))
     context = user_context()
     result = await one_turn(
-        OpenAILLMHandler(make_config(server), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
     )
 
     (error,) = errors(result)
@@ -361,7 +361,8 @@ async def test_replacing_a_registration_takes_effect_and_warns(
     server.add_reply(ToolCallReply([call("f", "{}", "c1")]))
     server.add_reply(TextReply(["ok"]))
     result = await one_turn(
-        OpenAILLMHandler(make_config(server), registry).into_processor(), user_context()
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(),
+        user_context(),
     )
     assert [r.result for r in result.downstream_of(FunctionCallResult)] == ["new"]
 
@@ -435,6 +436,62 @@ async def test_add_tool_registers_handlers_and_offers_schemas_without_touching_t
     assert_context_sound(context)
 
 
+def test_the_handler_has_one_way_to_set_each_thing() -> None:
+    config = OpenAILLMConfig(api_key="k")
+    registry = FunctionRegistry()
+    # The registry comes from with_registry (or is the handler's own empty one) ...
+    with pytest.raises(TypeError):
+        OpenAILLMHandler(config, registry)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="FunctionRegistry"):
+        OpenAILLMHandler.with_registry(config, {"f": print})  # type: ignore[arg-type]
+    handler = OpenAILLMHandler.with_registry(config, registry)
+    assert handler.registry is registry
+    assert isinstance(OpenAILLMHandler(config).registry, FunctionRegistry)
+    # ... and is not replaced afterwards; tools and the hook have their one method each.
+    with pytest.raises(AttributeError):
+        handler.registry = FunctionRegistry()  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        handler.transition_hook = None  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        handler.tools.append(OrdersTool())  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="BuiltinTool"):
+        handler.add_tool("OrdersTool")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="callable"):
+        handler.set_transition_hook("next_node")  # type: ignore[arg-type]
+    tool = OrdersTool()
+    processor = handler.into_processor()
+    # The processor offers the same two methods, delegating to its handler.
+    assert processor.add_tool(tool) is processor
+    assert handler.tools == (tool,)
+
+    def hook(_context: LLMContext) -> None:
+        return None
+
+    assert processor.set_transition_hook(hook) is processor
+    assert handler.transition_hook is hook
+    assert processor.set_transition_hook(None) is processor
+    assert handler.transition_hook is None
+    with pytest.raises(TypeError, match="OpenAILLMHandler"):
+        OpenAILLMProcessor(config)  # type: ignore[arg-type]
+
+
+def test_builtin_tool_is_importable_from_the_tools_package() -> None:
+    import rustvani_trio.tools as tools_package
+
+    assert tools_package.BuiltinTool is BuiltinTool
+    assert tools_package.__file__ is not None  # a regular package, not a namespace package
+
+
+def test_the_processor_is_named_like_every_other_processor() -> None:
+    handler = OpenAILLMHandler(OpenAILLMConfig(api_key="k"))
+    first, second = handler.into_processor(), handler.into_processor()
+    for processor in (first, second):
+        prefix, _, number = processor.name.partition("#")
+        assert prefix == "OpenAILLMProcessor" and number.isdigit(), processor.name
+    assert first.name != second.name
+    assert handler.into_processor(name="llm").name == "llm"
+
+
 async def test_registry_schemas_are_offered_and_context_tools_win_by_name(
     server: ScriptedServer, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -444,7 +501,9 @@ async def test_registry_schemas_are_offered_and_context_tools_win_by_name(
     registry.register("get_weather", lambda a: "sunny", schema=other_weather)
     server.add_reply(TextReply(["hi"]))
     context = user_context(tools=[WEATHER])
-    await one_turn(OpenAILLMHandler(make_config(server), registry).into_processor(), context)
+    await one_turn(
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
+    )
     (request,) = server.requests
     assert tool_names(request) == ["get_weather", "get_time"]
     assert request.json["tools"][0]["function"]["description"] == WEATHER.description
@@ -457,7 +516,10 @@ async def test_no_tools_means_no_tools_field(
     registry = FunctionRegistry()
     registry.register("f", lambda a: "x")  # no schema: not offered
     server.add_reply(TextReply(["hi"]))
-    await one_turn(OpenAILLMHandler(make_config(server), registry).into_processor(), user_context())
+    await one_turn(
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(),
+        user_context(),
+    )
     assert "tools" not in server.requests[0].json
     assert "tool_choice" not in server.requests[0].json
 
@@ -486,7 +548,7 @@ async def test_parallel_calls_run_concurrently_and_commit_in_call_order(
     context = user_context()
     t0 = trio.current_time()
     result = await one_turn(
-        OpenAILLMHandler(make_config(server), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
     )
     elapsed = trio.current_time() - t0
 
@@ -541,7 +603,9 @@ async def test_three_parallel_calls_with_equal_durations(
     server.add_reply(TextReply(["done"]))
     t0 = trio.current_time()
     context = user_context()
-    await one_turn(OpenAILLMHandler(make_config(server), registry).into_processor(), context)
+    await one_turn(
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
+    )
     assert trio.current_time() - t0 == pytest.approx(1.0, abs=0.05)
     _, tools = tool_round_messages(server.requests[1])
     assert [t["tool_call_id"] for t in tools] == ["c0", "c1", "c2"]
@@ -571,7 +635,7 @@ async def test_frames_of_each_call_in_order_and_raw_never_reaches_the_model(
     server.add_reply(TextReply(["Done."]))
     context = user_context()
     result = await one_turn(
-        OpenAILLMHandler(make_config(server), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
     )
 
     turn = kinds(
@@ -620,7 +684,7 @@ async def test_two_rounds_number_their_frames(
     )
     context = user_context()
     result = await one_turn(
-        OpenAILLMHandler(make_config(server), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
     )
     assert [f.round for f in result.downstream_of(FunctionCallStart)] == [1, 2]
     assert [f.round for f in result.downstream_of(FunctionCallEnd)] == [1, 2]
@@ -683,7 +747,7 @@ async def test_fixture_tool_call_streams_run_their_calls_and_reinvoke(
     server.add_reply(TextReply(["All done."]))
     context = user_context()
     result = await one_turn(
-        OpenAILLMHandler(make_config(server), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
     )
 
     (start,) = result.downstream_of(FunctionCallStart)
@@ -763,7 +827,7 @@ async def test_missing_call_ids_are_generated_unique_and_consistent(
     server.add_reply(TextReply(["ok"]))
     context = user_context()
     result = await one_turn(
-        OpenAILLMHandler(make_config(server), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
     )
 
     (start,) = result.downstream_of(FunctionCallStart)
@@ -815,7 +879,7 @@ async def test_a_repeated_call_id_is_made_unique(
     server.add_reply(TextReply(["ok"]))
     context = user_context()
     result = await one_turn(
-        OpenAILLMHandler(make_config(server), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
     )
     (start,) = result.downstream_of(FunctionCallStart)
     ids = [c.tool_call_id for c in start.calls]
@@ -864,7 +928,10 @@ async def test_each_failure_kind_yields_a_short_readable_result_and_the_loop_goe
     context = user_context()
     t0 = trio.current_time()
     result = await one_turn(
-        OpenAILLMHandler(make_config(server, tool_timeout=2.0), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(
+            make_config(server, tool_timeout=2.0), registry
+        ).into_processor(),
+        context,
     )
 
     # Timeouts: the per-function override (0.5 s) and the config's tool_timeout (2 s).
@@ -941,7 +1008,7 @@ async def test_a_single_failing_call_still_leaves_a_valid_context(
     server.add_reply(TextReply(["answer"]))
     context = user_context()
     result = await one_turn(
-        OpenAILLMHandler(make_config(server), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
     )
     (res,) = result.downstream_of(FunctionCallResult)
     assert res.result.startswith("Error")
@@ -974,7 +1041,10 @@ async def test_max_tool_rounds_ends_with_a_final_answer_without_tools(
     registry.register("get_weather", lambda a: "sunny")
     context = user_context(tools=[WEATHER])
     result = await one_turn(
-        OpenAILLMHandler(make_config(server, max_tool_rounds=3), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(
+            make_config(server, max_tool_rounds=3), registry
+        ).into_processor(),
+        context,
     )
 
     assert len(server.requests) == 4  # three tool rounds, then the last request
@@ -1011,7 +1081,10 @@ async def test_max_tool_rounds_when_the_model_ignores_tool_choice_none(
     registry.register("get_weather", get_weather, rich=True)
     context = user_context(tools=[WEATHER])
     result = await one_turn(
-        OpenAILLMHandler(make_config(server, max_tool_rounds=1), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(
+            make_config(server, max_tool_rounds=1), registry
+        ).into_processor(),
+        context,
     )
     assert len(server.requests) == 2
     assert server.requests[1].json["tool_choice"] == "none"
@@ -1030,7 +1103,10 @@ async def test_context_tool_choice_is_sent_until_the_last_request_forces_none(
     registry.register("get_weather", lambda a: "sunny")
     context = user_context(tools=[WEATHER], tool_choice="required")
     await one_turn(
-        OpenAILLMHandler(make_config(server, max_tool_rounds=2), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(
+            make_config(server, max_tool_rounds=2), registry
+        ).into_processor(),
+        context,
     )
     assert [r.json.get("tool_choice") for r in server.requests] == ["required", "required", "none"]
     assert context.tool_choice == "required"  # the forced "none" does not stick
@@ -1082,7 +1158,7 @@ async def test_transition_hook_changes_reach_the_next_request(
             TextReply(["Paid, thanks."]),
         ]
     )
-    handler = OpenAILLMHandler(make_config(server), registry)
+    handler = OpenAILLMHandler.with_registry(make_config(server), registry)
     assert handler.set_transition_hook(hook) is handler
     context = user_context("Buy it.", tools=[FunctionSchema(name="start_checkout")])
     result = await one_turn(handler.into_processor(), context)
@@ -1134,7 +1210,9 @@ async def test_the_hook_runs_after_function_call_end(
         order.append("hook")
 
     server.add_replies([ToolCallReply([call("f", "{}", "c1")]), TextReply(["ok"])])
-    handler = OpenAILLMHandler(make_config(server), registry).set_transition_hook(hook)
+    handler = OpenAILLMHandler.with_registry(make_config(server), registry).set_transition_hook(
+        hook
+    )
     await one_turn([handler.into_processor(), Spy()], user_context())
     assert order == ["FunctionCallResult", "FunctionCallEnd", "hook", "LLMFullResponseEnd"]
 
@@ -1149,7 +1227,9 @@ async def test_a_failing_hook_is_reported_and_the_turn_is_still_closed(
         raise RuntimeError("hook bug")
 
     server.add_replies([ToolCallReply([call("f", "{}", "c1")]), TextReply(["ok"])])
-    handler = OpenAILLMHandler(make_config(server), registry).set_transition_hook(hook)
+    handler = OpenAILLMHandler.with_registry(make_config(server), registry).set_transition_hook(
+        hook
+    )
     context = user_context()
     result = await one_turn(handler.into_processor(), context)
     assert any("hook bug" in e for e in errors(result))
@@ -1210,6 +1290,44 @@ async def live_pipeline(
             yield lv
             if not task.has_finished and not task._cancelling:
                 await task.queue_frame(EndFrame())
+
+
+async def test_an_interruption_at_the_instant_a_call_ends_leaves_frames_and_context_agreeing(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The call's end and the interruption fall on the same virtual instant; trio runs the
+    # tasks woken together in either order. Whichever wins, a round is in the context only
+    # if its FunctionCallResult reached the end of the pipeline.
+    for attempt in range(20):
+        await _interrupt_as_the_call_ends(server, f"c{attempt}")
+
+
+async def _interrupt_as_the_call_ends(server: ScriptedServer, call_id: str) -> None:
+    started = trio.Event()
+    ends: list[float] = []
+
+    async def f(_args: str) -> str:
+        ends.append(trio.current_time() + 1.0)
+        started.set()
+        await trio.sleep(1.0)
+        return "done"
+
+    registry = FunctionRegistry()
+    registry.register("f", f)
+    server.add_reply(ToolCallReply([call("f", "{}", call_id)]))
+    context = user_context()
+    llm = OpenAILLMHandler.with_registry(make_config(server), registry).into_processor()
+    async with live_pipeline([llm]) as lv:
+        await lv.send(LLMContextFrame(context=context))
+        await started.wait()
+        await trio.sleep_until(ends[0])
+        await lv.send(InterruptionFrame())
+        await lv.wait_down(InterruptionFrame)
+    server.clear_replies()
+    reported = {f.tool_call_id for f in lv.down_of(FunctionCallResult)}
+    committed = {m["tool_call_id"] for m in context.messages if m["role"] == "tool"}
+    assert committed <= reported, (call_id, committed, reported)
+    assert_context_sound(context)
 
 
 # --------------------------------------------------------------------------- 8. built-in tools
@@ -1435,7 +1553,9 @@ async def test_interrupting_a_slow_tool_cancels_it_and_the_next_turn_works(
         )
     )
     context = user_context()
-    llm = OpenAILLMHandler(make_config(server, tool_timeout=60.0), registry).into_processor()
+    llm = OpenAILLMHandler.with_registry(
+        make_config(server, tool_timeout=60.0), registry
+    ).into_processor()
     async with live_pipeline([llm]) as lv:
         await lv.send(LLMContextFrame(context=context))
         await lv.wait_down(FunctionCallInProgress, 2)
@@ -1489,7 +1609,7 @@ async def test_interruption_through_the_aggregators_in_text_mode(
     context = user_context("unused")
     context.set_messages([{"role": "system", "content": "You are terse."}])
     user, assistant = create_context_aggregators(context, text_mode=True)
-    llm = OpenAILLMHandler(make_config(server), registry).into_processor()
+    llm = OpenAILLMHandler.with_registry(make_config(server), registry).into_processor()
     async with live_pipeline([user, llm, assistant]) as lv:
         await lv.send(TextFrame(text="Weather in Paris?"))
         await lv.wait_down(FunctionCallInProgress)
@@ -1527,7 +1647,7 @@ async def test_interrupting_while_tool_calls_stream_starts_no_call(
     )
     context = user_context()
     async with live_pipeline(
-        [OpenAILLMHandler(make_config(server), registry).into_processor()]
+        [OpenAILLMHandler.with_registry(make_config(server), registry).into_processor()]
     ) as lv:
         await lv.send(LLMContextFrame(context=context))
         (request,) = await server.wait_for_requests(1)
@@ -1638,7 +1758,7 @@ def test_random_tool_rounds_failures_and_interruptions(
     async def main() -> None:
         async with open_scripted_server(default_reply=reply) as server:
             config = make_config(server, tool_timeout=PROPERTY_TOOL_TIMEOUT, max_tool_rounds=5)
-            llm = OpenAILLMHandler(config, registry).into_processor()
+            llm = OpenAILLMHandler.with_registry(config, registry).into_processor()
             context = user_context("first turn")
             interrupted_at: float | None = None
             async with live_pipeline([llm]) as lv:
@@ -1778,7 +1898,7 @@ async def test_full_chain_keeps_pre_call_text_once_in_the_context(
     server.add_reply(TextReply(["It is ", "18C."]))
     context = LLMContext([{"role": "system", "content": "You are terse."}], tools=[WEATHER])
     user, assistant = create_context_aggregators(context, text_mode=True)
-    llm = OpenAILLMHandler(make_config(server), registry).into_processor()
+    llm = OpenAILLMHandler.with_registry(make_config(server), registry).into_processor()
     await run_test([user, llm, assistant], [TextFrame(text="Weather in Paris?")])
     assert [(m["role"], m.get("content")) for m in context.messages] == [
         ("system", "You are terse."),
@@ -1799,7 +1919,7 @@ async def test_a_failed_reinvocation_closes_the_turn_with_a_valid_context(
     server.add_reply(ErrorReply(500, "upstream overloaded"))
     context = user_context()
     result = await one_turn(
-        OpenAILLMHandler(make_config(server), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
     )
     assert any("upstream overloaded" in e for e in errors(result))
     assert kinds(result.downstream)[-2:] == ["LLMFullResponseEnd", "EndFrame"]
@@ -1817,7 +1937,9 @@ async def test_a_per_function_timeout_may_be_longer_than_the_default(
     server.add_reply(ToolCallReply([call("report", "{}", "r"), call("quick", "{}", "q")]))
     server.add_reply(TextReply(["ok"]))
     result = await one_turn(
-        OpenAILLMHandler(make_config(server, tool_timeout=1.0), registry).into_processor(),
+        OpenAILLMHandler.with_registry(
+            make_config(server, tool_timeout=1.0), registry
+        ).into_processor(),
         user_context(),
     )
     results = {f.tool_call_id: f.result for f in result.downstream_of(FunctionCallResult)}
@@ -1842,7 +1964,9 @@ async def test_interrupting_the_transition_hook_keeps_the_committed_round(
 
     server.add_reply(ToolCallReply([call("f", "{}", "c1")]))
     context = user_context()
-    handler = OpenAILLMHandler(make_config(server), registry).set_transition_hook(hook)
+    handler = OpenAILLMHandler.with_registry(make_config(server), registry).set_transition_hook(
+        hook
+    )
     async with live_pipeline([handler.into_processor()]) as lv:
         await lv.send(LLMContextFrame(context=context))
         await lv.wait_down(FunctionCallEnd)
@@ -1874,7 +1998,7 @@ async def test_a_tool_call_output_with_a_non_string_summary_is_a_bad_return(
     server.add_reply(TextReply(["Sorry."]))
     context = user_context()
     result = await one_turn(
-        OpenAILLMHandler(make_config(server), registry).into_processor(), context
+        OpenAILLMHandler.with_registry(make_config(server), registry).into_processor(), context
     )
     assert any("get_weather" in e for e in errors(result))
     (res,) = result.downstream_of(FunctionCallResult)
@@ -1913,7 +2037,7 @@ async def test_a_hook_returning_end_turn_closes_the_turn_without_asking_again(
     registry = FunctionRegistry()
     registry.register("f", lambda a: "r")
     server.add_replies([ToolCallReply([call("f", "{}", "c1")]), TextReply(["never asked"])])
-    handler = OpenAILLMHandler(make_config(server), registry).set_transition_hook(
+    handler = OpenAILLMHandler.with_registry(make_config(server), registry).set_transition_hook(
         lambda context: AfterRound.END_TURN
     )
     context = user_context()
@@ -1933,7 +2057,7 @@ async def test_a_hook_returning_something_else_is_reported(
     registry = FunctionRegistry()
     registry.register("f", lambda a: "r")
     server.add_replies([ToolCallReply([call("f", "{}", "c1")]), TextReply(["ok"])])
-    handler = OpenAILLMHandler(make_config(server), registry).set_transition_hook(
+    handler = OpenAILLMHandler.with_registry(make_config(server), registry).set_transition_hook(
         lambda context: "stop"
     )
     result = await one_turn(handler.into_processor(), user_context())

@@ -113,7 +113,7 @@ async def run() -> None:
         registry = FunctionRegistry()
         dhara = pizza.build_from_file(context, registry)
         config = OpenAILLMConfig(api_key="demo", base_url=server.base_url, model="scripted-model")
-        llm = OpenAILLMHandler(config, registry)
+        llm = OpenAILLMHandler.with_registry(config, registry)
         llm.set_transition_hook(dhara.create_transition_hook())
         user, assistant = create_context_aggregators(context, text_mode=True)
         printer = FlowPrinter()

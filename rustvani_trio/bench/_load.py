@@ -64,7 +64,7 @@ class Session:
             max_tool_rounds=2,
         )
         registry = FunctionRegistry()
-        handler = OpenAILLMHandler(llm, registry, http_client=self.client)
+        handler = OpenAILLMHandler.with_registry(llm, registry, http_client=self.client)
         if cfg.tools:
             registry.register(TOOL_NAME, run_tool)
             handler.set_transition_hook(_answer_without_tools)

@@ -1,4 +1,5 @@
-"""The raw stream: the same request as the pipeline's, read with plain ``httpx`` + ``httpx-sse``.
+"""The raw stream: the same request as the pipeline's, read with plain ``httpx`` and an SSE
+parser (the package's own incremental one, so the command needs nothing beyond the core).
 
 This is the floor the framework is compared with: no frames, no processors, just the HTTP
 stream decoded and each output delta timestamped as it is decoded.
@@ -13,8 +14,8 @@ from typing import Any
 import attrs
 import httpx
 import trio
-from httpx_sse import EventSource, SSEError
 
+from ..services.llm._sse import SSEDecoder, SSEEvent, SSEProtocolError
 from ._records import ErrorInfo, Redactor, clip
 
 __all__ = ["StreamOutcome", "stream_once"]
@@ -71,6 +72,26 @@ def _take_chunk(chunk: Any, outcome: StreamOutcome) -> bool:
     return produced
 
 
+def _take_event(
+    event: SSEEvent,
+    outcome: StreamOutcome,
+    now: float,
+    on_token: Callable[[float], None],
+    redact: Redactor,
+) -> ErrorInfo | None:
+    """Fold one SSE event into ``outcome``; an error event ends the stream."""
+    if event.data == "[DONE]":
+        outcome.done = True
+        return None
+    chunk = json.loads(event.data)
+    if isinstance(chunk, dict) and chunk.get("error") is not None:
+        message = _server_message(event.data.encode())
+        return ErrorInfo("stream", clip(redact(f"error event: {message}")))
+    if _take_chunk(chunk, outcome):
+        on_token(now)
+    return None
+
+
 async def stream_once(
     client: httpx.AsyncClient,
     url: str,
@@ -98,24 +119,24 @@ async def stream_once(
                     return ErrorInfo(
                         "http", clip(redact(_server_message(raw))), status=response.status_code
                     )
-                async for event in EventSource(response).aiter_sse():
+                decoder = SSEDecoder()
+                async for piece in response.aiter_bytes():
                     now = trio.current_time()
                     scope.deadline = now + limit
-                    if event.data == "[DONE]":
-                        outcome.done = True
-                        continue
-                    chunk = json.loads(event.data)
-                    if isinstance(chunk, dict) and chunk.get("error") is not None:
-                        message = _server_message(event.data.encode())
-                        return ErrorInfo("stream", clip(redact(f"error event: {message}")))
-                    if _take_chunk(chunk, outcome):
-                        on_token(now)
+                    for event in decoder.feed(piece):
+                        failed = _take_event(event, outcome, now, on_token, redact)
+                        if failed is not None:
+                            return failed
+                for event in decoder.close():
+                    failed = _take_event(event, outcome, trio.current_time(), on_token, redact)
+                    if failed is not None:
+                        return failed
     except httpx.TimeoutException as exc:
         return ErrorInfo("timeout", clip(redact(f"{type(exc).__name__}: {exc}")))
     except httpx.TransportError as exc:
         kind = "stream" if started else "connection"
         return ErrorInfo(kind, clip(redact(f"{type(exc).__name__}: {exc or 'no detail'}")))
-    except (SSEError, ValueError) as exc:
+    except (SSEProtocolError, ValueError) as exc:
         return ErrorInfo("stream", clip(redact(f"invalid stream: {exc}")))
     if scope.cancelled_caught:
         what = "next chunk" if started else "response"

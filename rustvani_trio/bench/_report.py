@@ -206,7 +206,7 @@ def build_report(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "versions": {n: _version(n) for n in ("rustvani-trio", "trio", "httpx", "httpx-sse")},
+        "versions": {n: _version(n) for n in ("rustvani-trio", "trio", "httpx")},
         "clock": "trio.current_time(): monotonic (time.perf_counter)",
         "command": list(command) if command is not None else [sys.argv[0]],
     }

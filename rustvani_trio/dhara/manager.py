@@ -8,7 +8,7 @@ dhara.register_node("greeting", greeting_node, [("browse_menu", browse_menu)])
 dhara.register_node_no_tools("farewell", farewell_node)
 dhara.set_initial_node("greeting")
 
-llm = OpenAILLMHandler(config, registry)  # the handler shares the manager's registry
+llm = OpenAILLMHandler.with_registry(config, registry)  # shares the manager's registry
 llm.set_transition_hook(dhara.create_transition_hook())
 user, assistant = create_context_aggregators(context)
 pipeline = Pipeline([user, dhara.processor(), llm.into_processor(), assistant])
@@ -68,8 +68,9 @@ class DharaManager(_Engine):
     Args:
         context: the conversation's LLMContext (the one the aggregators use).
         registry: the FunctionRegistry the LLM handler uses (created when omitted: then build
-            the handler with ``OpenAILLMHandler(config, dhara.registry)``). Dhara only touches
-            the names it registered: built-in tools and other functions survive node changes.
+            the handler with ``OpenAILLMHandler.with_registry(config, dhara.registry)``). Dhara
+            only touches the names it registered: built-in tools and other functions survive
+            node changes.
         global_functions: :class:`DharaFunction` s (with schemas) offered in every node.
         state / state_fields: initial values and declared (typed) fields of :attr:`state`.
         summarizer: ``async (messages, instruction) -> str`` for RESET_WITH_SUMMARY nodes.
@@ -220,7 +221,7 @@ class DharaManager(_Engine):
         if clash:
             raise DharaError(
                 f"the LLM handler's registry already has {', '.join(sorted(clash))}; give the "
-                "handler the Dhara registry: OpenAILLMHandler(config, dhara.registry)"
+                "handler the Dhara registry: OpenAILLMHandler.with_registry(config, dhara.registry)"
             )
         for name in sorted(self._ours):
             entry = self.registry.get(name)

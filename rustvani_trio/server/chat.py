@@ -103,7 +103,9 @@ def chat_pipeline(
     context = LLMContext([{"role": "system", "content": SYSTEM_PROMPT}])
     registry = FunctionRegistry()
     registry.register("get_weather", get_weather, schema=WEATHER)
-    llm = OpenAILLMHandler(config, registry, http_client=client).into_processor(name="llm")
+    llm = OpenAILLMHandler.with_registry(config, registry, http_client=client).into_processor(
+        name="llm"
+    )
     user, assistant = create_context_aggregators(context, text_mode=True)
     pipeline = Pipeline([session.input(), user, llm, session.output(), assistant])
     params = PipelineParams(enable_metrics=True, enable_usage_metrics=True)

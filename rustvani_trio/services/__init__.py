@@ -1,1 +1,1 @@
-"""Services: LLM handlers and other external integrations."""
+"""Services: LLM handlers and other external integrations (each imported where it is used)."""

@@ -1,0 +1,311 @@
+"""The processor: a turn per LLMContextFrame, its retries and tool rounds, the client and the
+built-in tools' lifecycle."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
+import trio
+
+from ...context import LLMContext
+from ...frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    FrameDirection,
+    LLMContextFrame,
+    LLMFullResponseEnd,
+    LLMFullResponseStart,
+    LLMReasoningText,
+    LLMRefusalText,
+    LLMText,
+    LLMTokenUsage,
+    StartFrame,
+)
+from ...processor import FrameProcessor
+from ...tools.base import BuiltinTool
+from ._chat_types import ContentDelta, ReasoningDelta, StreamDelta
+from ._errors import LLMRequestError
+from ._handler import AfterRound, OpenAILLMHandler, TransitionHook
+from ._stream import Answer, http_timeouts, open_client, stream_answer
+from ._text import excerpt
+from ._tool_round import ToolRound
+from ._toolset import Toolset
+
+__all__ = ["OpenAILLMProcessor"]
+
+logger = logging.getLogger("rustvani_trio")
+
+# Models whose missing context window was already reported (once per model and process).
+_UNKNOWN_MODELS: set[str] = set()
+
+
+def _warn_no_window(model: str) -> None:
+    if model not in _UNKNOWN_MODELS:
+        _UNKNOWN_MODELS.add(model)
+        logger.warning(
+            "the context window of model %r is unknown, so its context is not trimmed and may "
+            "grow past what the model accepts; set OpenAILLMConfig(context_window_tokens=...) "
+            "to trim it",
+            excerpt(model, 100),
+        )
+
+
+class OpenAILLMProcessor(FrameProcessor):
+    """A FrameProcessor running an :class:`OpenAILLMHandler`: one turn per
+    :class:`~rustvani_trio.frames.LLMContextFrame` (see :mod:`rustvani_trio.services.llm.openai`).
+    """
+
+    def __init__(self, handler: OpenAILLMHandler, *, name: str | None = None) -> None:
+        if not isinstance(handler, OpenAILLMHandler):
+            raise TypeError(f"OpenAILLMProcessor takes an OpenAILLMHandler, got {handler!r}")
+        super().__init__(name=name)
+        self.handler = handler
+        self._client: httpx.AsyncClient | None = None
+        self._timeout = httpx.Timeout(None)
+        self._toolset = Toolset(self, lambda: self.handler.tools)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def on_start(self, frame: StartFrame) -> None:
+        cfg = self.handler.config
+        self._timeout = http_timeouts(cfg)
+        shared = self.handler.http_client
+        self._client = shared if shared is not None else open_client(cfg)
+        await self._toolset.start_cacheable(cfg.tool_start_timeout)
+
+    async def on_stop(self, frame: EndFrame) -> None:
+        try:
+            await self._toolset.stop_all(self.handler.config.tool_stop_timeout)
+        finally:
+            await self._close_client()
+
+    async def on_cancel(self, frame: CancelFrame) -> None:
+        # The base class calls this once the cancelled calls have unwound; the tools release
+        # what the calls used, bounded, and the client is closed whatever happens.
+        try:
+            await self._toolset.cancel_all(self.cancel_timeout / 2)
+        finally:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 1.0):
+                await self._close_client()
+
+    async def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None and self.handler.http_client is None:  # our own
+            await client.aclose()
+
+    # ------------------------------------------------------------------ handler delegates
+
+    def add_tool(self, tool: BuiltinTool) -> OpenAILLMProcessor:
+        """Same as :meth:`OpenAILLMHandler.add_tool`."""
+        self.handler.add_tool(tool)
+        return self
+
+    def set_transition_hook(self, hook: TransitionHook | None) -> OpenAILLMProcessor:
+        """Same as :meth:`OpenAILLMHandler.set_transition_hook`."""
+        self.handler.set_transition_hook(hook)
+        return self
+
+    # ------------------------------------------------------------------ frames
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, LLMContextFrame) and direction is FrameDirection.DOWNSTREAM:
+            await self.run_turn(frame.context)
+        else:
+            await self.push_frame(frame, direction)
+
+    async def run_turn(self, context: LLMContext) -> None:
+        """Run one turn on ``context``: stream, run tool rounds, re-invoke, close the turn."""
+        # The ends of finished bodies are read in ``drains`` while the turn goes on, so that
+        # their connections are reused without holding up the turn.
+        async with trio.open_nursery() as drains:
+            await self.push_frame(LLMFullResponseStart())
+            self.start_processing_metrics()
+            # When cancelled (interruption, CancelFrame) nothing below runs: the
+            # InterruptionFrame itself closes the turn for every processor downstream.
+            try:
+                await self._rounds(context, drains)
+            except Exception as exc:
+                # A failed turn (a transition hook that raised, ...) is still closed, so the
+                # aggregators commit and the next turn works.
+                await self.push_error(f"the turn failed: {_describe(exc)}", exception=exc)
+            await self.stop_processing_metrics()
+            await self.push_frame(LLMFullResponseEnd())
+
+    async def _rounds(self, context: LLMContext, drains: trio.Nursery) -> None:
+        """Request, run the tool round the answer asks for, and again, until an answer
+        without tool calls, a failure, or the transition hook ends the turn."""
+        cfg = self.handler.config
+        tool_rounds = 0
+        while True:
+            final = tool_rounds >= cfg.max_tool_rounds
+            answer = await self._request(
+                context, tool_choice="none" if final else None, drains=drains
+            )
+            if answer is None or not answer.result.tool_calls:
+                return
+            if final:
+                await self.push_error(
+                    f"the model still asked for tools after max_tool_rounds="
+                    f"{cfg.max_tool_rounds} and tool_choice='none'; its calls were ignored"
+                )
+                return
+            tool_rounds += 1
+            round_ = ToolRound(self, self.handler.registry, self._toolset, cfg)
+            await round_.run(context, answer.result, tool_rounds)
+            if tool_rounds >= cfg.max_tool_rounds:
+                await self.push_error(
+                    f"max_tool_rounds={cfg.max_tool_rounds} reached; asking the model for "
+                    "a final answer without tools"
+                )
+            if await self._run_transition_hook(context) is AfterRound.END_TURN:
+                return
+
+    async def _run_transition_hook(self, context: LLMContext) -> AfterRound | None:
+        hook = self.handler.transition_hook
+        if hook is None:
+            return None
+        result = hook(context)
+        if inspect.isawaitable(result):
+            result = await result
+        if result is not None and not isinstance(result, AfterRound):
+            raise TypeError(
+                f"the transition hook returned {result!r}; it must return None or an AfterRound"
+            )
+        return result
+
+    # ------------------------------------------------------------------ one request
+
+    async def _request(
+        self, context: LLMContext, *, tool_choice: Any, drains: trio.Nursery
+    ) -> Answer | None:
+        """One request with retries. Returns ``None`` after reporting an error."""
+        cfg = self.handler.config
+        window = cfg.context_window
+        if window is None:
+            _warn_no_window(cfg.model)
+        else:
+            removed = context.trim(window, budget=cfg.trim_budget)
+            if removed:
+                logger.info("%s: trimmed %d messages to fit the context window", self.name, removed)
+        body = self.handler.build_request(context, tool_choice=tool_choice)
+        sent = body["messages"]
+        attempt = 0
+        while True:
+            attempt += 1
+            answer = Answer()
+            try:
+                await self._stream(body, answer, drains)
+            except trio.Cancelled:
+                # Interrupted: the usage of this request still counts.
+                self._report_usage(answer, context, sent, interrupted=True)
+                raise
+            except LLMRequestError as exc:
+                if exc.retryable and answer.emitted == 0 and attempt < cfg.retry.max_attempts:
+                    delay = cfg.retry.delay(attempt, exc.retry_after)
+                    logger.info(
+                        "%s: attempt %d failed (%s); retrying in %.2fs",
+                        self.name,
+                        attempt,
+                        exc,
+                        delay,
+                    )
+                    await trio.sleep(delay)
+                    continue
+                tries = f" after {attempt} attempts" if attempt > 1 else ""
+                await self.push_error(f"LLM request failed{tries}: {exc}", exception=exc)
+                self._report_usage(answer, context, sent, interrupted=False)
+                return None
+            self._report_usage(answer, context, sent, interrupted=False)
+            return await self._check_finish(answer)
+
+    async def _stream(self, body: dict[str, Any], answer: Answer, drains: trio.Nursery) -> None:
+        client = self._client
+        if client is None:
+            raise LLMRequestError("the LLM client is not open (no StartFrame yet?)")
+        self.start_ttfb_metrics()
+        await stream_answer(
+            client,
+            self.handler.config,
+            body,
+            answer,
+            emit=self._emit,
+            first_delta=self.stop_ttfb_metrics,
+            http_timeouts=self._timeout,
+            drains=drains,
+        )
+
+    async def _emit(self, delta: StreamDelta) -> None:
+        frame: Frame
+        if isinstance(delta, ContentDelta):
+            frame = LLMText(text=delta.text)
+        elif isinstance(delta, ReasoningDelta):
+            frame = LLMReasoningText(text=delta.text)
+        else:
+            frame = LLMRefusalText(text=delta.text)
+        await self.push_frame(frame)
+
+    async def _check_finish(self, answer: Answer) -> Answer | None:
+        result = answer.result
+        if result.error is not None:
+            await self.push_error(
+                f"the LLM stream reported an error: {excerpt(result.error.message)}"
+            )
+            return None
+        if not result.done and result.finish_reason is None:
+            await self.push_error(
+                "the LLM stream ended before it was complete (no [DONE] and no finish_reason); "
+                "the answer may be cut short"
+            )
+            return None
+        if result.finish_reason == "length":
+            await self.push_error(
+                "the answer was cut off by the token limit (finish_reason 'length'); raise "
+                "max_completion_tokens or shorten the context"
+            )
+        elif result.finish_reason == "content_filter":
+            await self.push_error(
+                "the answer was stopped by the provider's content filter "
+                "(finish_reason 'content_filter')"
+            )
+        return answer
+
+    def _report_usage(
+        self,
+        answer: Answer,
+        context: LLMContext,
+        sent: Sequence[Mapping[str, Any]],
+        *,
+        interrupted: bool,
+    ) -> None:
+        usage = answer.token_usage()
+        if usage is not None and usage.prompt_tokens:
+            with contextlib.suppress(ValueError):
+                context.calibrate_from_usage(usage.prompt_tokens, sent)
+        if usage is None and interrupted:
+            prompt = context.estimate_tokens(sent)
+            usage = LLMTokenUsage(
+                prompt_tokens=prompt,
+                completion_tokens=answer.emitted,
+                total_tokens=prompt + answer.emitted,
+            )
+        if usage is not None:
+            model = answer.result.model
+            self.push_usage_metrics_nowait(
+                usage,
+                model=excerpt(model, 100) if model else self.handler.config.model,
+                interrupted=interrupted,
+            )
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception, or of each exception inside a group (a failure in a
+    tool round's nursery arrives wrapped in one)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"

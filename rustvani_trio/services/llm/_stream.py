@@ -1,0 +1,268 @@
+"""One streaming request: send it, check what came back, decode the events, emit each delta.
+
+:func:`stream_answer` knows nothing of processors: it takes an ``emit`` callable for the deltas,
+so it can be driven (and tested) alone. Its deadlines live in one cancel scope per request:
+
+* ``first_token_timeout`` from sending the request until the first event with content or
+  tool-call data;
+* then ``chunk_timeout`` from the last such event: keep-alive comments, empty deltas or a byte
+  now and then do not count as progress;
+* ``request_timeout`` for the whole request.
+
+Time spent emitting (waiting on the pipeline's backpressure) is excluded from all three, and
+httpx's read timeout is off; connect, write and pool timeouts are ``connect_timeout``.
+
+The answer is released the moment ``[DONE]`` (or an error event) arrives. The rest of the body
+(normally just the end of the chunked encoding) is read in ``drains``, a nursery of the
+caller's, so that the connection can go back to the pool; that read is bounded, and a failure
+in it only means that the connection is not reused.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import ssl
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from typing import Any, Final, cast
+
+import attrs
+import certifi
+import httpx
+import trio
+
+from ...frames import LLMTokenUsage
+from ._chat_decoder import ChatStreamDecoder
+from ._chat_types import StreamDelta, StreamResult
+from ._config import OpenAILLMConfig
+from ._errors import (
+    ERROR_BODY_BYTES,
+    LLMRequestError,
+    map_exceptions,
+    not_a_stream_error,
+    status_error,
+)
+from ._sse import SSEProtocolError
+
+__all__ = ["DRAIN_SECONDS", "Answer", "http_timeouts", "open_client", "stream_answer"]
+
+logger = logging.getLogger("rustvani_trio")
+
+#: How long the end of a finished body may take to arrive before its connection is dropped.
+DRAIN_SECONDS: Final = 0.25
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One TLS context per process: building one (loading the CA bundle) costs tens of ms of
+    CPU, which per conversation would dominate a server handling many."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def http_timeouts(cfg: OpenAILLMConfig) -> httpx.Timeout:
+    """httpx's timeouts for one request: reads have none (the stream's own deadlines apply)."""
+    return httpx.Timeout(
+        connect=cfg.connect_timeout, read=None, write=cfg.connect_timeout, pool=cfg.connect_timeout
+    )
+
+
+def open_client(cfg: OpenAILLMConfig) -> httpx.AsyncClient:
+    """A client of one processor's own (close it with ``aclose``)."""
+    return httpx.AsyncClient(timeout=http_timeouts(cfg), verify=_ssl_context())
+
+
+@attrs.define
+class Answer:
+    """What one request produced: the decoder (whose ``result`` accumulates the answer) and the
+    number of content, reasoning and refusal deltas emitted."""
+
+    decoder: ChatStreamDecoder = attrs.Factory(ChatStreamDecoder)
+    emitted: int = 0
+
+    @property
+    def result(self) -> StreamResult:
+        """Everything accumulated so far (joins the pieces: read it once the stream is over)."""
+        return self.decoder.result
+
+    def token_usage(self) -> LLMTokenUsage | None:
+        """The usage chunk's counts, or ``None`` when the server sent none."""
+        data = self.result.usage
+        if not isinstance(data, Mapping):
+            return None
+        prompt = _count(data.get("prompt_tokens"))
+        completion = _count(data.get("completion_tokens"))
+        total = _count(data.get("total_tokens")) or prompt + completion
+        cached = reasoning = None
+        pdetails = data.get("prompt_tokens_details")
+        if isinstance(pdetails, Mapping) and isinstance(pdetails.get("cached_tokens"), int):
+            cached = pdetails["cached_tokens"]
+        elif isinstance(data.get("prompt_cache_hit_tokens"), int):
+            cached = data["prompt_cache_hit_tokens"]
+        cdetails = data.get("completion_tokens_details")
+        if isinstance(cdetails, Mapping) and isinstance(cdetails.get("reasoning_tokens"), int):
+            reasoning = cdetails["reasoning_tokens"]
+        return LLMTokenUsage(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=total,
+            cached_tokens=cached,
+            reasoning_tokens=reasoning,
+        )
+
+
+def _count(value: Any) -> int:
+    return int(value) if isinstance(value, int | float) else 0
+
+
+class _Body:
+    """An open streamed response and its one byte iterator (read by one task at a time)."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+
+    async def read_capped(self, limit: int) -> tuple[bytes, bool]:
+        """Up to ``limit`` bytes of the body, and whether there was more."""
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks:
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return b"".join(parts)[:limit], True
+        return b"".join(parts), False
+
+    async def drain(self) -> None:
+        """Read the rest (bounded) so that the connection is reused, then close."""
+        try:
+            with trio.move_on_after(DRAIN_SECONDS) as scope:
+                async for _rest in self.chunks:
+                    pass
+            if scope.cancelled_caught:
+                logger.debug("the body went on after [DONE]; its connection is not reused")
+        except httpx.HTTPError as exc:
+            logger.debug(
+                "reading the end of a finished body failed (%s); its connection is not reused",
+                type(exc).__name__,
+            )
+        except Exception as exc:  # best effort: the answer was delivered whatever happens here
+            logger.warning("reading the end of a finished body failed: %r", exc, exc_info=exc)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        try:
+            await self.chunks.aclose()
+        finally:
+            await self.response.aclose()
+
+
+async def stream_answer(
+    client: httpx.AsyncClient,
+    cfg: OpenAILLMConfig,
+    body: dict[str, Any],
+    answer: Answer,
+    *,
+    emit: Callable[[StreamDelta], Awaitable[None]],
+    first_delta: Callable[[], Awaitable[object]],
+    http_timeouts: httpx.Timeout,
+    drains: trio.Nursery | None = None,
+) -> None:
+    """Send ``body`` and stream the answer into ``answer``, calling ``emit`` per delta and
+    ``first_delta`` once, when the first content or tool-call data arrives.
+
+    Raises :class:`LLMRequestError` for a failed request (``retryable`` says whether another
+    attempt may help). A complete answer, one that reported an error, or one the server cut
+    short returns normally: judging it is the caller's business. With ``drains``, the end of a
+    finished body is read there so that its connection is reused; without, it is closed.
+    """
+    decoder = answer.decoder
+    start = trio.current_time()
+    total = start + cfg.request_timeout if cfg.request_timeout is not None else math.inf
+    scope = trio.CancelScope(deadline=min(total, start + cfg.first_token_timeout))
+    chunk_timeout = cfg.chunk_timeout
+    streaming = False
+    with scope, map_exceptions(cfg):
+        request = client.build_request(
+            "POST",
+            cfg.chat_completions_url(),
+            json=body,
+            headers=cfg.headers(),
+            params=dict(cfg.extra_query) or None,
+            timeout=http_timeouts,
+        )
+        stream = _Body(await client.send(request, stream=True))
+        handed_off = False
+        try:
+            await _check_response(stream, cfg)
+            progress = 0
+            try:
+                async for chunk in stream.chunks:
+                    deltas = decoder.feed(chunk)
+                    if decoder.progress != progress:
+                        progress = decoder.progress
+                        now = trio.current_time()
+                        if deltas or not streaming:
+                            scope.deadline = math.inf  # our own backpressure is no stall
+                            if not streaming:
+                                streaming = True
+                                await first_delta()
+                            for delta in deltas:
+                                answer.emitted += 1
+                                await emit(delta)
+                            later = trio.current_time()
+                            total += later - now
+                            now = later
+                        scope.deadline = min(total, now + chunk_timeout)
+                    if decoder.ended:
+                        break
+                else:
+                    scope.deadline = math.inf  # the body is over: no stall from here on
+                    for delta in decoder.close():
+                        answer.emitted += 1
+                        await emit(delta)
+            except httpx.TransportError as exc:
+                if not decoder.is_complete:
+                    raise
+                # The finish_reason arrived: the answer stands without [DONE].
+                logger.debug("the stream broke after its finish_reason: %s", type(exc).__name__)
+            if decoder.done and drains is not None:
+                drains.start_soon(stream.drain)
+                handed_off = True
+        except SSEProtocolError as exc:
+            raise LLMRequestError(f"the server sent an invalid stream: {exc}") from exc
+        finally:
+            if not handed_off:
+                await stream.aclose()
+    if scope.cancelled_caught and not decoder.is_complete:
+        raise _timeout_error(cfg, streaming=streaming, total_passed=trio.current_time() >= total)
+
+
+async def _check_response(stream: _Body, cfg: OpenAILLMConfig) -> None:
+    """Raise for a status other than 200, or for a 200 that is not an event stream."""
+    response = stream.response
+    if response.status_code != 200:
+        raw, cut = await stream.read_capped(ERROR_BODY_BYTES)
+        raise status_error(response.status_code, raw, response.headers, cfg, cut=cut)
+    content_type = response.headers.get("content-type", "")
+    if content_type and not content_type.lower().startswith("text/event-stream"):
+        raw, cut = await stream.read_capped(ERROR_BODY_BYTES)
+        raise not_a_stream_error(content_type, raw, cfg, cut=cut)
+
+
+def _timeout_error(cfg: OpenAILLMConfig, *, streaming: bool, total_passed: bool) -> LLMRequestError:
+    if total_passed:
+        return LLMRequestError(
+            f"the request took longer than request_timeout={cfg.request_timeout}s"
+        )
+    if streaming:
+        return LLMRequestError(
+            f"no content from the server for {cfg.chunk_timeout}s (chunk_timeout); "
+            "the stream stalled",
+            retryable=True,
+        )
+    return LLMRequestError(
+        f"no first token within first_token_timeout={cfg.first_token_timeout}s",
+        retryable=True,
+    )

@@ -1,0 +1,667 @@
+"""The LLM handler against endpoints that misbehave (issue 9, items 1-8 and 11).
+
+Most servers here are raw: a trio TCP listener on 127.0.0.1 that reads one request per
+connection and writes HTTP/1.1 bytes by hand, so a test can do what a real proxy or a broken
+server does (close before the last chunk, keep a body open after ``[DONE]``, send keep-alive
+comments forever, a 48 MiB line). The others use the scripted server's ``RawReply``. Tests that
+wait use ``autojump_clock``: loopback bytes are readable as soon as they are sent, so virtual
+time only jumps when every task waits on a timer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+from rustvani_trio.context import LLMContext
+from rustvani_trio.frames import (
+    ErrorFrame,
+    Frame,
+    FrameDirection,
+    FunctionCallResult,
+    LLMContextFrame,
+    LLMFullResponseEnd,
+    LLMFullResponseStart,
+    LLMText,
+)
+from rustvani_trio.processor import FrameProcessor
+from rustvani_trio.services.llm._chat_decoder import ChatStreamDecoder
+from rustvani_trio.services.llm.function_registry import FunctionRegistry
+from rustvani_trio.services.llm.openai import (
+    OpenAILLMConfig,
+    OpenAILLMHandler,
+    RetryPolicy,
+)
+from rustvani_trio.testing import (
+    ErrorReply,
+    RawReply,
+    ScriptedToolCall,
+    TextReply,
+    ToolCallReply,
+    numbered_tokens,
+    open_scripted_server,
+    run_test,
+)
+
+LLM = "llm"
+NO_RETRY = RetryPolicy(max_attempts=1)
+MiB = 1024 * 1024
+
+# --------------------------------------------------------------------------- a raw server
+
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+)
+LAST_CHUNK = b"0\r\n\r\n"
+DONE = b"data: [DONE]\n\n"
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` as one HTTP chunk."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def event(payload: dict[str, Any], kind: str | None = None) -> bytes:
+    head = f"event: {kind}\n".encode() if kind else b""
+    return head + b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def delta(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    return event({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+
+def text_stream(*tokens: str) -> list[bytes]:
+    """The events of a complete text answer, [DONE] included."""
+    return [
+        delta({"role": "assistant", "content": ""}),
+        *(delta({"content": t}) for t in tokens),
+        delta({}, "stop"),
+        DONE,
+    ]
+
+
+def tool_stream(call_id: str = "call_1", name: str = "f") -> list[bytes]:
+    """The events of a complete tool-call answer, [DONE] included."""
+    call = {"index": 0, "id": call_id, "type": "function"}
+    return [
+        delta({"role": "assistant", "content": None}),
+        delta({"tool_calls": [{**call, "function": {"name": name, "arguments": ""}}]}),
+        delta({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}),
+        delta({}, "tool_calls"),
+        DONE,
+    ]
+
+
+@attrs.define(eq=False)
+class Conn:
+    """One accepted connection; counts what was written."""
+
+    stream: trio.SocketStream
+    server: RawServer
+    index: int  # the request's number, from 0
+
+    async def send(self, data: bytes) -> None:
+        await self.stream.send_all(data)
+        self.server.sent += len(data)
+
+    async def stream_events(self, events: list[bytes], *, last_chunk: bool = True) -> None:
+        await self.send(SSE_HEAD)
+        for item in events:
+            await self.send(chunk(item))
+        if last_chunk:
+            await self.send(LAST_CHUNK)
+
+
+Respond = Callable[[Conn], Awaitable[None]]
+
+
+@attrs.define(eq=False)
+class RawServer:
+    respond: Respond
+    url: str = ""
+    requests: list[bytes] = attrs.Factory(list)
+    sent: int = 0  # bytes written on every connection
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            request = await read_request(stream)
+            if request is None:
+                return
+            self.requests.append(request)
+            conn = Conn(stream, self, len(self.requests) - 1)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.respond(conn)  # (or the client went away)
+
+
+async def read_request(stream: trio.SocketStream) -> bytes | None:
+    """One request (head and Content-Length body), or ``None`` if the client left."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = await stream.receive_some()
+        if not piece:
+            return None
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        piece = await stream.receive_some()
+        if not piece:
+            return None
+        body += piece
+    return head + b"\r\n\r\n" + body
+
+
+@asynccontextmanager
+async def raw_server(respond: Respond) -> AsyncIterator[RawServer]:
+    server = RawServer(respond)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, server.handle, 0, host="127.0.0.1")
+        )
+        port = listeners[0].socket.getsockname()[1]
+        server.url = f"http://127.0.0.1:{port}/v1"
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+class Stamp(FrameProcessor):
+    """Forwards everything; records when each downstream frame passed."""
+
+    def __init__(self) -> None:
+        super().__init__(name="stamp")
+        self.seen: list[tuple[float, Frame]] = []
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if direction is FrameDirection.DOWNSTREAM:
+            self.seen.append((trio.current_time(), frame))
+        await self.push_frame(frame, direction)
+
+    def times(self, kind: type[Frame]) -> list[float]:
+        return [t for t, f in self.seen if isinstance(f, kind)]
+
+
+def make_llm(url: str, registry: FunctionRegistry | None = None, **config: Any) -> FrameProcessor:
+    config.setdefault("model", "gpt-4.1")
+    cfg = OpenAILLMConfig(base_url=url, api_key="sk-test", **config)
+    handler = OpenAILLMHandler.with_registry(cfg, registry or FunctionRegistry())
+    return handler.into_processor(name=LLM)
+
+
+def new_context() -> LLMContext:
+    return LLMContext([{"role": "user", "content": "Hello?"}])
+
+
+@attrs.define
+class Turns:
+    stamp: Stamp
+    errors: list[ErrorFrame]
+    downstream: list[Frame]
+
+    @property
+    def text(self) -> str:
+        return "".join(f.text for f in self.downstream if type(f) is LLMText)
+
+
+async def run_turns(
+    url: str, *, turns: int = 1, registry: FunctionRegistry | None = None, **config: Any
+) -> Turns:
+    stamp = Stamp()
+    frames = [LLMContextFrame(context=new_context()) for _ in range(turns)]
+    result = await run_test([make_llm(url, registry, **config), stamp], frames, time_limit=300)
+    errors = [e for e in result.upstream_of(ErrorFrame) if e.processor == LLM]
+    return Turns(stamp, errors, result.downstream)
+
+
+def one_error(turns: Turns) -> str:
+    (error,) = turns.errors
+    return error.error
+
+
+# =========================================================================== 1. after [DONE]
+
+
+async def test_a_text_answer_stands_when_the_server_closes_after_done_without_the_last_chunk() -> (
+    None
+):
+    async def respond(conn: Conn) -> None:
+        await conn.stream_events(text_stream("Hello", " world"), last_chunk=False)
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url)
+    assert turns.text == "Hello world"
+    assert turns.errors == []
+    assert len(server.requests) == 1
+
+
+async def test_a_tool_call_answer_stands_when_the_server_closes_after_done() -> None:
+    ran: list[str] = []
+    registry = FunctionRegistry()
+    registry.register("f", lambda args: ran.append(args) or "ok")
+
+    async def respond(conn: Conn) -> None:
+        if conn.index == 0:
+            await conn.stream_events(tool_stream(), last_chunk=False)
+        else:
+            await conn.stream_events(text_stream("done"))
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url, registry=registry)
+    assert ran == ["{}"]  # the tool ran once: the answer was not retried
+    assert len(server.requests) == 2  # the call, then the answer with its result
+    assert [f.result for f in turns.downstream if isinstance(f, FunctionCallResult)] == ["ok"]
+    assert turns.text == "done"
+    assert turns.errors == []
+
+
+# =========================================================================== 2. no drain wait
+
+
+async def test_a_body_held_open_after_done_holds_neither_the_turns_end_nor_the_next_turn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def respond(conn: Conn) -> None:
+        await conn.stream_events(text_stream("Hi"), last_chunk=False)
+        await trio.sleep(30)  # a proxy that keeps the body open
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url, turns=2)
+    starts = turns.stamp.times(LLMFullResponseStart)
+    ends = turns.stamp.times(LLMFullResponseEnd)
+    assert turns.text == "HiHi" and turns.errors == []
+    assert ends[0] - starts[0] < 0.01  # the answer is released at once
+    assert starts[1] - ends[0] <= 0.25 + 0.01  # the drain is bounded
+    assert len(server.requests) == 2
+
+
+async def test_a_body_held_open_after_done_does_not_hold_the_tool_call(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    started: list[float] = []
+    registry = FunctionRegistry()
+
+    def f(_args: str) -> str:
+        started.append(trio.current_time())
+        return "ok"
+
+    registry.register("f", f)
+
+    async def respond(conn: Conn) -> None:
+        if conn.index == 0:
+            await conn.stream_events(tool_stream(), last_chunk=False)
+            await trio.sleep(30)
+        else:
+            await conn.stream_events(text_stream("done"))
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url, registry=registry)
+    (turn_start,) = turns.stamp.times(LLMFullResponseStart)
+    assert started[0] - turn_start < 0.01
+    assert turns.text == "done" and turns.errors == []
+
+
+async def test_consecutive_turns_still_reuse_the_connection() -> None:
+    async with open_scripted_server(default_reply=TextReply(["a", "b"])) as server:
+        turns = await run_turns(server.base_url, turns=3)
+    assert turns.text == "ab" * 3
+    assert [r.connection for r in server.requests] == [1, 1, 1]
+
+
+# =========================================================================== 3. stalls
+
+
+async def _keep_alive(conn: Conn) -> None:
+    await conn.send(chunk(b": keep-alive\n\n"))
+
+
+async def _empty_delta(conn: Conn) -> None:
+    await conn.send(chunk(delta({})))
+
+
+@pytest.mark.parametrize("tick", [_keep_alive, _empty_delta], ids=["comment", "empty-delta"])
+async def test_keep_alives_after_the_first_token_do_not_hide_a_stall(
+    autojump_clock: trio.testing.MockClock, tick: Callable[[Conn], Awaitable[None]]
+) -> None:
+    async def respond(conn: Conn) -> None:
+        await conn.send(SSE_HEAD)
+        for item in text_stream("Hi")[:2]:
+            await conn.send(chunk(item))
+        for _ in range(100):
+            await trio.sleep(1)
+            await tick(conn)
+
+    async with raw_server(respond) as server:
+        start = trio.current_time()
+        turns = await run_turns(server.url, chunk_timeout=4.0)
+        elapsed = trio.current_time() - start
+    assert turns.text == "Hi"
+    assert "stalled" in one_error(turns) and "chunk_timeout" in one_error(turns)
+    assert 4.0 <= elapsed < 5.0
+
+
+async def test_one_byte_a_second_is_a_stall(autojump_clock: trio.testing.MockClock) -> None:
+    async def respond(conn: Conn) -> None:
+        await conn.send(SSE_HEAD)
+        for item in text_stream("Hi")[:2]:
+            await conn.send(chunk(item))
+        for byte in delta({"content": " there, slowly"}):
+            await trio.sleep(1)
+            await conn.send(chunk(bytes([byte])))
+
+    async with raw_server(respond) as server:
+        start = trio.current_time()
+        turns = await run_turns(server.url, chunk_timeout=4.0)
+        elapsed = trio.current_time() - start
+    assert turns.text == "Hi"
+    assert "stalled" in one_error(turns)
+    assert 4.0 <= elapsed < 5.0
+
+
+async def test_request_timeout_bounds_a_stream_that_never_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def respond(conn: Conn) -> None:
+        await conn.send(SSE_HEAD)
+        while True:
+            await conn.send(chunk(delta({"content": "la "})))
+            await trio.sleep(1)
+
+    async with raw_server(respond) as server:
+        start = trio.current_time()
+        turns = await run_turns(server.url, chunk_timeout=4.0, request_timeout=10.0)
+        elapsed = trio.current_time() - start
+    assert "request_timeout=10.0" in one_error(turns)
+    assert turns.text.startswith("la la ")
+    assert 10.0 <= elapsed < 11.0
+    assert len(server.requests) == 1
+
+
+class SlowSink(FrameProcessor):
+    """Takes one LLMText a second (its lane holds one frame: the LLM waits on it)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="slow", max_buffer=1)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, LLMText):
+            await trio.sleep(1)
+        await self.push_frame(frame, direction)
+
+
+async def test_time_spent_waiting_for_the_pipeline_counts_for_no_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_scripted_server() as server:
+        server.add_reply(TextReply(numbered_tokens(20)))
+        llm = make_llm(server.base_url, chunk_timeout=2.0, request_timeout=5.0)
+        frames = [LLMContextFrame(context=new_context())]
+        result = await run_test([llm, SlowSink()], frames, time_limit=300)
+    assert [e.error for e in result.upstream_of(ErrorFrame)] == []
+    assert "".join(f.text for f in result.downstream_of(LLMText)) == "".join(numbered_tokens(20))
+
+
+# =========================================================================== 4. error events
+
+
+@pytest.mark.parametrize("kind", ["error", None], ids=["event-error", "data-error"])
+async def test_an_error_event_on_an_open_connection_is_reported_at_once(
+    autojump_clock: trio.testing.MockClock, kind: str | None
+) -> None:
+    async def respond(conn: Conn) -> None:
+        await conn.send(SSE_HEAD)
+        error = {"error": {"message": "The server is overloaded", "type": "server_error"}}
+        await conn.send(chunk(event(error, kind)))
+        await trio.sleep(300)  # and the connection stays open
+
+    async with raw_server(respond) as server:
+        start = trio.current_time()
+        turns = await run_turns(server.url)
+        elapsed = trio.current_time() - start
+    assert "The server is overloaded" in one_error(turns)
+    assert elapsed < 0.1
+    assert len(server.requests) == 1
+
+
+# =========================================================================== 5. not a stream
+
+
+COMPLETION = {
+    "object": "chat.completion",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}}],
+}
+
+
+@pytest.mark.parametrize(
+    ("reply", "words"),
+    [
+        (
+            RawReply(b"<html><body>Sign in to the Wi-Fi</body></html>", content_type="text/html"),
+            ["HTTP 200", "HTML page", "Sign in to the Wi-Fi"],
+        ),
+        (
+            RawReply(json.dumps(COMPLETION).encode(), content_type="application/json"),
+            ["HTTP 200", "complete JSON chat completion", "stream=true"],
+        ),
+        (
+            RawReply(
+                b'{"error": {"message": "You exceeded your current quota", '
+                b'"type": "insufficient_quota"}}',
+                content_type="application/json; charset=utf-8",
+            ),
+            ["HTTP 200", "JSON error", "You exceeded your current quota"],
+        ),
+    ],
+    ids=["html", "json-completion", "json-error"],
+)
+async def test_a_200_that_is_not_an_event_stream_says_what_came_back(
+    reply: RawReply, words: list[str]
+) -> None:
+    async with open_scripted_server() as server:
+        server.add_reply(reply)
+        turns = await run_turns(server.base_url)
+    message = one_error(turns)
+    for word in words:
+        assert word in message, message
+    assert "ended before it was complete" not in message
+    assert len(server.requests) == 1
+
+
+# =========================================================================== 6. memory bounds
+
+
+async def test_an_error_body_is_read_only_up_to_a_limit() -> None:
+    size = 48 * MiB
+
+    async def respond(conn: Conn) -> None:
+        await conn.send(
+            b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\n"
+            b"content-length: %d\r\n\r\n" % size
+        )
+        piece = b"x" * (64 * 1024)
+        for _ in range(size // len(piece)):
+            await conn.send(piece)
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url, retry=NO_RETRY)
+    message = one_error(turns)
+    assert "HTTP 500" in message and "the rest was not read" in message
+    assert len(message) < 1000
+    assert server.sent < size // 2  # the client stopped reading (socket buffers took the rest)
+
+
+async def test_an_endless_sse_line_is_refused_at_the_limit() -> None:
+    size = 48 * MiB
+
+    async def respond(conn: Conn) -> None:
+        await conn.send(SSE_HEAD)
+        await conn.send(chunk(b'data: {"choices": "'))
+        piece = chunk(b"a" * (64 * 1024))
+        for _ in range(size // (64 * 1024)):
+            await conn.send(piece)
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url, retry=NO_RETRY)
+    message = one_error(turns)
+    assert "longer than 4194304 characters" in message
+    assert server.sent < size // 2
+
+
+# =========================================================================== 7. server text
+
+
+FORGED = "bad request\n2025-01-01 INFO rustvani_trio: forged line \x1b[31mred\x1b[0m \u202eevil"
+
+
+def assert_safe(text: str) -> None:
+    for unsafe in ("\n", "\r", "\x1b", "\u202e"):
+        assert unsafe not in text, repr(text)
+
+
+async def test_server_messages_are_escaped_in_errors_and_logs(
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="rustvani_trio")
+    async with open_scripted_server() as server:
+        server.add_replies([ErrorReply(503, FORGED), ErrorReply(400, FORGED)])
+        turns = await run_turns(server.base_url)
+    message = one_error(turns)
+    assert "forged line" in message and "\\n2025-01-01" in message and "\\x1b[31m" in message
+    assert_safe(message)
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("forged line" in line for line in logged)  # the retry was logged ...
+    for line in logged:
+        assert_safe(line)  # ... on one line, without terminal escapes
+
+
+async def test_a_huge_server_message_is_shortened() -> None:
+    huge = "x" * (10 * MiB)
+    async with open_scripted_server() as server:
+        server.add_reply(ErrorReply(400, huge))
+        turns = await run_turns(server.base_url)
+    assert len(one_error(turns)) < 1000
+
+
+async def test_an_in_stream_error_message_is_shortened_and_escaped() -> None:
+    error = {"error": {"message": FORGED + "y" * 100_000}}
+    async with open_scripted_server() as server:
+        server.add_reply(RawReply(event(error) + DONE))
+        turns = await run_turns(server.base_url)
+    message = one_error(turns)
+    assert "forged line" in message and len(message) < 1000
+    assert_safe(message)
+
+
+# =========================================================================== 8. linear decoding
+
+
+@pytest.fixture
+def joined_chars(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """For every time the decoder joins new pieces into its result, the characters the result
+    then holds (text and tool arguments): what that join copied."""
+    counts: list[int] = []
+    sync = ChatStreamDecoder._sync
+
+    def size(decoder: ChatStreamDecoder) -> int:
+        result = decoder._result
+        return len(result.text) + sum(len(c.arguments) for c in result.tool_calls)
+
+    def counting(self: ChatStreamDecoder) -> None:
+        before = size(self)
+        sync(self)
+        after = size(self)
+        if after != before:
+            counts.append(after)
+
+    monkeypatch.setattr(ChatStreamDecoder, "_sync", counting)
+    return counts
+
+
+async def test_a_long_text_answer_is_decoded_in_linear_time(joined_chars: list[int]) -> None:
+    tokens = numbered_tokens(3000)
+    async with open_scripted_server() as server:
+        server.add_reply(TextReply(tokens))
+        turns = await run_turns(server.base_url)
+    assert turns.text == "".join(tokens)
+    # The answer is joined once, not again after every read.
+    assert sum(joined_chars) <= 2 * len(turns.text)
+
+
+async def test_long_tool_arguments_are_decoded_in_linear_time(joined_chars: list[int]) -> None:
+    arguments = json.dumps({"text": "word " * 3000})
+    registry = FunctionRegistry()
+    registry.register("f", lambda args: str(len(args)))
+    async with open_scripted_server(default_reply=TextReply(["ok"])) as server:
+        server.add_reply(
+            ToolCallReply([ScriptedToolCall("f", arguments, "c1")], args_fragment_size=4)
+        )
+        turns = await run_turns(server.base_url, registry=registry)
+    assert [f.result for f in turns.downstream if isinstance(f, FunctionCallResult)] == [
+        str(len(arguments))
+    ]
+    assert sum(joined_chars) <= 2 * len(arguments) + 10
+
+
+# =========================================================================== 11. credentials
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://proxyuser:s3cret-pass@127.0.0.1:{closed_port()}/v1",
+        "ftp://proxyuser:s3cret-pass@example.invalid/v1",
+    ],
+    ids=["connection-refused", "invalid-url"],
+)
+async def test_credentials_in_base_url_never_reach_errors_or_logs(
+    url: str, caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="rustvani_trio")
+    turns = await run_turns(url)
+    message = one_error(turns)
+    assert "proxyuser" not in message and "s3cret" not in message
+    assert "127.0.0.1" in message or "example.invalid" in message
+    (error,) = turns.errors
+    chain: list[BaseException] = []
+    exc: BaseException | None = error.exception
+    while exc is not None and len(chain) < 10:
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    for item in chain:
+        assert "s3cret" not in str(item), repr(item)
+    for record in caplog.records:
+        assert "s3cret" not in record.getMessage()
+
+
+async def test_credentials_in_base_url_are_not_shown_in_http_errors() -> None:
+    async with open_scripted_server() as server:
+        server.add_reply(ErrorReply(404, "no such model"))
+        url = server.base_url.replace("http://", "http://proxyuser:s3cret-pass@")
+        turns = await run_turns(url)
+    message = one_error(turns)
+    assert "no such model" in message and server.base_url in message
+    assert "s3cret" not in message and "proxyuser" not in message
+    assert "s3cret" not in repr(OpenAILLMConfig(base_url=url))
