@@ -43,3 +43,32 @@ def test_importing_the_package_does_not_import_httpx() -> None:
         "assert 'httpx' in sys.modules, 2\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_optional_parts_are_in_the_namespace_and_loaded_on_first_use() -> None:
+    code = (
+        "import sys, rustvani_trio as rt\n"
+        "for m in ('rustvani_trio.tools.postgres', 'rustvani_trio.dhara', 'psycopg'):\n"
+        "    assert m not in sys.modules, m\n"
+        "assert rt.NeonPostgresTool.__module__ == 'rustvani_trio.tools.postgres'\n"
+        "assert rt.DharaManager.__module__.startswith('rustvani_trio.dhara')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_missing_extra_is_named_with_the_install_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def without_postgres(name: str, package: str | None = None) -> object:
+        if name == ".tools.postgres":
+            raise ModuleNotFoundError("No module named 'psycopg'", name="psycopg")
+        return real(name, package)
+
+    monkeypatch.setattr(importlib, "import_module", without_postgres)
+    monkeypatch.delitem(rt.__dict__, "NeonPostgresConfig", raising=False)
+    with pytest.raises(ModuleNotFoundError, match=r"db-postgres.*pip install"):
+        _ = rt.NeonPostgresConfig
