@@ -7,6 +7,7 @@ import logging
 import pytest
 import trio
 import trio.testing
+from conftest import live
 
 from rustvani_trio.aggregators import create_context_aggregators
 from rustvani_trio.context import LLMContext
@@ -61,8 +62,7 @@ async def test_interruption_after_a_committed_round_does_not_duplicate_the_pre_c
         assistant.max_buffer = 1
         holder = HoldFunctionCallStart()
         task = PipelineTask(Pipeline([handler.into_processor(name="llm"), assistant, holder]))
-        async with trio.open_nursery() as nursery:
-            await nursery.start(task.run)
+        async with live(task, end=False, started=False):
             await task.queue_frame(LLMContextFrame(context=context))
             with trio.fail_after(5):
                 # The round is committed and the LLM is blocked pushing FunctionCallEnd (polled:
@@ -166,8 +166,7 @@ async def test_stale_output_seen_before_the_interruption_arrives_is_not_collecte
     assistant = GatedAssistant(context, state=user.state)
     user.state.assistant = assistant
     task = PipelineTask(Pipeline([user, SlowInterruption(), assistant]))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(task.run)
+    async with live(task, end=False, started=False):
         await task.queue_frames(
             [TextFrame(text="first"), LLMFullResponseStart(), LLMText(text="stale")]
         )

@@ -32,7 +32,7 @@ from rustvani_trio import (
     SystemFrame,
     TextFrame,
 )
-from rustvani_trio.testing._harness import run_test
+from rustvani_trio.testing import run_test
 from rustvani_trio.testing.strategies import frame_sequences
 
 DOWN = FrameDirection.DOWNSTREAM
