@@ -15,6 +15,7 @@ import logging
 
 import attrs
 
+from ._lifecycle import Phase
 from .context import LLMContext
 from .frames import (
     ControlFrame,
@@ -127,7 +128,7 @@ class LLMUserAggregator(FrameProcessor):
     def _mark_speaking(self, *, started: bool) -> None:
         """Queue a speaking marker behind the queued transcripts. After an EndFrame no turn can
         start (``on_stop`` keeps what was said), so none is queued."""
-        if self._accept_down:
+        if self._processor_run.phase is Phase.RUNNING:
             self._enqueue_nowait(_UserSpeaking(started=started), _DOWN)
 
     async def on_stop(self, frame: EndFrame) -> None:

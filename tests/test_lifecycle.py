@@ -240,7 +240,7 @@ async def test_transcripts_queued_behind_a_busy_user_aggregator_make_one_turn() 
         await lv.send(final("one"), final("two"), final("three"))
         await idle()
         # "one" is being handled, "two" and "three" wait in the lane.
-        assert user.lane_statistics()["process"] == 2
+        assert user.statistics().process == 2
         await lv.send(UserStoppedSpeakingFrame())
         await idle()
         # The speaking signal itself is not held back...

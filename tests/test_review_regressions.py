@@ -69,7 +69,7 @@ async def test_interruption_after_a_committed_round_does_not_duplicate_the_pre_c
                 # the state spans several processors and the server, no single event marks it).
                 while not (  # noqa: ASYNC110
                     any(m["role"] == "tool" for m in context.messages)
-                    and assistant.lane_statistics()["blocked_senders"]
+                    and assistant.statistics().blocked_senders
                 ):
                     await trio.sleep(0.01)
             await task.queue_frame(InterruptionFrame())
@@ -130,7 +130,7 @@ async def test_the_frame_held_by_the_feeder_is_counted_as_undelivered(
             nursery.start_soon(task.run)
             await task.queue_frames([TextFrame(text=str(i)) for i in range(100)])
             await trio.sleep(0.1)
-            source_waiting = task._source.lane_statistics()["downstream_waiting"]
+            source_waiting = task.processors()[0].statistics().downstream_waiting
             nursery.cancel_scope.cancel()
     # Frames inside the pipeline are not counted; everything the task still held is, including
     # the one its feeder was blocked sending (the bug: that one was lost without a word).

@@ -158,7 +158,7 @@ async def test_queue_frames_before_run_and_nursery_start() -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(task.run)
         # ``started`` means the StartFrame is on its way: the processors are attached.
-        assert rec.task is task
+        assert rec._processor_run.nursery is not None  # (FrameProcessor.task is gone)
     assert task.has_finished
     assert started == [True]
     assert finished == ["end"]
@@ -316,13 +316,13 @@ async def test_system_frame_overtakes_data_queued_behind_a_busy_processor() -> N
     async with live(task, end=False, started=False):
         await wait_all_tasks_blocked()
         assert busy.started == [0]
-        assert busy.lane_statistics()["process"] == 2  # 1 and 2 wait behind 0
+        assert busy.statistics().process == 2  # 1 and 2 wait behind 0
         await task.queue_frame(UserStartedSpeakingFrame())
         await wait_all_tasks_blocked()
         # The system frame went through the busy processor and reached the sink ...
         assert names(cap.downstream) == ["StartFrame", "UserStartedSpeakingFrame"]
         # ... while the data it overtook is still queued.
-        assert busy.lane_statistics()["process"] == 2
+        assert busy.statistics().process == 2
         for gate in gates:
             gate.set()
         await task.queue_frame(EndFrame())
@@ -484,11 +484,11 @@ async def test_interruption_cancels_exactly_the_processors_it_reaches(
         await trio.sleep(3.5)
         assert upstream.started[-1] == "4" and upstream.done == ["1", "2", "3"]
         assert slow.started == ["1"]
-        assert slow.lane_statistics()["process"] == 2
+        assert slow.statistics().process == 2
         await task.queue_frame(UserStartedSpeakingFrame())
         await wait_all_tasks_blocked()
         assert slow.cancelled == ["1"]
-        assert slow.lane_statistics()["process"] == 0
+        assert slow.statistics().process == 0
         await task.queue_frame(EndFrame())
     # Upstream of the injection: untouched (its in-flight "4" completed, no hook ran).
     assert upstream.cancelled == []
@@ -517,7 +517,7 @@ async def test_interruption_keeps_a_queued_end_frame(
     await task.queue_frames([TextFrame(text="1"), TextFrame(text="2"), EndFrame()])
     async with live(task, end=False, started=False):
         await trio.sleep(5)
-        assert slow.lane_statistics()["process"] == 2  # "2" and the EndFrame
+        assert slow.statistics().process == 2  # "2" and the EndFrame
         t0 = trio.current_time()
         await task.queue_frame(UserStartedSpeakingFrame())
     assert trio.current_time() - t0 < 0.1  # "1" was cut short; "2" never ran
@@ -681,8 +681,8 @@ async def test_a_woken_sender_after_an_interruption_does_not_emit_deterministic(
             await task.queue_frames([TextFrame(text="hold"), TextFrame(text="go")])
             await wait_all_tasks_blocked()
             # "go-a" fills the gate's lane; the splitter waits to push "go-b".
-            assert gate.lane_statistics()["process"] == 1
-            assert gate.lane_statistics()["blocked_senders"] == 1
+            assert gate.statistics().process == 1
+            assert gate.statistics().blocked_senders == 1
             release_hold.set()
             await wait_all_tasks_blocked()
             assert splitter.hooks == ["start", "interruption"]
@@ -981,13 +981,11 @@ class Sampler(BaseObserver):
         assert self.task is not None
         self.samples += 1
         for p in self.task.processors():
-            stats = p.lane_statistics()
+            stats = p.statistics()
             self.max_waiting[p.name] = max(
-                self.max_waiting.get(p.name, 0), stats["downstream_waiting"]
+                self.max_waiting.get(p.name, 0), stats.downstream_waiting
             )
-            self.max_blocked[p.name] = max(
-                self.max_blocked.get(p.name, 0), stats["blocked_senders"]
-            )
+            self.max_blocked[p.name] = max(self.max_blocked.get(p.name, 0), stats.blocked_senders)
 
 
 async def test_backpressure_bounds_every_lane(autojump_clock: trio.testing.MockClock) -> None:
