@@ -230,7 +230,10 @@ class ProcessorRun:
                     frame, direction = carried
                     carried = None
                     await self._handle_kept(frame, direction)
-                while True:
+                # An interruption that arrived while an uninterruptible frame was handled
+                # (the scope was not cancelled) is forwarded before the next frame is taken,
+                # so that no new output overtakes it.
+                while not self.interruptions:
                     frame, direction = await recv.receive()
                     if direction is _DOWN:
                         lanes.down_pending -= 1

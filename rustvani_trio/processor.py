@@ -17,8 +17,9 @@ The process task handles frames inside a cancel scope. An :class:`InterruptionFr
 :class:`CancelFrame`) arriving in the system lane cancels that scope, which stops exactly the
 in-flight work (an HTTP stream, tool calls, a query), and drains the process lane, keeping only
 uninterruptible frames (:class:`EndFrame`, :class:`StopFrame`), whose handling is not cut
-short either. After an interruption the loop goes on in a fresh scope; a cancel ends it. A scope is
-paid per interruption, not per frame.
+short either: an interruption arriving meanwhile is forwarded before the next frame is taken,
+so no output overtakes it. After an interruption the loop goes on in a fresh scope; a cancel
+ends it. A scope is paid per interruption, not per frame.
 
 Lifecycle frames (Start, End, Stop, Cancel, Interruption) are handled by the framework, which
 calls the hooks :meth:`FrameProcessor.on_start`, :meth:`~FrameProcessor.on_stop`,
