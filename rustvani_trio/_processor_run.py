@@ -68,6 +68,7 @@ class ProcessorRun:
         self.lanes = Lanes(proc.name, proc.max_buffer)
         self.phase = _IDLE
         self.start_frame: StartFrame | None = None  # set once on_start is entered
+        self.start_scope: trio.CancelScope | None = None  # around on_start
         self.process_scope: trio.CancelScope | None = None  # around the process loop
         self.process_done: trio.Event | None = None  # set when the process task has returned
         self.in_kept = False  # handling a frame an interruption must not cut short
@@ -120,8 +121,9 @@ class ProcessorRun:
         elif isinstance(frame, CancelFrame):
             if not self.phase.cancelling:
                 self.phase = _CANCELLING
-            if self.process_scope is not None:
-                self.process_scope.cancel()
+            for scope in (self.start_scope, self.process_scope):
+                if scope is not None:
+                    scope.cancel()
             self.lanes.drain(None)
             self.resume.unpark_all()
         self.lanes.system_send.send_nowait((frame, direction))
@@ -167,11 +169,17 @@ class ProcessorRun:
         if self.start_frame is not None:
             await proc.push_error(f"{proc.name} received a second StartFrame; ignored")
             return
+        if self.phase.cancelling:
+            return  # cancelled before it could start: nothing to start, nothing to release
         self.start_frame = frame
-        try:
-            await proc.on_start(frame)
-        except Exception as exc:
-            await self.report_exception(exc, frame, fatal=True)
+        with trio.CancelScope() as self.start_scope:
+            try:
+                await proc.on_start(frame)
+            except Exception as exc:
+                await self.report_exception(exc, frame, fatal=True)
+        self.start_scope = None
+        if self.phase.cancelling:
+            return  # the CancelFrame that cut on_start short follows; nothing downstream starts
         assert self.nursery is not None, "processor started outside a PipelineTask"
         self.process_done = trio.Event()
         self.nursery.start_soon(self._process_loop, name=f"{proc.name}.process")
@@ -182,17 +190,18 @@ class ProcessorRun:
             return
         self.phase = _CANCELLED
         proc = self.proc
-        budget = proc.cancel_timeout
-        deadline = trio.current_time() + budget
-        done = self.process_done
-        if done is not None:
-            # The in-flight work was cancelled as the frame arrived; let it unwind (its own
-            # cleanup runs first) before on_cancel releases what it used. Bounded by half the
-            # cancel budget, so on_cancel always gets the other half.
-            with trio.move_on_at(deadline - budget / 2):
-                await done.wait()
-        if await self._run_hook(proc.on_cancel, frame, deadline):
-            logger.warning("%s: on_cancel took longer than %ss", proc.name, budget)
+        if self.start_frame is not None:  # started: on_cancel releases what on_start took
+            budget = proc.cancel_timeout
+            deadline = trio.current_time() + budget
+            done = self.process_done
+            if done is not None:
+                # The in-flight work was cancelled as the frame arrived; let it unwind (its own
+                # cleanup runs first) before on_cancel releases what it used. Bounded by half
+                # the cancel budget, so on_cancel always gets the other half.
+                with trio.move_on_at(deadline - budget / 2):
+                    await done.wait()
+            if await self._run_hook(proc.on_cancel, frame, deadline):
+                logger.warning("%s: on_cancel took longer than %ss", proc.name, budget)
         await proc.push_frame(frame, direction)
 
     async def _handle_interruption(

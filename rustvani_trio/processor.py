@@ -188,18 +188,21 @@ class FrameProcessor(PipelineElement):
         await self.push_frame(frame, direction)
 
     async def on_start(self, frame: StartFrame) -> None:
-        """Called when the StartFrame arrives, before it is forwarded (open clients here)."""
+        """Called when the StartFrame arrives, before it is forwarded (open clients here). A
+        CancelFrame arriving meanwhile cancels it (and the StartFrame goes no further);
+        :meth:`on_cancel` then follows."""
 
     async def on_stop(self, frame: EndFrame) -> None:
         """Called when the EndFrame arrives, after every frame queued before it was handled,
         and before it is forwarded."""
 
     async def on_cancel(self, frame: CancelFrame) -> None:
-        """Called when a CancelFrame arrives, after in-flight work was cancelled and has
-        unwound (its ``finally`` blocks have run; waited for at most half of
-        ``cancel_timeout``). The whole cancel runs under a deadline of ``cancel_timeout``
-        seconds; it should release resources and return. Also called, for a processor that
-        started, when the run was cancelled from outside (the frames could not flow)."""
+        """Called once when the run is cancelled, if this processor started (``on_start``
+        was entered), after in-flight work was cancelled and has unwound (its ``finally``
+        blocks have run; waited for at most half of ``cancel_timeout``). The whole cancel runs
+        under a deadline of ``cancel_timeout`` seconds; it should release resources and
+        return. Also called after a run that ended without the CancelFrame reaching this
+        processor (cancelled from outside, or ended by the task's watchdog)."""
 
     async def on_interruption(self, frame: InterruptionFrame) -> None:
         """Called when an InterruptionFrame arrives, after in-flight work was cancelled and

@@ -233,24 +233,24 @@ class PipelineTask:
     # ------------------------------------------------------------------ ending a run
 
     async def _wind_up(self, clean: bool) -> None:
-        """What follows every run, however it ended: the report of undelivered frames and
-        ``on_pipeline_finished``. After a run cancelled from outside (``clean`` false), the
-        cancel hooks of the started processors run first (the frames could not flow); then it
-        is all shielded and bounded by ``params.cancel_timeout``, and a failing handler is
-        logged rather than masking the cancellation."""
+        """What follows every run, however it ended: the cancel hooks still owed, the report
+        of undelivered frames, and ``on_pipeline_finished``. After a run cancelled from outside
+        (``clean`` false) it is shielded and bounded by ``params.cancel_timeout``, and a
+        failing handler is logged rather than masking the cancellation."""
         self._phase = _FINISHED
         self._input.close()
         if self._end is None:  # cancelled from outside, or an error inside the framework
             self._end = RunEnd("cancel: run cancelled", self._fatal)
-        owed = (
-            [] if clean else [p for p in self.processors() if p._processor_run.owes_cancel_hook()]
-        )
+        # A processor that started, and neither ended nor saw the CancelFrame (the frames could
+        # not flow, or the watchdog ended the run first), still gets its cancel hook.
+        owed = [p for p in self.processors() if p._processor_run.owes_cancel_hook()]
+        reason = "run cancelled" if self._cancel_reason is None else self._cancel_reason
         deadline = math.inf if clean else trio.current_time() + self.params.cancel_timeout
         with trio.CancelScope(shield=not clean, deadline=deadline):
             if owed:
                 async with trio.open_nursery() as hooks:
                     for p in owed:
-                        hooks.start_soon(p._processor_run.cancel_hook_after_run, self._end.reason)
+                        hooks.start_soon(p._processor_run.cancel_hook_after_run, reason)
             self._input.report_undelivered()
             try:
                 await self._emit("on_pipeline_finished", self._end.reason)

@@ -6,18 +6,26 @@ Each test fails on the code before its fix. Clocks are virtual (``autojump_clock
 from __future__ import annotations
 
 import attrs
+import pytest
 import trio
 import trio.testing
 from conftest import live
 
 from rustvani_trio import (
+    CancelFrame,
     DataFrame,
+    EndFrame,
     Frame,
     FrameDirection,
     FrameProcessor,
     InterruptionFrame,
+    Pipeline,
+    PipelineParams,
+    PipelineTask,
+    StartFrame,
     TextFrame,
     UninterruptibleFrame,
+    UserStartedSpeakingFrame,
 )
 
 DOWN = FrameDirection.DOWNSTREAM
@@ -95,3 +103,75 @@ async def test_an_uninterruptible_frame_queued_behind_one_is_handled_after_the_i
         "new",
         "EndFrame",
     ]
+
+
+# =========================================================================== 13
+
+
+class Hooks(FrameProcessor):
+    """Records its hooks; ``start_takes`` seconds in on_start."""
+
+    def __init__(self, name: str, *, start_takes: float = 0.0) -> None:
+        super().__init__(name=name)
+        self.start_takes = start_takes
+        self.hooks: list[str] = []
+
+    async def on_start(self, frame: StartFrame) -> None:
+        self.hooks.append("start")
+        await trio.sleep(self.start_takes)
+        self.hooks.append("started")
+
+    async def on_stop(self, frame: EndFrame) -> None:
+        self.hooks.append("stop")
+
+    async def on_cancel(self, frame: CancelFrame) -> None:
+        self.hooks.append(f"cancel: {frame.reason}")
+
+
+async def test_cancel_while_on_start_runs_cancels_it_and_runs_on_cancel(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 9.13: the CancelFrame waited behind the StartFrame, the watchdog ended the run
+    after cancel_timeout, and the processor whose on_start was running (a tool starting, an
+    HTTP client open) never got on_cancel."""
+    first, opening, after = Hooks("first"), Hooks("opening", start_takes=60), Hooks("after")
+    task = PipelineTask(Pipeline([first, opening, after]), params=PipelineParams(cancel_timeout=5))
+    async with live(task, started=False, end=False):
+        await trio.sleep(1)
+        assert opening.hooks == ["start"]
+        t0 = trio.current_time()
+        await task.cancel("hang up")
+    assert trio.current_time() - t0 < 0.1  # not the watchdog's 5 s
+    assert task.finish_reason == "cancel: hang up"
+    assert first.hooks == ["start", "started", "cancel: hang up"]
+    assert opening.hooks == ["start", "cancel: hang up"]
+    assert after.hooks == []  # never started: nothing to release
+
+
+class StuckOnSpeech(Hooks):
+    """Its system task hangs on a speaking signal, so a CancelFrame queued behind it never
+    reaches its handler."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, UserStartedSpeakingFrame):
+            await trio.sleep_forever()
+        await self.push_frame(frame, direction)
+
+
+async def test_a_run_ended_by_the_watchdog_still_runs_every_owed_cancel_hook(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    stuck, after = StuckOnSpeech("stuck"), Hooks("after")
+    task = PipelineTask(Pipeline([stuck, after]), params=PipelineParams(cancel_timeout=2))
+    async with live(task, end=False):
+        await run_and_wait(task, UserStartedSpeakingFrame())
+        await task.cancel("bye")
+    assert "CancelFrame did not reach the sink" in caplog.text
+    assert task.finish_reason == "cancel: bye"
+    assert stuck.hooks == ["start", "started", "cancel: bye"]
+    assert after.hooks == ["start", "started", "cancel: bye"]
+
+
+async def run_and_wait(task: PipelineTask, frame: Frame) -> None:
+    await task.queue_frame(frame)
+    await trio.testing.wait_all_tasks_blocked()

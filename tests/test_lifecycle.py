@@ -706,8 +706,9 @@ async def test_frames_queued_but_never_delivered_are_reported(
 async def test_frames_waiting_when_a_cancel_ends_a_run_that_never_started_are_reported(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # task.cancel() while a processor's on_start hangs: the CancelFrame waits behind the
-    # StartFrame, the task's watchdog ends the run, and the queued frames are reported.
+    # task.cancel() while a processor's on_start hangs: the CancelFrame cuts it short, the
+    # StartFrame goes no further (the frames queued to the task never go in), the run ends,
+    # and the queued frames are reported.
     task = PipelineTask(
         Pipeline([SlowStart("slow")]), params=PipelineParams(cancel_timeout=2), name="T"
     )
