@@ -22,6 +22,8 @@ class Pipeline(PipelineElement):
 
     The elements are processors or pipelines, so a Pipeline can be an element of another
     Pipeline, and a PipelineTask runs either. An empty pipeline forwards frames unchanged.
+    Each element belongs to one pipeline only: building a second one around it raises
+    ``ValueError``.
     """
 
     def __init__(self, processors: Iterable[PipelineElement], *, name: str | None = None) -> None:
@@ -32,6 +34,10 @@ class Pipeline(PipelineElement):
                 raise TypeError(f"Pipeline elements must be FrameProcessors, got {p!r}")
         if len(set(map(id, procs))) != len(procs):
             raise ValueError("a processor may appear only once in a pipeline")
+        for p in procs:
+            p._check_claim(self)  # all of them first: a refused pipeline claims nothing
+        for p in procs:
+            p._claim(self)
         if not procs:
             procs = [FrameProcessor(name=f"{self.name}.passthrough")]
         self.processors: list[PipelineElement] = procs

@@ -80,6 +80,9 @@ class PipelineTask:
     * ``on_frame_reached_upstream(task, frame)`` / ``on_frame_reached_downstream(task, frame)``:
       every frame that leaves either end of the pipeline;
     * ``on_idle_timeout(task)``; ``on_heartbeat(task, latency)``.
+
+    The pipeline belongs to this task until the run has finished: building a second task (or
+    a Pipeline) around it meanwhile raises ``ValueError``.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class PipelineTask:
     ) -> None:
         self._observers = tuple(observers)
         self.name = name or f"PipelineTask({pipeline.name})"
+        pipeline._claim(self)
         self.pipeline = pipeline
         self.params = params or PipelineParams()
         self._source = TaskEdge(f"{self.name}.source", self._reached_upstream)
@@ -239,6 +243,7 @@ class PipelineTask:
         failing handler is logged rather than masking the cancellation."""
         self._phase = _FINISHED
         self._input.close()
+        self.pipeline._release(self)
         if self._end is None:  # cancelled from outside, or an error inside the framework
             self._end = RunEnd("cancel: run cancelled", self._fatal)
         # A processor that started, and neither ended nor saw the CancelFrame (the frames could

@@ -175,3 +175,38 @@ async def test_a_run_ended_by_the_watchdog_still_runs_every_owed_cancel_hook(
 async def run_and_wait(task: PipelineTask, frame: Frame) -> None:
     await task.queue_frame(frame)
     await trio.testing.wait_all_tasks_blocked()
+
+
+# =========================================================================== 14
+
+
+def test_a_processor_in_a_second_pipeline_is_refused_where_it_is_built() -> None:
+    """Issue 9.14: the second pipeline silently relinked the processor, and the first run
+    hung forever."""
+    shared, other, spare = (FrameProcessor(name=n) for n in ("shared", "other", "spare"))
+    first = Pipeline([shared, other], name="first")
+    with pytest.raises(ValueError, match=r"shared is already part of Pipeline 'first'"):
+        Pipeline([spare, shared], name="second")
+    with pytest.raises(ValueError, match=r"shared is already part of Pipeline 'first'"):
+        PipelineTask(shared)
+    # A refused pipeline claimed nothing: the spare processor is still free.
+    Pipeline([spare])
+    # Nesting is one owner per element: the inner pipeline belongs to the outer one.
+    Pipeline([first], name="outer")
+    with pytest.raises(ValueError, match=r"first is already part of Pipeline 'outer'"):
+        Pipeline([first])
+
+
+async def test_a_pipeline_in_a_second_task_is_refused_until_the_first_run_has_finished() -> None:
+    pipeline = Pipeline([FrameProcessor(name="p")], name="pipe")
+    task = PipelineTask(pipeline, name="first")
+    with pytest.raises(ValueError, match=r"pipe is already part of PipelineTask 'first'"):
+        PipelineTask(pipeline, name="second")
+    await task.queue_frame(EndFrame())
+    await task.run()
+    # Finished: the pipeline may serve another run.
+    again = PipelineTask(pipeline, name="again")
+    await again.queue_frames([TextFrame(text="x"), EndFrame()])
+    with trio.fail_after(5):
+        await again.run()
+    assert again.finish_reason == "end"
