@@ -42,6 +42,9 @@ class LaneStatistics:
         downstream_waiting: of those, the ones travelling downstream (at most ``max_buffer``).
         max_buffer: the downstream bound of the process lane.
         blocked_senders: senders waiting for room in the process lane.
+        dropped: frames an interruption took out of this processor's way in this run: drained
+            from the process lane, taken just before it arrived, or whose handling it cut
+            short (a cancel's drops are not counted: dropping everything is what it means).
     """
 
     system: int
@@ -49,6 +52,7 @@ class LaneStatistics:
     downstream_waiting: int
     max_buffer: int
     blocked_senders: int
+    dropped: int
 
 
 class Lanes:
@@ -56,6 +60,7 @@ class Lanes:
 
     __slots__ = (
         "down_pending",
+        "dropped",
         "max_buffer",
         "owner",
         "process_recv",
@@ -74,6 +79,7 @@ class Lanes:
         """Downstream frames in the process lane (the gate counts these)."""
         self.space = ParkingLot()
         """Senders waiting for room in the process lane."""
+        self.dropped = 0
 
     async def wait_for_room(self) -> None:
         """Park until a downstream frame left the lane (or the lane was drained).
@@ -90,8 +96,13 @@ class Lanes:
             raise
 
     def drain(self, keep: type | tuple[type, ...] | None) -> None:
-        """Empty the process lane, keeping the frames of the types ``keep`` in order."""
+        """Empty the process lane, keeping the frames of the types ``keep`` in order.
+
+        With ``keep`` (an interruption), each frame dropped is counted and logged at DEBUG;
+        without it (a cancel), one DEBUG line says how many were dropped.
+        """
         kept: list[Item] = []
+        dropped = 0
         while True:
             try:
                 item = self.process_recv.receive_nowait()
@@ -99,12 +110,23 @@ class Lanes:
                 break
             if keep is not None and isinstance(item[0], keep):
                 kept.append(item)
+            elif keep is not None:
+                self.count_drop(item[0], "drained from the process lane")
+            else:
+                dropped += 1
+        if dropped:
+            logger.debug("%s: a CancelFrame dropped %d queued frames", self.owner, dropped)
         self.down_pending = 0
         for item in kept:
             if item[1] is _DOWN:
                 self.down_pending += 1
             self.process_send.send_nowait(item)
         self.space.unpark_all()
+
+    def count_drop(self, frame: Frame, how: str) -> None:
+        """Record one frame dropped by an interruption."""
+        self.dropped += 1
+        logger.debug("%s: an interruption dropped %s (%s)", self.owner, frame.name, how)
 
     def statistics(self) -> LaneStatistics:
         """A frozen snapshot of the lanes."""
@@ -114,4 +136,5 @@ class Lanes:
             downstream_waiting=self.down_pending,
             max_buffer=self.max_buffer,
             blocked_senders=len(self.space),
+            dropped=self.dropped,
         )

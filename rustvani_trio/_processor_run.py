@@ -39,6 +39,7 @@ from .frames import (
     StartFrame,
     StopFrame,
     SystemFrame,
+    TranscriptionFrame,
     UninterruptibleFrame,
 )
 
@@ -52,8 +53,8 @@ logger = logging.getLogger("rustvani_trio")
 _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
 _ENDS = (EndFrame, StopFrame)
-KEPT = (UninterruptibleFrame,)
-"""Frames an interruption neither drains nor cuts short."""
+KEPT = (UninterruptibleFrame, TranscriptionFrame)
+"""Frames an interruption neither drains nor cuts short (user transcripts are user input)."""
 _IDLE, _RUNNING, _ENDING, _ENDED = Phase.IDLE, Phase.RUNNING, Phase.ENDING, Phase.ENDED
 _CANCELLING, _CANCELLED = Phase.CANCELLING, Phase.CANCELLED
 F = TypeVar("F", bound=Frame)
@@ -233,6 +234,7 @@ class ProcessorRun:
         recv = lanes.process_recv
         carried: tuple[Frame, FrameDirection] | None = None
         while not self.phase.cancelling:
+            handling: Frame | None = None
             with trio.CancelScope() as scope:
                 self.process_scope = scope
                 if carried is not None:
@@ -249,18 +251,26 @@ class ProcessorRun:
                         if lanes.space:
                             lanes.space.unpark()
                     if scope.cancel_called:
-                        # Taken just before an interruption: stale, unless uninterruptible.
-                        if isinstance(frame, KEPT) and not self.phase.cancelling:
+                        # Taken just before an interruption (or a cancel) arrived.
+                        if self.phase.cancelling:
+                            pass
+                        elif isinstance(frame, KEPT):
                             carried = (frame, direction)
+                        else:
+                            lanes.count_drop(frame, "taken just before it arrived")
                         break
                     if isinstance(frame, KEPT):
                         await self._handle_kept(frame, direction)
                         continue
+                    handling = frame
                     try:
                         await proc.process_frame(frame, direction)
                     except Exception as exc:
                         await self.report_exception(exc, frame)
+                    handling = None
             self.process_scope = None
+            if handling is not None and not self.phase.cancelling:
+                lanes.count_drop(handling, "its handling was cut short")
             while self.interruptions and not self.phase.cancelling:
                 # Interrupted: wait until the interruption has gone on downstream.
                 await self.resume.park()

@@ -16,10 +16,12 @@ Every processor has two inbound lanes:
 The process task handles frames inside a cancel scope. An :class:`InterruptionFrame` (or a
 :class:`CancelFrame`) arriving in the system lane cancels that scope, which stops exactly the
 in-flight work (an HTTP stream, tool calls, a query), and drains the process lane, keeping only
-uninterruptible frames (:class:`EndFrame`, :class:`StopFrame`), whose handling is not cut
-short either: an interruption arriving meanwhile is forwarded before the next frame is taken,
+the frames an interruption must not lose: uninterruptible ones (:class:`EndFrame`,
+:class:`StopFrame`) and user transcripts (:class:`TranscriptionFrame`). Their handling is not
+cut short either: an interruption arriving meanwhile is forwarded before the next frame is taken,
 so no output overtakes it. After an interruption the loop goes on in a fresh scope; a cancel
-ends it. A scope is paid per interruption, not per frame.
+ends it. A scope is paid per interruption, not per frame. Each frame an interruption drops is
+logged at DEBUG and counted in :meth:`FrameProcessor.statistics`.
 
 Lifecycle frames (Start, End, Stop, Cancel, Interruption) are handled by the framework, which
 calls the hooks :meth:`FrameProcessor.on_start`, :meth:`~FrameProcessor.on_stop`,

@@ -5,6 +5,8 @@ Each test fails on the code before its fix. Clocks are virtual (``autojump_clock
 
 from __future__ import annotations
 
+import logging
+
 import attrs
 import pytest
 import trio
@@ -24,6 +26,7 @@ from rustvani_trio import (
     PipelineTask,
     StartFrame,
     TextFrame,
+    TranscriptionFrame,
     UninterruptibleFrame,
     UserStartedSpeakingFrame,
 )
@@ -210,3 +213,55 @@ async def test_a_pipeline_in_a_second_task_is_refused_until_the_first_run_has_fi
     with trio.fail_after(5):
         await again.run()
     assert again.finish_reason == "end"
+
+
+# =========================================================================== 15
+
+
+class Sleeper(FrameProcessor):
+    """Takes 1 s over each downstream text frame."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, TextFrame) and direction is DOWN:
+            await trio.sleep(1)
+        await self.push_frame(frame, direction)
+
+
+async def test_frames_dropped_by_an_interruption_are_counted_and_logged_one_by_one(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 9.15: drops were reported nowhere."""
+    slow = Sleeper(name="slow")
+    with caplog.at_level(logging.DEBUG, logger="rustvani_trio"):
+        async with live([slow]) as run:
+            await run.send(*(TextFrame(text=str(i)) for i in range(4)))
+            await trio.sleep(0.5)  # "0" is being handled, "1".."3" wait
+            await run.send(InterruptionFrame())
+            await trio.testing.wait_all_tasks_blocked()
+    assert [f.text for f in run.downstream_of(TextFrame)] == []
+    stats = slow.statistics()
+    assert stats.dropped == 4
+    drops = [r.getMessage() for r in caplog.records if "an interruption dropped" in r.message]
+    assert drops == [
+        "slow: an interruption dropped TextFrame (drained from the process lane)",
+        "slow: an interruption dropped TextFrame (drained from the process lane)",
+        "slow: an interruption dropped TextFrame (drained from the process lane)",
+        "slow: an interruption dropped TextFrame (its handling was cut short)",
+    ]
+    assert all(r.levelno == logging.DEBUG for r in caplog.records if "dropped" in r.message)
+
+
+async def test_user_transcripts_are_never_dropped_by_an_interruption(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 9.15: transcripts queued before an interruption from the pipeline head were lost
+    silently. They survive the drain and their handling is not cut short."""
+    slow = Sleeper(name="slow")
+    said = [TranscriptionFrame(text=f"said {i}", user_id="u") for i in range(3)]
+    async with live([slow]) as run:
+        await run.send(TextFrame(text="bot"), *said)
+        await trio.sleep(1.5)  # "said 0" is being handled, the others wait
+        await run.send(InterruptionFrame())
+        await run.wait_down(TranscriptionFrame, 3)
+    assert run.downstream_of(TranscriptionFrame) == said
+    assert slow.statistics().dropped == 0
