@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import enum
 import itertools
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 import trio
@@ -18,7 +20,80 @@ __all__ = [
     "SystemFrame",
     "TextFrame",
     "UninterruptibleFrame",
+    "as_tuple",
+    "is_bool",
+    "is_instance",
+    "is_int",
+    "is_number",
+    "is_optional_str",
+    "is_str",
+    "is_tuple_of",
 ]
+
+# --------------------------------------------------------------------------- field checks
+# Frames are on the hot path (one per token), so each check is one type test in the common
+# case; the message, built only on failure, names the frame, the field and what was expected.
+
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def _refuse(inst: Any, attr: attrs.Attribute[Any], value: Any, wanted: str) -> None:
+    raise TypeError(f"{type(inst).__name__}.{attr.name} must be {wanted}, got {value!r:.60}")
+
+
+def is_str(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    """A ``str``."""
+    if type(value) is not str and not isinstance(value, str):
+        _refuse(inst, attr, value, "a str")
+
+
+def is_optional_str(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    """A ``str`` or ``None``."""
+    if value is not None and not isinstance(value, str):
+        _refuse(inst, attr, value, "a str or None")
+
+
+def is_bool(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    """``True`` or ``False``."""
+    if value is not True and value is not False:
+        _refuse(inst, attr, value, "a bool")
+
+
+def is_int(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    """An ``int`` (not a ``bool``)."""
+    if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
+        _refuse(inst, attr, value, "an int")
+
+
+def is_number(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    """An ``int`` or ``float`` (not a ``bool``)."""
+    if type(value) is not float and (not isinstance(value, int | float) or isinstance(value, bool)):
+        _refuse(inst, attr, value, "a number")
+
+
+def is_instance(cls: type | tuple[type, ...], wanted: str, *, optional: bool = False) -> Validator:
+    """An instance of ``cls`` (or ``None`` when ``optional``), described as ``wanted``."""
+
+    def check(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, cls) and not (optional and value is None):
+            _refuse(inst, attr, value, wanted)
+
+    return check
+
+
+def is_tuple_of(cls: type | tuple[type, ...], wanted: str) -> Validator:
+    """A tuple whose items are instances of ``cls``, described as ``wanted``."""
+
+    def check(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+        if not isinstance(value, tuple) or not all(isinstance(item, cls) for item in value):
+            _refuse(inst, attr, value, f"a tuple of {wanted}")
+
+    return check
+
+
+def as_tuple(value: Any) -> Any:
+    """A list given for a tuple field becomes a tuple (a frame holds no mutable sequence)."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 class FrameDirection(enum.Enum):
@@ -85,4 +160,4 @@ class DataFrame(Frame):
 class TextFrame(DataFrame):
     """A piece of text."""
 
-    text: str
+    text: str = attrs.field(validator=is_str)

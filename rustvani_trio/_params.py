@@ -7,6 +7,7 @@ from typing import Any
 import attrs
 
 from . import _validators as v
+from ._frame_base import is_bool
 from .frames import (
     Frame,
     LLMFullResponseEnd,
@@ -26,6 +27,14 @@ def _not_nan(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
         raise ValueError(f"{attr.name} must be a number, got nan")
 
 
+def _frame_types(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, tuple) or not all(
+        isinstance(t, type) and issubclass(t, Frame) for t in value
+    ):
+        raise TypeError(f"{attr.name} must be a tuple of Frame classes, got {value!r:.80}")
+
+
+_flag = is_bool
 _seconds = [_not_nan, v.positive]
 
 
@@ -50,22 +59,25 @@ class PipelineParams:
             the sink before it cancels every processor's tasks outright.
     """
 
-    allow_interruptions: bool = True
-    enable_metrics: bool = False
-    enable_usage_metrics: bool = False
-    report_only_initial_ttfb: bool = False
+    allow_interruptions: bool = attrs.field(default=True, validator=_flag)
+    enable_metrics: bool = attrs.field(default=False, validator=_flag)
+    enable_usage_metrics: bool = attrs.field(default=False, validator=_flag)
+    report_only_initial_ttfb: bool = attrs.field(default=False, validator=_flag)
     idle_timeout: float | None = attrs.field(
         default=None, validator=[_not_nan, v.optional(v.positive)]
     )
-    cancel_on_idle_timeout: bool = True
-    idle_timeout_frames: tuple[type[Frame], ...] = (
-        TextFrame,
-        LLMFullResponseStart,
-        LLMFullResponseEnd,
-        UserStartedSpeakingFrame,
-        UserStoppedSpeakingFrame,
+    cancel_on_idle_timeout: bool = attrs.field(default=True, validator=_flag)
+    idle_timeout_frames: tuple[type[Frame], ...] = attrs.field(
+        default=(
+            TextFrame,
+            LLMFullResponseStart,
+            LLMFullResponseEnd,
+            UserStartedSpeakingFrame,
+            UserStoppedSpeakingFrame,
+        ),
+        validator=_frame_types,
     )
-    enable_heartbeats: bool = False
+    enable_heartbeats: bool = attrs.field(default=False, validator=_flag)
     heartbeats_period: float = attrs.field(default=1.0, validator=_seconds)
     heartbeats_monitor_timeout: float = attrs.field(default=10.0, validator=_seconds)
     cancel_timeout: float = attrs.field(default=5.0, validator=_seconds)

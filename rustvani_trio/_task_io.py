@@ -40,6 +40,8 @@ class EventHandlers:
     def add(self, event: str, handler: Handler) -> None:
         if event not in self._handlers:
             raise ValueError(f"unknown event {event!r}; known events: {', '.join(EVENTS)}")
+        if not callable(handler):
+            raise TypeError(f"an event handler must be callable, got {handler!r:.80}")
         self._handlers[event].append(handler)
 
     def has(self, event: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import attrs
 
-from ._frame_base import ControlFrame, DataFrame, SystemFrame, TextFrame
+from ._frame_base import ControlFrame, DataFrame, SystemFrame, TextFrame, is_number
 
 __all__ = [
     "BotStartedSpeakingFrame",
@@ -52,16 +52,16 @@ class VADUserStartedSpeakingFrame(SystemFrame):
         timestamp: ``trio.current_time()`` when speech began.
     """
 
-    start_secs: float = 0.0
-    timestamp: float = 0.0
+    start_secs: float = attrs.field(default=0.0, validator=is_number)
+    timestamp: float = attrs.field(default=0.0, validator=is_number)
 
 
 @attrs.frozen(kw_only=True)
 class VADUserStoppedSpeakingFrame(SystemFrame):
     """Voice activity detection heard the user stop speaking (after ``stop_secs`` of quiet)."""
 
-    stop_secs: float = 0.0
-    timestamp: float = 0.0
+    stop_secs: float = attrs.field(default=0.0, validator=is_number)
+    timestamp: float = attrs.field(default=0.0, validator=is_number)
 
 
 def _pcm_bytes(audio: bytes) -> str:

@@ -36,6 +36,16 @@ from ._frame_base import FrameDirection as FrameDirection
 from ._frame_base import SystemFrame as SystemFrame
 from ._frame_base import TextFrame as TextFrame
 from ._frame_base import UninterruptibleFrame as UninterruptibleFrame
+from ._frame_base import (
+    as_tuple,
+    is_bool,
+    is_instance,
+    is_int,
+    is_number,
+    is_optional_str,
+    is_str,
+    is_tuple_of,
+)
 from ._metrics_frames import LLMTokenUsage as LLMTokenUsage
 from ._metrics_frames import LLMUsageMetricsData as LLMUsageMetricsData
 from ._metrics_frames import MetricsData as MetricsData
@@ -109,6 +119,15 @@ __all__ = [
 ]
 
 
+def _is_context(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    from .context import LLMContext  # context.py imports this module
+
+    if not isinstance(value, LLMContext):
+        raise TypeError(
+            f"{type(inst).__name__}.{attr.name} must be an LLMContext, got {value!r:.60}"
+        )
+
+
 # --------------------------------------------------------------------------- system frames
 
 
@@ -116,17 +135,17 @@ __all__ = [
 class StartFrame(SystemFrame):
     """The first frame of every run; carries the run's settings to every processor."""
 
-    allow_interruptions: bool = True
-    enable_metrics: bool = False
-    enable_usage_metrics: bool = False
-    report_only_initial_ttfb: bool = False
+    allow_interruptions: bool = attrs.field(default=True, validator=is_bool)
+    enable_metrics: bool = attrs.field(default=False, validator=is_bool)
+    enable_usage_metrics: bool = attrs.field(default=False, validator=is_bool)
+    report_only_initial_ttfb: bool = attrs.field(default=False, validator=is_bool)
 
 
 @attrs.frozen(kw_only=True)
 class CancelFrame(SystemFrame):
     """Aborts the run: jumps the queues and cancels in-flight work in every processor."""
 
-    reason: str | None = None
+    reason: str | None = attrs.field(default=None, validator=is_optional_str)
 
 
 @attrs.frozen(kw_only=True)
@@ -137,10 +156,15 @@ class ErrorFrame(SystemFrame):
     a fatal one ends the run and :meth:`PipelineTask.run` raises :class:`PipelineFatalError`.
     """
 
-    error: str
-    fatal: bool = False
-    processor: str | None = None
-    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+    error: str = attrs.field(validator=is_str)
+    fatal: bool = attrs.field(default=False, validator=is_bool)
+    processor: str | None = attrs.field(default=None, validator=is_optional_str)
+    exception: BaseException | None = attrs.field(
+        default=None,
+        eq=False,
+        repr=False,
+        validator=is_instance(BaseException, "an exception or None", optional=True),
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -157,14 +181,14 @@ class InterruptionTaskFrame(SystemFrame):
 class EndTaskFrame(SystemFrame):
     """Pushed upstream to ask the task to end the run gracefully (it queues an EndFrame)."""
 
-    reason: str | None = None
+    reason: str | None = attrs.field(default=None, validator=is_optional_str)
 
 
 @attrs.frozen(kw_only=True)
 class CancelTaskFrame(SystemFrame):
     """Pushed upstream to ask the task to cancel the run (it sends a CancelFrame)."""
 
-    reason: str | None = None
+    reason: str | None = attrs.field(default=None, validator=is_optional_str)
 
 
 # --------------------------------------------------------------------------- control frames
@@ -174,7 +198,7 @@ class CancelTaskFrame(SystemFrame):
 class EndFrame(ControlFrame, UninterruptibleFrame):
     """Ends the run gracefully: it flows behind the data and each processor finishes first."""
 
-    reason: str | None = None
+    reason: str | None = attrs.field(default=None, validator=is_optional_str)
 
 
 @attrs.frozen(kw_only=True)
@@ -186,7 +210,7 @@ class StopFrame(ControlFrame, UninterruptibleFrame):
 class HeartbeatFrame(ControlFrame):
     """Sent periodically by the task to show the pipeline is moving; ``timestamp`` is when."""
 
-    timestamp: float
+    timestamp: float = attrs.field(validator=is_number)
 
 
 @attrs.frozen(kw_only=True)
@@ -203,24 +227,26 @@ class LLMFullResponseEnd(ControlFrame):
 class FunctionCallInfo:
     """One tool call requested by the model (not a frame: carried by FunctionCallStart)."""
 
-    tool_call_id: str
-    function_name: str
-    arguments: str
+    tool_call_id: str = attrs.field(validator=is_str)
+    function_name: str = attrs.field(validator=is_str)
+    arguments: str = attrs.field(validator=is_str)
 
 
 @attrs.frozen(kw_only=True)
 class FunctionCallStart(ControlFrame):
     """Opens a tool round: the model asked for these calls, in this order."""
 
-    calls: tuple[FunctionCallInfo, ...] = ()
-    round: int = 1
+    calls: tuple[FunctionCallInfo, ...] = attrs.field(
+        default=(), converter=as_tuple, validator=is_tuple_of(FunctionCallInfo, "FunctionCallInfo")
+    )
+    round: int = attrs.field(default=1, validator=is_int)
 
 
 @attrs.frozen(kw_only=True)
 class FunctionCallEnd(ControlFrame):
     """Closes a tool round: every call of the round has its result."""
 
-    round: int = 1
+    round: int = attrs.field(default=1, validator=is_int)
 
 
 # --------------------------------------------------------------------------- data frames
@@ -238,63 +264,65 @@ class LLMReasoningText(DataFrame):
     Kept apart from :class:`LLMText` so reasoning is never spoken or written into the context.
     """
 
-    text: str
+    text: str = attrs.field(validator=is_str)
 
 
 @attrs.frozen(kw_only=True)
 class LLMRefusalText(DataFrame):
     """A piece of a refusal streamed by the model (``delta.refusal``)."""
 
-    text: str
+    text: str = attrs.field(validator=is_str)
 
 
 @attrs.frozen(kw_only=True)
 class TranscriptionFrame(TextFrame):
     """Text the user said (or typed); interim transcripts have ``finalized=False``."""
 
-    user_id: str = ""
-    finalized: bool = True
+    user_id: str = attrs.field(default="", validator=is_str)
+    finalized: bool = attrs.field(default=True, validator=is_bool)
 
 
 @attrs.frozen(kw_only=True)
 class LLMContextFrame(DataFrame):
     """Asks the LLM to run one turn on this context."""
 
-    context: LLMContext
+    context: LLMContext = attrs.field(validator=_is_context)
 
 
 @attrs.frozen(kw_only=True)
 class LLMMessagesAppendFrame(DataFrame):
     """Asks the user aggregator to append messages to its context (and optionally run a turn)."""
 
-    messages: tuple[Mapping[str, Any], ...]
-    run_llm: bool = False
+    messages: tuple[Mapping[str, Any], ...] = attrs.field(
+        converter=as_tuple, validator=is_tuple_of(Mapping, "Mapping (chat messages)")
+    )
+    run_llm: bool = attrs.field(default=False, validator=is_bool)
 
 
 @attrs.frozen(kw_only=True)
 class FunctionCallInProgress(DataFrame):
     """A tool call has started executing; ``arguments`` is the raw JSON string."""
 
-    tool_call_id: str
-    function_name: str
-    arguments: str
+    tool_call_id: str = attrs.field(validator=is_str)
+    function_name: str = attrs.field(validator=is_str)
+    arguments: str = attrs.field(validator=is_str)
 
 
 @attrs.frozen(kw_only=True)
 class FunctionCallResult(DataFrame):
     """A tool call's result: ``result`` is exactly what the model sees."""
 
-    tool_call_id: str
-    function_name: str
-    result: str
+    tool_call_id: str = attrs.field(validator=is_str)
+    function_name: str = attrs.field(validator=is_str)
+    result: str = attrs.field(validator=is_str)
 
 
 @attrs.frozen(kw_only=True)
 class FunctionCallRawResult(DataFrame):
     """Raw data from a tool call, for user interfaces; never sent to the model."""
 
-    tool_call_id: str
-    function_name: str
+    tool_call_id: str = attrs.field(validator=is_str)
+    function_name: str = attrs.field(validator=is_str)
     raw: Any = attrs.field(eq=False)
 
 

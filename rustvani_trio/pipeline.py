@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 
-from ._element import PipelineElement
+from ._element import PipelineElement, check_element
 from .processor import FrameProcessor
 
 __all__ = ["Pipeline"]
@@ -28,10 +28,12 @@ class Pipeline(PipelineElement):
 
     def __init__(self, processors: Iterable[PipelineElement], *, name: str | None = None) -> None:
         super().__init__(name=name)
-        procs = list(processors)
-        for p in procs:
-            if not isinstance(p, PipelineElement):
-                raise TypeError(f"Pipeline elements must be FrameProcessors, got {p!r}")
+        if isinstance(processors, PipelineElement) or not isinstance(processors, Iterable):
+            raise TypeError(
+                f"Pipeline takes a list of processors, got {processors!r:.80}; "
+                "write Pipeline([processor])"
+            )
+        procs = [check_element(p, "Pipeline") for p in processors]
         if len(set(map(id, procs))) != len(procs):
             raise ValueError("a processor may appear only once in a pipeline")
         for p in procs:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import NoReturn
 
 import attrs
 import trio
@@ -81,6 +82,19 @@ class ProcessorNotLinkedError(RustvaniError, RuntimeError):
     """A frame was pushed towards a neighbour that does not exist."""
 
 
+def _bad_direction(direction: object) -> NoReturn:
+    raise TypeError(
+        f"direction must be FrameDirection.DOWNSTREAM or FrameDirection.UPSTREAM, got {direction!r}"
+    )
+
+
+def _check_seconds(name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+
+
 class FrameProcessor(PipelineElement):
     """The unit of work of a pipeline.
 
@@ -109,6 +123,8 @@ class FrameProcessor(PipelineElement):
         cancel_timeout: float = 2.0,
         stop_timeout: float | None = 30.0,
     ) -> None:
+        _check_seconds("cancel_timeout", cancel_timeout)
+        _check_seconds("stop_timeout", stop_timeout, optional=True)
         if cancel_timeout < 0:
             raise ValueError(f"cancel_timeout must not be negative, got {cancel_timeout}")
         if stop_timeout is not None and stop_timeout <= 0:
@@ -221,7 +237,12 @@ class FrameProcessor(PipelineElement):
         nothing from interrupted work leaks out.
 
         """
-        dest = self._next if direction is _DOWN else self._prev
+        if direction is _DOWN:
+            dest = self._next
+        elif direction is _UP:
+            dest = self._prev
+        else:
+            _bad_direction(direction)
         if dest is None:
             await checkpoint_if_cancelled()
             await self._push_past_edge(frame, direction)
@@ -236,7 +257,12 @@ class FrameProcessor(PipelineElement):
         For the few frames that must still go out after a cancellation (usage of an
         interrupted request, an error): it ignores backpressure, so do not use it for a stream.
         """
-        dest = self._next if direction is _DOWN else self._prev
+        if direction is _DOWN:
+            dest = self._next
+        elif direction is _UP:
+            dest = self._prev
+        else:
+            _bad_direction(direction)
         if dest is None:
             raise ProcessorNotLinkedError(
                 f"{self.name} has no {direction.value} neighbour for {frame.name}"

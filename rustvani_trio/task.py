@@ -24,7 +24,7 @@ from typing import Any
 import trio
 
 from ._edges import TaskEdge, UpstreamFlush
-from ._element import PipelineElement
+from ._element import PipelineElement, check_element
 from ._lifecycle import Phase, RunEnd, TaskPhase
 from ._params import PipelineParams
 from ._task_io import EventHandlers, Handler, TaskInput
@@ -55,6 +55,11 @@ _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
 _NEW, _RUNNING, _ENDING = TaskPhase.NEW, TaskPhase.RUNNING, TaskPhase.ENDING
 _STOPPING, _CANCELLING, _FINISHED = TaskPhase.STOPPING, TaskPhase.CANCELLING, TaskPhase.FINISHED
+
+
+def _check_observer(observer: object) -> None:
+    if not isinstance(observer, BaseObserver):
+        raise TypeError(f"an observer must be a BaseObserver, got {observer!r:.80}")
 
 
 class PipelineFatalError(RustvaniError):
@@ -93,7 +98,12 @@ class PipelineTask:
         observers: Iterable[BaseObserver] = (),
         name: str | None = None,
     ) -> None:
+        check_element(pipeline, "PipelineTask")
+        if params is not None and not isinstance(params, PipelineParams):
+            raise TypeError(f"params must be a PipelineParams, got {params!r:.80}")
         self._observers = tuple(observers)
+        for observer in self._observers:
+            _check_observer(observer)
         self.name = name or f"PipelineTask({pipeline.name})"
         pipeline._claim(self)
         self.pipeline = pipeline
@@ -140,6 +150,7 @@ class PipelineTask:
         """Attach an observer; only before :meth:`run`."""
         if self._phase is not _NEW:
             raise RuntimeError("observers must be added before the task runs")
+        _check_observer(observer)
         self._observers = (*self._observers, observer)
 
     def add_event_handler(self, event: str, handler: Handler) -> None:
@@ -162,6 +173,14 @@ class PipelineTask:
         started. This never blocks; backpressure applies inside the pipeline. System frames
         queued while the pipeline runs go in at once, overtaking queued data.
         """
+        if not isinstance(frame, Frame):
+            hint = "; wrap text in TextFrame(text=...)" if isinstance(frame, str) else ""
+            raise TypeError(f"queue_frame takes a Frame, got {frame!r:.80}{hint}")
+        if not isinstance(direction, FrameDirection):
+            raise TypeError(
+                "the direction must be FrameDirection.DOWNSTREAM or FrameDirection.UPSTREAM, "
+                f"got {direction!r:.80}"
+            )
         if self._phase is _FINISHED:
             raise RuntimeError(f"{self.name} has finished; it cannot take {frame.name}")
         if self.params.idle_timeout is not None:
@@ -174,6 +193,8 @@ class PipelineTask:
 
     async def queue_frames(self, frames: Iterable[Frame]) -> None:
         """Queue several frames downstream, in order."""
+        if isinstance(frames, Frame | str):
+            raise TypeError(f"queue_frames takes an iterable of frames, got {frames!r:.80}")
         for frame in frames:
             await self.queue_frame(frame)
 

@@ -6,6 +6,7 @@ Each test fails on the code before its fix. Clocks are virtual (``autojump_clock
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import attrs
 import pytest
@@ -17,10 +18,21 @@ from rustvani_trio import (
     CancelFrame,
     DataFrame,
     EndFrame,
+    ErrorFrame,
     Frame,
     FrameDirection,
     FrameProcessor,
+    FunctionCallEnd,
+    FunctionCallInfo,
+    FunctionCallResult,
+    FunctionCallStart,
+    HeartbeatFrame,
     InterruptionFrame,
+    LLMContextFrame,
+    LLMMessagesAppendFrame,
+    LLMText,
+    LLMTokenUsage,
+    MetricsFrame,
     Pipeline,
     PipelineParams,
     PipelineTask,
@@ -30,6 +42,8 @@ from rustvani_trio import (
     UninterruptibleFrame,
     UserStartedSpeakingFrame,
 )
+from rustvani_trio.frames import TTFBMetricsData
+from rustvani_trio.testing import run_test
 
 DOWN = FrameDirection.DOWNSTREAM
 UP = FrameDirection.UPSTREAM
@@ -265,3 +279,102 @@ async def test_user_transcripts_are_never_dropped_by_an_interruption(
         await run.wait_down(TranscriptionFrame, 3)
     assert run.downstream_of(TranscriptionFrame) == said
     assert slow.statistics().dropped == 0
+
+
+# =========================================================================== 17
+
+
+class FakeHandler:
+    """Looks like OpenAILLMHandler to the checks (they duck-type, never import the LLM module)."""
+
+    def into_processor(self) -> FrameProcessor:
+        return FrameProcessor()
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: TextFrame(text=123), r"TextFrame\.text must be a str, got 123"),
+        (lambda: LLMText(text=None), r"LLMText\.text must be a str, got None"),
+        (lambda: TranscriptionFrame(text="hi", finalized="yes"), r"finalized must be a bool"),
+        (lambda: TranscriptionFrame(text="hi", user_id=7), r"user_id must be a str"),
+        (lambda: ErrorFrame(error=RuntimeError("x")), r"ErrorFrame\.error must be a str"),
+        (lambda: ErrorFrame(error="x", exception="boom"), r"exception must be an exception"),
+        (lambda: CancelFrame(reason=1), r"CancelFrame\.reason must be a str or None"),
+        (lambda: HeartbeatFrame(timestamp="now"), r"timestamp must be a number"),
+        (lambda: FunctionCallStart(calls=("c",)), r"calls must be a tuple of FunctionCallInfo"),
+        (lambda: FunctionCallEnd(round=1.5), r"FunctionCallEnd\.round must be an int"),
+        (lambda: FunctionCallInfo(tool_call_id="1", function_name="f", arguments={}), r"a str"),
+        (lambda: FunctionCallResult(tool_call_id="1", function_name="f", result=3), r"a str"),
+        (lambda: LLMContextFrame(context=[]), r"context must be an LLMContext"),
+        (lambda: LLMMessagesAppendFrame(messages=("hi",)), r"a tuple of Mapping"),
+        (lambda: MetricsFrame(data=(1.0,)), r"data must be a tuple of MetricsData"),
+        (lambda: TTFBMetricsData(processor="p", value="1"), r"value must be a number"),
+        (lambda: LLMTokenUsage(prompt_tokens=1.0), r"prompt_tokens must be an int"),
+        (lambda: StartFrame(allow_interruptions=None), r"allow_interruptions must be a bool"),
+    ],
+)
+def test_frames_refuse_wrong_types_where_they_are_built(build: Any, message: str) -> None:
+    """Issue 9.17: TextFrame(text=123) and the like were accepted and failed later."""
+    with pytest.raises(TypeError, match=message):
+        build()
+
+
+def test_frames_take_lists_for_their_tuple_fields() -> None:
+    messages = LLMMessagesAppendFrame(messages=[{"role": "user", "content": "hi"}])
+    assert messages.messages == ({"role": "user", "content": "hi"},)
+    info = FunctionCallInfo(tool_call_id="1", function_name="f", arguments="{}")
+    assert FunctionCallStart(calls=[info]).calls == (info,)
+
+
+async def test_the_task_refuses_what_is_not_a_frame_or_a_direction() -> None:
+    task = PipelineTask(FrameProcessor())
+    with pytest.raises(TypeError, match=r"takes a Frame, got 'hello'; wrap text in TextFrame"):
+        await task.queue_frame("hello")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"FrameDirection\.DOWNSTREAM or .*got 'down'"):
+        await task.queue_frame(TextFrame(text="x"), "down")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"takes an iterable of frames"):
+        await task.queue_frames(TextFrame(text="x"))  # type: ignore[arg-type]
+
+
+async def test_push_frame_refuses_a_direction_that_is_not_a_frame_direction() -> None:
+    """A string direction used to send the frame upstream, silently."""
+    seen: list[str] = []
+
+    class Pusher(FrameProcessor):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TextFrame):
+                try:
+                    await self.push_frame(frame, "down")  # type: ignore[arg-type]
+                except TypeError as exc:
+                    seen.append(str(exc))
+                return
+            await self.push_frame(frame, direction)
+
+    result = await run_test([Pusher()], [TextFrame(text="x")])
+    assert result.upstream == []
+    assert seen == [
+        "direction must be FrameDirection.DOWNSTREAM or FrameDirection.UPSTREAM, got 'down'"
+    ]
+
+
+def test_pipelines_and_tasks_name_what_they_expected() -> None:
+    processor = FrameProcessor(name="p")
+    with pytest.raises(
+        TypeError, match=r"PipelineTask takes a processor or a Pipeline, got a list"
+    ):
+        PipelineTask([processor])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"FakeHandler is a handler: pass handler.into_processor"):
+        PipelineTask(FakeHandler())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"FakeHandler is a handler: pass handler.into_processor"):
+        Pipeline([FakeHandler()])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"Pipeline takes a list of processors"):
+        Pipeline(processor)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"params must be a PipelineParams"):
+        PipelineTask(processor, params={"allow_interruptions": False})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"allow_interruptions must be"):
+        PipelineParams(allow_interruptions="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"handler must be callable"):
+        PipelineTask(FrameProcessor()).add_event_handler("on_error", "print")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"cancel_timeout must be a number"):
+        FrameProcessor(cancel_timeout="2")  # type: ignore[arg-type]
