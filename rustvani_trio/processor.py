@@ -144,6 +144,10 @@ class FrameProcessor(PipelineElement):
         self._enqueue = run.enqueue
         self._enqueue_nowait = run.enqueue_nowait
         self._observers = observers
+        # The last frame pushed each way: pushing it again at once is a mistake (see push_frame).
+        self._last_pushed_down: Frame | None = None
+        self._last_pushed_up: Frame | None = None
+        self._warned_double_push = False
         self._ttfb_watch = Stopwatch()
         self._ttfb_reported = False
         self._processing_watch = Stopwatch()
@@ -202,7 +206,8 @@ class FrameProcessor(PipelineElement):
     # ------------------------------------------------------------------ overridables
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Handle one frame. The default forwards it in the direction it was travelling."""
+        """Handle one frame. The default forwards it in the direction it was travelling (so
+        an override that calls ``super().process_frame()`` must not push the frame again)."""
         await self.push_frame(frame, direction)
 
     async def on_start(self, frame: StartFrame) -> None:
@@ -236,20 +241,31 @@ class FrameProcessor(PipelineElement):
         been cancelled (an interruption), this raises ``trio.Cancelled`` before sending, so
         nothing from interrupted work leaks out.
 
+        Pushing the frame just pushed the same way again is refused with a warning (once per
+        processor): the usual cause is calling ``super().process_frame(frame, direction)``,
+        which already forwards the frame, and then ``push_frame(frame, direction)``.
         """
         if direction is _DOWN:
+            if frame is self._last_pushed_down:
+                return await self._pushed_twice(frame, direction)
             dest = self._next
         elif direction is _UP:
+            if frame is self._last_pushed_up:
+                return await self._pushed_twice(frame, direction)
             dest = self._prev
         else:
             _bad_direction(direction)
         if dest is None:
             await checkpoint_if_cancelled()
             await self._push_past_edge(frame, direction)
-            return
-        if self._observers:
-            self._notify_observers(frame, direction, dest)
-        await dest._enqueue(frame, direction)
+        else:
+            if self._observers:
+                self._notify_observers(frame, direction, dest)
+            await dest._enqueue(frame, direction)
+        if direction is _DOWN:
+            self._last_pushed_down = frame
+        else:
+            self._last_pushed_up = frame
 
     def push_frame_nowait(self, frame: Frame, direction: FrameDirection = _DOWN) -> None:
         """Send ``frame`` without waiting, even from cancelled code.
@@ -278,6 +294,19 @@ class FrameProcessor(PipelineElement):
         await self.push_frame(
             ErrorFrame(error=message, fatal=fatal, processor=self.name, exception=exception),
             _UP,
+        )
+
+    async def _pushed_twice(self, frame: Frame, direction: FrameDirection) -> None:
+        await trio.lowlevel.checkpoint()
+        log = logger.debug if self._warned_double_push else logger.warning
+        self._warned_double_push = True
+        log(
+            "%s pushed the same %s %s twice in a row; the second push was dropped (the base "
+            "class's process_frame already forwards the frame it is given: do not call "
+            "super().process_frame() and then push_frame() with the same frame)",
+            self.name,
+            frame.name,
+            direction.value,
         )
 
     async def _push_past_edge(self, frame: Frame, direction: FrameDirection) -> None:

@@ -378,3 +378,59 @@ def test_pipelines_and_tasks_name_what_they_expected() -> None:
         PipelineTask(FrameProcessor()).add_event_handler("on_error", "print")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"cancel_timeout must be a number"):
         FrameProcessor(cancel_timeout="2")  # type: ignore[arg-type]
+
+
+# =========================================================================== 20
+
+
+class PipecatStyle(FrameProcessor):
+    """Written as for pipecat, whose base process_frame does not forward: here it does."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+
+
+async def test_a_frame_pushed_twice_the_same_way_goes_out_once_with_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 9.20: every frame went out twice."""
+    down = [TextFrame(text="a"), TextFrame(text="b")]
+    up = [TextFrame(text="from the tail")]
+    with caplog.at_level(logging.DEBUG, logger="rustvani_trio"):
+        result = await run_test(
+            [PipecatStyle(name="pc"), FrameProcessor()], down, upstream_frames=up
+        )
+    assert result.downstream[1:-1] == down
+    assert result.upstream == up
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert (
+        warnings[0]
+        .getMessage()
+        .startswith(
+            "pc pushed the same TextFrame downstream twice in a row; the second push was dropped"
+        )
+    )
+    assert "super().process_frame()" in warnings[0].getMessage()
+    repeats = [r for r in caplog.records if "twice in a row" in r.getMessage()]
+    assert len(repeats) == 3  # a, b, and the upstream one
+
+
+async def test_a_system_frame_pushed_twice_goes_out_once() -> None:
+    signal = UserStartedSpeakingFrame()
+    result = await run_test([PipecatStyle(), FrameProcessor()], [signal])
+    assert result.downstream[1:-1] == [signal]
+
+
+async def test_pushing_the_same_frame_both_ways_or_after_another_frame_is_fine() -> None:
+    class Both(FrameProcessor):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TextFrame) and direction is DOWN:
+                await self.push_frame(frame, UP)
+            await self.push_frame(frame, direction)
+
+    frames = [TextFrame(text="a"), TextFrame(text="b")]
+    result = await run_test([Both()], frames)
+    assert result.downstream[1:-1] == frames
+    assert result.upstream == frames
