@@ -18,6 +18,7 @@ import attrs
 from ._lifecycle import Phase
 from .context import LLMContext
 from .frames import (
+    CancelFrame,
     ControlFrame,
     EndFrame,
     Frame,
@@ -176,9 +177,9 @@ class LLMAssistantAggregator(FrameProcessor):
     Text between :class:`LLMFullResponseStart` and :class:`LLMFullResponseEnd` becomes one
     assistant message when the turn ends. Text the model streamed before a tool round belongs
     to the handler's tool-call message, so it is set aside at :class:`FunctionCallStart` and
-    dropped at :class:`FunctionCallEnd` (the round was committed with it). On an interruption,
-    the part already produced (including text before a round that was rolled back) is
-    committed, marked as interrupted. Every frame is forwarded.
+    dropped at :class:`FunctionCallEnd` (the round was committed with it). On an interruption
+    or a cancel, the part already produced (including text before a round that was rolled
+    back) is committed, marked as interrupted. Every frame is forwarded.
     """
 
     def __init__(
@@ -218,6 +219,11 @@ class LLMAssistantAggregator(FrameProcessor):
     async def on_interruption(self, frame: InterruptionFrame) -> None:
         self.commit_interrupted()
         self.state.discard_stale = False
+
+    async def on_cancel(self, frame: CancelFrame) -> None:
+        # A cancelled answer is kept like an interrupted one (as pipecat does): the user heard
+        # it, and a conversation resumed later must not ask the same thing again.
+        self.commit_interrupted()
 
     def commit_interrupted(self) -> None:
         """Commit the part of the answer produced so far, marked interrupted (at most once)."""

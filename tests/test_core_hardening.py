@@ -29,6 +29,7 @@ from rustvani_trio import (
     HeartbeatFrame,
     InterruptionFrame,
     LLMContextFrame,
+    LLMFullResponseStart,
     LLMMessagesAppendFrame,
     LLMText,
     LLMTokenUsage,
@@ -42,6 +43,8 @@ from rustvani_trio import (
     UninterruptibleFrame,
     UserStartedSpeakingFrame,
 )
+from rustvani_trio.aggregators import create_context_aggregators
+from rustvani_trio.context import LLMContext
 from rustvani_trio.frames import TTFBMetricsData
 from rustvani_trio.testing import run_test
 
@@ -434,3 +437,47 @@ async def test_pushing_the_same_frame_both_ways_or_after_another_frame_is_fine()
     result = await run_test([Both()], frames)
     assert result.downstream[1:-1] == frames
     assert result.upstream == frames
+
+
+# =========================================================================== 22
+
+
+class StallingLLM(FrameProcessor):
+    """Answers a turn with "Hello " and "wor", then stalls (the rest never comes)."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, LLMContextFrame):
+            await self.push_frame(LLMFullResponseStart())
+            await self.push_frame(LLMText(text="Hello "))
+            await self.push_frame(LLMText(text="wor"))
+            await trio.sleep_forever()
+        await self.push_frame(frame, direction)
+
+
+@pytest.mark.parametrize("how", ["interruption", "cancel", "outer cancel"])
+async def test_a_cancelled_answer_is_kept_like_an_interrupted_one(
+    how: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Issue 9.22: task.cancel() dropped the partial answer from the context, while an
+    interruption kept it (marked interrupted). Both keep it now, as pipecat does."""
+    context = LLMContext([{"role": "system", "content": "s"}])
+    user, assistant = create_context_aggregators(context, text_mode=True)
+    task = PipelineTask(Pipeline([user, StallingLLM(), assistant]))
+    with trio.move_on_after(30) as outer:
+        async with live(task, end=False) as run:
+            await run.send(TextFrame(text="hi"))
+            await run.wait_down(LLMText, 2)
+            if how == "interruption":
+                await run.send(InterruptionFrame())
+                await run.wait_down(InterruptionFrame)
+                await task.queue_frame(EndFrame())
+            elif how == "cancel":
+                await task.cancel("hang up")
+            else:
+                outer.cancel()
+    assert context.messages == [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello wor"},
+    ]
+    assert context.interrupted_indices() == [2]
