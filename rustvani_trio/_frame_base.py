@@ -157,7 +157,13 @@ class DataFrame(Frame):
 
 
 @attrs.frozen(kw_only=True)
-class TextFrame(DataFrame):
-    """A piece of text."""
+class TextData(DataFrame):
+    """A data frame carrying one piece of text (not exported: :class:`TextFrame` is the text
+    to speak, show or collect; the model's reasoning and refusals derive from this instead)."""
 
     text: str = attrs.field(validator=is_str)
+
+
+@attrs.frozen(kw_only=True)
+class TextFrame(TextData):
+    """A piece of text."""

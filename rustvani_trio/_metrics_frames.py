@@ -42,17 +42,20 @@ class MetricsData:
 
 
 @attrs.frozen(kw_only=True)
-class TTFBMetricsData(MetricsData):
-    """Time to first byte: from a request to its first useful output, in seconds."""
+class _Seconds(MetricsData):
+    """A duration measured by a processor (not exported)."""
 
     value: float = attrs.field(validator=is_number)
 
 
 @attrs.frozen(kw_only=True)
-class ProcessingMetricsData(MetricsData):
-    """Processing time of one unit of work (an LLM turn), in seconds."""
+class TTFBMetricsData(_Seconds):
+    """Time to first byte: from a request to its first useful output, in seconds."""
 
-    value: float = attrs.field(validator=is_number)
+
+@attrs.frozen(kw_only=True)
+class ProcessingMetricsData(_Seconds):
+    """Processing time of one unit of work (an LLM turn), in seconds."""
 
 
 @attrs.frozen(kw_only=True)

@@ -34,9 +34,8 @@ from ._frame_base import DataFrame as DataFrame
 from ._frame_base import Frame as Frame
 from ._frame_base import FrameDirection as FrameDirection
 from ._frame_base import SystemFrame as SystemFrame
-from ._frame_base import TextFrame as TextFrame
-from ._frame_base import UninterruptibleFrame as UninterruptibleFrame
 from ._frame_base import (
+    TextData,
     as_tuple,
     is_bool,
     is_instance,
@@ -46,6 +45,8 @@ from ._frame_base import (
     is_str,
     is_tuple_of,
 )
+from ._frame_base import TextFrame as TextFrame
+from ._frame_base import UninterruptibleFrame as UninterruptibleFrame
 from ._metrics_frames import LLMTokenUsage as LLMTokenUsage
 from ._metrics_frames import LLMUsageMetricsData as LLMUsageMetricsData
 from ._metrics_frames import MetricsData as MetricsData
@@ -258,20 +259,16 @@ class LLMText(TextFrame):
 
 
 @attrs.frozen(kw_only=True)
-class LLMReasoningText(DataFrame):
+class LLMReasoningText(TextData):
     """A piece of the model's reasoning (``reasoning_content`` / ``reasoning`` deltas).
 
     Kept apart from :class:`LLMText` so reasoning is never spoken or written into the context.
     """
 
-    text: str = attrs.field(validator=is_str)
-
 
 @attrs.frozen(kw_only=True)
-class LLMRefusalText(DataFrame):
+class LLMRefusalText(TextData):
     """A piece of a refusal streamed by the model (``delta.refusal``)."""
-
-    text: str = attrs.field(validator=is_str)
 
 
 @attrs.frozen(kw_only=True)

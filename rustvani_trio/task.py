@@ -25,7 +25,8 @@ import trio
 
 from ._edges import TaskEdge, UpstreamFlush
 from ._element import PipelineElement, check_element
-from ._lifecycle import Phase, RunEnd, TaskPhase
+from ._lifecycle import RunEnd, TaskPhase
+from ._monitors import Heartbeats, IdleMonitor
 from ._params import PipelineParams
 from ._task_io import EventHandlers, Handler, TaskInput
 from .exceptions import RustvaniError
@@ -121,9 +122,9 @@ class PipelineTask:
         self._cancel_reason: str | None = None  # a cancel asked for (before or during the run)
         self._fatal: ErrorFrame | None = None  # the first fatal error
         self._end: RunEnd | None = None  # how the run ended: written once
-        self._last_activity = 0.0
-        self._last_heartbeat = 0.0
-        self.heartbeat_latencies: collections.deque[float] = collections.deque(maxlen=1000)
+        self._idle: IdleMonitor | None = None  # made when the run starts, if asked for
+        p = self.params
+        self._heartbeats = Heartbeats(self.name, p.heartbeats_period, p.heartbeats_monitor_timeout)
 
     # ------------------------------------------------------------------ public API
 
@@ -131,6 +132,11 @@ class PipelineTask:
     def has_finished(self) -> bool:
         """Whether the run has ended."""
         return self._phase is _FINISHED
+
+    @property
+    def heartbeat_latencies(self) -> collections.deque[float]:
+        """Seconds each HeartbeatFrame took to reach the sink (the last 1000)."""
+        return self._heartbeats.latencies
 
     @property
     def finish_reason(self) -> str | None:
@@ -183,8 +189,8 @@ class PipelineTask:
             )
         if self._phase is _FINISHED:
             raise RuntimeError(f"{self.name} has finished; it cannot take {frame.name}")
-        if self.params.idle_timeout is not None:
-            self._last_activity = trio.current_time()
+        if self._idle is not None:
+            self._idle.touch()
         if isinstance(frame, SystemFrame) and self._started.is_set():
             await self._input.deliver(self._entry(direction), frame, direction)
             return
@@ -240,10 +246,10 @@ class PipelineTask:
                 task_status.started()
                 nursery.start_soon(self._feed, name=f"{self.name}.feed")
                 if params.idle_timeout is not None:
-                    self._last_activity = trio.current_time()
-                    nursery.start_soon(self._idle_monitor, params.idle_timeout)
+                    self._idle = IdleMonitor(self.name, params.idle_timeout)
+                    nursery.start_soon(self._idle.run, self._on_idle)
                 if params.enable_heartbeats:
-                    nursery.start_soon(self._heartbeats, params)
+                    nursery.start_soon(self._send_heartbeats)
                 if self._cancel_reason is not None:
                     await self._begin_cancel(self._cancel_reason)
                 await self._done.wait()
@@ -347,17 +353,24 @@ class PipelineTask:
         await self._input.feed(self._entry, lambda: self._phase is _CANCELLING)
 
     def _note_activity(self, frame: Frame) -> None:
-        params = self.params
-        if params.idle_timeout is not None and isinstance(frame, params.idle_timeout_frames):
-            self._last_activity = trio.current_time()
+        if self._idle is not None and isinstance(frame, self.params.idle_timeout_frames):
+            self._idle.touch()
+
+    async def _on_idle(self) -> bool:
+        await self._emit("on_idle_timeout")
+        if self.params.cancel_on_idle_timeout:
+            await self._begin_cancel("idle timeout")
+            return True
+        return False
+
+    async def _send_heartbeats(self) -> None:
+        await self._started.wait()
+        await self._heartbeats.run(self._source)
 
     async def _reached_downstream(self, frame: Frame) -> None:
         self._note_activity(frame)
         if isinstance(frame, HeartbeatFrame):
-            latency = trio.current_time() - frame.timestamp
-            self._last_heartbeat = trio.current_time()
-            self.heartbeat_latencies.append(latency)
-            await self._emit("on_heartbeat", latency)
+            await self._emit("on_heartbeat", self._heartbeats.arrived(frame))
         await self._emit("on_frame_reached_downstream", frame)
         if isinstance(frame, StartFrame):
             self._started.set()
@@ -391,37 +404,3 @@ class PipelineTask:
             await self._begin_cancel(frame.reason)
         elif isinstance(frame, InterruptionTaskFrame):
             self._source._enqueue_nowait(InterruptionFrame(), _DOWN)
-
-    # ------------------------------------------------------------------ monitors
-
-    async def _idle_monitor(self, limit: float) -> None:
-        while True:
-            deadline = self._last_activity + limit
-            if trio.current_time() < deadline:
-                await trio.sleep_until(deadline)
-                continue
-            logger.info("%s: idle for %ss", self.name, limit)
-            await self._emit("on_idle_timeout")
-            if self.params.cancel_on_idle_timeout:
-                await self._begin_cancel("idle timeout")
-                return
-            self._last_activity = trio.current_time()
-
-    async def _heartbeats(self, params: PipelineParams) -> None:
-        await self._started.wait()
-        self._last_heartbeat = trio.current_time()
-        warned = False
-        while True:
-            await trio.sleep(params.heartbeats_period)
-            now = trio.current_time()
-            if self._source._processor_run.phase is not Phase.RUNNING:
-                return  # an EndFrame or StopFrame went in: no frame may follow it
-            self._source._enqueue_nowait(HeartbeatFrame(timestamp=now), _DOWN)
-            stale = now - self._last_heartbeat > params.heartbeats_monitor_timeout
-            if stale and not warned:
-                logger.warning(
-                    "%s: no heartbeat reached the sink for %.1fs; is a processor stuck?",
-                    self.name,
-                    now - self._last_heartbeat,
-                )
-            warned = stale
