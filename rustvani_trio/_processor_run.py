@@ -114,6 +114,8 @@ class ProcessorRun:
             if self.phase is _IDLE:
                 self.phase = _RUNNING
         elif isinstance(frame, InterruptionFrame):
+            # Cancel and drain as the interruption arrives, in the sender's task, so that the
+            # frames the sender pushes right after it are not drained.
             scope = self.process_scope
             if scope is not None and not self.in_kept:
                 scope.cancel()
