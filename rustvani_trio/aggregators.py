@@ -15,8 +15,10 @@ import logging
 
 import attrs
 
+from ._lifecycle import Phase
 from .context import LLMContext
 from .frames import (
+    CancelFrame,
     ControlFrame,
     EndFrame,
     Frame,
@@ -127,7 +129,7 @@ class LLMUserAggregator(FrameProcessor):
     def _mark_speaking(self, *, started: bool) -> None:
         """Queue a speaking marker behind the queued transcripts. After an EndFrame no turn can
         start (``on_stop`` keeps what was said), so none is queued."""
-        if self._accept_down:
+        if self._processor_run.phase is Phase.RUNNING:
             self._enqueue_nowait(_UserSpeaking(started=started), _DOWN)
 
     async def on_stop(self, frame: EndFrame) -> None:
@@ -175,9 +177,9 @@ class LLMAssistantAggregator(FrameProcessor):
     Text between :class:`LLMFullResponseStart` and :class:`LLMFullResponseEnd` becomes one
     assistant message when the turn ends. Text the model streamed before a tool round belongs
     to the handler's tool-call message, so it is set aside at :class:`FunctionCallStart` and
-    dropped at :class:`FunctionCallEnd` (the round was committed with it). On an interruption,
-    the part already produced (including text before a round that was rolled back) is
-    committed, marked as interrupted. Every frame is forwarded.
+    dropped at :class:`FunctionCallEnd` (the round was committed with it). On an interruption
+    or a cancel, the part already produced (including text before a round that was rolled
+    back) is committed, marked as interrupted. Every frame is forwarded.
     """
 
     def __init__(
@@ -217,6 +219,11 @@ class LLMAssistantAggregator(FrameProcessor):
     async def on_interruption(self, frame: InterruptionFrame) -> None:
         self.commit_interrupted()
         self.state.discard_stale = False
+
+    async def on_cancel(self, frame: CancelFrame) -> None:
+        # A cancelled answer is kept like an interrupted one (as pipecat does): the user heard
+        # it, and a conversation resumed later must not ask the same thing again.
+        self.commit_interrupted()
 
     def commit_interrupted(self) -> None:
         """Commit the part of the answer produced so far, marked interrupted (at most once)."""

@@ -16,17 +16,54 @@ derive from :class:`UninterruptibleFrame` as well.
 All frames are ``attrs`` classes (frozen, slotted, keyword-only). Each has a process-unique,
 increasing :attr:`Frame.id`, a :attr:`Frame.name` (its class name) and a creation time
 (:attr:`Frame.created`) read from :func:`trio.current_time` when a trio run is active.
+
+This module defines the lifecycle, task, LLM and tool-call frames, and re-exports the rest
+from the private modules beside it: the root and categories (``_frame_base.py``), the voice
+frames (``_voice_frames.py``) and the metrics (``_metrics_frames.py``).
 """
 
 from __future__ import annotations
 
-import enum
-import itertools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import trio
+
+from ._frame_base import ControlFrame as ControlFrame
+from ._frame_base import DataFrame as DataFrame
+from ._frame_base import Frame as Frame
+from ._frame_base import FrameDirection as FrameDirection
+from ._frame_base import SystemFrame as SystemFrame
+from ._frame_base import (
+    TextData,
+    as_tuple,
+    is_bool,
+    is_instance,
+    is_int,
+    is_number,
+    is_optional_str,
+    is_str,
+    is_tuple_of,
+)
+from ._frame_base import TextFrame as TextFrame
+from ._frame_base import UninterruptibleFrame as UninterruptibleFrame
+from ._metrics_frames import LLMTokenUsage as LLMTokenUsage
+from ._metrics_frames import LLMUsageMetricsData as LLMUsageMetricsData
+from ._metrics_frames import MetricsData as MetricsData
+from ._metrics_frames import MetricsFrame as MetricsFrame
+from ._metrics_frames import ProcessingMetricsData as ProcessingMetricsData
+from ._metrics_frames import TTFBMetricsData as TTFBMetricsData
+from ._voice_frames import BotStartedSpeakingFrame as BotStartedSpeakingFrame
+from ._voice_frames import BotStoppedSpeakingFrame as BotStoppedSpeakingFrame
+from ._voice_frames import InputAudioRawFrame as InputAudioRawFrame
+from ._voice_frames import OutputAudioRawFrame as OutputAudioRawFrame
+from ._voice_frames import TTSStartedFrame as TTSStartedFrame
+from ._voice_frames import TTSStoppedFrame as TTSStoppedFrame
+from ._voice_frames import TTSTextFrame as TTSTextFrame
+from ._voice_frames import UserStartedSpeakingFrame as UserStartedSpeakingFrame
+from ._voice_frames import UserStoppedSpeakingFrame as UserStoppedSpeakingFrame
+from ._voice_frames import VADUserStartedSpeakingFrame as VADUserStartedSpeakingFrame
+from ._voice_frames import VADUserStoppedSpeakingFrame as VADUserStoppedSpeakingFrame
 
 if TYPE_CHECKING:
     from .context import LLMContext
@@ -83,64 +120,13 @@ __all__ = [
 ]
 
 
-class FrameDirection(enum.Enum):
-    """Which way a frame travels: towards the sink (downstream) or the source (upstream)."""
+def _is_context(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    from .context import LLMContext  # context.py imports this module
 
-    DOWNSTREAM = "downstream"
-    UPSTREAM = "upstream"
-
-
-_ids = itertools.count(1)
-
-
-def _next_id() -> int:
-    return next(_ids)
-
-
-def _now() -> float | None:
-    try:
-        return trio.current_time()
-    except RuntimeError:  # no trio run active (a frame built at import time or in sync code)
-        return None
-
-
-@attrs.frozen(kw_only=True)
-class Frame:
-    """The base of every frame.
-
-    Attributes:
-        id: process-unique, strictly increasing in creation order.
-        created: ``trio.current_time()`` at creation, or ``None`` outside a trio run.
-    """
-
-    id: int = attrs.field(factory=_next_id, init=False, eq=False)
-    created: float | None = attrs.field(factory=_now, init=False, eq=False, repr=False)
-
-    @property
-    def name(self) -> str:
-        """The frame's class name, e.g. ``"LLMText"``."""
-        return type(self).__name__
-
-
-class UninterruptibleFrame:
-    """Marker mixin: the frame is kept when an interruption drains a process lane."""
-
-    __slots__ = ()
-
-
-@attrs.frozen(kw_only=True)
-class SystemFrame(Frame):
-    """Handled at once in the system lane, overtaking queued control and data frames."""
-
-
-@attrs.frozen(kw_only=True)
-class ControlFrame(Frame):
-    """In-band control, ordered with the data in the process lane."""
-
-
-@attrs.frozen(kw_only=True)
-class DataFrame(Frame):
-    """Content, ordered in the process lane."""
+    if not isinstance(value, LLMContext):
+        raise TypeError(
+            f"{type(inst).__name__}.{attr.name} must be an LLMContext, got {value!r:.60}"
+        )
 
 
 # --------------------------------------------------------------------------- system frames
@@ -150,17 +136,17 @@ class DataFrame(Frame):
 class StartFrame(SystemFrame):
     """The first frame of every run; carries the run's settings to every processor."""
 
-    allow_interruptions: bool = True
-    enable_metrics: bool = False
-    enable_usage_metrics: bool = False
-    report_only_initial_ttfb: bool = False
+    allow_interruptions: bool = attrs.field(default=True, validator=is_bool)
+    enable_metrics: bool = attrs.field(default=False, validator=is_bool)
+    enable_usage_metrics: bool = attrs.field(default=False, validator=is_bool)
+    report_only_initial_ttfb: bool = attrs.field(default=False, validator=is_bool)
 
 
 @attrs.frozen(kw_only=True)
 class CancelFrame(SystemFrame):
     """Aborts the run: jumps the queues and cancels in-flight work in every processor."""
 
-    reason: str | None = None
+    reason: str | None = attrs.field(default=None, validator=is_optional_str)
 
 
 @attrs.frozen(kw_only=True)
@@ -171,10 +157,15 @@ class ErrorFrame(SystemFrame):
     a fatal one ends the run and :meth:`PipelineTask.run` raises :class:`PipelineFatalError`.
     """
 
-    error: str
-    fatal: bool = False
-    processor: str | None = None
-    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+    error: str = attrs.field(validator=is_str)
+    fatal: bool = attrs.field(default=False, validator=is_bool)
+    processor: str | None = attrs.field(default=None, validator=is_optional_str)
+    exception: BaseException | None = attrs.field(
+        default=None,
+        eq=False,
+        repr=False,
+        validator=is_instance(BaseException, "an exception or None", optional=True),
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -188,149 +179,17 @@ class InterruptionTaskFrame(SystemFrame):
 
 
 @attrs.frozen(kw_only=True)
-class UserStartedSpeakingFrame(SystemFrame):
-    """The user started speaking (or typing)."""
-
-
-@attrs.frozen(kw_only=True)
-class UserStoppedSpeakingFrame(SystemFrame):
-    """The user stopped speaking: the user's turn is complete."""
-
-
-@attrs.frozen(kw_only=True)
-class BotStartedSpeakingFrame(SystemFrame):
-    """The bot started speaking: its first audio of an answer went out."""
-
-
-@attrs.frozen(kw_only=True)
-class BotStoppedSpeakingFrame(SystemFrame):
-    """The bot stopped speaking: the last audio of an answer went out (or was cut off)."""
-
-
-@attrs.frozen(kw_only=True)
-class VADUserStartedSpeakingFrame(SystemFrame):
-    """Voice activity detection heard the user start speaking (after ``start_secs`` of speech).
-
-    Attributes:
-        start_secs: how much speech it took to decide.
-        timestamp: ``trio.current_time()`` when speech began.
-    """
-
-    start_secs: float = 0.0
-    timestamp: float = 0.0
-
-
-@attrs.frozen(kw_only=True)
-class VADUserStoppedSpeakingFrame(SystemFrame):
-    """Voice activity detection heard the user stop speaking (after ``stop_secs`` of quiet)."""
-
-    stop_secs: float = 0.0
-    timestamp: float = 0.0
-
-
-def _check_pcm(frame: InputAudioRawFrame | OutputAudioRawFrame) -> None:
-    if not isinstance(frame.audio, bytes):
-        raise TypeError(f"{frame.name}.audio must be bytes (PCM s16le), got {frame.audio!r:.60}")
-    for field in ("sample_rate", "num_channels"):
-        value = getattr(frame, field)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{frame.name}.{field} must be a positive int, got {value!r}")
-    if len(frame.audio) % (2 * frame.num_channels):
-        raise ValueError(
-            f"{frame.name}.audio holds {len(frame.audio)} bytes, not a whole number of "
-            f"16-bit samples for {frame.num_channels} channel(s)"
-        )
-
-
-@attrs.frozen(kw_only=True)
-class InputAudioRawFrame(SystemFrame):
-    """Audio from the user: PCM, signed 16-bit little-endian, interleaved channels.
-
-    A system frame (as in the seed and pipecat): audio must reach voice activity detection
-    at once, never behind queued output.
-    """
-
-    audio: bytes = attrs.field(repr=lambda audio: f"<{len(audio)} bytes>")
-    sample_rate: int = 16000
-    num_channels: int = 1
-
-    def __attrs_post_init__(self) -> None:
-        _check_pcm(self)
-
-    @property
-    def num_frames(self) -> int:
-        """Samples per channel."""
-        return len(self.audio) // (2 * self.num_channels)
-
-    @property
-    def duration(self) -> float:
-        """Seconds of audio."""
-        return self.num_frames / self.sample_rate
-
-
-@attrs.frozen(kw_only=True)
 class EndTaskFrame(SystemFrame):
     """Pushed upstream to ask the task to end the run gracefully (it queues an EndFrame)."""
 
-    reason: str | None = None
+    reason: str | None = attrs.field(default=None, validator=is_optional_str)
 
 
 @attrs.frozen(kw_only=True)
 class CancelTaskFrame(SystemFrame):
     """Pushed upstream to ask the task to cancel the run (it sends a CancelFrame)."""
 
-    reason: str | None = None
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-@attrs.frozen(kw_only=True)
-class MetricsData:
-    """One measurement, attributed to a processor."""
-
-    processor: str
-
-
-@attrs.frozen(kw_only=True)
-class TTFBMetricsData(MetricsData):
-    """Time to first byte: from a request to its first useful output, in seconds."""
-
-    value: float
-
-
-@attrs.frozen(kw_only=True)
-class ProcessingMetricsData(MetricsData):
-    """Processing time of one unit of work (an LLM turn), in seconds."""
-
-    value: float
-
-
-@attrs.frozen(kw_only=True)
-class LLMTokenUsage:
-    """Token counts reported by an LLM for one request."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-    cached_tokens: int | None = None
-    reasoning_tokens: int | None = None
-
-
-@attrs.frozen(kw_only=True)
-class LLMUsageMetricsData(MetricsData):
-    """Token usage of one LLM request (also reported for interrupted requests)."""
-
-    value: LLMTokenUsage
-    model: str | None = None
-    interrupted: bool = False
-
-
-@attrs.frozen(kw_only=True)
-class MetricsFrame(SystemFrame):
-    """Carries one or more measurements downstream."""
-
-    data: tuple[MetricsData, ...]
+    reason: str | None = attrs.field(default=None, validator=is_optional_str)
 
 
 # --------------------------------------------------------------------------- control frames
@@ -340,7 +199,7 @@ class MetricsFrame(SystemFrame):
 class EndFrame(ControlFrame, UninterruptibleFrame):
     """Ends the run gracefully: it flows behind the data and each processor finishes first."""
 
-    reason: str | None = None
+    reason: str | None = attrs.field(default=None, validator=is_optional_str)
 
 
 @attrs.frozen(kw_only=True)
@@ -352,7 +211,7 @@ class StopFrame(ControlFrame, UninterruptibleFrame):
 class HeartbeatFrame(ControlFrame):
     """Sent periodically by the task to show the pipeline is moving; ``timestamp`` is when."""
 
-    timestamp: float
+    timestamp: float = attrs.field(validator=is_number)
 
 
 @attrs.frozen(kw_only=True)
@@ -366,47 +225,32 @@ class LLMFullResponseEnd(ControlFrame):
 
 
 @attrs.frozen(kw_only=True)
-class TTSStartedFrame(ControlFrame):
-    """A text-to-speech service started speaking one answer."""
-
-
-@attrs.frozen(kw_only=True)
-class TTSStoppedFrame(ControlFrame):
-    """A text-to-speech service finished speaking one answer."""
-
-
-@attrs.frozen(kw_only=True)
 class FunctionCallInfo:
     """One tool call requested by the model (not a frame: carried by FunctionCallStart)."""
 
-    tool_call_id: str
-    function_name: str
-    arguments: str
+    tool_call_id: str = attrs.field(validator=is_str)
+    function_name: str = attrs.field(validator=is_str)
+    arguments: str = attrs.field(validator=is_str)
 
 
 @attrs.frozen(kw_only=True)
 class FunctionCallStart(ControlFrame):
     """Opens a tool round: the model asked for these calls, in this order."""
 
-    calls: tuple[FunctionCallInfo, ...] = ()
-    round: int = 1
+    calls: tuple[FunctionCallInfo, ...] = attrs.field(
+        default=(), converter=as_tuple, validator=is_tuple_of(FunctionCallInfo, "FunctionCallInfo")
+    )
+    round: int = attrs.field(default=1, validator=is_int)
 
 
 @attrs.frozen(kw_only=True)
 class FunctionCallEnd(ControlFrame):
     """Closes a tool round: every call of the round has its result."""
 
-    round: int = 1
+    round: int = attrs.field(default=1, validator=is_int)
 
 
 # --------------------------------------------------------------------------- data frames
-
-
-@attrs.frozen(kw_only=True)
-class TextFrame(DataFrame):
-    """A piece of text."""
-
-    text: str
 
 
 @attrs.frozen(kw_only=True)
@@ -415,94 +259,77 @@ class LLMText(TextFrame):
 
 
 @attrs.frozen(kw_only=True)
-class LLMReasoningText(DataFrame):
+class LLMReasoningText(TextData):
     """A piece of the model's reasoning (``reasoning_content`` / ``reasoning`` deltas).
 
     Kept apart from :class:`LLMText` so reasoning is never spoken or written into the context.
     """
 
-    text: str
-
 
 @attrs.frozen(kw_only=True)
-class LLMRefusalText(DataFrame):
+class LLMRefusalText(TextData):
     """A piece of a refusal streamed by the model (``delta.refusal``)."""
-
-    text: str
 
 
 @attrs.frozen(kw_only=True)
 class TranscriptionFrame(TextFrame):
     """Text the user said (or typed); interim transcripts have ``finalized=False``."""
 
-    user_id: str = ""
-    finalized: bool = True
+    user_id: str = attrs.field(default="", validator=is_str)
+    finalized: bool = attrs.field(default=True, validator=is_bool)
 
 
 @attrs.frozen(kw_only=True)
 class LLMContextFrame(DataFrame):
     """Asks the LLM to run one turn on this context."""
 
-    context: LLMContext
+    context: LLMContext = attrs.field(validator=_is_context)
 
 
 @attrs.frozen(kw_only=True)
 class LLMMessagesAppendFrame(DataFrame):
     """Asks the user aggregator to append messages to its context (and optionally run a turn)."""
 
-    messages: tuple[Mapping[str, Any], ...]
-    run_llm: bool = False
+    messages: tuple[Mapping[str, Any], ...] = attrs.field(
+        converter=as_tuple, validator=is_tuple_of(Mapping, "Mapping (chat messages)")
+    )
+    run_llm: bool = attrs.field(default=False, validator=is_bool)
 
 
 @attrs.frozen(kw_only=True)
 class FunctionCallInProgress(DataFrame):
     """A tool call has started executing; ``arguments`` is the raw JSON string."""
 
-    tool_call_id: str
-    function_name: str
-    arguments: str
+    tool_call_id: str = attrs.field(validator=is_str)
+    function_name: str = attrs.field(validator=is_str)
+    arguments: str = attrs.field(validator=is_str)
 
 
 @attrs.frozen(kw_only=True)
 class FunctionCallResult(DataFrame):
     """A tool call's result: ``result`` is exactly what the model sees."""
 
-    tool_call_id: str
-    function_name: str
-    result: str
+    tool_call_id: str = attrs.field(validator=is_str)
+    function_name: str = attrs.field(validator=is_str)
+    result: str = attrs.field(validator=is_str)
 
 
 @attrs.frozen(kw_only=True)
 class FunctionCallRawResult(DataFrame):
     """Raw data from a tool call, for user interfaces; never sent to the model."""
 
-    tool_call_id: str
-    function_name: str
+    tool_call_id: str = attrs.field(validator=is_str)
+    function_name: str = attrs.field(validator=is_str)
     raw: Any = attrs.field(eq=False)
 
 
-@attrs.frozen(kw_only=True)
-class TTSTextFrame(TextFrame):
-    """Text a text-to-speech service has spoken (or is speaking), in step with its audio."""
+def _fix_module() -> None:
+    # The classes defined in private modules show this module as theirs (in reprs, errors and
+    # documentation), as trio does for its re-exports.
+    for name in __all__:
+        obj = globals()[name]
+        if isinstance(obj, type) and obj.__module__.startswith("rustvani_trio._"):
+            obj.__module__ = __name__
 
 
-@attrs.frozen(kw_only=True)
-class OutputAudioRawFrame(DataFrame):
-    """Audio for the user: PCM, signed 16-bit little-endian, interleaved channels."""
-
-    audio: bytes = attrs.field(repr=lambda audio: f"<{len(audio)} bytes>")
-    sample_rate: int = 24000
-    num_channels: int = 1
-
-    def __attrs_post_init__(self) -> None:
-        _check_pcm(self)
-
-    @property
-    def num_frames(self) -> int:
-        """Samples per channel."""
-        return len(self.audio) // (2 * self.num_channels)
-
-    @property
-    def duration(self) -> float:
-        """Seconds of audio."""
-        return self.num_frames / self.sample_rate
+_fix_module()

@@ -16,15 +16,19 @@ reaches the sink. A fatal :class:`ErrorFrame` reaching the source cancels the ru
 from __future__ import annotations
 
 import collections
-import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-import attrs
 import trio
 
+from ._edges import TaskEdge, UpstreamFlush
+from ._element import PipelineElement, check_element
+from ._lifecycle import RunEnd, TaskPhase
+from ._monitors import Heartbeats, IdleMonitor
+from ._params import PipelineParams
+from ._task_io import EventHandlers, Handler, TaskInput
 from .exceptions import RustvaniError
 from .frames import (
     CancelFrame,
@@ -37,14 +41,9 @@ from .frames import (
     HeartbeatFrame,
     InterruptionFrame,
     InterruptionTaskFrame,
-    LLMFullResponseEnd,
-    LLMFullResponseStart,
     StartFrame,
     StopFrame,
     SystemFrame,
-    TextFrame,
-    UserStartedSpeakingFrame,
-    UserStoppedSpeakingFrame,
 )
 from .observer import BaseObserver
 from .processor import FrameProcessor
@@ -55,73 +54,13 @@ logger = logging.getLogger("rustvani_trio")
 
 _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
-
-EVENTS = (
-    "on_pipeline_started",
-    "on_pipeline_finished",
-    "on_error",
-    "on_frame_reached_upstream",
-    "on_frame_reached_downstream",
-    "on_idle_timeout",
-    "on_heartbeat",
-)
-
-Handler = Callable[..., Awaitable[None] | None]
+_NEW, _RUNNING, _ENDING = TaskPhase.NEW, TaskPhase.RUNNING, TaskPhase.ENDING
+_STOPPING, _CANCELLING, _FINISHED = TaskPhase.STOPPING, TaskPhase.CANCELLING, TaskPhase.FINISHED
 
 
-def _positive_or_none(name: str) -> Callable[[Any, Any, float | None], None]:
-    def check(_inst: Any, _attr: Any, value: float | None) -> None:
-        if value is not None and not value > 0:
-            raise ValueError(f"{name} must be a positive number of seconds or None, got {value}")
-
-    return check
-
-
-def _positive(_inst: Any, attr: attrs.Attribute[float], value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{attr.name} must be positive, got {value}")
-
-
-@attrs.frozen(kw_only=True)
-class PipelineParams:
-    """Settings of one run; the interruption and metrics flags reach every processor in the
-    StartFrame.
-
-    Attributes:
-        allow_interruptions: whether user speech may interrupt the bot.
-        enable_metrics: TTFB and processing-time MetricsFrames.
-        enable_usage_metrics: token usage MetricsFrames.
-        report_only_initial_ttfb: report only the first TTFB of each processor.
-        idle_timeout: seconds without activity (a frame of ``idle_timeout_frames`` reaching
-            either end, or a frame queued to the task) after which ``on_idle_timeout`` fires.
-        cancel_on_idle_timeout: cancel the run when the idle timeout fires.
-        idle_timeout_frames: the frame types that count as activity.
-        enable_heartbeats: send a HeartbeatFrame every ``heartbeats_period`` seconds.
-        heartbeats_period: seconds between heartbeats.
-        heartbeats_monitor_timeout: warn when no heartbeat reached the sink for this long.
-        cancel_timeout: after a cancel, the longest the run waits for the CancelFrame to reach
-            the sink before it cancels every processor's tasks outright.
-    """
-
-    allow_interruptions: bool = True
-    enable_metrics: bool = False
-    enable_usage_metrics: bool = False
-    report_only_initial_ttfb: bool = False
-    idle_timeout: float | None = attrs.field(
-        default=None, validator=_positive_or_none("idle_timeout")
-    )
-    cancel_on_idle_timeout: bool = True
-    idle_timeout_frames: tuple[type[Frame], ...] = (
-        TextFrame,
-        LLMFullResponseStart,
-        LLMFullResponseEnd,
-        UserStartedSpeakingFrame,
-        UserStoppedSpeakingFrame,
-    )
-    enable_heartbeats: bool = False
-    heartbeats_period: float = attrs.field(default=1.0, validator=_positive)
-    heartbeats_monitor_timeout: float = attrs.field(default=10.0, validator=_positive)
-    cancel_timeout: float = attrs.field(default=5.0, validator=_positive)
+def _check_observer(observer: object) -> None:
+    if not isinstance(observer, BaseObserver):
+        raise TypeError(f"an observer must be a BaseObserver, got {observer!r:.80}")
 
 
 class PipelineFatalError(RustvaniError):
@@ -131,36 +70,6 @@ class PipelineFatalError(RustvaniError):
         where = f" in {frame.processor}" if frame.processor else ""
         super().__init__(f"fatal error{where}: {frame.error}")
         self.frame = frame
-
-
-class _UpstreamFlush(StopFrame):
-    """Sent upstream from the sink once the EndFrame (or StopFrame) has reached it; the run ends
-    when it reaches the source. Upstream frames pushed before a processor forwarded the EndFrame
-    are ahead of it in every lane (FIFO per lane), so they reach the source before the run ends.
-    Being a StopFrame travelling upstream, processors forward it without showing it to
-    ``process_frame``; the task does not report it."""
-
-
-class _TaskSource(FrameProcessor):
-    """The task's head: upstream frames leaving the pipeline end here."""
-
-    def __init__(self, task: PipelineTask) -> None:
-        super().__init__(name=f"{task.name}.source")
-        self._owner = task
-
-    async def _push_past_edge(self, frame: Frame, direction: FrameDirection) -> None:
-        await self._owner._reached_upstream(frame)
-
-
-class _TaskSink(FrameProcessor):
-    """The task's tail: downstream frames leaving the pipeline end here."""
-
-    def __init__(self, task: PipelineTask) -> None:
-        super().__init__(name=f"{task.name}.sink")
-        self._owner = task
-
-    async def _push_past_edge(self, frame: Frame, direction: FrameDirection) -> None:
-        await self._owner._reached_downstream(frame)
 
 
 class PipelineTask:
@@ -177,53 +86,67 @@ class PipelineTask:
     * ``on_frame_reached_upstream(task, frame)`` / ``on_frame_reached_downstream(task, frame)``:
       every frame that leaves either end of the pipeline;
     * ``on_idle_timeout(task)``; ``on_heartbeat(task, latency)``.
+
+    The pipeline belongs to this task until the run has finished: building a second task (or
+    a Pipeline) around it meanwhile raises ``ValueError``.
     """
 
     def __init__(
         self,
-        pipeline: FrameProcessor,
+        pipeline: PipelineElement,
         *,
         params: PipelineParams | None = None,
         observers: Iterable[BaseObserver] = (),
         name: str | None = None,
     ) -> None:
+        check_element(pipeline, "PipelineTask")
+        if params is not None and not isinstance(params, PipelineParams):
+            raise TypeError(f"params must be a PipelineParams, got {params!r:.80}")
+        self._observers = tuple(observers)
+        for observer in self._observers:
+            _check_observer(observer)
         self.name = name or f"PipelineTask({pipeline.name})"
+        pipeline._claim(self)
         self.pipeline = pipeline
         self.params = params or PipelineParams()
-        self._observers = tuple(observers)
-        self._source = _TaskSource(self)
-        self._sink = _TaskSink(self)
+        self._source = TaskEdge(f"{self.name}.source", self._reached_upstream)
+        self._sink = TaskEdge(f"{self.name}.sink", self._reached_downstream)
         self._source.link(pipeline)
         pipeline.link(self._sink)
-        self._handlers: dict[str, list[Handler]] = {name: [] for name in EVENTS}
-        self._input_send, self._input_recv = trio.open_memory_channel[tuple[Frame, FrameDirection]](
-            math.inf
-        )
-        self._state = "new"  # new -> running -> finished
+        self._events = EventHandlers()
+        self._input = TaskInput(self.name)
+        self._phase = _NEW
         self._nursery: trio.Nursery | None = None
-        self._started = trio.Event()
-        self._finished = trio.Event()
-        self._finish_reason: str | None = None
-        self._fatal: ErrorFrame | None = None
-        self._cancel_requested: str | None = None
-        self._cancelling = False
-        self._end_reason: str | None = None
-        self._undelivered: list[Frame] = []
-        self._last_activity = 0.0
-        self._last_heartbeat = 0.0
-        self.heartbeat_latencies: collections.deque[float] = collections.deque(maxlen=1000)
+        self._started = trio.Event()  # the StartFrame reached the sink
+        self._done = trio.Event()  # the run is over: run() closes its nursery
+        self._cancel_reason: str | None = None  # a cancel asked for (before or during the run)
+        self._fatal: ErrorFrame | None = None  # the first fatal error
+        self._end: RunEnd | None = None  # how the run ended: written once
+        self._idle: IdleMonitor | None = None  # made when the run starts, if asked for
+        p = self.params
+        self._heartbeats = Heartbeats(self.name, p.heartbeats_period, p.heartbeats_monitor_timeout)
 
     # ------------------------------------------------------------------ public API
 
     @property
     def has_finished(self) -> bool:
         """Whether the run has ended."""
-        return self._state == "finished"
+        return self._phase is _FINISHED
+
+    @property
+    def heartbeat_latencies(self) -> collections.deque[float]:
+        """Seconds each HeartbeatFrame took to reach the sink (the last 1000)."""
+        return self._heartbeats.latencies
 
     @property
     def finish_reason(self) -> str | None:
         """Why the run ended (see ``on_pipeline_finished``), ``None`` while it runs."""
-        return self._finish_reason
+        return None if self._end is None else self._end.reason
+
+    @property
+    def _cancelling(self) -> bool:
+        # Read by the harness in tests/test_tools.py until it uses tests/conftest.py's.
+        return self._phase is _CANCELLING
 
     def processors(self) -> list[FrameProcessor]:
         """Every processor of the run, source and sink included, in pipeline order."""
@@ -231,15 +154,14 @@ class PipelineTask:
 
     def add_observer(self, observer: BaseObserver) -> None:
         """Attach an observer; only before :meth:`run`."""
-        if self._state != "new":
+        if self._phase is not _NEW:
             raise RuntimeError("observers must be added before the task runs")
+        _check_observer(observer)
         self._observers = (*self._observers, observer)
 
     def add_event_handler(self, event: str, handler: Handler) -> None:
         """Register ``handler`` for ``event`` (one of the names in the class docstring)."""
-        if event not in self._handlers:
-            raise ValueError(f"unknown event {event!r}; known events: {', '.join(EVENTS)}")
-        self._handlers[event].append(handler)
+        self._events.add(event, handler)
 
     def event_handler(self, event: str) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`add_event_handler`."""
@@ -257,18 +179,28 @@ class PipelineTask:
         started. This never blocks; backpressure applies inside the pipeline. System frames
         queued while the pipeline runs go in at once, overtaking queued data.
         """
-        if self._state == "finished":
+        if not isinstance(frame, Frame):
+            hint = "; wrap text in TextFrame(text=...)" if isinstance(frame, str) else ""
+            raise TypeError(f"queue_frame takes a Frame, got {frame!r:.80}{hint}")
+        if not isinstance(direction, FrameDirection):
+            raise TypeError(
+                "the direction must be FrameDirection.DOWNSTREAM or FrameDirection.UPSTREAM, "
+                f"got {direction!r:.80}"
+            )
+        if self._phase is _FINISHED:
             raise RuntimeError(f"{self.name} has finished; it cannot take {frame.name}")
-        if self.params.idle_timeout is not None:
-            self._last_activity = trio.current_time()
+        if self._idle is not None:
+            self._idle.touch()
         if isinstance(frame, SystemFrame) and self._started.is_set():
-            await self._deliver(frame, direction)
+            await self._input.deliver(self._entry(direction), frame, direction)
             return
-        self._input_send.send_nowait((frame, direction))
+        self._input.put(frame, direction)
         await trio.lowlevel.checkpoint()
 
     async def queue_frames(self, frames: Iterable[Frame]) -> None:
         """Queue several frames downstream, in order."""
+        if isinstance(frames, Frame | str):
+            raise TypeError(f"queue_frames takes an iterable of frames, got {frames!r:.80}")
         for frame in frames:
             await self.queue_frame(frame)
 
@@ -278,14 +210,12 @@ class PipelineTask:
         Returns once the cancel has begun; :meth:`run` returns within
         ``params.cancel_timeout`` seconds at most.
         """
-        if self._state == "finished":
-            await trio.lowlevel.checkpoint()
+        if self._phase is _NEW:
+            self._cancel_reason = reason or "cancelled before start"
+        elif self._phase is not _FINISHED:
+            await self._begin_cancel(reason)
             return
-        if self._state == "new":
-            self._cancel_requested = reason or "cancelled before start"
-            await trio.lowlevel.checkpoint()
-            return
-        await self._begin_cancel(reason)
+        await trio.lowlevel.checkpoint()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run the pipeline until it ends. Works with ``nursery.start(task.run)``: it reports
@@ -295,17 +225,17 @@ class PipelineTask:
             PipelineFatalError: a fatal ErrorFrame ended the run.
             RuntimeError: the task was run before.
         """
-        if self._state != "new":
+        if self._phase is not _NEW:
             raise RuntimeError(f"{self.name} can run only once")
-        self._state = "running"
+        self._phase = _RUNNING
         params = self.params
         clean = False
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 for p in self.processors():
-                    p._attach(self, nursery, self._observers)
-                    nursery.start_soon(p._system_loop, name=f"{p.name}.system")
+                    p._attach(nursery, self._observers)
+                    nursery.start_soon(p._processor_run.system_loop, name=f"{p.name}.system")
                 start = StartFrame(
                     allow_interruptions=params.allow_interruptions,
                     enable_metrics=params.enable_metrics,
@@ -316,157 +246,150 @@ class PipelineTask:
                 task_status.started()
                 nursery.start_soon(self._feed, name=f"{self.name}.feed")
                 if params.idle_timeout is not None:
-                    self._last_activity = trio.current_time()
-                    nursery.start_soon(self._idle_monitor, params.idle_timeout)
+                    self._idle = IdleMonitor(self.name, params.idle_timeout)
+                    nursery.start_soon(self._idle.run, self._on_idle)
                 if params.enable_heartbeats:
-                    nursery.start_soon(self._heartbeats, params)
-                if self._cancel_requested is not None:
-                    await self._begin_cancel(self._cancel_requested)
-                await self._finished.wait()
+                    nursery.start_soon(self._send_heartbeats)
+                if self._cancel_reason is not None:
+                    await self._begin_cancel(self._cancel_reason)
+                await self._done.wait()
                 nursery.cancel_scope.cancel()
             clean = True
         finally:
-            self._state = "finished"
-            self._input_send.close()
-            if not clean:
-                if self._finish_reason is None:
-                    self._finish_reason = "cancel: run cancelled"
-                # Cancelled from outside (or a framework error): the frames could not flow, so
-                # run the cancel hooks directly, shielded and bounded, to release resources.
-                limit = trio.current_time() + params.cancel_timeout
-                with trio.CancelScope(shield=True, deadline=limit):
-                    async with trio.open_nursery() as cleanup:
-                        for p in self.processors():
-                            cleanup.start_soon(p._run_cancel_hook_from_outside, "run cancelled")
-                    try:
-                        await self._emit("on_pipeline_finished", self._finish_reason)
-                    except Exception:
-                        # Never mask the cancellation (or error) that is propagating.
-                        logger.exception("%s: an on_pipeline_finished handler failed", self.name)
-            self._report_undelivered()
-        await self._emit("on_pipeline_finished", self._finish_reason)
-        if self._fatal is not None:
-            raise PipelineFatalError(self._fatal) from self._fatal.exception
+            await self._wind_up(clean)
+        assert self._end is not None
+        if self._end.fatal is not None:
+            raise PipelineFatalError(self._end.fatal) from self._end.fatal.exception
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ ending a run
 
-    def _report_undelivered(self) -> None:
-        left = [frame.name for frame in self._undelivered]
-        while True:
+    async def _wind_up(self, clean: bool) -> None:
+        """What follows every run, however it ended: the cancel hooks still owed, the report
+        of undelivered frames, and ``on_pipeline_finished``. After a run cancelled from outside
+        (``clean`` false) it is shielded and bounded by ``params.cancel_timeout``, and a
+        failing handler is logged rather than masking the cancellation."""
+        self._phase = _FINISHED
+        self._input.close()
+        self.pipeline._release(self)
+        if self._end is None:  # cancelled from outside, or an error inside the framework
+            self._end = RunEnd("cancel: run cancelled", self._fatal)
+        # A processor that started, and neither ended nor saw the CancelFrame (the frames could
+        # not flow, or the watchdog ended the run first), still gets its cancel hook.
+        owed = [p for p in self.processors() if p._processor_run.owes_cancel_hook()]
+        reason = "run cancelled" if self._cancel_reason is None else self._cancel_reason
+        deadline = math.inf if clean else trio.current_time() + self.params.cancel_timeout
+        with trio.CancelScope(shield=not clean, deadline=deadline):
+            if owed:
+                async with trio.open_nursery() as hooks:
+                    for p in owed:
+                        hooks.start_soon(p._processor_run.cancel_hook_after_run, reason)
+            self._input.report_undelivered()
             try:
-                frame, _direction = self._input_recv.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-            left.append(frame.name)
-        self._input_recv.close()
-        if left:
-            logger.warning(
-                "%s: the run ended with %d queued frames never delivered: %s",
-                self.name,
-                len(left),
-                ", ".join(left[:10]) + (" ..." if len(left) > 10 else ""),
-            )
-
-    def _entry(self, direction: FrameDirection) -> FrameProcessor:
-        return self._source if direction is _DOWN else self._sink
-
-    async def _emit(self, event: str, *args: Any) -> None:
-        for handler in self._handlers[event]:
-            result = handler(self, *args)
-            if inspect.isawaitable(result):
-                await result
+                await self._emit("on_pipeline_finished", self._end.reason)
+            except Exception:
+                if clean:
+                    raise
+                # Never mask the cancellation (or error) that is propagating.
+                logger.exception("%s: an on_pipeline_finished handler failed", self.name)
 
     def _finish(self, reason: str) -> None:
-        if self._finish_reason is None:
-            self._finish_reason = reason
-        self._finished.set()
+        if self._end is None:
+            self._end = RunEnd(reason, self._fatal)
+        self._done.set()
 
-    async def _feed(self) -> None:
-        """Moves queued frames into the pipeline once every processor has started."""
-        await self._started.wait()
-        async for frame, direction in self._input_recv:
-            if self._cancelling:
-                # Never delivered: reported when the run ends, not dropped silently.
-                self._undelivered.append(frame)
-                continue
-            await self._deliver(frame, direction)
+    def _cancel_outcome(self) -> str:
+        if self._fatal is not None:
+            return "error"
+        return f"cancel: {self._cancel_reason}" if self._cancel_reason else "cancel"
 
-    async def _deliver(self, frame: Frame, direction: FrameDirection) -> None:
-        """Put a frame queued to the task into the pipeline; one that could not go in (the
-        caller was cancelled first) is remembered and reported when the run ends."""
-        try:
-            await self._entry(direction)._enqueue(frame, direction)
-        except trio.Cancelled:  # raised only before the frame was sent
-            self._undelivered.append(frame)
-            raise
+    def _outcome_now(self) -> str:
+        """How the run ends if it ends now (the flush or a watchdog ends it)."""
+        if self._phase is _ENDING:
+            return "end"
+        if self._phase is _STOPPING:
+            return "stop"
+        return self._cancel_outcome()
 
     async def _begin_cancel(self, reason: str | None) -> None:
-        if self._cancelling:
+        if self._phase is _CANCELLING:
             return
-        self._cancelling = True
+        self._phase = _CANCELLING
         self._cancel_reason = reason
         self._source._enqueue_nowait(CancelFrame(reason=reason), _DOWN)
         assert self._nursery is not None
         self._nursery.start_soon(
-            self._watchdog,
-            "CancelFrame did not reach the sink within %ss; cancelling all tasks",
-            self._cancel_finish_reason,
+            self._watchdog, "CancelFrame did not reach the sink within %ss; cancelling all tasks"
         )
         await trio.lowlevel.checkpoint()
 
-    async def _watchdog(self, warning: str, reason: Callable[[], str]) -> None:
+    def _begin_flush(self, phase: TaskPhase) -> None:
+        if self._phase is not _RUNNING:
+            return
+        self._phase = phase
+        self._sink.push_frame_nowait(UpstreamFlush(), _UP)
+        assert self._nursery is not None
+        self._nursery.start_soon(
+            self._watchdog, "upstream frames still in flight %ss after the end; ending anyway"
+        )
+
+    async def _watchdog(self, warning: str) -> None:
         """Ends the run after ``cancel_timeout`` if it has not ended by itself by then."""
         await trio.sleep(self.params.cancel_timeout)
-        if not self._finished.is_set():
+        if not self._done.is_set():
             logger.warning("%s: " + warning, self.name, self.params.cancel_timeout)
-            self._finish(reason())
+            self._finish(self._outcome_now())
 
-    def _cancel_finish_reason(self) -> str:
-        if self._fatal is not None:
-            return "error"
-        reason = getattr(self, "_cancel_reason", None)
-        return f"cancel: {reason}" if reason else "cancel"
+    # ------------------------------------------------------------------ frames in and out
+
+    async def _emit(self, event: str, *args: Any) -> None:
+        await self._events.emit(event, self, *args)
+
+    def _entry(self, direction: FrameDirection) -> FrameProcessor:
+        return self._source if direction is _DOWN else self._sink
+
+    async def _feed(self) -> None:
+        """Moves queued frames into the pipeline once every processor has started."""
+        await self._started.wait()
+        await self._input.feed(self._entry, lambda: self._phase is _CANCELLING)
+
+    def _note_activity(self, frame: Frame) -> None:
+        if self._idle is not None and isinstance(frame, self.params.idle_timeout_frames):
+            self._idle.touch()
+
+    async def _on_idle(self) -> bool:
+        await self._emit("on_idle_timeout")
+        if self.params.cancel_on_idle_timeout:
+            await self._begin_cancel("idle timeout")
+            return True
+        return False
+
+    async def _send_heartbeats(self) -> None:
+        await self._started.wait()
+        await self._heartbeats.run(self._source)
 
     async def _reached_downstream(self, frame: Frame) -> None:
-        params = self.params
-        if params.idle_timeout is not None and isinstance(frame, params.idle_timeout_frames):
-            self._last_activity = trio.current_time()
+        self._note_activity(frame)
         if isinstance(frame, HeartbeatFrame):
-            latency = trio.current_time() - frame.timestamp
-            self._last_heartbeat = trio.current_time()
-            self.heartbeat_latencies.append(latency)
-            await self._emit("on_heartbeat", latency)
+            await self._emit("on_heartbeat", self._heartbeats.arrived(frame))
         await self._emit("on_frame_reached_downstream", frame)
         if isinstance(frame, StartFrame):
             self._started.set()
             await self._emit("on_pipeline_started")
-        elif isinstance(frame, EndFrame | StopFrame):
-            self._begin_flush("end" if isinstance(frame, EndFrame) else "stop")
+        elif isinstance(frame, EndFrame):
+            self._begin_flush(_ENDING)
+        elif isinstance(frame, StopFrame):
+            self._begin_flush(_STOPPING)
         elif isinstance(frame, CancelFrame):
-            self._finish(self._cancel_finish_reason())
-
-    def _begin_flush(self, reason: str) -> None:
-        if self._end_reason is not None:
-            return
-        self._end_reason = reason
-        self._sink.push_frame_nowait(_UpstreamFlush(), _UP)
-        assert self._nursery is not None
-        self._nursery.start_soon(
-            self._watchdog,
-            "upstream frames still in flight %ss after the end; ending anyway",
-            lambda: self._end_reason or "end",
-        )
+            self._finish(self._cancel_outcome())
 
     async def _reached_upstream(self, frame: Frame) -> None:
-        if isinstance(frame, _UpstreamFlush):
-            self._finish(self._end_reason or "end")
+        if isinstance(frame, UpstreamFlush):
+            self._finish(self._outcome_now())
             return
-        params = self.params
-        if params.idle_timeout is not None and isinstance(frame, params.idle_timeout_frames):
-            self._last_activity = trio.current_time()
+        self._note_activity(frame)
         await self._emit("on_frame_reached_upstream", frame)
         if isinstance(frame, ErrorFrame):
-            if self._handlers["on_error"]:
+            if self._events.has("on_error"):
                 await self._emit("on_error", frame)
             elif not frame.fatal:
                 logger.warning("%s: error from %s: %s", self.name, frame.processor, frame.error)
@@ -481,35 +404,3 @@ class PipelineTask:
             await self._begin_cancel(frame.reason)
         elif isinstance(frame, InterruptionTaskFrame):
             self._source._enqueue_nowait(InterruptionFrame(), _DOWN)
-
-    async def _idle_monitor(self, limit: float) -> None:
-        while True:
-            deadline = self._last_activity + limit
-            if trio.current_time() < deadline:
-                await trio.sleep_until(deadline)
-                continue
-            logger.info("%s: idle for %ss", self.name, limit)
-            await self._emit("on_idle_timeout")
-            if self.params.cancel_on_idle_timeout:
-                await self._begin_cancel("idle timeout")
-                return
-            self._last_activity = trio.current_time()
-
-    async def _heartbeats(self, params: PipelineParams) -> None:
-        await self._started.wait()
-        self._last_heartbeat = trio.current_time()
-        warned = False
-        while True:
-            await trio.sleep(params.heartbeats_period)
-            now = trio.current_time()
-            if not self._source._accept_down:
-                return  # an EndFrame or StopFrame went in: no frame may follow it
-            self._source._enqueue_nowait(HeartbeatFrame(timestamp=now), _DOWN)
-            stale = now - self._last_heartbeat > params.heartbeats_monitor_timeout
-            if stale and not warned:
-                logger.warning(
-                    "%s: no heartbeat reached the sink for %.1fs; is a processor stuck?",
-                    self.name,
-                    now - self._last_heartbeat,
-                )
-            warned = stale

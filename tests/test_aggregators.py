@@ -9,13 +9,13 @@ scripted OpenAI-compatible server over real HTTP on loopback.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import attrs
 import trio
 import trio.testing
+from conftest import Live, live
 
 from rustvani_trio.aggregators import (
     LLMAssistantAggregator,
@@ -25,7 +25,6 @@ from rustvani_trio.aggregators import (
 from rustvani_trio.context import LLMContext
 from rustvani_trio.frames import (
     EndFrame,
-    ErrorFrame,
     Frame,
     FrameDirection,
     FunctionCallEnd,
@@ -42,7 +41,6 @@ from rustvani_trio.frames import (
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
-from rustvani_trio.pipeline import Pipeline
 from rustvani_trio.processor import FrameProcessor
 from rustvani_trio.services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
 from rustvani_trio.task import PipelineParams, PipelineTask
@@ -74,52 +72,16 @@ class ContextSnapshots(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
-@attrs.define(eq=False)
-class Driven:
-    task: PipelineTask
-    downstream: list[Frame] = attrs.Factory(list)
-    upstream: list[Frame] = attrs.Factory(list)
-    _changed: trio.Event = attrs.Factory(trio.Event)
-
-    def _add(self, into: list[Frame], frame: Frame) -> None:
-        into.append(frame)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def send(self, *frames: Frame) -> None:
-        """Queue each frame and wait until the pipeline is idle again."""
-        for frame in frames:
-            await self.task.queue_frame(frame)
-            await trio.testing.wait_all_tasks_blocked()
-
-    async def wait_for(self, predicate: Callable[[], bool], limit: float = 5.0) -> None:
-        with trio.fail_after(limit):
-            while not predicate():
-                await self._changed.wait()
-
-    def of(self, kind: type[Frame]) -> list[Frame]:
-        return [f for f in self.downstream if isinstance(f, kind)]
-
-    def kinds(self) -> list[type[Frame]]:
-        return [type(f) for f in self.downstream]
-
-
 @asynccontextmanager
 async def driven(
     processors: Sequence[FrameProcessor], *, params: PipelineParams | None = None
-) -> AsyncIterator[Driven]:
-    """Run ``processors``; when the body is done, end the run with an EndFrame."""
-    task = PipelineTask(Pipeline(list(processors)), params=params)
-    run = Driven(task)
-    task.add_event_handler("on_frame_reached_downstream", lambda _t, f: run._add(run.downstream, f))
-    task.add_event_handler("on_frame_reached_upstream", lambda _t, f: run._add(run.upstream, f))
-    with trio.fail_after(10):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(task.run)
-            yield run
-            await task.queue_frame(EndFrame())
-    assert task.finish_reason == "end"
-    assert [f for f in run.upstream if isinstance(f, ErrorFrame)] == []
+) -> AsyncIterator[Live]:
+    """Run ``processors`` (each frame sent waits until the pipeline is idle again); when the
+    body is done, end the run with an EndFrame."""
+    async with live(processors, params=params, settle=True, started=False, limit=10) as run:
+        yield run
+    assert run.task.finish_reason == "end"
+    assert run.errors == []
 
 
 # =========================================================================== the user side
@@ -136,13 +98,13 @@ async def test_voice_mode_final_transcripts_become_one_turn_at_the_stop() -> Non
             interim("How"),
             final("How are you?"),
         )
-        assert run.of(LLMContextFrame) == []  # nothing before the user stops speaking
+        assert run.downstream_of(LLMContextFrame) == []  # nothing before the user stops speaking
         await run.send(UserStoppedSpeakingFrame())
-    (turn,) = run.of(LLMContextFrame)
+    (turn,) = run.downstream_of(LLMContextFrame)
     assert isinstance(turn, LLMContextFrame) and turn.context is context
     assert snaps.snapshots == [[SYSTEM, {"role": "user", "content": "Hello there. How are you?"}]]
     # Interim transcripts and the speaking signals pass through; finals are consumed.
-    passed = [f.text for f in run.of(TranscriptionFrame)]
+    passed = [f.text for f in run.downstream_of(TranscriptionFrame)]
     assert passed == ["Hel", "How"]
     assert run.kinds().count(UserStartedSpeakingFrame) == 1
     assert run.kinds().count(UserStoppedSpeakingFrame) == 1
@@ -155,12 +117,12 @@ async def test_voice_mode_transcript_after_the_stop_starts_the_turn() -> None:
     snaps = ContextSnapshots()
     async with driven([LLMUserAggregator(context), snaps], params=NO_INTERRUPTIONS) as run:
         await run.send(UserStartedSpeakingFrame(), UserStoppedSpeakingFrame())
-        assert run.of(LLMContextFrame) == []
+        assert run.downstream_of(LLMContextFrame) == []
         await run.send(final("Late transcript."))
-        assert len(run.of(LLMContextFrame)) == 1
+        assert len(run.downstream_of(LLMContextFrame)) == 1
         # The next transcript waits for the next stop again.
         await run.send(final("Second."))
-        assert len(run.of(LLMContextFrame)) == 1
+        assert len(run.downstream_of(LLMContextFrame)) == 1
         await run.send(UserStartedSpeakingFrame(), UserStoppedSpeakingFrame())
     assert [s[-1]["content"] for s in snaps.snapshots] == ["Late transcript.", "Second."]
 
@@ -170,7 +132,7 @@ async def test_voice_mode_ignores_empty_transcripts_and_silent_stops() -> None:
     async with driven([LLMUserAggregator(context)]) as run:
         await run.send(UserStartedSpeakingFrame(), final("   "), UserStoppedSpeakingFrame())
         await run.send(UserStartedSpeakingFrame(), UserStoppedSpeakingFrame())
-    assert run.of(LLMContextFrame) == []
+    assert run.downstream_of(LLMContextFrame) == []
     assert context.messages == [SYSTEM]
 
 
@@ -180,12 +142,12 @@ async def test_text_mode_each_message_is_a_turn() -> None:
     user = LLMUserAggregator(context, text_mode=True)
     async with driven([user, snaps], params=NO_INTERRUPTIONS) as run:
         await run.send(TextFrame(text="first"), final("second"), interim("typing"))
-    assert len(run.of(LLMContextFrame)) == 2
+    assert len(run.downstream_of(LLMContextFrame)) == 2
     assert [[m["content"] for m in s[1:]] for s in snaps.snapshots] == [
         ["first"],
         ["first", "second"],
     ]
-    assert [f.text for f in run.of(TranscriptionFrame)] == ["typing"]
+    assert [f.text for f in run.downstream_of(TranscriptionFrame)] == ["typing"]
     assert user.state.turns == 2
 
 
@@ -194,8 +156,8 @@ async def test_llm_text_is_not_user_input() -> None:
     context = LLMContext([SYSTEM])
     async with driven([LLMUserAggregator(context, text_mode=True)]) as run:
         await run.send(LLMText(text="bot words"))
-    assert run.of(LLMContextFrame) == []
-    assert [f.text for f in run.of(LLMText)] == ["bot words"]
+    assert run.downstream_of(LLMContextFrame) == []
+    assert [f.text for f in run.downstream_of(LLMText)] == ["bot words"]
     assert context.messages == [SYSTEM]
 
 
@@ -205,13 +167,13 @@ async def test_messages_append_frame() -> None:
     extra = ({"role": "user", "content": "from the app"},)
     async with driven([LLMUserAggregator(context), snaps]) as run:
         await run.send(LLMMessagesAppendFrame(messages=extra))
-        assert run.of(LLMContextFrame) == []
+        assert run.downstream_of(LLMContextFrame) == []
         assert context.messages == [SYSTEM, *extra]
         more = ({"role": "assistant", "content": "noted"}, {"role": "user", "content": "go"})
         await run.send(LLMMessagesAppendFrame(messages=more, run_llm=True))
-    assert len(run.of(LLMContextFrame)) == 1
+    assert len(run.downstream_of(LLMContextFrame)) == 1
     assert snaps.snapshots == [[SYSTEM, *extra, *more]]
-    assert run.of(LLMMessagesAppendFrame) == []  # consumed
+    assert run.downstream_of(LLMMessagesAppendFrame) == []  # consumed
 
 
 async def test_upstream_frames_pass_the_user_aggregator_untouched() -> None:
@@ -240,7 +202,7 @@ async def test_assistant_collects_one_message_per_turn() -> None:
     assert context.messages[2:] == [{"role": "assistant", "content": "Hello!"}]
     assert context.interrupted_indices() == []
     # Everything is forwarded.
-    assert [f.text for f in run.of(LLMText)] == ["Hel", "lo!"]
+    assert [f.text for f in run.downstream_of(LLMText)] == ["Hel", "lo!"]
     assert run.kinds().count(LLMFullResponseEnd) == 2
 
 
@@ -259,7 +221,7 @@ async def test_assistant_sets_aside_text_before_a_tool_round() -> None:
         )
     # The text before the tool call belongs to the handler's tool-call message.
     assert context.messages[2:] == [{"role": "assistant", "content": "It is sunny."}]
-    assert len(run.of(FunctionCallStart)) == 1
+    assert len(run.downstream_of(FunctionCallStart)) == 1
 
 
 async def test_assistant_commits_the_interrupted_part_marked_interrupted() -> None:
@@ -277,7 +239,7 @@ async def test_assistant_commits_the_interrupted_part_marked_interrupted() -> No
     ]
     assert context.is_interrupted(2) and not context.is_interrupted(3)
     assert context.interrupted_indices() == [2]
-    assert len(run.of(InterruptionFrame)) == 2
+    assert len(run.downstream_of(InterruptionFrame)) == 2
 
 
 # =========================================================================== the pair
@@ -290,12 +252,12 @@ async def test_user_speaking_while_the_bot_responds_interrupts() -> None:
         await run.send(UserStartedSpeakingFrame(), final("Tell me a story."))
         await run.send(UserStoppedSpeakingFrame())
         await run.send(LLMFullResponseStart(), LLMText(text="Once"))
-        assert run.of(InterruptionFrame) == []
+        assert run.downstream_of(InterruptionFrame) == []
         await run.send(UserStartedSpeakingFrame())
-        assert len(run.of(InterruptionFrame)) == 1
+        assert len(run.downstream_of(InterruptionFrame)) == 1
         # After the interruption the bot is no longer responding: no second interruption.
         await run.send(UserStoppedSpeakingFrame(), UserStartedSpeakingFrame())
-    assert len(run.of(InterruptionFrame)) == 1
+    assert len(run.downstream_of(InterruptionFrame)) == 1
     kinds = run.kinds()
     started = [i for i, k in enumerate(kinds) if k is UserStartedSpeakingFrame]
     assert started[1] < kinds.index(InterruptionFrame)
@@ -310,7 +272,7 @@ async def test_no_interruption_when_the_bot_has_finished() -> None:
         await run.send(UserStartedSpeakingFrame(), final("Hi."), UserStoppedSpeakingFrame())
         await run.send(LLMFullResponseStart(), LLMText(text="Hello."), LLMFullResponseEnd())
         await run.send(UserStartedSpeakingFrame())
-    assert run.of(InterruptionFrame) == []
+    assert run.downstream_of(InterruptionFrame) == []
     assert context.messages[1:] == [
         {"role": "user", "content": "Hi."},
         {"role": "assistant", "content": "Hello."},
@@ -326,7 +288,7 @@ async def test_no_interruption_when_interruptions_are_not_allowed() -> None:
         await run.send(LLMFullResponseStart(), LLMText(text="Once"))
         await run.send(UserStartedSpeakingFrame())
         await run.send(LLMText(text=" upon a time."), LLMFullResponseEnd())
-    assert run.of(InterruptionFrame) == []
+    assert run.downstream_of(InterruptionFrame) == []
     assert context.messages[-1] == {"role": "assistant", "content": "Once upon a time."}
     assert context.interrupted_indices() == []
 
@@ -368,9 +330,9 @@ async def test_two_turn_chat_over_http() -> None:
         )
         async with driven(chat_pipeline(context, server.base_url)) as run:
             await run.send(TextFrame(text="Hello"))
-            await run.wait_for(lambda: len(run.of(LLMFullResponseEnd)) == 1)
+            await run.wait_until(lambda: len(run.downstream_of(LLMFullResponseEnd)) == 1, limit=5.0)
             await run.send(TextFrame(text="Where is Paris?"))
-            await run.wait_for(lambda: len(run.of(LLMFullResponseEnd)) == 2)
+            await run.wait_until(lambda: len(run.downstream_of(LLMFullResponseEnd)) == 2, limit=5.0)
     first, second = server.requests
     assert first.messages == [SYSTEM, {"role": "user", "content": "Hello"}]
     assert second.messages == [
@@ -380,7 +342,7 @@ async def test_two_turn_chat_over_http() -> None:
         {"role": "user", "content": "Where is Paris?"},
     ]
     assert context.messages[-1] == {"role": "assistant", "content": "Paris is in France."}
-    assert run.of(InterruptionFrame) == []
+    assert run.downstream_of(InterruptionFrame) == []
 
 
 async def test_voice_chat_barge_in_over_http() -> None:
@@ -394,14 +356,14 @@ async def test_voice_chat_barge_in_over_http() -> None:
         async with driven(chat_pipeline(context, server.base_url, text_mode=False)) as run:
             await run.send(UserStartedSpeakingFrame(), final("Tell me a long story."))
             await run.send(UserStoppedSpeakingFrame())
-            await run.wait_for(lambda: len(run.of(LLMText)) >= 3)
+            await run.wait_until(lambda: len(run.downstream_of(LLMText)) >= 3, limit=5.0)
             (streaming,) = server.requests
             await run.task.queue_frame(UserStartedSpeakingFrame())
             with trio.fail_after(1.0):
                 await streaming.disconnected.wait()
-            await run.wait_for(lambda: len(run.of(InterruptionFrame)) == 1)
+            await run.wait_until(lambda: len(run.downstream_of(InterruptionFrame)) == 1, limit=5.0)
             await run.send(final("Stop, please."), UserStoppedSpeakingFrame())
-            await run.wait_for(lambda: len(run.of(LLMFullResponseEnd)) == 1)
+            await run.wait_until(lambda: len(run.downstream_of(LLMFullResponseEnd)) == 1, limit=5.0)
     partial = context.messages[2]
     assert partial["role"] == "assistant"
     words = partial["content"].split()
@@ -428,12 +390,12 @@ async def test_text_chat_typing_over_the_answer_keeps_the_history_in_order() -> 
         server.add_replies([TextReply(story, token_delay=0.01), TextReply(["OK."])])
         async with driven(chat_pipeline(context, server.base_url)) as run:
             await run.send(TextFrame(text="Tell me a long story."))
-            await run.wait_for(lambda: len(run.of(LLMText)) >= 3)
+            await run.wait_until(lambda: len(run.downstream_of(LLMText)) >= 3, limit=5.0)
             (streaming,) = server.requests
             await run.task.queue_frame(TextFrame(text="Stop, please."))
             with trio.fail_after(1.0):
                 await streaming.disconnected.wait()
-            await run.wait_for(lambda: len(run.of(LLMFullResponseEnd)) == 1)
+            await run.wait_until(lambda: len(run.downstream_of(LLMFullResponseEnd)) == 1, limit=5.0)
     roles = [m["role"] for m in server.requests[1].messages]
     assert roles == ["system", "user", "assistant", "user"]
     assert server.requests[1].messages[-1] == {"role": "user", "content": "Stop, please."}

@@ -16,8 +16,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -25,6 +24,7 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from conftest import live, watch
 
 from rustvani_trio.aggregators import LLMAssistantAggregator, LLMUserAggregator
 from rustvani_trio.context import FunctionSchema, LLMContext
@@ -111,61 +111,6 @@ def errors_of(frames: Sequence[Frame], processor: str | None = None) -> list[Err
 
 def joined(frames: Sequence[Frame]) -> str:
     return "".join(f.text for f in frames if type(f) is LLMText)
-
-
-@attrs.define(eq=False)
-class Live:
-    """A running PipelineTask; the frames reaching either end are recorded as they arrive."""
-
-    task: PipelineTask
-    down: list[Frame] = attrs.Factory(list)
-    up: list[Frame] = attrs.Factory(list)
-    _lot: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
-
-    def record(self, into: list[Frame], frame: Frame) -> None:
-        into.append(frame)
-        self._lot.unpark_all()
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._lot.park()
-
-    def down_of(self, kind: type[Frame]) -> list[Frame]:
-        return [f for f in self.down if isinstance(f, kind)]
-
-    async def wait_down(self, kind: type[Frame], count: int = 1) -> None:
-        await self.wait_until(lambda: len(self.down_of(kind)) >= count)
-
-    async def send(self, *frames: Frame) -> None:
-        for frame in frames:
-            await self.task.queue_frame(frame)
-
-
-def watch(task: PipelineTask) -> Live:
-    lv = Live(task)
-    task.add_event_handler("on_frame_reached_downstream", lambda _t, f: lv.record(lv.down, f))
-    task.add_event_handler("on_frame_reached_upstream", lambda _t, f: lv.record(lv.up, f))
-    return lv
-
-
-@asynccontextmanager
-async def live(
-    processors: Sequence[FrameProcessor],
-    *,
-    params: PipelineParams | None = None,
-    end: bool = True,
-) -> AsyncIterator[Live]:
-    """Run ``processors`` until the pipeline has started, then the body; on leaving, queue an
-    EndFrame (when ``end``) and wait for the run to finish."""
-    task = PipelineTask(Pipeline(list(processors)), params=params)
-    lv = watch(task)
-    with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(task.run)
-            await lv.wait_down(StartFrame)
-            yield lv
-            if end:
-                await task.queue_frame(EndFrame())
 
 
 async def idle() -> None:
@@ -295,19 +240,19 @@ async def test_transcripts_queued_behind_a_busy_user_aggregator_make_one_turn() 
         await lv.send(final("one"), final("two"), final("three"))
         await idle()
         # "one" is being handled, "two" and "three" wait in the lane.
-        assert user.lane_statistics()["process"] == 2
+        assert user.statistics().process == 2
         await lv.send(UserStoppedSpeakingFrame())
         await idle()
         # The speaking signal itself is not held back...
-        assert len(lv.down_of(UserStoppedSpeakingFrame)) == 1
-        assert lv.down_of(LLMContextFrame) == []
+        assert len(lv.downstream_of(UserStoppedSpeakingFrame)) == 1
+        assert lv.downstream_of(LLMContextFrame) == []
         gate.set()  # ...but the turn waits for the transcripts queued before it
         await lv.wait_down(LLMContextFrame)
         await idle()
     assert snaps.snapshots == [[SYSTEM, {"role": "user", "content": "one two three"}]]
-    assert len(lv.down_of(LLMContextFrame)) == 1
+    assert len(lv.downstream_of(LLMContextFrame)) == 1
     assert context.messages == [SYSTEM, {"role": "user", "content": "one two three"}]
-    assert errors_of(lv.up) == []
+    assert errors_of(lv.upstream) == []
 
 
 async def test_pending_transcripts_at_end_frame_are_kept_as_a_user_message(
@@ -322,8 +267,8 @@ async def test_pending_transcripts_at_end_frame_are_kept_as_a_user_message(
         await lv.send(UserStartedSpeakingFrame(), final("left"), final("over"))
         await idle()
     assert context.messages == [SYSTEM, {"role": "user", "content": "left over"}]
-    assert lv.down_of(LLMContextFrame) == []  # kept, but no turn is run at the end
-    assert errors_of(lv.up) == []
+    assert lv.downstream_of(LLMContextFrame) == []  # kept, but no turn is run at the end
+    assert errors_of(lv.upstream) == []
     assert any("unfinished user turn" in r.getMessage() for r in caplog.records)
 
 
@@ -339,7 +284,7 @@ async def test_a_stop_signal_after_the_end_frame_is_not_an_error() -> None:
         await idle()
         gate.set()
     assert context.messages == [SYSTEM, {"role": "user", "content": "bye"}]
-    assert errors_of(lv.up) == []
+    assert errors_of(lv.upstream) == []
 
 
 # =========================================================================== 4. pre-call text
@@ -384,7 +329,7 @@ async def test_pre_call_text_is_committed_on_an_interruption_but_only_before_the
         await idle()
     assert [m["content"] for m in context.messages[2:]] == ["Let me look.", "It is "]
     assert context.interrupted_indices() == [2, 3]
-    assert errors_of(lv.up) == []
+    assert errors_of(lv.upstream) == []
 
 
 async def test_pre_call_text_is_in_the_context_once_when_the_answer_after_the_round_is_cut() -> (
@@ -410,7 +355,7 @@ async def test_pre_call_text_is_in_the_context_once_when_the_answer_after_the_ro
         assistant = LLMAssistantAggregator(context)
         async with live([handler.into_processor(name=LLM), assistant]) as lv:
             await lv.send(LLMContextFrame(context=context))
-            await lv.wait_until(lambda: joined(lv.down).endswith("tok1 "))
+            await lv.wait_until(lambda: joined(lv.downstream).endswith("tok1 "))
             await lv.send(InterruptionFrame())
             await lv.wait_down(InterruptionFrame)
             await idle()
@@ -421,7 +366,7 @@ async def test_pre_call_text_is_in_the_context_once_when_the_answer_after_the_ro
     assert messages[4] == {"role": "assistant", "content": "tok0 tok1 "}
     assert context.interrupted_indices() == [4]
     assert sum("Let me look." in str(m.get("content")) for m in messages) == 1
-    assert errors_of(lv.up) == []
+    assert errors_of(lv.upstream) == []
 
 
 # =========================================================================== 5. tools added late
@@ -455,8 +400,8 @@ async def test_a_cacheable_tool_added_after_start_is_started_before_its_first_ca
             assert late.events() == ["start", "started", "call", "call"]
     assert late.events() == ["start", "started", "call", "call", "stop"]
     assert late.at("started") - late.at("start") == pytest.approx(1.0)
-    assert joined(lv.down) == "done"
-    assert errors_of(lv.up) == []
+    assert joined(lv.downstream) == "done"
+    assert errors_of(lv.upstream) == []
     assert len(server.requests) == 2
 
 
@@ -585,7 +530,7 @@ async def test_a_tool_on_cancel_that_raises_is_reported_upstream(
     assert error.processor == LLM
     assert "'bad'" in error.error and "on_cancel failed" in error.error
     assert isinstance(error.exception, OSError)
-    assert errors_of(lv.up) == [error]
+    assert errors_of(lv.upstream) == [error]
     assert ok.events()[-1] == "cancel"
     assert llm._client is None
 
@@ -761,8 +706,9 @@ async def test_frames_queued_but_never_delivered_are_reported(
 async def test_frames_waiting_when_a_cancel_ends_a_run_that_never_started_are_reported(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # task.cancel() while a processor's on_start hangs: the CancelFrame waits behind the
-    # StartFrame, the task's watchdog ends the run, and the queued frames are reported.
+    # task.cancel() while a processor's on_start hangs: the CancelFrame cuts it short, the
+    # StartFrame goes no further (the frames queued to the task never go in), the run ends,
+    # and the queued frames are reported.
     task = PipelineTask(
         Pipeline([SlowStart("slow")]), params=PipelineParams(cancel_timeout=2), name="T"
     )

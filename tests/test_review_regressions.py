@@ -7,6 +7,7 @@ import logging
 import pytest
 import trio
 import trio.testing
+from conftest import live
 
 from rustvani_trio.aggregators import create_context_aggregators
 from rustvani_trio.context import LLMContext
@@ -61,15 +62,14 @@ async def test_interruption_after_a_committed_round_does_not_duplicate_the_pre_c
         assistant.max_buffer = 1
         holder = HoldFunctionCallStart()
         task = PipelineTask(Pipeline([handler.into_processor(name="llm"), assistant, holder]))
-        async with trio.open_nursery() as nursery:
-            await nursery.start(task.run)
+        async with live(task, end=False, started=False):
             await task.queue_frame(LLMContextFrame(context=context))
             with trio.fail_after(5):
                 # The round is committed and the LLM is blocked pushing FunctionCallEnd (polled:
                 # the state spans several processors and the server, no single event marks it).
                 while not (  # noqa: ASYNC110
                     any(m["role"] == "tool" for m in context.messages)
-                    and assistant.lane_statistics()["blocked_senders"]
+                    and assistant.statistics().blocked_senders
                 ):
                     await trio.sleep(0.01)
             await task.queue_frame(InterruptionFrame())
@@ -130,7 +130,7 @@ async def test_the_frame_held_by_the_feeder_is_counted_as_undelivered(
             nursery.start_soon(task.run)
             await task.queue_frames([TextFrame(text=str(i)) for i in range(100)])
             await trio.sleep(0.1)
-            source_waiting = task._source.lane_statistics()["downstream_waiting"]
+            source_waiting = task.processors()[0].statistics().downstream_waiting
             nursery.cancel_scope.cancel()
     # Frames inside the pipeline are not counted; everything the task still held is, including
     # the one its feeder was blocked sending (the bug: that one was lost without a word).
@@ -166,8 +166,7 @@ async def test_stale_output_seen_before_the_interruption_arrives_is_not_collecte
     assistant = GatedAssistant(context, state=user.state)
     user.state.assistant = assistant
     task = PipelineTask(Pipeline([user, SlowInterruption(), assistant]))
-    async with trio.open_nursery() as nursery:
-        await nursery.start(task.run)
+    async with live(task, end=False, started=False):
         await task.queue_frames(
             [TextFrame(text="first"), LLMFullResponseStart(), LLMText(text="stale")]
         )

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from typing import TypeVar
 
 import pytest
 import trio
 import trio.testing
+from conftest import live, watch
 from trio.testing import wait_all_tasks_blocked
 
 from rustvani_trio import (
@@ -53,7 +53,7 @@ from rustvani_trio.frames import (
     TTFBMetricsData,
 )
 from rustvani_trio.processor import DEFAULT_MAX_BUFFER
-from rustvani_trio.testing._harness import run_test
+from rustvani_trio.testing import run_test
 
 DOWN = FrameDirection.DOWNSTREAM
 UP = FrameDirection.UPSTREAM
@@ -65,28 +65,6 @@ def texts(frames: list[Frame]) -> list[str]:
 
 def names(frames: list[Frame]) -> list[str]:
     return [f.name for f in frames]
-
-
-class Capture:
-    """Collects what leaves either end of a task, and the errors it reports."""
-
-    def __init__(self, task: PipelineTask) -> None:
-        self.down: list[Frame] = []
-        self.up: list[Frame] = []
-        task.add_event_handler("on_frame_reached_downstream", lambda _t, f: self.down.append(f))
-        task.add_event_handler("on_frame_reached_upstream", lambda _t, f: self.up.append(f))
-
-    @property
-    def errors(self) -> list[ErrorFrame]:
-        return [f for f in self.up if isinstance(f, ErrorFrame)]
-
-
-@asynccontextmanager
-async def running(task: PipelineTask) -> AsyncIterator[trio.Nursery]:
-    """Run ``task`` in a nursery for the body of the ``async with``."""
-    async with trio.open_nursery() as nursery:
-        await nursery.start(task.run)
-        yield nursery
 
 
 class Recorder(FrameProcessor):
@@ -165,7 +143,7 @@ async def test_hooks_run_once_each_in_order() -> None:
 async def test_queue_frames_before_run_and_nursery_start() -> None:
     rec = Recorder()
     task = PipelineTask(Pipeline([rec]))
-    cap = Capture(task)
+    cap = watch(task)
     started: list[bool] = []
     finished: list[str | None] = []
 
@@ -180,11 +158,11 @@ async def test_queue_frames_before_run_and_nursery_start() -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(task.run)
         # ``started`` means the StartFrame is on its way: the processors are attached.
-        assert rec.task is task
+        assert rec._processor_run.nursery is not None  # (FrameProcessor.task is gone)
     assert task.has_finished
     assert started == [True]
     assert finished == ["end"]
-    assert texts(cap.down) == ["x", "y"]
+    assert texts(cap.downstream) == ["x", "y"]
 
 
 async def test_a_task_runs_only_once_and_refuses_frames_when_finished() -> None:
@@ -333,22 +311,22 @@ async def test_system_frame_overtakes_data_queued_behind_a_busy_processor() -> N
 
     busy, after = Busy(), Recorder()
     task = PipelineTask(Pipeline([busy, after]))
-    cap = Capture(task)
+    cap = watch(task)
     await task.queue_frames([TextFrame(text=str(i)) for i in range(3)])
-    async with running(task):
+    async with live(task, end=False, started=False):
         await wait_all_tasks_blocked()
         assert busy.started == [0]
-        assert busy.lane_statistics()["process"] == 2  # 1 and 2 wait behind 0
+        assert busy.statistics().process == 2  # 1 and 2 wait behind 0
         await task.queue_frame(UserStartedSpeakingFrame())
         await wait_all_tasks_blocked()
         # The system frame went through the busy processor and reached the sink ...
-        assert names(cap.down) == ["StartFrame", "UserStartedSpeakingFrame"]
+        assert names(cap.downstream) == ["StartFrame", "UserStartedSpeakingFrame"]
         # ... while the data it overtook is still queued.
-        assert busy.lane_statistics()["process"] == 2
+        assert busy.statistics().process == 2
         for gate in gates:
             gate.set()
         await task.queue_frame(EndFrame())
-    assert names(cap.down) == [
+    assert names(cap.downstream) == [
         "StartFrame",
         "UserStartedSpeakingFrame",
         "TextFrame",
@@ -385,11 +363,11 @@ async def test_cancel_ends_promptly_with_stuck_processors(
 
     threaded, stuck, tail = Threaded(), Stuck(), Recorder()
     task = PipelineTask(Pipeline([threaded, stuck, tail]), params=PipelineParams(cancel_timeout=5))
-    cap = Capture(task)
+    cap = watch(task)
     await task.queue_frames([TextFrame(text="a"), TextFrame(text="b")])
     try:
         with trio.fail_after(30):
-            async with running(task):
+            async with live(task, end=False, started=False):
                 await in_thread.wait()
                 await wait_all_tasks_blocked()
                 assert stuck.reached
@@ -401,7 +379,7 @@ async def test_cancel_ends_promptly_with_stuck_processors(
     # Ended by the CancelFrame reaching the sink, not by the task's watchdog.
     assert elapsed < 0.1
     assert task.finish_reason == "cancel: user hung up"
-    assert isinstance(cap.down[-1], CancelFrame)
+    assert isinstance(cap.downstream[-1], CancelFrame)
     for p in (threaded, stuck, tail):
         assert p.hooks == ["start", "cancel"], p
     assert cap.errors == []
@@ -417,7 +395,7 @@ async def test_hanging_on_cancel_is_bounded_by_cancel_timeout(
 
     hangs, tail = Hangs(cancel_timeout=0.5), Recorder()
     task = PipelineTask(Pipeline([hangs, tail]))
-    async with running(task):
+    async with live(task, end=False, started=False):
         await wait_all_tasks_blocked()
         t0 = trio.current_time()
         await task.cancel()
@@ -437,7 +415,7 @@ async def test_cancel_watchdog_ends_the_run_when_a_system_lane_is_stuck(
             await super().process_frame(frame, direction)
 
     task = PipelineTask(StuckOnSystemFrame(), params=PipelineParams(cancel_timeout=3))
-    async with running(task):
+    async with live(task, end=False, started=False):
         await task.queue_frame(UserStartedSpeakingFrame())
         await wait_all_tasks_blocked()
         t0 = trio.current_time()
@@ -459,14 +437,14 @@ async def test_cancel_stops_a_blocked_producer_and_drops_its_backlog(
 
     slow = Sleeper(1.0, max_buffer=4)
     task = PipelineTask(Pipeline([Producer(), slow]))
-    cap = Capture(task)
+    cap = watch(task)
     await task.queue_frame(TextFrame(text="go"))
-    async with running(task):
+    async with live(task, end=False, started=False):
         await trio.sleep(10.5)
         await task.cancel()
     assert task.finish_reason == "cancel"
     assert slow.cancelled == ["10"]
-    assert texts(cap.down) == [str(i) for i in range(10)]
+    assert texts(cap.downstream) == [str(i) for i in range(10)]
     assert cap.errors == []
 
 
@@ -499,18 +477,18 @@ async def test_interruption_cancels_exactly_the_processors_it_reaches(
     slow = Sleeper(10.0, name="slow")
     tail = Recorder(name="tail")
     task = PipelineTask(Pipeline([upstream, injector, slow, tail]))
-    cap = Capture(task)
+    cap = watch(task)
     await task.queue_frames([TextFrame(text=str(i)) for i in range(1, 7)])
-    async with running(task):
+    async with live(task, end=False, started=False):
         # t=3.5: upstream is handling "4"; slow is handling "1" with "2" and "3" queued.
         await trio.sleep(3.5)
         assert upstream.started[-1] == "4" and upstream.done == ["1", "2", "3"]
         assert slow.started == ["1"]
-        assert slow.lane_statistics()["process"] == 2
+        assert slow.statistics().process == 2
         await task.queue_frame(UserStartedSpeakingFrame())
         await wait_all_tasks_blocked()
         assert slow.cancelled == ["1"]
-        assert slow.lane_statistics()["process"] == 0
+        assert slow.statistics().process == 0
         await task.queue_frame(EndFrame())
     # Upstream of the injection: untouched (its in-flight "4" completed, no hook ran).
     assert upstream.cancelled == []
@@ -520,8 +498,12 @@ async def test_interruption_cancels_exactly_the_processors_it_reaches(
     assert slow.hooks == tail.hooks == ["start", "interruption", "stop"]
     assert slow.done == ["4", "5", "6"]
     assert slow.started == ["1", "4", "5", "6"]  # "2" and "3" were drained, never started
-    assert names(cap.down)[:3] == ["StartFrame", "UserStartedSpeakingFrame", "InterruptionFrame"]
-    assert texts(cap.down) == ["4", "5", "6"]
+    assert names(cap.downstream)[:3] == [
+        "StartFrame",
+        "UserStartedSpeakingFrame",
+        "InterruptionFrame",
+    ]
+    assert texts(cap.downstream) == ["4", "5", "6"]
     assert task.finish_reason == "end"
     assert cap.errors == []
 
@@ -531,16 +513,16 @@ async def test_interruption_keeps_a_queued_end_frame(
 ) -> None:
     injector, slow, tail = Injector(), Sleeper(10.0), Recorder()
     task = PipelineTask(Pipeline([injector, slow, tail]))
-    cap = Capture(task)
+    cap = watch(task)
     await task.queue_frames([TextFrame(text="1"), TextFrame(text="2"), EndFrame()])
-    async with running(task):
+    async with live(task, end=False, started=False):
         await trio.sleep(5)
-        assert slow.lane_statistics()["process"] == 2  # "2" and the EndFrame
+        assert slow.statistics().process == 2  # "2" and the EndFrame
         t0 = trio.current_time()
         await task.queue_frame(UserStartedSpeakingFrame())
     assert trio.current_time() - t0 < 0.1  # "1" was cut short; "2" never ran
     assert slow.cancelled == ["1"] and slow.done == []
-    assert names(cap.down)[-2:] == ["InterruptionFrame", "EndFrame"]
+    assert names(cap.downstream)[-2:] == ["InterruptionFrame", "EndFrame"]
     assert task.finish_reason == "end"
     assert slow.hooks == ["start", "interruption", "stop"]
 
@@ -555,14 +537,14 @@ async def test_interruption_does_not_cut_short_an_end_frame_being_handled(
 
     injector, slow = Injector(), SlowStop()
     task = PipelineTask(Pipeline([injector, slow]))
-    cap = Capture(task)
+    cap = watch(task)
     await task.queue_frame(EndFrame())
-    async with running(task):
+    async with live(task, end=False, started=False):
         await trio.sleep(1)
         await task.queue_frame(UserStartedSpeakingFrame())
     assert slow.hooks == ["start", "interruption", "stop"]
     assert task.finish_reason == "end"
-    assert cap.down[-1].name == "EndFrame"
+    assert cap.downstream[-1].name == "EndFrame"
 
 
 @pytest.mark.parametrize("trigger", [TextFrame(text="go"), UserStartedSpeakingFrame()])
@@ -643,12 +625,12 @@ async def test_frames_pushed_right_after_an_interruption_are_never_lost_determin
     after = (TextFrame(text="new turn"), EndFrame())
     receiver, tail = Recorder(name="receiver"), Recorder(name="tail")
     task = PipelineTask(Pipeline([NowaitInjector(after, settle=settle), receiver, tail]))
-    cap = Capture(task)
+    cap = watch(task)
     await task.queue_frame(TextFrame(text="go"))
     with trio.fail_after(5):
         await task.run()
-    assert names(cap.down) == ["StartFrame", "InterruptionFrame", "TextFrame", "EndFrame"]
-    assert texts(cap.down) == ["new turn"]
+    assert names(cap.downstream) == ["StartFrame", "InterruptionFrame", "TextFrame", "EndFrame"]
+    assert texts(cap.downstream) == ["new turn"]
     assert receiver.hooks == tail.hooks == ["start", "interruption", "stop"]
     assert [f.name for f, _ in receiver.seen] == ["TextFrame"]
     assert task.finish_reason == "end"
@@ -693,23 +675,23 @@ async def test_a_woken_sender_after_an_interruption_does_not_emit_deterministic(
 
     splitter, gate = Splitter(name="splitter"), Gate(name="gate", max_buffer=1)
     task = PipelineTask(Pipeline([head, splitter, gate]))
-    cap = Capture(task)
+    cap = watch(task)
     with trio.fail_after(5):
-        async with running(task):
+        async with live(task, end=False, started=False):
             await task.queue_frames([TextFrame(text="hold"), TextFrame(text="go")])
             await wait_all_tasks_blocked()
             # "go-a" fills the gate's lane; the splitter waits to push "go-b".
-            assert gate.lane_statistics()["process"] == 1
-            assert gate.lane_statistics()["blocked_senders"] == 1
+            assert gate.statistics().process == 1
+            assert gate.statistics().blocked_senders == 1
             release_hold.set()
             await wait_all_tasks_blocked()
             assert splitter.hooks == ["start", "interruption"]
             release_interruption.set()
             await wait_all_tasks_blocked()
             await task.queue_frames([TextFrame(text="after"), EndFrame()])
-    assert texts(cap.down) == ["hold", "go-a", "after"]  # never "go-b"
+    assert texts(cap.downstream) == ["hold", "go-a", "after"]  # never "go-b"
     assert [f.text for f, _ in gate.seen if isinstance(f, TextFrame)] == ["hold", "go-a", "after"]
-    assert names(cap.down).count("InterruptionFrame") == 1
+    assert names(cap.downstream).count("InterruptionFrame") == 1
     assert task.finish_reason == "end"
     assert cap.errors == []
 
@@ -725,9 +707,9 @@ async def test_interruption_task_frame_interrupts_from_the_source(
 
     first, asker, slow = Recorder(), AskInterrupt(), Sleeper(10.0)
     task = PipelineTask(Pipeline([first, asker, slow]))
-    cap = Capture(task)
+    cap = watch(task)
     await task.queue_frames([TextFrame(text="1"), TextFrame(text="2")])
-    async with running(task):
+    async with live(task, end=False, started=False):
         await trio.sleep(1)
         await task.queue_frame(UserStartedSpeakingFrame())
         await wait_all_tasks_blocked()
@@ -735,8 +717,8 @@ async def test_interruption_task_frame_interrupts_from_the_source(
     for p in (first, asker, slow):
         assert p.hooks == ["start", "interruption", "stop"]
     assert slow.cancelled == ["1"] and slow.done == []
-    assert "InterruptionFrame" in names(cap.down)
-    assert texts(cap.down) == []
+    assert "InterruptionFrame" in names(cap.downstream)
+    assert texts(cap.downstream) == []
 
 
 async def test_exception_in_on_interruption_is_reported_and_the_frame_goes_on() -> None:
@@ -951,9 +933,9 @@ async def test_frame_pushed_after_end_is_reported_by_the_refusing_processor() ->
 
     late, waiter = Late(), WaitsInStop(name="waiter")
     task = PipelineTask(Pipeline([late, waiter]))
-    cap = Capture(task)
+    cap = watch(task)
     await task.queue_frame(EndFrame())
-    async with running(task):
+    async with live(task, end=False, started=False):
         await wait_all_tasks_blocked()  # the EndFrame is in waiter's on_stop
         await task.queue_frame(UserStoppedSpeakingFrame())
         await wait_all_tasks_blocked()
@@ -961,7 +943,7 @@ async def test_frame_pushed_after_end_is_reported_by_the_refusing_processor() ->
     [error] = cap.errors
     assert error.processor == "waiter"
     assert "after EndFrame" in error.error
-    assert texts(cap.down) == []
+    assert texts(cap.downstream) == []
     assert task.finish_reason == "end"
 
 
@@ -999,13 +981,11 @@ class Sampler(BaseObserver):
         assert self.task is not None
         self.samples += 1
         for p in self.task.processors():
-            stats = p.lane_statistics()
+            stats = p.statistics()
             self.max_waiting[p.name] = max(
-                self.max_waiting.get(p.name, 0), stats["downstream_waiting"]
+                self.max_waiting.get(p.name, 0), stats.downstream_waiting
             )
-            self.max_blocked[p.name] = max(
-                self.max_blocked.get(p.name, 0), stats["blocked_senders"]
-            )
+            self.max_blocked[p.name] = max(self.max_blocked.get(p.name, 0), stats.blocked_senders)
 
 
 async def test_backpressure_bounds_every_lane(autojump_clock: trio.testing.MockClock) -> None:
@@ -1031,11 +1011,11 @@ async def test_backpressure_bounds_every_lane(autojump_clock: trio.testing.MockC
     sampler = Sampler()
     task = PipelineTask(Pipeline([producer, middle, slow]), observers=[sampler])
     sampler.task = task
-    cap = Capture(task)
+    cap = watch(task)
     await task.queue_frames([TextFrame(text="go"), EndFrame()])
     t0 = trio.current_time()
     await task.run()
-    assert texts(cap.down) == [str(i) for i in range(n)]
+    assert texts(cap.downstream) == [str(i) for i in range(n)]
     assert sampler.samples > 3 * n
     for p in task.processors():
         assert sampler.max_waiting[p.name] <= p.max_buffer, p.name
@@ -1086,7 +1066,7 @@ async def test_activity_resets_the_idle_timeout(autojump_clock: trio.testing.Moc
     task = PipelineTask(Recorder(), params=PipelineParams(idle_timeout=2.0))
     task.add_event_handler("on_idle_timeout", lambda _t: fired.append(trio.current_time()))
     t0 = trio.current_time()
-    async with running(task):
+    async with live(task, end=False, started=False):
         for i in range(3):
             await trio.sleep(1.5)
             await task.queue_frame(TextFrame(text=str(i)))
@@ -1125,7 +1105,7 @@ async def test_idle_timeout_without_cancel_fires_and_the_run_goes_on(
     task = PipelineTask(Recorder(), params=params)
     task.add_event_handler("on_idle_timeout", lambda _t: fired.append(trio.current_time()))
     t0 = trio.current_time()
-    async with running(task):
+    async with live(task, end=False, started=False):
         await trio.sleep(5)
         await task.queue_frame(EndFrame())
     assert fired == [pytest.approx(t0 + 2.0), pytest.approx(t0 + 4.0)]
@@ -1147,12 +1127,12 @@ async def test_heartbeats_reach_the_sink_with_latencies(
     latencies: list[float] = []
     params = PipelineParams(enable_heartbeats=True, heartbeats_period=1.0)
     task = PipelineTask(Pipeline([Recorder(), Lagging()]), params=params)
-    cap = Capture(task)
+    cap = watch(task)
     task.add_event_handler("on_heartbeat", lambda _t, latency: latencies.append(latency))
-    async with running(task):
+    async with live(task, end=False, started=False):
         await trio.sleep(3.5)
         await task.queue_frame(EndFrame())
-    heartbeats = [f for f in cap.down if isinstance(f, HeartbeatFrame)]
+    heartbeats = [f for f in cap.downstream if isinstance(f, HeartbeatFrame)]
     assert len(heartbeats) == 3
     assert latencies == [pytest.approx(0.25)] * 3
     assert list(task.heartbeat_latencies) == latencies
@@ -1168,7 +1148,7 @@ async def test_heartbeats_while_an_end_frame_drains_are_not_errors(
 
     params = PipelineParams(enable_heartbeats=True, heartbeats_period=1.0)
     task = PipelineTask(Pipeline([SlowStop()]), params=params)
-    cap = Capture(task)
+    cap = watch(task)
     await task.queue_frame(EndFrame())
     await task.run()
     assert task.finish_reason == "end"
@@ -1188,7 +1168,7 @@ async def test_heartbeat_monitor_warns_when_heartbeats_stop_arriving(
         enable_heartbeats=True, heartbeats_period=1.0, heartbeats_monitor_timeout=3.0
     )
     task = PipelineTask(Stuck(), params=params)
-    async with running(task):
+    async with live(task, end=False, started=False):
         await trio.sleep(5.5)
         await task.cancel()
     assert "no heartbeat reached the sink" in caplog.text
@@ -1266,7 +1246,7 @@ async def test_metrics_collector_and_report_only_initial_ttfb(
         enable_metrics=True, enable_usage_metrics=True, report_only_initial_ttfb=only_initial
     )
     task = PipelineTask(Pipeline([measured, Recorder()]), params=params, observers=[collector])
-    cap = Capture(task)
+    cap = watch(task)
     await task.queue_frames([TextFrame(text="1"), TextFrame(text="2"), EndFrame()])
     await task.run()
     ttfb = metrics_of(collector, TTFBMetricsData)
@@ -1278,7 +1258,7 @@ async def test_metrics_collector_and_report_only_initial_ttfb(
     assert [d.value.prompt_tokens for d in usage] == [3, 3]
     # Each metrics frame recorded once although the observer saw it at every hop.
     assert len({f.id for f in collector.frames}) == len(collector.frames)
-    assert len([f for f in cap.down if isinstance(f, MetricsFrame)]) == len(collector.frames)
+    assert len([f for f in cap.downstream if isinstance(f, MetricsFrame)]) == len(collector.frames)
 
 
 async def test_metrics_are_off_by_default(autojump_clock: trio.testing.MockClock) -> None:

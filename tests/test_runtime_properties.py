@@ -31,8 +31,10 @@ from rustvani_trio import (
     StartFrame,
     SystemFrame,
     TextFrame,
+    TranscriptionFrame,
+    UninterruptibleFrame,
 )
-from rustvani_trio.testing._harness import run_test
+from rustvani_trio.testing import run_test
 from rustvani_trio.testing.strategies import frame_sequences
 
 DOWN = FrameDirection.DOWNSTREAM
@@ -296,6 +298,10 @@ class Injector(FrameProcessor):
             await self.push_frame(frame, direction)
 
 
+def transcripts(frames: list[Frame]) -> list[Frame]:
+    return [f for f in frames if isinstance(f, TranscriptionFrame)]
+
+
 def is_subsequence(small: list[Frame], big: list[Frame]) -> bool:
     it = iter(big)
     return all(any(x == y for y in it) for x in small)
@@ -319,9 +325,9 @@ def test_interruption_injected_anywhere_keeps_what_comes_after_it(
     """An injector at a random place interrupts while frames are in flight everywhere.
 
     Downstream of it: whatever came before the interruption may be cut short or drained (what
-    arrives is a subsequence of the model's output), but what comes after it (the injector's
-    ``after`` frames, then the frames behind the trigger) arrives complete, in order, after the
-    InterruptionFrame. Upstream of it nothing is interrupted.
+    arrives is a subsequence of the model's output, with every user transcript), but what comes
+    after it (the injector's ``after`` frames, then the frames behind the trigger) arrives
+    complete, in order, after the InterruptionFrame. Upstream of it nothing is interrupted.
     """
     k = data.draw(st.integers(min_value=0, max_value=len(pipeline_specs)), label="injector at")
     cuts = data.draw(nestings(len(pipeline_specs) + 1))
@@ -355,10 +361,18 @@ def test_interruption_injected_anywhere_keeps_what_comes_after_it(
             i for i, f in enumerate(result.downstream) if isinstance(f, InterruptionFrame)
         ]
         lane = [f for f in result.downstream[1:-1] if not isinstance(f, SystemFrame)]
-        got_pre = [f for f in result.downstream[1:interruption] if not isinstance(f, SystemFrame)]
-        got_post = lane[len(got_pre) :]
-        assert got_post == lower_post
+        # What comes after the interruption arrives complete, in order, after it; before it,
+        # what came earlier may be cut short or drained, except user transcripts, which an
+        # interruption never drops: those it found queued go on after it, ahead of the rest.
+        got_pre = lane[: len(lane) - len(lower_post)]
+        assert lane[len(got_pre) :] == lower_post
         assert is_subsequence(got_pre, lower_pre)
+        assert transcripts(got_pre) == transcripts(lower_pre)
+        behind = [f for f in result.downstream[interruption:-1] if not isinstance(f, SystemFrame)]
+        assert (
+            transcripts(behind[: len(behind) - len(lower_post)])
+            == behind[: len(behind) - len(lower_post)]
+        )
         want_system = [f for f in frames if isinstance(f, SystemFrame)]
         assert [
             f
@@ -384,5 +398,159 @@ def test_interruption_injected_anywhere_keeps_what_comes_after_it(
             tail = want_up_lower_post.get(name, [])
             assert got[len(got) - len(tail) :] == tail
             assert is_subsequence(got[: len(got) - len(tail)], want_up_lower_pre.get(name, []))
+
+    run_virtual(main)
+
+
+# --------------------------------------------------------------------------- interruptions
+# mixed with uninterruptible frames
+
+
+@attrs.frozen(kw_only=True)
+class Hold(DataFrame, UninterruptibleFrame):
+    """An uninterruptible data frame that each relay takes a while over."""
+
+    n: int
+
+
+@attrs.frozen(kw_only=True)
+class Go(DataFrame):
+    """Starts the :class:`Script`."""
+
+
+INTERRUPT = "interrupt"
+Step = Frame | str | float
+
+
+class Script(FrameProcessor):
+    """On :class:`Go`, pushes its steps downstream in order: frames, InterruptionFrames
+    (``INTERRUPT``) and pauses (a float: seconds)."""
+
+    def __init__(self, steps: list[Step]) -> None:
+        super().__init__(name="script")
+        self.steps = steps
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if not isinstance(frame, Go):
+            await self.push_frame(frame, direction)
+            return
+        for step in self.steps:
+            if step == INTERRUPT:
+                await self.push_frame(InterruptionFrame())
+            elif isinstance(step, float):
+                if step:
+                    await trio.sleep(step)
+            else:
+                assert isinstance(step, Frame)
+                await self.push_frame(step)
+
+
+class Relay(FrameProcessor):
+    """Forwards everything; takes ``delay`` over each downstream text frame, ``hold`` over each
+    Hold (for which it also sends a marker upstream) and ``pause`` over each interruption."""
+
+    def __init__(self, i: int, delay: float, hold: float, pause: float, max_buffer: int) -> None:
+        super().__init__(name=f"r{i}", max_buffer=max_buffer)
+        self.delay, self.hold, self.pause = delay, hold, pause
+
+    async def on_interruption(self, frame: InterruptionFrame) -> None:
+        await trio.sleep(self.pause)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if direction is DOWN and isinstance(frame, Hold):
+            await trio.sleep(self.hold)
+            await self.push_frame(TextFrame(text=f"up|{self.name}|{frame.n}"), UP)
+        elif direction is DOWN and isinstance(frame, TextFrame):
+            await trio.sleep(self.delay)
+        await self.push_frame(frame, direction)
+
+
+relays = st.tuples(
+    st.sampled_from([0.0, 0.001, 0.005]),
+    st.sampled_from([0.0, 0.003]),
+    st.sampled_from([0.0, 0.0, 0.002, 0.01]),
+    st.sampled_from([1, 2, 64]),
+)
+
+
+@st.composite
+def scripts(draw: st.DrawFn) -> list[Step]:
+    """Bursts of frames, each followed by an interruption, often after a pause (so that the
+    interruption finds the relays in the middle of a frame, or of a Hold)."""
+    holds = itertools.count()
+    kinds = st.sampled_from(["text", "text", "transcript", "hold", "hold"])
+    steps: list[Step] = []
+    for _ in range(draw(st.integers(min_value=0, max_value=5))):
+        for kind in draw(st.lists(kinds, max_size=6)):
+            if kind == "text":
+                steps.append(TextFrame(text=draw(st.text("ab", max_size=2))))
+            elif kind == "transcript":
+                steps.append(TranscriptionFrame(text="said", user_id="u"))
+            else:
+                steps.append(Hold(n=next(holds)))
+        steps.append(draw(st.sampled_from([0.0, 0.001, 0.002, 0.004])))
+        if draw(st.booleans()):
+            steps.append(INTERRUPT)
+    for kind in draw(st.lists(kinds, max_size=4)):
+        steps.append(TextFrame(text="tail") if kind == "text" else Hold(n=next(holds)))
+    return steps
+
+
+def keeps(frame: Frame) -> bool:
+    return isinstance(frame, Hold | TranscriptionFrame)
+
+
+@PROPERTY_SETTINGS
+@given(relay_specs=st.lists(relays, min_size=1, max_size=5), steps=scripts())
+def test_interruptions_and_uninterruptible_frames_keep_order_and_count_every_drop(
+    relay_specs: list[tuple[float, float, float, int]], steps: list[Step]
+) -> None:
+    """Interruptions at random points among text, transcripts and uninterruptible frames:
+
+    * per direction, frames arrive in the order they were pushed (FIFO);
+    * nothing is lost but what an interruption drops, and every such drop is counted in the
+      dropping processor's lane statistics;
+    * transcripts and uninterruptible frames are never dropped;
+    * nothing pushed after an interruption arrives before it, and nothing pushed before it
+      arrives after it, except the frames it keeps.
+    """
+
+    async def main() -> None:
+        procs = [Relay(i, *spec) for i, spec in enumerate(relay_specs)]
+        result = await run_test([Script(steps), *procs], [Go()])
+        assert result.finish_reason == "end"
+        assert result.task is not None
+        sent = [s for s in steps if isinstance(s, Frame)]
+        epoch: dict[int, int] = {}  # frame id -> interruptions pushed before it
+        seen = 0
+        for step in steps:
+            if step == INTERRUPT:
+                seen += 1
+            elif isinstance(step, Frame):
+                epoch[step.id] = seen
+        # Downstream: FIFO, keepers complete, and each frame on the right side of each
+        # interruption.
+        down = [f for f in result.downstream[1:-1] if not isinstance(f, SystemFrame)]
+        assert is_subsequence(down, sent) and len({f.id for f in down}) == len(down)
+        assert [f for f in down if keeps(f)] == [f for f in sent if keeps(f)]
+        passed = 0
+        for f in result.downstream[1:-1]:
+            if isinstance(f, InterruptionFrame):
+                passed += 1
+            elif not isinstance(f, SystemFrame):
+                assert epoch[f.id] <= passed, f"{f} overtook an interruption"
+                assert epoch[f.id] == passed or keeps(f), f"{f} survived an interruption"
+        assert passed == steps.count(INTERRUPT)
+        # Upstream: each relay's markers in order (all of them: Holds are never cut short,
+        # but a marker waiting in a lane can be drained like any frame).
+        up = result.upstream_of(TextFrame)
+        for p in procs:
+            mine = [int(f.text.split("|")[2]) for f in up if f.text.split("|")[1] == p.name]
+            assert mine == sorted(mine)
+        # Every frame pushed either arrived or was dropped by an interruption, and counted.
+        markers = len(procs) * sum(isinstance(f, Hold) for f in sent)
+        dropped = sum(p.statistics().dropped for p in result.task.processors())
+        assert len(down) + len(up) + dropped == len(sent) + markers
+        assert result.upstream_of(ErrorFrame) == []
 
     run_virtual(main)

@@ -10,7 +10,7 @@ import trio
 
 from ..frames import EndFrame, Frame, FrameDirection
 from ..pipeline import Pipeline
-from ..processor import FrameProcessor
+from ..processor import PipelineElement
 from ..task import PipelineFatalError, PipelineParams, PipelineTask
 
 __all__ = ["RunResult", "run_test"]
@@ -38,7 +38,7 @@ class RunResult:
 
 
 async def run_test(
-    processors: FrameProcessor | Sequence[FrameProcessor],
+    processors: PipelineElement | Sequence[PipelineElement],
     frames: Iterable[Frame] = (),
     *,
     send_end_frame: bool = True,
@@ -46,7 +46,7 @@ async def run_test(
     upstream_frames: Iterable[Frame] = (),
     time_limit: float = 60.0,
 ) -> RunResult:
-    """Run ``processors`` (one, or a list run as a Pipeline) in a PipelineTask.
+    """Run ``processors`` (a processor or Pipeline, or a list run as a Pipeline) in a PipelineTask.
 
     ``frames`` are queued downstream (``upstream_frames`` upstream from the tail), then an
     EndFrame when ``send_end_frame`` is true. Without an EndFrame, the run is cancelled once
@@ -55,7 +55,7 @@ async def run_test(
 
     ``time_limit`` (seconds, of the current clock: virtual under ``autojump_clock``) bounds the run.
     """
-    pipeline = processors if isinstance(processors, FrameProcessor) else Pipeline(processors)
+    pipeline = processors if isinstance(processors, PipelineElement) else Pipeline(processors)
     task = PipelineTask(pipeline, params=params)
     result = RunResult(task=task)
 

@@ -1,0 +1,140 @@
+"""A processor's two inbound lanes, the downstream gate, and the drain.
+
+* The **system lane**: an unbounded memory channel; its sender never waits.
+* The **process lane**: one unbounded memory channel for both directions, FIFO. Backpressure
+  is a gate on the downstream direction only: a sender of a downstream frame parks (on a
+  :class:`~trio.lowlevel.ParkingLot`) while ``max_buffer`` downstream frames already wait.
+  Upstream frames never wait, so there is no cycle of blocking sends.
+* The **drain** empties the process lane when an interruption or a cancel arrives, keeping
+  the frames that must survive an interruption.
+
+The processor reads and writes these fields directly on its hot path; the methods here are the
+slow paths (waiting for room, draining) and :meth:`Lanes.statistics`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import attrs
+import trio
+from trio.lowlevel import ParkingLot, checkpoint_if_cancelled
+
+from .frames import Frame, FrameDirection
+
+__all__ = ["LaneStatistics", "Lanes"]
+
+logger = logging.getLogger("rustvani_trio")
+
+_DOWN = FrameDirection.DOWNSTREAM
+Item = tuple[Frame, FrameDirection]
+
+
+@attrs.frozen(kw_only=True)
+class LaneStatistics:
+    """A snapshot of one processor's lanes (see
+    :meth:`~rustvani_trio.processor.FrameProcessor.statistics`).
+
+    Attributes:
+        system: frames waiting in the system lane.
+        process: control and data frames waiting in the process lane (both directions).
+        downstream_waiting: of those, the ones travelling downstream (at most ``max_buffer``).
+        max_buffer: the downstream bound of the process lane.
+        blocked_senders: senders waiting for room in the process lane.
+        dropped: frames an interruption took out of this processor's way in this run: drained
+            from the process lane, taken just before it arrived, or whose handling it cut
+            short (a cancel's drops are not counted: dropping everything is what it means).
+    """
+
+    system: int
+    process: int
+    downstream_waiting: int
+    max_buffer: int
+    blocked_senders: int
+    dropped: int
+
+
+class Lanes:
+    """The lanes of one processor for one run."""
+
+    __slots__ = (
+        "down_pending",
+        "dropped",
+        "max_buffer",
+        "owner",
+        "process_recv",
+        "process_send",
+        "space",
+        "system_recv",
+        "system_send",
+    )
+
+    def __init__(self, owner: str, max_buffer: int) -> None:
+        self.owner = owner
+        self.max_buffer = max_buffer
+        self.system_send, self.system_recv = trio.open_memory_channel[Item](math.inf)
+        self.process_send, self.process_recv = trio.open_memory_channel[Item](math.inf)
+        self.down_pending = 0
+        """Downstream frames in the process lane (the gate counts these)."""
+        self.space = ParkingLot()
+        """Senders waiting for room in the process lane."""
+        self.dropped = 0
+
+    async def wait_for_room(self) -> None:
+        """Park until a downstream frame left the lane (or the lane was drained).
+
+        Raises ``trio.Cancelled`` if the sender was cancelled meanwhile, handing the wake-up on
+        to the next sender: a cancelled sender must not emit (an interruption may already have
+        gone on downstream, so its frame would pass for a new one).
+        """
+        await self.space.park()
+        try:
+            await checkpoint_if_cancelled()
+        except trio.Cancelled:
+            self.space.unpark()
+            raise
+
+    def drain(self, keep: type | tuple[type, ...] | None) -> None:
+        """Empty the process lane, keeping the frames of the types ``keep`` in order.
+
+        With ``keep`` (an interruption), each frame dropped is counted and logged at DEBUG;
+        without it (a cancel), one DEBUG line says how many were dropped.
+        """
+        kept: list[Item] = []
+        dropped = 0
+        while True:
+            try:
+                item = self.process_recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            if keep is not None and isinstance(item[0], keep):
+                kept.append(item)
+            elif keep is not None:
+                self.count_drop(item[0], "drained from the process lane")
+            else:
+                dropped += 1
+        if dropped:
+            logger.debug("%s: a CancelFrame dropped %d queued frames", self.owner, dropped)
+        self.down_pending = 0
+        for item in kept:
+            if item[1] is _DOWN:
+                self.down_pending += 1
+            self.process_send.send_nowait(item)
+        self.space.unpark_all()
+
+    def count_drop(self, frame: Frame, how: str) -> None:
+        """Record one frame dropped by an interruption."""
+        self.dropped += 1
+        logger.debug("%s: an interruption dropped %s (%s)", self.owner, frame.name, how)
+
+    def statistics(self) -> LaneStatistics:
+        """A frozen snapshot of the lanes."""
+        return LaneStatistics(
+            system=self.system_recv.statistics().current_buffer_used,
+            process=self.process_recv.statistics().current_buffer_used,
+            downstream_waiting=self.down_pending,
+            max_buffer=self.max_buffer,
+            blocked_senders=len(self.space),
+            dropped=self.dropped,
+        )
