@@ -32,10 +32,9 @@ the frame; :meth:`FrameProcessor.process_frame` sees every other frame.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import NoReturn
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, NoReturn
 
-import attrs
 import trio
 from trio.lowlevel import checkpoint_if_cancelled
 
@@ -60,6 +59,9 @@ from .frames import (
     TTFBMetricsData,
 )
 from .observer import BaseObserver, FramePushed
+
+if TYPE_CHECKING:
+    from .task import PipelineTask
 
 __all__ = [
     "DEFAULT_MAX_BUFFER",
@@ -170,6 +172,49 @@ class FrameProcessor(PipelineElement):
             self._processor_run.lanes.max_buffer = value
 
     @property
+    def pipeline_task(self) -> PipelineTask | None:
+        """The PipelineTask this processor belongs to (directly, or through the pipelines
+        around it), or ``None`` when it is not part of one."""
+        from .task import PipelineTask
+
+        owner = self._owner
+        while isinstance(owner, PipelineElement):
+            owner = owner._owner
+        return owner if isinstance(owner, PipelineTask) else None
+
+    def start_task_soon(
+        self, async_fn: Callable[..., Awaitable[object]], *args: object, name: str | None = None
+    ) -> None:
+        """Start ``async_fn(*args)`` in the nursery of the run this processor is in, for
+        long-lived work of its own (a provider's connection, a timer), like
+        ``nursery.start_soon``. The task ends with the run; cancel it sooner with a cancel scope
+        of its own.
+
+        Raises:
+            RuntimeError: the processor is not running (use it from ``on_start`` on).
+        """
+        self._run_nursery().start_soon(async_fn, *args, name=name or self._task_name(async_fn))
+
+    async def start_task(
+        self, async_fn: Callable[..., Awaitable[object]], *args: object, name: str | None = None
+    ) -> object:
+        """Like :meth:`start_task_soon`, but as ``nursery.start``: waits until the task calls
+        ``task_status.started(value)`` and returns ``value``."""
+        nursery = self._run_nursery()
+        return await nursery.start(async_fn, *args, name=name or self._task_name(async_fn))
+
+    def _run_nursery(self) -> trio.Nursery:
+        nursery = self._processor_run.nursery
+        if nursery is None or self.start_frame is None:
+            raise RuntimeError(
+                f"{self.name} is not running in a PipelineTask; start tasks from on_start on"
+            )
+        return nursery
+
+    def _task_name(self, async_fn: Callable[..., object]) -> str:
+        return f"{self.name}.{getattr(async_fn, '__name__', 'task')}"
+
+    @property
     def start_frame(self) -> StartFrame | None:
         """The StartFrame of the current run (its settings), or ``None`` before it arrives."""
         return self._processor_run.start_frame
@@ -192,11 +237,6 @@ class FrameProcessor(PipelineElement):
     def statistics(self) -> LaneStatistics:
         """A snapshot of this processor's lanes: backlog, blocked senders, interruption drops."""
         return self._processor_run.lanes.statistics()
-
-    def lane_statistics(self) -> dict[str, int]:
-        """The old form of :meth:`statistics` (a dict of the same numbers); kept until the
-        benchmarks use :meth:`statistics`."""
-        return attrs.asdict(self._processor_run.lanes.statistics())
 
     # ------------------------------------------------------------------ linking
 

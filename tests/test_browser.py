@@ -68,29 +68,9 @@ class NodeSwitch(FrameProcessor):
 def open_test_factory() -> Any:
     """The default chat with a NodeSwitch after the transport's input (for serve-chat
     --factory test_browser:open_test_factory)."""
-    import contextlib
-
-    from rustvani_trio.pipeline import Pipeline
     from rustvani_trio.server.chat import open_chat_factory
 
-    @contextlib.asynccontextmanager
-    async def opened() -> Any:
-        async with open_chat_factory() as chat:
-
-            async def factory(session: Any) -> Any:
-                task = await chat(session)
-                pipeline = task.pipeline
-                assert isinstance(pipeline, Pipeline)
-                procs = pipeline.processors
-                from rustvani_trio.task import PipelineTask
-
-                return PipelineTask(
-                    Pipeline([procs[0], NodeSwitch(), *procs[1:]]), params=task.params
-                )
-
-            yield factory
-
-    return opened()
+    return open_chat_factory(extra=lambda session: [NodeSwitch()])
 
 
 # --------------------------------------------------------------------------- servers

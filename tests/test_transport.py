@@ -529,7 +529,7 @@ class Slow(FrameProcessor):
         self.peak = 0
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        self.peak = max(self.peak, self.lane_statistics()["process"])
+        self.peak = max(self.peak, self.statistics().process)
         if isinstance(frame, RTVIClientMessageFrame):
             await trio.sleep(0.05)
             await self.push_frame(

@@ -88,7 +88,7 @@ class Counter(PassThrough):
         self.max_backlog = 0
 
     def observe(self) -> None:
-        produced = self.count + self.lane_statistics()["downstream_waiting"]
+        produced = self.count + self.statistics().downstream_waiting
         self.max_backlog = max(self.max_backlog, produced - len(self.sink.stamps))
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:

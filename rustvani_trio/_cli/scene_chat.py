@@ -273,7 +273,12 @@ async def demo() -> None:
     """A scripted conversation with a tool call."""
     print("rustvani-trio demo: a scripted OpenAI-compatible server on 127.0.0.1 (no key needed)\n")
     async with open_scripted_server(default_reply=scripted_assistant) as server:
-        config = OpenAILLMConfig(api_key="demo", base_url=server.base_url, model="scripted-model")
+        config = OpenAILLMConfig(
+            api_key="demo",
+            base_url=server.base_url,
+            model="scripted-model",
+            context_window_tokens=32_000,
+        )
         context = await _converse(config, DEMO_LINES)
         print(
             f"\n{len(server.requests)} HTTP requests served; the context now holds "
@@ -298,5 +303,10 @@ async def chat() -> None:
         f"({QUIT_HINT})"
     )
     async with open_scripted_server(default_reply=scripted_assistant) as server:
-        config = OpenAILLMConfig(api_key="demo", base_url=server.base_url, model="scripted-model")
+        config = OpenAILLMConfig(
+            api_key="demo",
+            base_url=server.base_url,
+            model="scripted-model",
+            context_window_tokens=32_000,
+        )
         await _converse(config, None)

@@ -112,7 +112,12 @@ async def run() -> None:
         context = LLMContext()
         registry = FunctionRegistry()
         dhara = pizza.build_from_file(context, registry)
-        config = OpenAILLMConfig(api_key="demo", base_url=server.base_url, model="scripted-model")
+        config = OpenAILLMConfig(
+            api_key="demo",
+            base_url=server.base_url,
+            model="scripted-model",
+            context_window_tokens=32_000,
+        )
         llm = OpenAILLMHandler.with_registry(config, registry)
         llm.set_transition_hook(dhara.create_transition_hook())
         user, assistant = create_context_aggregators(context, text_mode=True)

@@ -211,7 +211,12 @@ async def _converse(reader_url: str, embed: Callable[[str], list[float]]) -> int
     from ..tools.postgres import NeonPostgresTool
 
     async with open_scripted_server(default_reply=scripted_model) as server:
-        config = OpenAILLMConfig(api_key="demo", base_url=server.base_url, model="scripted-model")
+        config = OpenAILLMConfig(
+            api_key="demo",
+            base_url=server.base_url,
+            model="scripted-model",
+            context_window_tokens=32_000,
+        )
         llm = OpenAILLMHandler(config)
         llm.add_tool(NeonPostgresTool.from_url(reader_url, embedder=embed))
         context = LLMContext([{"role": "system", "content": "Answer from the database."}])

@@ -14,17 +14,7 @@ import trio
 
 from ..processor import FrameProcessor
 
-__all__ = ["run_nursery", "wait_for_queued_audio"]
-
-
-def run_nursery(processor: FrameProcessor) -> trio.Nursery:
-    """The nursery of the run ``processor`` is in, for its long-lived tasks (a provider
-    connection, a timer). FrameProcessor has no public accessor for it yet; this is the one
-    place that reads the base class's attribute."""
-    nursery = processor._nursery
-    if nursery is None:
-        raise RuntimeError(f"{processor.name} is not running in a PipelineTask")
-    return nursery
+__all__ = ["wait_for_queued_audio"]
 
 
 async def wait_for_queued_audio(
@@ -34,7 +24,7 @@ async def wait_for_queued_audio(
     ``busy()`` is false; returns whether it drained in time."""
     with trio.move_on_after(limit):
         # Polled: the lane belongs to the base class, which signals no event when it drains.
-        while busy() or processor.lane_statistics()["system"]:  # noqa: ASYNC110
+        while busy() or processor.statistics().system:  # noqa: ASYNC110
             await trio.sleep(0.001)
         return True
     return False

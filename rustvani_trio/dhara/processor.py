@@ -85,7 +85,7 @@ class DharaProcessor(FrameProcessor):
     async def on_start(self, frame: StartFrame) -> None:
         self._turn_seen = False
         self.manager._processor = self
-        task = self.task
+        task = self.pipeline_task
         if task is not None:
             self._check_pipeline(task)
             task.add_event_handler("on_pipeline_started", self._started)

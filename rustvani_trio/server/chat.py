@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -21,6 +21,7 @@ import trio
 from ..aggregators import create_context_aggregators
 from ..context import FunctionSchema, LLMContext
 from ..pipeline import Pipeline
+from ..processor import FrameProcessor
 from ..services.llm.function_registry import FunctionRegistry, ToolCallOutput
 from ..services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
 from ..task import PipelineParams, PipelineTask
@@ -96,10 +97,14 @@ def scripted_model(request: RecordedRequest) -> TextReply | ToolCallReply:
 
 
 def chat_pipeline(
-    session: Session, config: OpenAILLMConfig, client: httpx.AsyncClient | None = None
+    session: Session,
+    config: OpenAILLMConfig,
+    client: httpx.AsyncClient | None = None,
+    *,
+    extra: Sequence[FrameProcessor] = (),
 ) -> PipelineTask:
-    """One session's chat: input -> user aggregator -> LLM (with the weather tool) ->
-    output -> assistant aggregator, metrics on."""
+    """One session's chat: input -> ``extra`` -> user aggregator -> LLM (with the weather
+    tool) -> output -> assistant aggregator, metrics on."""
     context = LLMContext([{"role": "system", "content": SYSTEM_PROMPT}])
     registry = FunctionRegistry()
     registry.register("get_weather", get_weather, schema=WEATHER)
@@ -107,15 +112,19 @@ def chat_pipeline(
         name="llm"
     )
     user, assistant = create_context_aggregators(context, text_mode=True)
-    pipeline = Pipeline([session.input(), user, llm, session.output(), assistant])
+    pipeline = Pipeline([session.input(), *extra, user, llm, session.output(), assistant])
     params = PipelineParams(enable_metrics=True, enable_usage_metrics=True)
     return PipelineTask(pipeline, params=params, name=f"session-{session.id}")
 
 
 @contextlib.asynccontextmanager
-async def open_chat_factory() -> AsyncIterator[PipelineFactory]:
+async def open_chat_factory(
+    extra: Callable[[Session], Sequence[FrameProcessor]] | None = None,
+) -> AsyncIterator[PipelineFactory]:
     """The default factory, with what its sessions share for the server's lifetime: one
-    HTTP client, and the scripted model when there is no API key."""
+    HTTP client, and the scripted model when there is no API key. ``extra(session)`` gives
+    processors of your own for each session, placed after the input (they see the user's
+    transcripts first)."""
     async with contextlib.AsyncExitStack() as stack:
         real = bool(os.environ.get("OPENAI_API_KEY"))
         if real:
@@ -125,7 +134,12 @@ async def open_chat_factory() -> AsyncIterator[PipelineFactory]:
             server = await stack.enter_async_context(
                 open_scripted_server(default_reply=scripted_model)
             )
-            config = OpenAILLMConfig(api_key="", base_url=server.base_url, model="scripted-model")
+            config = OpenAILLMConfig(
+                api_key="",
+                base_url=server.base_url,
+                model="scripted-model",
+                context_window_tokens=32_000,
+            )
             logger.info("chat: OPENAI_API_KEY is not set; using the scripted model")
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
         client = await stack.enter_async_context(
@@ -134,6 +148,8 @@ async def open_chat_factory() -> AsyncIterator[PipelineFactory]:
 
         async def factory(session: Session) -> PipelineTask:
             await trio.lowlevel.checkpoint()
-            return chat_pipeline(session, config, client)
+            return chat_pipeline(
+                session, config, client, extra=extra(session) if extra is not None else ()
+            )
 
         yield factory

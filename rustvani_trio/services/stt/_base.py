@@ -6,7 +6,7 @@ import abc
 
 import trio
 
-from ...audio._lanes import run_nursery, wait_for_queued_audio
+from ...audio._lanes import wait_for_queued_audio
 from ...audio.pcm import to_mono
 from ...audio.resample import Resampler
 from ...frames import (
@@ -121,7 +121,7 @@ class STTService(FrameProcessor):
         ):
             self._held_stop = frame
             self._hold_id += 1
-            run_nursery(self).start_soon(self._release_after, self._hold_id)
+            self.start_task_soon(self._release_after, self._hold_id)
         else:
             await self.push_frame(frame, direction)
 

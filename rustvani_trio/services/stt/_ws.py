@@ -30,7 +30,6 @@ import attrs
 import trio
 import trio_websocket
 
-from ...audio._lanes import run_nursery
 from ...frames import CancelFrame, EndFrame, StartFrame
 from ...processor import FrameProcessor
 from ._ws_connect import (
@@ -201,7 +200,7 @@ class WebSocketService(FrameProcessor):
         self._closing = self._aborting = False
         self._demand = trio.Event()
         self._demand.set()  # connect at once, so the first answer does not wait for it
-        await run_nursery(self).start(self._service)
+        await self.start_task(self._service)
 
     async def on_stop(self, frame: EndFrame) -> None:
         self._closing = True  # a close from here on is expected: no reconnect

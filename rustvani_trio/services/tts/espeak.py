@@ -14,7 +14,6 @@ import subprocess
 
 import trio
 
-from ...audio._lanes import run_nursery
 from ...frames import StartFrame
 from ._base import TTSService
 
@@ -57,7 +56,7 @@ class EspeakTTSService(TTSService):
         self._job_scope: trio.CancelScope | None = None
 
     async def on_start(self, frame: StartFrame) -> None:
-        await run_nursery(self).start(self._worker)
+        await self.start_task(self._worker)
 
     # ------------------------------------------------------------------ TTSService
 

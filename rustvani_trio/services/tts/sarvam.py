@@ -124,13 +124,13 @@ class SarvamTTSService(TTSService, WebSocketService):
     async def stop_tts(self) -> None:
         self.reply_complete()
         self.clear_queue()
-        self._release()
+        self._release_connection()
         await self.reconnect()  # Sarvam has no cancel message: a new connection is silent
 
     async def send_keepalive(self) -> None:
         self.send(json.dumps({"type": "ping"}))
 
-    def _release(self) -> None:
+    def _release_connection(self) -> None:
         if self._done is not None:
             self._done.set()
 
@@ -148,14 +148,14 @@ class SarvamTTSService(TTSService, WebSocketService):
                 await self.push_audio(strip_wav_header(base64.b64decode(audio)))
         elif kind == "event":
             if data.get("event_type") == "final":
-                self._release()
+                self._release_connection()
         elif kind == "error":
             text = data.get("message") or message
             code = data.get("code")
             await self.report(f"{text}" + (f" (code {code})" if code is not None else ""))
-            self._release()
+            self._release_connection()
         else:
             logger.debug("%s: unexpected message %r", self.name, self.redact(message[:200]))
 
     def on_disconnected(self) -> None:
-        self._release()
+        self._release_connection()
