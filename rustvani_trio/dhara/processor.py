@@ -168,8 +168,10 @@ class DharaProcessor(FrameProcessor):
             return
         manager._initial_due = False
         node = manager._nodes[manager.current_node]
-        said = await manager._run_actions(node, node.config.pre_actions, self.push_frame)
-        if said:
+        said: list[str] = []
+        try:
+            await manager._run_actions(node, node.config.pre_actions, self.push_frame, said)
+        finally:
             manager.context.add_messages([{"role": "assistant", "content": s} for s in said])
         user = self._user_state
         if node.config.respond_immediately and not self._turn_seen and not (user and user.turns):

@@ -1,0 +1,271 @@
+"""Regression tests from a hostile review of Dhara: races, misuse and hostile input, one test
+per bug found (each failed before its fix).
+
+Clocks: pytest-trio's ``autojump_clock`` for pipeline tests (the scripted model runs in the
+same trio run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from test_dhara_support import conversation, poll
+
+from rustvani_trio.context import FunctionSchema, LLMContext
+from rustvani_trio.dhara import (
+    ContextStrategy,
+    DharaFunction,
+    DharaManager,
+    DharaNodeChanged,
+    NodeAction,
+    NodeConfig,
+)
+from rustvani_trio.frames import (
+    ErrorFrame,
+    Frame,
+    FrameDirection,
+    FunctionCallEnd,
+    FunctionCallInProgress,
+    TranscriptionFrame,
+)
+from rustvani_trio.processor import FrameProcessor
+from rustvani_trio.services.llm.function_registry import FunctionCallParams, FunctionRegistry
+from rustvani_trio.testing import (
+    RecordedRequest,
+    Reply,
+    ScriptedServer,
+    ScriptedToolCall,
+    TextReply,
+    ToolCallReply,
+    open_scripted_server,
+)
+
+
+def fs(name: str) -> FunctionSchema:
+    return FunctionSchema(name=name, description=f"the {name} function")
+
+
+def calls(*specs: tuple[str, str]) -> ToolCallReply:
+    return ToolCallReply([ScriptedToolCall(name=n, arguments="{}", id=i) for n, i in specs])
+
+
+def node(name: str, tools: Sequence[str] = (), **kw: Any) -> NodeConfig:
+    kw.setdefault("respond_immediately", False)
+    kw.setdefault("task_messages", [f"Task of {name}."])
+    return NodeConfig(
+        name, system_prompt=f"You are node {name}.", tools=[fs(t) for t in tools], **kw
+    )
+
+
+@pytest.fixture
+async def server() -> Any:
+    async with open_scripted_server(default_reply=TextReply(["fine"])) as srv:
+        yield srv
+
+
+# ----------------------------------------------------------------- races
+
+
+async def test_a_user_message_sent_while_the_summary_runs_is_kept_after_the_reset(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    started = trio.Event()
+
+    async def slow_summary(messages: Any, instruction: str) -> str:
+        started.set()
+        await trio.sleep(5.0)
+        return "They said hello."
+
+    def model(request: RecordedRequest) -> Reply:
+        last = request.json["messages"][-1]
+        if last == {"role": "user", "content": "go"}:
+            return calls(("go", "c1"))
+        return TextReply(["fine"])
+
+    def build(context: LLMContext, registry: FunctionRegistry) -> DharaManager:
+        dhara = DharaManager(context, registry, summarizer=slow_summary)
+        dhara.register_node("A", node("A", ["go"]), [DharaFunction.goto("go", "B")])
+        strategy = ContextStrategy.RESET_WITH_SUMMARY
+        dhara.register_node_no_tools("B", node("B", context_strategy=strategy))
+        dhara.set_initial_node("A")
+        return dhara
+
+    async with (
+        open_scripted_server(default_reply=model) as server,
+        conversation(server, build) as conv,
+    ):
+        await conv.say("hello")
+        await conv.task.queue_frame(TranscriptionFrame(text="go"))
+        await started.wait()
+        await conv.say("wait, one more thing")
+    assert conv.dhara.current_node == "B"
+    last = server.requests[-1].json["messages"]
+    assert last[-1] == {"role": "user", "content": "wait, one more thing"}
+    assert last[0] == {"role": "system", "content": "You are node B."}
+    assert {"role": "user", "content": "hello"} not in last  # the reset happened
+
+
+class Stall(FrameProcessor):
+    """After the LLM, one frame of room, asleep on ``on``: the LLM's next pushes wait."""
+
+    def __init__(self, on: type[Frame]) -> None:
+        super().__init__(name="stall", max_buffer=1)
+        self.on = on
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, self.on):
+            await trio.sleep(100.0)
+        await self.push_frame(frame, direction)
+
+
+async def test_a_transition_settled_after_an_interruption_keeps_the_users_message_on_reset(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    def build(context: LLMContext, registry: FunctionRegistry) -> DharaManager:
+        dhara = DharaManager(context, registry)
+        dhara.register_node("A", node("A", ["go"]), [DharaFunction.goto("go", "B")])
+        b = node("B", context_strategy=ContextStrategy.RESET)
+        dhara.register_node_no_tools("B", b)
+        dhara.set_initial_node("A")
+        return dhara
+
+    server.add_replies([calls(("go", "c1")), TextReply(["now in B"])])
+    async with conversation(server, build, after_llm=[Stall(FunctionCallInProgress)]) as conv:
+        await conv.task.queue_frame(TranscriptionFrame(text="go"))
+        await poll(lambda: any(m["role"] == "tool" for m in conv.context.messages))
+        await trio.sleep(1.0)
+        await conv.interrupt()
+        await trio.sleep(1.0)
+        await conv.say("and now?")
+    assert conv.nodes() == ["A", "B"]
+    assert server.requests[-1].json["messages"] == [
+        {"role": "system", "content": "You are node B."},
+        {"role": "system", "content": "Task of B."},
+        {"role": "user", "content": "and now?"},
+    ]
+
+
+@pytest.mark.parametrize("lines", [1, 2])
+async def test_post_actions_of_a_node_entered_while_interrupted_still_run(
+    lines: int, server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The farewell node's second pre action line (or, with one line, its announcement)
+    # waits for room behind a slow consumer when the user interrupts: the node is applied
+    # and its end_conversation must not be lost (it runs after the node's next answer).
+    reached = trio.Event()
+
+    def build(context: LLMContext, registry: FunctionRegistry) -> DharaManager:
+        dhara = DharaManager(context, registry)
+        dhara.register_node("A", node("A", ["bye"]), [DharaFunction.goto("bye", "end")])
+        end = node(
+            "end",
+            respond_immediately=True,
+            pre_actions=[
+                NodeAction.function(lambda ctx: reached.set()),
+                *[NodeAction.say(f"line {i}") for i in range(lines)],
+            ],
+            post_actions=[NodeAction.end_conversation()],
+        )
+        dhara.register_node_no_tools("end", end)
+        dhara.set_initial_node("A")
+        return dhara
+
+    server.add_replies([calls(("bye", "c1")), TextReply(["Goodbye!"])])
+    async with conversation(
+        server, build, after_llm=[Stall(FunctionCallEnd)], expect_end=True
+    ) as conv:
+        await conv.task.queue_frame(TranscriptionFrame(text="bye"))
+        await reached.wait()
+        await trio.sleep(1.0)
+        # Waiting: the second line's push (the node is not applied yet), or the
+        # announcement's (applied).
+        assert conv.dhara.current_node == ("A" if lines == 2 else "end")
+        await conv.interrupt()
+        await trio.sleep(1.0)
+        assert conv.dhara.current_node == "end"
+        await conv.say("are you still there?")
+    assert conv.task.has_finished
+    assert conv.context.messages[-1] == {"role": "assistant", "content": "Goodbye!"}
+
+
+# ----------------------------------------------------------------- cancellation, unit level
+
+
+def _params(context: LLMContext, name: str, call_id: str, out: list[Frame]) -> FunctionCallParams:
+    async def push(frame: Frame, direction: FrameDirection) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()  # as FrameProcessor.push_frame
+        out.append(frame)
+
+    return FunctionCallParams(
+        function_name=name,
+        tool_call_id=call_id,
+        arguments={},
+        raw_arguments="{}",
+        context=context,
+        push_frame=push,
+    )
+
+
+def conflict_flow() -> DharaManager:
+    dhara = DharaManager(LLMContext())
+    dhara.register_node(
+        "A",
+        node("A", ["to_b", "to_c"]),
+        [DharaFunction.goto("to_b", "B"), DharaFunction.goto("to_c", "C")],
+    )
+    dhara.register_node_no_tools("B", node("B"))
+    dhara.register_node_no_tools("C", node("C"))
+    dhara.set_initial_node("A")
+    return dhara
+
+
+async def run_round(dhara: DharaManager, out: list[Frame], *names: str) -> None:
+    """One committed tool round calling ``names`` through the registry, as the LLM does."""
+    context = dhara.context
+    staged = context.begin_round()
+    ids = [f"c{i}" for i in range(len(names))]
+    staged.set_assistant(
+        None,
+        [
+            {"id": i, "type": "function", "function": {"name": n, "arguments": "{}"}}
+            for n, i in zip(names, ids, strict=True)
+        ],
+    )
+    for name, call_id in zip(names, ids, strict=True):
+        entry = dhara.registry.get(name)
+        assert entry is not None
+        result = await entry.call(_params(context, name, call_id, out))
+        staged.add_tool_result(call_id, result.summary)
+    staged.commit()
+
+
+async def test_an_interruption_at_the_conflict_report_still_applies_the_committed_round() -> None:
+    dhara = conflict_flow()
+    out: list[Frame] = []
+    await run_round(dhara, out, "to_b", "to_c")
+    hook = dhara.create_transition_hook()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await hook(dhara.context)  # type: ignore[misc]
+    assert dhara.current_node == "B"
+    assert dhara.context.system_prompt == "You are node B."
+    queued = [f for f, _ in dhara._outbox]
+    assert [f.current for f in queued if isinstance(f, DharaNodeChanged)] == ["B"]
+    assert any(isinstance(f, ErrorFrame) and "conflicting" in f.error for f in queued)
+
+
+async def test_an_announcement_waiting_for_a_way_out_survives_an_interrupted_flush() -> None:
+    dhara = conflict_flow()
+    out: list[Frame] = []
+    entry = dhara.registry.get("to_b")
+    assert entry is not None
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await entry.call(_params(dhara.context, "to_b", "c1", out))
+    assert out == []
+    await entry.call(_params(dhara.context, "to_b", "c2", out))
+    assert [f.current for f in out if isinstance(f, DharaNodeChanged)] == ["A"]
