@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_dhara_support import conversation, poll
+from test_dhara_support import config, conversation, poll
 
+from rustvani_trio.aggregators import create_context_aggregators
 from rustvani_trio.context import FunctionSchema, LLMContext
 from rustvani_trio.dhara import (
     ContextStrategy,
@@ -23,8 +24,10 @@ from rustvani_trio.dhara import (
     DharaNodeChanged,
     NodeAction,
     NodeConfig,
+    TransitionResult,
 )
 from rustvani_trio.frames import (
+    EndFrame,
     ErrorFrame,
     Frame,
     FrameDirection,
@@ -32,8 +35,11 @@ from rustvani_trio.frames import (
     FunctionCallInProgress,
     TranscriptionFrame,
 )
+from rustvani_trio.pipeline import Pipeline
 from rustvani_trio.processor import FrameProcessor
 from rustvani_trio.services.llm.function_registry import FunctionCallParams, FunctionRegistry
+from rustvani_trio.services.llm.openai import OpenAILLMHandler
+from rustvani_trio.task import PipelineFatalError, PipelineTask
 from rustvani_trio.testing import (
     RecordedRequest,
     Reply,
@@ -269,3 +275,93 @@ async def test_an_announcement_waiting_for_a_way_out_survives_an_interrupted_flu
     assert out == []
     await entry.call(_params(dhara.context, "to_b", "c2", out))
     assert [f.current for f in out if isinstance(f, DharaNodeChanged)] == ["A"]
+
+
+# ----------------------------------------------------------------- wiring mistakes
+
+
+def greeting_flow(context: LLMContext, registry: FunctionRegistry | None = None) -> DharaManager:
+    dhara = DharaManager(context, registry)
+    browse = lambda args: TransitionResult.transition("the menu", "menu")  # noqa: E731
+    dhara.register_node(
+        "greeting",
+        node("greeting", ["browse_menu"], respond_immediately=True),
+        [("browse_menu", browse)],
+    )
+    dhara.register_node_no_tools("menu", node("menu"))
+    dhara.set_initial_node("greeting")
+    return dhara
+
+
+async def run_pipeline(
+    server: ScriptedServer, dhara: DharaManager, llm: OpenAILLMHandler, *, processor: bool
+) -> list[str]:
+    """User turn "menu please" and the end; returns the errors that reached the source."""
+    user, assistant = create_context_aggregators(dhara.context, text_mode=True)
+    middle = [dhara.processor()] if processor else []
+    task = PipelineTask(Pipeline([user, *middle, llm.into_processor(), assistant]))
+    errors: list[str] = []
+    task.add_event_handler("on_error", lambda _t, f: errors.append(f.error))
+    await task.queue_frames([TranscriptionFrame(text="menu please"), EndFrame()])
+    await task.run()
+    return errors
+
+
+async def test_the_seeds_lines_without_the_processor_fail_loudly_not_silently(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # DharaManager(context, registry) + OpenAILLMHandler(config) (a registry of its own) and
+    # no processor to reconcile them: the model is told the function does not exist.
+    context = LLMContext()
+    dhara = greeting_flow(context, FunctionRegistry())
+    llm = OpenAILLMHandler(config(server))
+    llm.set_transition_hook(dhara.create_transition_hook())
+    server.add_replies([calls(("browse_menu", "c1")), TextReply(["ok"])])
+    errors = await run_pipeline(server, dhara, llm, processor=False)
+    assert any(
+        "browse_menu" in e and "OpenAILLMHandler(config, dhara.registry)" in e for e in errors
+    ), errors
+
+
+async def test_without_the_processor_a_skipped_opening_line_is_reported(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    context = LLMContext()
+    dhara = greeting_flow(context)
+    llm = OpenAILLMHandler(config(server), dhara.registry)
+    llm.set_transition_hook(dhara.create_transition_hook())
+    server.add_replies([calls(("browse_menu", "c1")), TextReply(["ok"])])
+    errors = await run_pipeline(server, dhara, llm, processor=False)
+    assert dhara.current_node == "menu"  # the hook alone transitions
+    (error,) = errors
+    assert "did not speak first" in error and "dhara.processor()" in error
+
+
+async def test_a_processor_whose_llm_has_no_transition_hook_is_a_fatal_error_at_start(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    dhara = greeting_flow(LLMContext())
+    llm = OpenAILLMHandler(config(server), dhara.registry)  # set_transition_hook forgotten
+    with pytest.raises(PipelineFatalError, match="set_transition_hook"):
+        await run_pipeline(server, dhara, llm, processor=True)
+    assert server.requests == []
+
+
+async def test_one_manager_in_two_running_pipelines_is_refused(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    dhara = greeting_flow(LLMContext())
+    llm = OpenAILLMHandler(config(server), dhara.registry)
+    llm.set_transition_hook(dhara.create_transition_hook())
+    user, assistant = create_context_aggregators(dhara.context, text_mode=True)
+    first = PipelineTask(Pipeline([user, dhara.processor(), llm.into_processor(), assistant]))
+    llm2 = OpenAILLMHandler(config(server), dhara.registry)
+    llm2.set_transition_hook(dhara.create_transition_hook())
+    user2, assistant2 = create_context_aggregators(dhara.context, text_mode=True)
+    second = PipelineTask(Pipeline([user2, dhara.processor(), llm2.into_processor(), assistant2]))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(first.run)
+            with pytest.raises(PipelineFatalError, match="one manager per conversation"):
+                await second.run()
+            await first.queue_frame(EndFrame())

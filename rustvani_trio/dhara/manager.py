@@ -113,6 +113,8 @@ class DharaManager(_Engine):
         self._processor = None
         self._post_next_turn = None
         self._initial_due = False
+        self._ran = set()
+        self._told_no_processor = False
         self._hook_fn: TransitionHook = self._hook
         for fn in global_functions:
             self.register_global_function(fn)

@@ -34,6 +34,7 @@ from ..frames import (
     TextFrame,
 )
 from ..processor import FrameProcessor
+from ._engine import DharaError
 from ._frames import _AfterAnswer
 from .node import NodeAction
 from .state import render
@@ -84,14 +85,29 @@ class DharaProcessor(FrameProcessor):
 
     async def on_start(self, frame: StartFrame) -> None:
         self._turn_seen = False
+        other = self.manager._processor
+        if (
+            other is not None
+            and other is not self
+            and other.task is not None
+            and not other.task.has_finished
+        ):
+            raise DharaError(
+                f"this DharaManager already runs in {other.task.name}; build one manager per "
+                "conversation (DharaFlow.build(...) or a new DharaManager for each session)"
+            )
         self.manager._processor = self
         task = self.task
         if task is not None:
-            self._check_pipeline(task)
+            problem = self._check_pipeline(task)
+            if problem is not None:
+                await self.push_error(problem)
             task.add_event_handler("on_pipeline_started", self._started)
             task.add_event_handler("on_frame_reached_downstream", self._at_sink)
 
-    def _check_pipeline(self, task: PipelineTask) -> None:
+    def _check_pipeline(self, task: PipelineTask) -> str | None:
+        """Find the LLM that runs the Dhara hook (adopting its registry); raise for a wiring
+        that cannot work, return a problem to report for one that may not."""
         from ..aggregators import LLMUserAggregator
         from ..services.llm.openai import OpenAILLMProcessor
 
@@ -105,21 +121,35 @@ class DharaProcessor(FrameProcessor):
             None,
         )
         hook = self.manager.create_transition_hook()
-        for index, processor in enumerate(processors):
-            if not isinstance(processor, OpenAILLMProcessor):
-                continue
+        llms = [p for p in processors if isinstance(p, OpenAILLMProcessor)]
+        for processor in llms:
             if processor.handler.transition_hook is not hook:
                 continue
             if processor.handler.registry is not self.manager.registry:
                 # The seed's wiring as written: OpenAILLMHandler(config) with its own registry.
                 self.manager._adopt_registry(processor.handler.registry)
-            if index < processors.index(self):
+            if processors.index(processor) < processors.index(self):
                 raise ValueError(
                     f"{self.name} must come before {processor.name} (between the user "
                     "aggregator and the LLM)"
                 )
-            return
-        logger.warning("dhara: no OpenAI LLM processor in the pipeline runs the Dhara hook")
+            return None
+        fix = "call llm.set_transition_hook(dhara.create_transition_hook())"
+        if llms and all(p.handler.transition_hook is None for p in llms):
+            raise DharaError(
+                f"no LLM in the pipeline runs the Dhara transition hook ("
+                f"{', '.join(p.name for p in llms)} has none): {fix}; without it no "
+                "transition is ever applied"
+            )
+        if llms:
+            return (
+                "the LLM in the pipeline runs a transition hook that is not Dhara's; unless it "
+                f"calls Dhara's, no transition will be applied: {fix}"
+            )
+        return (
+            "no OpenAI LLM processor is in the pipeline; unless yours runs Dhara's transition "
+            f"hook, no transition will be applied: {fix}"
+        )
 
     def _detach(self) -> None:
         self.can_push = False
