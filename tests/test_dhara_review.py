@@ -7,6 +7,8 @@ same trio run).
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,11 +21,16 @@ from rustvani_trio.aggregators import create_context_aggregators
 from rustvani_trio.context import FunctionSchema, LLMContext
 from rustvani_trio.dhara import (
     ContextStrategy,
+    DharaContext,
+    DharaError,
     DharaFunction,
     DharaManager,
     DharaNodeChanged,
+    FlowState,
+    InMemorySessionStore,
     NodeAction,
     NodeConfig,
+    StateField,
     TransitionResult,
 )
 from rustvani_trio.frames import (
@@ -365,3 +372,157 @@ async def test_one_manager_in_two_running_pipelines_is_refused(
             with pytest.raises(PipelineFatalError, match="one manager per conversation"):
                 await second.run()
             await first.queue_frame(EndFrame())
+
+
+# ----------------------------------------------------------------- state and snapshots
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (math.nan, "nan is not a JSON number"),
+        ({"x": [math.inf]}, "inf is not a JSON number"),
+        ({1: "a"}, "the key 1 is not a string"),
+        ({"when": {2, 3}}, "a set is not a JSON value"),
+    ],
+)
+def test_state_takes_only_strict_json(value: Any, message: str) -> None:
+    # json.dumps writes NaN (which jsonb refuses) and turns int keys into strings (so a
+    # snapshot would not restore what was saved): both were accepted.
+    state = FlowState({"total": StateField("number", 0)})
+    with pytest.raises(TypeError, match=message):
+        state["total" if value is math.nan else "other"] = value
+    assert dict(state) == {"total": 0}
+    deep: Any = []
+    for _ in range(200):
+        deep = [deep]
+    with pytest.raises(TypeError, match="nested deeper"):
+        state["deep"] = deep
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    with pytest.raises(TypeError, match="nested deeper"):
+        state["cyclic"] = cyclic
+
+
+def two_nodes(flow_id: str = "dhara", version: str = "1") -> DharaManager:
+    dhara = DharaManager(LLMContext(), flow_id=flow_id, flow_version=version)
+    dhara.register_node("A", node("A", ["go"]), [DharaFunction.goto("go", "B")])
+    dhara.register_node_no_tools("B", node("B"))
+    dhara.set_initial_node("A")
+    return dhara
+
+
+def test_a_snapshot_round_trips_exactly_through_json() -> None:
+    one = two_nodes()
+    one.state["order"] = {"items": [{"size": "large", "price": 15.99}], "notes": None}
+    one.context.add_user_message("hello")
+    snapshot = one.snapshot()
+    text = json.dumps(snapshot, allow_nan=False)
+    two = two_nodes()
+    two.restore(json.loads(text))
+    assert two.snapshot() == snapshot
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"state": [1, 2]}, "state is not an object"),
+        ({"state": {"x": math.nan}}, "state is invalid"),
+        ({"node": ["A"]}, "node \\['A'\\] is not registered"),
+        ({"revision": -1}, "revision -1"),
+    ],
+)
+def test_a_malformed_snapshot_is_refused_with_a_dhara_error(
+    change: dict[str, Any], message: str
+) -> None:
+    dhara = two_nodes()
+    good = dhara.snapshot()
+    before = (dhara.current_node, dhara.context.messages)
+    with pytest.raises(DharaError, match=message):
+        dhara.restore({**good, **change})
+    assert (dhara.current_node, dhara.context.messages) == before
+
+
+def test_a_snapshot_of_another_flow_or_version_is_refused() -> None:
+    snapshot = two_nodes("pizza", "2").snapshot()
+    for flow_id, version in (("pizza", "3"), ("tacos", "2")):
+        with pytest.raises(DharaError, match="the snapshot is of flow 'pizza' version '2'"):
+            two_nodes(flow_id, version).restore(snapshot)
+
+
+async def test_restore_and_set_initial_node_are_refused_while_a_turn_runs(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A restore in the middle of a tool round put the old conversation's round on top of
+    # the restored messages (the context appends an open round at commit).
+    gate = trio.Event()
+    seen: list[BaseException] = []
+
+    async def go(args: str, ctx: DharaContext) -> TransitionResult:
+        for attempt in (
+            lambda: ctx.manager.restore(snapshot),
+            lambda: ctx.manager.set_initial_node("B"),
+        ):
+            try:
+                attempt()
+            except DharaError as exc:
+                seen.append(exc)
+        gate.set()
+        return TransitionResult.transition("moving", "B")
+
+    def build(context: LLMContext, registry: FunctionRegistry) -> DharaManager:
+        dhara = DharaManager(context, registry)
+        dhara.register_node("A", node("A", ["go"]), [("go", go)])
+        dhara.register_node_no_tools("B", node("B"))
+        dhara.set_initial_node("A")
+        return dhara
+
+    server.add_replies([calls(("go", "c1")), TextReply(["in B"])])
+    async with conversation(server, build) as conv:
+        snapshot = conv.dhara.snapshot()
+        await conv.say("go")
+        assert gate.is_set()
+        with pytest.raises(DharaError, match="before the pipeline starts"):
+            conv.dhara.set_initial_node("A")
+        await trio.sleep(1.0)  # the turn's end marker leaves the pipeline
+        conv.dhara.restore(snapshot)  # between turns: fine
+        assert conv.dhara.current_node == "A"
+    assert [str(e) for e in seen] == [
+        "restore() while a turn is running would mix two conversations; call it before the "
+        "pipeline starts (or between turns)",
+        "set_initial_node() is for before the pipeline starts; in a conversation, nodes "
+        "change through the functions' transitions",
+    ]
+    conv.context.validate()
+
+
+async def test_the_session_is_saved_after_an_interrupted_turn_too(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Saving on LLMFullResponseEnd skipped every interrupted turn, and an interruption that
+    # reached the pipeline's end during a save cancelled it.
+    store = InMemorySessionStore()
+
+    async def go(args: str) -> TransitionResult:
+        return TransitionResult.transition("moving", "B")
+
+    def build(context: LLMContext, registry: FunctionRegistry) -> DharaManager:
+        dhara = DharaManager(context, registry)
+        dhara.register_node("A", node("A", ["go"]), [("go", go)])
+        dhara.register_node_no_tools("B", node("B", respond_immediately=True))
+        dhara.set_initial_node("A")
+        return dhara
+
+    def model(request: RecordedRequest) -> Reply:
+        if request.json["messages"][-1] == {"role": "user", "content": "go"}:
+            return calls(("go", "c1"))
+        return TextReply(["a", "long", "answer"], first_token_delay=5.0)
+
+    server.default_reply = model
+    async with conversation(server, build, store=store, session_id="s1") as conv:
+        await conv.task.queue_frame(TranscriptionFrame(text="go"))
+        await conv.wait_until(lambda: conv.dhara.current_node == "B")
+        await conv.interrupt()  # B's answer never comes
+        await poll(lambda: "s1" in store.session_ids())
+        saved = await store.load("s1")
+    assert saved is not None and saved["node"] == "B" and saved["revision"] == 1

@@ -101,6 +101,7 @@ class _Engine(_Actions):
     _initial_due: bool
     _ran: set[str]
     _told_no_processor: bool
+    _revision: int
 
     # ------------------------------------------------------------------ calls
 

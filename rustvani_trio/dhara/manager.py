@@ -115,6 +115,7 @@ class DharaManager(_Engine):
         self._initial_due = False
         self._ran = set()
         self._told_no_processor = False
+        self._revision = 0
         self._hook_fn: TransitionHook = self._hook
         for fn in global_functions:
             self.register_global_function(fn)
@@ -210,6 +211,11 @@ class DharaManager(_Engine):
             raise DharaError(
                 f"node {name!r} is not registered (nodes: {', '.join(self._nodes) or 'none'})"
             )
+        if self._processor is not None and self._processor.can_push:
+            raise DharaError(
+                "set_initial_node() is for before the pipeline starts; in a conversation, "
+                "nodes change through the functions' transitions"
+            )
         self._pending.clear()
         frame = self._apply(name, "initial")
         self._outbox.append((frame, FrameDirection.DOWNSTREAM))
@@ -282,26 +288,29 @@ class DharaManager(_Engine):
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-serialisable record to continue this conversation elsewhere: the flow's id
-        and version, the current node, the state and the context's messages."""
+        and version, the current node, the state, the context's messages and the revision
+        (counted by every save, so a store keeps the newest)."""
         if self._current is None:
             raise DharaError("there is nothing to snapshot before set_initial_node()")
         record = {
             "format": SNAPSHOT_FORMAT,
             "flow_id": self.flow_id,
             "flow_version": self.flow_version,
+            "revision": self._revision,
             "node": self._current,
             "state": self.state.to_json(),
             "messages": self.context.messages,
         }
         try:
-            json.dumps(record)
+            json.dumps(record, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise DharaError(f"the conversation cannot be saved as JSON: {exc}") from None
         return record
 
     def restore(self, snapshot: Mapping[str, Any]) -> None:
         """Continue from ``snapshot``: its messages, state and node (the node's tools and
-        functions are set; its task messages are not added again). All-or-nothing."""
+        functions are set; its task messages are not added again). All-or-nothing; refused
+        while a turn is running."""
         if not isinstance(snapshot, Mapping) or snapshot.get("format") != SNAPSHOT_FORMAT:
             raise DharaError(f"not a Dhara snapshot (expected format {SNAPSHOT_FORMAT!r})")
         flow = (snapshot.get("flow_id"), str(snapshot.get("flow_version")))
@@ -310,26 +319,52 @@ class DharaManager(_Engine):
                 f"the snapshot is of flow {flow[0]!r} version {flow[1]!r}; this manager runs "
                 f"{self.flow_id!r} version {self.flow_version!r}"
             )
+        self._check_between_turns("restore()")
         node = snapshot.get("node")
-        if node not in self._nodes:
+        if not isinstance(node, str) or node not in self._nodes:
             raise DharaError(f"the snapshot's node {node!r} is not registered")
+        revision = snapshot.get("revision", 0)
+        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+            raise DharaError(f"the snapshot's revision {revision!r} is not a count")
         messages = snapshot.get("messages")
         if not isinstance(messages, list):
             raise DharaError("the snapshot has no message list")
         check = LLMContext(messages)
         check.validate()
-        values = snapshot.get("state") or {}
-        FlowState(self.state.fields, values)  # raises (naming the field) before any change
-        frame = self._apply(str(node), "restored", messages=messages)
+        values = snapshot.get("state")
+        if not isinstance(values, Mapping):
+            raise DharaError(f"the snapshot's state is not an object: {values!r:.60}")
+        try:
+            FlowState(self.state.fields, values)  # before any change
+        except (TypeError, ValueError) as exc:
+            raise DharaError(f"the snapshot's state is invalid: {exc}") from None
+        unseen = [f for f, _ in self._outbox if isinstance(f, DharaNodeChanged)]
+        frame = self._apply(node, "restored", messages=messages)
+        if unseen:
+            # Announcements nobody has seen describe what the restore replaced: the first
+            # announcement the pipeline sees starts where the last one it saw ended.
+            frame = DharaNodeChanged(previous=unseen[0].previous, current=node, reason="restored")
+            self.history[-1] = frame
+            self._outbox = [(f, d) for f, d in self._outbox if not isinstance(f, DharaNodeChanged)]
         self.state.replace(values)
+        self._revision = revision
         self._pending.clear()
         self._initial_due = False
-        # Announcements nobody has seen yet describe what the restore replaced.
-        self._outbox = [(f, d) for f, d in self._outbox if not isinstance(f, DharaNodeChanged)]
         self._send_nowait(frame, FrameDirection.DOWNSTREAM)
 
+    def _check_between_turns(self, what: str) -> None:
+        processor = self._processor
+        if self.context.open_round is not None or (
+            processor is not None and processor.turn_running
+        ):
+            raise DharaError(
+                f"{what} while a turn is running would mix two conversations; call it before "
+                "the pipeline starts (or between turns)"
+            )
+
     async def save(self, store: SessionStore, session_id: str) -> None:
-        """Write :meth:`snapshot` to ``store`` under ``session_id``."""
+        """Write :meth:`snapshot` to ``store`` under ``session_id`` (as a new revision)."""
+        self._revision += 1
         await store.save(session_id, self.snapshot())
 
     async def load(self, store: SessionStore, session_id: str) -> bool:

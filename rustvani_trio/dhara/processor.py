@@ -13,7 +13,8 @@ flow once the pipeline has started, which is what makes these work:
   hook ran is applied before the next turn;
 * post actions are queued behind the node's answer and run when that answer has left the
   pipeline (``end_conversation`` then queues an EndFrame);
-* with a session store, a snapshot is written after every turn.
+* with a session store, a snapshot is written after every turn (answered or interrupted:
+  a marker behind each turn, which no interruption drops, says when it is over).
 """
 
 from __future__ import annotations
@@ -29,13 +30,12 @@ from ..frames import (
     FrameDirection,
     InterruptionFrame,
     LLMContextFrame,
-    LLMFullResponseEnd,
     StartFrame,
     TextFrame,
 )
 from ..processor import FrameProcessor
 from ._engine import DharaError
-from ._frames import _AfterAnswer
+from ._frames import _AfterAnswer, _TurnDone
 from .node import NodeAction
 from .state import render
 
@@ -79,12 +79,20 @@ class DharaProcessor(FrameProcessor):
         #: Set once the pipeline has started (frames pushed without waiting can go in).
         self.can_push = False
         self._turn_seen = False
+        self._turns = 0
+        self._deferred_saves = 0
         self._user_state: TurnState | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def turn_running(self) -> bool:
+        """Whether a turn let through here has not yet left the pipeline."""
+        return self._turns > 0
+
     async def on_start(self, frame: StartFrame) -> None:
         self._turn_seen = False
+        self._turns = self._deferred_saves = 0
         other = self.manager._processor
         if (
             other is not None
@@ -172,8 +180,14 @@ class DharaProcessor(FrameProcessor):
         if direction is _DOWN and isinstance(frame, LLMContextFrame):
             self._turn_seen = True
             await self._before_turn()
-            await self.push_frame(frame, direction)
+            self._turns += 1
+            try:
+                await self.push_frame(frame, direction)
+            except BaseException:
+                self._turns -= 1
+                raise
             self._after_turn_start()
+            self.push_frame_nowait(_TurnDone())
             return
         await self.push_frame(frame, direction)
 
@@ -213,9 +227,11 @@ class DharaProcessor(FrameProcessor):
             if user is not None:
                 user.turns += 1
                 user.bot_responding = True
+            self._turns += 1
             self.push_frame_nowait(LLMContextFrame(context=manager.context))
             if node.config.post_actions:
-                self.queue_after_answer(node.name, node.config.post_actions)
+                self.queue_after_answer(node.name, node.config.post_actions, in_turn=False)
+            self.push_frame_nowait(_TurnDone())
         elif node.config.post_actions:
             manager._post_next_turn = node.name
 
@@ -230,27 +246,39 @@ class DharaProcessor(FrameProcessor):
         name = manager._post_next_turn
         if name is not None and name == manager.current_node:
             manager._post_next_turn = None
-            self.queue_after_answer(name, manager.node(name).post_actions)
+            self.queue_after_answer(name, manager.node(name).post_actions, in_turn=False)
 
-    def queue_after_answer(self, node: str, actions: Sequence[NodeAction]) -> None:
+    def queue_after_answer(
+        self, node: str, actions: Sequence[NodeAction], *, in_turn: bool = True
+    ) -> None:
         """Queue ``actions`` behind the answer being produced (they go into the LLM's lane,
-        which it works through in order)."""
+        which it works through in order). ``in_turn``: queued while the turn runs, so behind
+        its ``_TurnDone``; the session is saved after them instead."""
         said: list[str] = []
         for action in actions:
             if action.type == "tts_say":
                 text, _ = render(action.text or "", self.manager.state)
                 said.append(text)
                 self.push_frame_nowait(TextFrame(text=text))
-        self.push_frame_nowait(_AfterAnswer(node=node, actions=tuple(actions), said=tuple(said)))
+        if in_turn and self.store is not None:
+            self._deferred_saves += 1
+        marker = _AfterAnswer(node=node, actions=tuple(actions), said=tuple(said), save=in_turn)
+        self.push_frame_nowait(marker)
 
     # ------------------------------------------------------------------ at the pipeline's end
 
     async def _at_sink(self, task: PipelineTask, frame: Frame) -> None:
         try:
-            if isinstance(frame, _AfterAnswer):
+            if isinstance(frame, _TurnDone):
+                self._turns = max(self._turns - 1, 0)
+                if self._deferred_saves:
+                    self._deferred_saves -= 1
+                elif self.store is not None:
+                    await self._save()
+            elif isinstance(frame, _AfterAnswer):
                 await self._run_post(task, frame)
-            elif isinstance(frame, LLMFullResponseEnd) and self.store is not None:
-                await self._save()
+                if frame.save and self.store is not None:
+                    await self._save()
         except Exception as exc:
             await self.push_error(f"Dhara failed at the end of a turn: {exc}", exception=exc)
 
@@ -268,6 +296,7 @@ class DharaProcessor(FrameProcessor):
 
     async def _save(self) -> None:
         assert self.store is not None and self.session_id is not None
+        self.manager._revision += 1
         snapshot: Any = self.manager.snapshot()
         with trio.move_on_after(self.save_timeout) as scope:
             await self.store.save(self.session_id, snapshot)
