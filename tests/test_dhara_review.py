@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,12 +23,16 @@ from rustvani_trio.aggregators import create_context_aggregators
 from rustvani_trio.context import FunctionSchema, LLMContext
 from rustvani_trio.dhara import (
     ContextStrategy,
+    Dhara,
     DharaContext,
     DharaError,
+    DharaFlow,
     DharaFunction,
     DharaManager,
     DharaNodeChanged,
     FlowState,
+    FlowValidationError,
+    HandlerResult,
     InMemorySessionStore,
     NodeAction,
     NodeConfig,
@@ -383,7 +389,7 @@ async def test_one_manager_in_two_running_pipelines_is_refused(
         (math.nan, "nan is not a JSON number"),
         ({"x": [math.inf]}, "inf is not a JSON number"),
         ({1: "a"}, "the key 1 is not a string"),
-        ({"when": {2, 3}}, "a set is not a JSON value"),
+        ({"when": {2, 3}}, "a value of type set is not JSON"),
     ],
 )
 def test_state_takes_only_strict_json(value: Any, message: str) -> None:
@@ -526,3 +532,142 @@ async def test_the_session_is_saved_after_an_interrupted_turn_too(
         await poll(lambda: "s1" in store.session_ids())
         saved = await store.load("s1")
     assert saved is not None and saved["node"] == "B" and saved["revision"] == 1
+
+
+# ----------------------------------------------------------------- hostile flow files
+
+SEED_FLOW = """{
+  "id": "interview",
+  "version": "0.3",
+  "system_prompt": "You are a friendly interviewer.",
+  "initial_node": "welcome",
+  "nodes": {
+    "welcome": {
+      "task_messages": [{"role": "system", "content": "Greet the candidate."}],
+      "functions": ["begin_interview"]
+    },
+    "questions": {
+      "system_prompt_override": "You are a strict interviewer.",
+      "context_strategy": "Reset",
+      "respond_immediately": true,
+      "task_messages": [{"role": "user", "content": "I am ready."}],
+      "functions": ["record_answer", "finish"]
+    },
+    "goodbye": {"context_strategy": "Append", "functions": []}
+  },
+  "functions": {
+    "begin_interview": {"description": "Start", "parameters": {"type": "object",
+      "properties": {}}, "transitions": {"default": "questions"}},
+    "record_answer": {"description": "Record an answer", "parameters": {"type": "object",
+      "properties": {"answer": {"type": "string"}}, "required": ["answer"]},
+      "transitions": {}},
+    "finish": {"description": "Finish", "parameters": {"type": "object", "properties": {}},
+      "transitions": {"done": "goodbye", "default": "questions"}},
+    "unused_helper": {"description": "Never offered", "parameters": {"type": "object",
+      "properties": {}}, "transitions": {}}
+  }
+}"""
+
+
+def test_a_seed_flow_file_loads_unchanged_and_runs_its_transitions(tmp_path: Path) -> None:
+    # rustvani's dhara.json: a function without transitions (the seed warns, stays) and one
+    # no node offers (the seed warns) are fine; Rust-style strategy names.
+    (tmp_path / "dhara.json").write_text(SEED_FLOW)
+    handlers = {
+        "begin_interview": lambda args: HandlerResult.ok("started"),
+        "record_answer": lambda args: HandlerResult.ok("recorded"),
+        "finish": lambda args: HandlerResult.with_status("bye", "done"),
+        "unused_helper": lambda args: "",
+    }
+    dhara = Dhara.load(tmp_path, handlers).build(handlers)
+    assert dhara.current_node == "welcome"
+    assert dhara.context.messages == [
+        {"role": "system", "content": "You are a friendly interviewer."},
+        {"role": "system", "content": "Greet the candidate."},
+    ]
+    assert dhara.node("questions").context_strategy.strategy is ContextStrategy.RESET
+    assert dhara.function_names("questions") == ["record_answer", "finish"]
+
+
+def deep_json(levels: int) -> str:
+    return '{"id": "f", "x-deep": ' + "[" * levels + "]" * levels + "}"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (deep_json(100_000), "not valid JSON: nested too deeply"),
+        (deep_json(100), "/x-deep/0/0/0"),
+        ('{"id": "a", "id": "b", "initial_node": "n", "nodes": {"n": {}}}', "/id: 'id' is given"),
+        (
+            '{"id": "f", "initial_node": "n", "nodes": {"n": {}},'
+            ' "state": {"x": {"type": "number", "default": NaN}}}',
+            "/state/x/default: nan is not a JSON number",
+        ),
+    ],
+)
+def test_hostile_json_is_a_validation_error_not_a_crash(text: str, message: str) -> None:
+    # A deep document raised RecursionError; a key given twice silently kept the last.
+    with pytest.raises(FlowValidationError, match=re.escape(message)):
+        DharaFlow.from_json(text)
+
+
+def test_hostile_python_definitions_are_validation_errors_with_paths() -> None:
+    # Non-string keys, cycles and deep nesting raised ValueError or RecursionError (some at
+    # build time, or at the first request), or were accepted.
+    cyclic: dict[str, Any] = {"type": "object"}
+    cyclic["properties"] = {"x": cyclic}
+    data: dict[Any, Any] = {
+        "id": "f",
+        "initial_node": "a",
+        "nodes": {"a": {"functions": ["go", "ask"]}, "b": {}},
+        "functions": {
+            "go": {"transitions": {"default": "b", 2: "a"}},
+            "ask": {"parameters": cyclic, "transitions": {}},
+            "bad name!": {"transitions": {}},
+            "typed": {"parameters": {"type": "string"}},
+        },
+        "state": {"x": {"type": "object", "default": {"when": object()}}},
+    }
+    handlers = {name: (lambda args: "") for name in ("go", "ask", "bad name!", "typed")}
+    with pytest.raises(FlowValidationError) as info:
+        DharaFlow.from_dict(data, handlers)
+    errors = {e.path.split("/x/properties")[0]: e.message for e in info.value.errors}
+    assert errors["/functions/go/transitions"] == "the key 2 is not a string"
+    assert errors["/functions/ask/parameters/properties"].startswith("nested deeper than 64")
+    assert "1 to 64 letters" in errors["/functions/bad name!"]
+    assert "type 'object'" in errors["/functions/typed/parameters/type"]
+    assert "type object is not JSON" in errors["/state/x/default/when"]
+
+
+def test_handlers_that_cannot_be_called_are_validation_errors() -> None:
+    data = json.loads(SEED_FLOW)
+    handlers: dict[str, Any] = {
+        "begin_interview": "not a function",
+        "record_answer": lambda: "no arguments",
+        "finish": lambda args: "",
+        "unused_helper": lambda args: "",
+    }
+    with pytest.raises(FlowValidationError) as info:
+        DharaFlow.from_dict(data, handlers)
+    assert [e.path for e in info.value.errors] == [
+        "/functions/begin_interview",
+        "/functions/record_answer",
+    ]
+    with pytest.raises(TypeError, match="handlers map function names"):
+        DharaFlow.from_dict(data, ["finish"])  # type: ignore[arg-type]
+
+
+def test_a_huge_flow_is_refused_early_and_a_long_error_list_stays_readable(
+    tmp_path: Path,
+) -> None:
+    huge = tmp_path / "huge.json"
+    huge.write_text('{"id": "f", "x-pad": "' + "x" * 2000 + '"}')
+    with pytest.raises(FlowValidationError, match="more than the limit of 1000"):
+        DharaFlow.load(huge, max_bytes=1000)
+    many = {"id": "f", "initial_node": "n0", "nodes": {f"n{i}": {} for i in range(5000)}}
+    with pytest.raises(FlowValidationError) as info:
+        DharaFlow.from_dict(many)
+    assert len(info.value.errors) == 4999
+    assert len(str(info.value)) < 10_000
+    assert str(info.value).endswith("... and 4949 more (all of them in .errors)")

@@ -38,7 +38,7 @@ def json_problems(
                 problems.append((path, f"{item!r} is not a JSON number"))
             continue
         if not isinstance(item, Mapping | list | tuple):
-            problems.append((path, f"a {type(item).__name__} is not a JSON value"))
+            problems.append((path, f"a value of type {type(item).__name__} is not JSON"))
             continue
         if len(path) >= max_depth:
             problems.append((path, f"nested deeper than {max_depth} levels (or a cycle)"))
