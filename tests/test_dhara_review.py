@@ -39,6 +39,7 @@ from rustvani_trio.dhara import (
     StateField,
     TransitionResult,
 )
+from rustvani_trio.dhara.node import as_result
 from rustvani_trio.frames import (
     EndFrame,
     ErrorFrame,
@@ -671,3 +672,85 @@ def test_a_huge_flow_is_refused_early_and_a_long_error_list_stays_readable(
     assert len(info.value.errors) == 4999
     assert len(str(info.value)) < 10_000
     assert str(info.value).endswith("... and 4949 more (all of them in .errors)")
+
+
+# ----------------------------------------------------------------- handlers and templates
+
+
+async def test_a_pipecat_flows_style_result_pair_transitions_instead_of_being_sent_as_json(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # pipecat-flows handlers return (result, next_node): it was sent to the model as a JSON
+    # array ['...', 'B'] and the flow silently stayed.
+    async def go(args: str, ctx: DharaContext) -> Any:
+        return {"status": "done"}, "B"
+
+    async def stay(args: str, ctx: DharaContext) -> Any:
+        return {"status": "still here"}, None
+
+    def build(context: LLMContext, registry: FunctionRegistry) -> DharaManager:
+        dhara = DharaManager(context, registry)
+        dhara.register_node("A", node("A", ["go", "stay"]), [("go", go), ("stay", stay)])
+        dhara.register_node_no_tools("B", node("B"))
+        dhara.set_initial_node("A")
+        return dhara
+
+    server.add_replies([calls(("stay", "c1")), TextReply(["ok"]), calls(("go", "c2"))])
+    async with conversation(server, build) as conv:
+        await conv.say("stay")
+        assert conv.dhara.current_node == "A"
+        await conv.say("go")
+    assert conv.dhara.current_node == "B"
+    results = [m["content"] for m in conv.context.messages if m["role"] == "tool"]
+    assert results == ['{"status": "still here"}', '{"status": "done"}']
+    with pytest.raises(TypeError, match="not \\(result, next_node_name\\)"):
+        as_result(({"x": 1}, NodeConfig("B")))
+
+
+def test_templates_never_evaluate_and_state_values_are_not_templates() -> None:
+    # A user-provided value that looks like a template (or code) is inserted as text, once.
+    dhara = DharaManager(LLMContext())
+    dhara.state["name"] = "{{state.secret}} {{ state.name }} {__import__('os')}"
+    dhara.state["secret"] = "s3cret"
+    dhara.state["order"] = {"items": [{"size": "large"}]}
+    prompt = (
+        "Hi {{state.name}}; {{state.order.items.0.size}}; {{state.name.__class__}}; "
+        "{{state.order.__class__.__init__}}; {{ state.missing }}; {{state.secret|upper}}"
+    )
+    dhara.register_node_no_tools("A", NodeConfig(system_prompt=prompt))
+    dhara.set_initial_node("A")
+    assert dhara.context.system_prompt == (
+        "Hi {{state.secret}} {{ state.name }} {__import__('os')}; large; ; ; ; "
+        "{{state.secret|upper}}"
+    )
+
+
+async def test_end_conversation_ends_the_run_while_the_user_keeps_talking(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    def build(context: LLMContext, registry: FunctionRegistry) -> DharaManager:
+        dhara = DharaManager(context, registry)
+        dhara.register_node("A", node("A", ["bye"]), [DharaFunction.goto("bye", "end")])
+        end = node("end", respond_immediately=True, post_actions=[NodeAction.end_conversation()])
+        dhara.register_node_no_tools("end", end)
+        dhara.set_initial_node("A")
+        return dhara
+
+    def model(request: RecordedRequest) -> Reply:
+        if request.json["messages"][-1] == {"role": "user", "content": "bye"}:
+            return calls(("bye", "c1"))
+        return TextReply(["Good", "bye"], first_token_delay=0.3, token_delay=0.3)
+
+    server.default_reply = model
+    async with conversation(server, build, expect_end=True) as conv:
+        await conv.task.queue_frame(TranscriptionFrame(text="bye"))
+        for i in range(100):  # a user who never stops talking
+            await trio.sleep(0.25)
+            if conv.task.has_finished:
+                break
+            await conv.task.queue_frame(TranscriptionFrame(text=f"wait {i}"))
+    assert conv.task.has_finished and conv.task.finish_reason == "end"
+    assert i < 20
+    assert conv.dhara.current_node == "end"
+    # What the user said after the EndFrame is dropped, and said so (never a hang).
+    assert all("after EndFrame" in e for e in conv.errors())

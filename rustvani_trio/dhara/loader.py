@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..context import FunctionSchema, LLMContext
 from ..exceptions import RustvaniError
+from ._handlers import handler_arity
 from ._validate import FlowError, pointer, validate_flow
 from .call import DharaFunctionRegistry
 from .manager import DharaManager
@@ -37,7 +38,6 @@ from .node import (
     NodeAction,
     NodeConfig,
 )
-from .node import _arity as handler_arity
 from .state import StateField
 
 if TYPE_CHECKING:
