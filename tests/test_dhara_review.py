@@ -42,11 +42,13 @@ from rustvani_trio.dhara import (
 from rustvani_trio.dhara.node import as_result
 from rustvani_trio.frames import (
     EndFrame,
+    EndTaskFrame,
     ErrorFrame,
     Frame,
     FrameDirection,
     FunctionCallEnd,
     FunctionCallInProgress,
+    TextFrame,
     TranscriptionFrame,
 )
 from rustvani_trio.pipeline import Pipeline
@@ -754,3 +756,75 @@ async def test_end_conversation_ends_the_run_while_the_user_keeps_talking(
     assert conv.dhara.current_node == "end"
     # What the user said after the EndFrame is dropped, and said so (never a hang).
     assert all("after EndFrame" in e for e in conv.errors())
+
+
+# ----------------------------------------------------------------- an interruption at every await
+
+
+@pytest.mark.parametrize("at", range(8))
+async def test_an_interruption_at_any_await_of_a_transition_leaves_one_whole_node(at: int) -> None:
+    # Every await of applying a node, in order: the conflict report, two pre action lines,
+    # a function pre action, the summary request, the announcement, the post action's
+    # EndTaskFrame (no processor). The interruption comes at await number ``at`` (7: none).
+    ticks = [0]
+    scope = trio.CancelScope()
+
+    async def tick() -> None:
+        ticks[0] += 1
+        if ticks[0] == at + 1:
+            scope.cancel()
+        await trio.lowlevel.checkpoint()
+
+    async def summarize(messages: Any, instruction: str) -> str:
+        await tick()
+        return "a summary"
+
+    async def action(ctx: DharaContext) -> None:
+        await tick()
+
+    dhara = DharaManager(LLMContext(), summarizer=summarize)
+    dhara.register_node(
+        "A",
+        node("A", ["to_b", "to_c"]),
+        [DharaFunction.goto("to_b", "B"), DharaFunction.goto("to_c", "C")],
+    )
+    b = node(
+        "B",
+        ["b"],
+        respond_immediately=True,
+        context_strategy=ContextStrategy.RESET_WITH_SUMMARY,
+        pre_actions=[NodeAction.say("one"), NodeAction.say("two"), NodeAction.function(action)],
+        post_actions=[NodeAction.end_conversation()],
+    )
+    dhara.register_node("B", b, [("b", lambda a: "")])
+    dhara.register_node_no_tools("C", node("C"))
+    dhara.set_initial_node("A")
+    out: list[Frame] = []
+    await run_round(dhara, out, "to_b", "to_c")
+    out.clear()
+    params = _params(dhara.context, "x", "x", out)
+
+    async def push(frame: Frame, direction: FrameDirection) -> None:
+        await tick()
+        await params.push_frame(frame, direction)
+
+    for request in dhara._pending.values():
+        request.push = push
+    with scope:
+        await dhara.create_transition_hook()(dhara.context)  # type: ignore[misc]
+    assert scope.cancelled_caught == (at < 7)
+    # One node, whole: B's prompt, tools and functions.
+    assert dhara.current_node == "B"
+    assert dhara.context.system_prompt == "You are node B."
+    assert dhara.context.tool_names() == ["b"] and dhara.registry.names() == ["b"]
+    dhara.context.validate()
+    # Everything said is said once, and nothing is lost.
+    sent = out + [f for f, _ in dhara._outbox]
+    assert [f.current for f in sent if isinstance(f, DharaNodeChanged)] == ["B"]
+    errors = [f.error for f in sent if isinstance(f, ErrorFrame)]
+    assert sum("conflicting" in e for e in errors) == 1
+    ends = sum(isinstance(f, EndTaskFrame) for f in sent)
+    assert ends + sum("post actions" in e for e in errors) == 1
+    said = [m["content"] for m in dhara.context.messages if m["role"] == "assistant"]
+    lines = [f.text for f in sent if type(f) is TextFrame]
+    assert said == lines  # the lines pushed are exactly the lines recorded
