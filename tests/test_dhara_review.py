@@ -36,7 +36,9 @@ from rustvani_trio.dhara import (
     InMemorySessionStore,
     NodeAction,
     NodeConfig,
+    OpenAISummarizer,
     StateField,
+    SummaryError,
     TransitionResult,
 )
 from rustvani_trio.dhara.node import as_result
@@ -54,7 +56,7 @@ from rustvani_trio.frames import (
 from rustvani_trio.pipeline import Pipeline
 from rustvani_trio.processor import FrameProcessor
 from rustvani_trio.services.llm.function_registry import FunctionCallParams, FunctionRegistry
-from rustvani_trio.services.llm.openai import OpenAILLMHandler
+from rustvani_trio.services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
 from rustvani_trio.task import PipelineFatalError, PipelineTask
 from rustvani_trio.testing import (
     RecordedRequest,
@@ -828,3 +830,14 @@ async def test_an_interruption_at_any_await_of_a_transition_leaves_one_whole_nod
     said = [m["content"] for m in dhara.context.messages if m["role"] == "assistant"]
     lines = [f.text for f in sent if type(f) is TextFrame]
     assert said == lines  # the lines pushed are exactly the lines recorded
+
+
+async def test_a_failed_summary_never_shows_credentials_of_the_base_url() -> None:
+    # The error quoted base_url whole: https://user:password@proxy/v1 showed the password.
+    summarizer = OpenAISummarizer(
+        OpenAILLMConfig(api_key="sk-secret", base_url="http://app:pa55w0rd@127.0.0.1:1/v1")
+    )
+    with pytest.raises(SummaryError) as info:
+        await summarizer([{"role": "user", "content": "hi"}], "Summarise.")
+    assert "pa55w0rd" not in str(info.value) and "sk-secret" not in str(info.value)
+    assert "http://127.0.0.1:1/v1" in str(info.value)
