@@ -281,7 +281,7 @@ async def test_the_database_going_down_is_reported_and_the_conversation_goes_on(
     dsn = f"postgresql://postgres:s3cr3t-pw@127.0.0.1:5432/{name}"  # trust auth ignores it
     try:
         async with (
-            PostgresSessionStore.open(dsn, op_timeout=0.5) as store,
+            PostgresSessionStore.open(dsn, op_timeout=0.2) as store,
             open_scripted_server(default_reply=pizza.scripted_model) as server,
             conversation(
                 server, pizza.build_from_file, store=store, session_id="s", save_timeout=2.0
