@@ -841,3 +841,21 @@ async def test_a_failed_summary_never_shows_credentials_of_the_base_url() -> Non
         await summarizer([{"role": "user", "content": "hi"}], "Summarise.")
     assert "pa55w0rd" not in str(info.value) and "sk-secret" not in str(info.value)
     assert "http://127.0.0.1:1/v1" in str(info.value)
+
+
+async def test_a_hook_attached_to_its_handler_adopts_the_handlers_registry(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # What OpenAILLMHandler.set_transition_hook would do if it called attach_to_handler:
+    # then the lines work as written, without the processor.
+    context = LLMContext()
+    dhara = greeting_flow(context, FunctionRegistry())
+    llm = OpenAILLMHandler(config(server))
+    hook = dhara.create_transition_hook()
+    llm.set_transition_hook(hook)
+    hook.attach_to_handler(llm)  # type: ignore[attr-defined]
+    server.add_replies([calls(("browse_menu", "c1")), TextReply(["ok"])])
+    errors = await run_pipeline(server, dhara, llm, processor=False)
+    assert dhara.current_node == "menu"
+    assert dhara.registry is llm.registry
+    assert [e for e in errors if "did not speak first" not in e] == []

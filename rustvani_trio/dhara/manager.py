@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ..context import FunctionSchema, LLMContext, ToolSpec
 from ..frames import FrameDirection
 from ..services.llm.function_registry import FunctionRegistry
-from ..services.llm.openai import TransitionHook
+from ..services.llm.openai import AfterRound, TransitionHook
 from ._engine import DharaError, _Engine, _Node
 from ._frames import DharaNodeChanged
 from .node import DharaFunction, NodeConfig, tool_name
@@ -59,6 +59,23 @@ def _schema_of(tool: ToolSpec) -> FunctionSchema:
         description=function.get("description", ""),
         parameters=function.get("parameters") or {"type": "object", "properties": {}},
     )
+
+
+class _TransitionHook:
+    """The manager's transition hook. ``attach_to_handler(handler)`` (called by a handler
+    that supports it when the hook is set) adopts the handler's own function registry, so
+    ``OpenAILLMHandler(config)`` works without the Dhara processor too."""
+
+    def __init__(self, manager: DharaManager) -> None:
+        self._manager = manager
+
+    async def __call__(self, context: LLMContext) -> AfterRound | None:
+        return await self._manager._hook(context)
+
+    def attach_to_handler(self, handler: Any) -> None:
+        registry = getattr(handler, "registry", None)
+        if isinstance(registry, FunctionRegistry) and registry is not self._manager.registry:
+            self._manager._adopt_registry(registry)
 
 
 class DharaManager(_Engine):
@@ -116,7 +133,7 @@ class DharaManager(_Engine):
         self._ran = set()
         self._told_no_processor = False
         self._revision = 0
-        self._hook_fn: TransitionHook = self._hook
+        self._hook_fn = _TransitionHook(self)
         for fn in global_functions:
             self.register_global_function(fn)
 
@@ -241,7 +258,8 @@ class DharaManager(_Engine):
     def create_transition_hook(self) -> TransitionHook:
         """The hook for ``OpenAILLMHandler.set_transition_hook``: after each committed tool
         round it applies the transition the round asked for, and ends the turn when the new
-        node does not respond immediately."""
+        node does not respond immediately. (Always the same object: the processor finds the
+        LLM that runs it.)"""
         return self._hook_fn
 
     def processor(
