@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_dhara_support import config, conversation, poll
 
 from rustvani_trio.aggregators import create_context_aggregators
@@ -40,6 +42,7 @@ from rustvani_trio.dhara import (
     StateField,
     SummaryError,
     TransitionResult,
+    validate_flow,
 )
 from rustvani_trio.dhara.node import as_result
 from rustvani_trio.frames import (
@@ -859,3 +862,95 @@ async def test_a_hook_attached_to_its_handler_adopts_the_handlers_registry(
     assert dhara.current_node == "menu"
     assert dhara.registry is llm.registry
     assert [e for e in errors if "did not speak first" not in e] == []
+
+
+# ----------------------------------------------------------------- properties of hostile input
+
+_KEYS = st.sampled_from(
+    [
+        "id",
+        "initial_node",
+        "nodes",
+        "functions",
+        "state",
+        "a",
+        "go",
+        "type",
+        "default",
+        "transitions",
+        "task_messages",
+        "role",
+        "content",
+        "pre_actions",
+        "handler",
+        "text",
+        "parameters",
+        "transition_on",
+        "context_strategy",
+        "x-a",
+    ]
+) | st.integers(0, 2)
+_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.sampled_from(["a", "go", "default", "system", "object", "reset", "tts_say", "function"])
+)
+_VALUES = st.recursive(
+    _LEAVES,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=15,
+)
+
+
+def test_an_unhashable_context_strategy_or_role_is_an_error_not_a_crash() -> None:
+    # Found by the property below: a list where a name was expected raised TypeError.
+    data = {
+        "id": "f",
+        "initial_node": "a",
+        "nodes": {"a": {"context_strategy": [], "task_messages": [{"role": [], "content": ""}]}},
+    }
+    paths = [e.path for e in validate_flow(data)]
+    assert paths == ["/nodes/a/context_strategy", "/nodes/a/task_messages/0/role"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    document=st.fixed_dictionaries(
+        {"id": _VALUES, "initial_node": _VALUES, "nodes": _VALUES},
+        optional={"functions": _VALUES, "state": _VALUES, "global_functions": _VALUES},
+    ),
+    bind=st.booleans(),
+)
+def test_any_document_is_loaded_or_rejected_with_errors_never_a_crash(
+    document: dict[str, Any], bind: bool
+) -> None:
+    handlers = {"go": lambda args: "", "a": lambda args, ctx: ""} if bind else None
+    try:
+        flow = DharaFlow.from_dict(document, handlers)
+    except FlowValidationError as exc:
+        assert exc.errors
+        return
+    if handlers is not None:
+        flow.build(handlers)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    change=st.dictionaries(
+        st.sampled_from(["format", "flow_id", "flow_version", "node", "state", "messages"]),
+        _VALUES,
+        max_size=6,
+    )
+)
+def test_any_snapshot_is_restored_or_refused_with_a_dhara_error_changing_nothing(
+    change: dict[str, Any],
+) -> None:
+    dhara = two_nodes()
+    snapshot = {**dhara.snapshot(), **change}
+    before = (dhara.current_node, dhara.context.messages, dict(dhara.state))
+    try:
+        dhara.restore(snapshot)
+    except DharaError:
+        assert (dhara.current_node, dhara.context.messages, dict(dhara.state)) == before

@@ -162,7 +162,7 @@ STRATEGY_SPELLINGS = frozenset(
 
 
 def _strategy_ok(v: Any) -> bool:
-    return v in STRATEGY_SPELLINGS
+    return isinstance(v, str) and v in STRATEGY_SPELLINGS
 
 
 def validate_flow(data: Any, handlers: Container[str] | None = None) -> list[FlowError]:
@@ -351,7 +351,7 @@ def _check_node(
                 )
                 continue
             c.keys(msg, {"role", "content"}, *where)
-            if msg.get("role") not in TASK_ROLES:
+            if not isinstance(msg.get("role"), str) or msg["role"] not in TASK_ROLES:
                 c.err(
                     f"invalid role {_show(msg.get('role'))} "
                     f"(expected one of {', '.join(sorted(TASK_ROLES))})",

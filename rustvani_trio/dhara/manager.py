@@ -347,8 +347,10 @@ class DharaManager(_Engine):
         messages = snapshot.get("messages")
         if not isinstance(messages, list):
             raise DharaError("the snapshot has no message list")
-        check = LLMContext(messages)
-        check.validate()
+        try:
+            LLMContext(messages).validate()
+        except ValueError as exc:
+            raise DharaError(f"the snapshot's messages are invalid: {exc}") from None
         values = snapshot.get("state")
         if not isinstance(values, Mapping):
             raise DharaError(f"the snapshot's state is not an object: {values!r:.60}")
