@@ -53,6 +53,7 @@ from rustvani_trio.frames import (
     FrameDirection,
     FunctionCallEnd,
     FunctionCallInProgress,
+    LLMText,
     TextFrame,
     TranscriptionFrame,
 )
@@ -954,3 +955,35 @@ def test_any_snapshot_is_restored_or_refused_with_a_dhara_error_changing_nothing
         dhara.restore(snapshot)
     except DharaError:
         assert (dhara.current_node, dhara.context.messages, dict(dhara.state)) == before
+
+
+async def test_a_post_action_line_is_recorded_only_if_it_went_out(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The node's answer is interrupted while its post action line waits behind it: the line
+    # was dropped by the interruption but still recorded as said by the assistant. Now the
+    # line, like the post actions' marker, survives the interruption: what is recorded is
+    # what went out.
+    def build(context: LLMContext, registry: FunctionRegistry) -> DharaManager:
+        dhara = DharaManager(context, registry)
+        dhara.register_node("A", node("A", ["go"]), [DharaFunction.goto("go", "B")])
+        b = node("B", respond_immediately=True, post_actions=[NodeAction.say("Anything else?")])
+        dhara.register_node_no_tools("B", b)
+        dhara.set_initial_node("A")
+        return dhara
+
+    def model(request: RecordedRequest) -> Reply:
+        if request.json["messages"][-1] == {"role": "user", "content": "go"}:
+            return calls(("go", "c1"))
+        return TextReply(["I", "am", "B"], first_token_delay=1.0, token_delay=1.0)
+
+    server.default_reply = model
+    async with conversation(server, build) as conv:
+        await conv.task.queue_frame(TranscriptionFrame(text="go"))
+        await conv.wait_until(lambda: any(isinstance(f, LLMText) for f in conv.down))
+        await conv.interrupt()
+        await trio.sleep(5.0)
+    lines = [f.text for f in conv.down if isinstance(f, TextFrame) and not isinstance(f, LLMText)]
+    recorded = [m["content"] for m in conv.context.messages if m["role"] == "assistant"]
+    assert lines == ["Anything else?"]
+    assert recorded[-1] == "Anything else?"

@@ -573,7 +573,7 @@ async def test_pre_and_post_actions_run_around_the_nodes_answer(
     assert texts == [
         ("TextFrame", "One moment."),
         ("LLMText", "I am B."),
-        ("TextFrame", "Anything else?"),
+        ("_SaidLine", "Anything else?"),  # a TextFrame no interruption drops
     ]
     messages = conv.context.messages
     assert [m["content"] for m in messages[-4:]] == [

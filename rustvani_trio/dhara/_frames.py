@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from ..frames import ControlFrame, UninterruptibleFrame
+from ..frames import ControlFrame, TextFrame, UninterruptibleFrame
 
 if TYPE_CHECKING:
     from .node import NodeAction
@@ -52,3 +52,9 @@ class _TurnDone(ControlFrame, UninterruptibleFrame):
     """Private: queued behind each turn the Dhara processor lets through. When it leaves the
     pipeline the turn is over, answered or interrupted (an interruption never drops it), and
     the session is saved."""
+
+
+@attrs.frozen(kw_only=True)
+class _SaidLine(TextFrame, UninterruptibleFrame):
+    """Private: a post action's line, queued behind the node's answer. Like the marker that
+    records it, an interruption never drops it: what is recorded is what went out."""

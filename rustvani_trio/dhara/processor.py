@@ -31,11 +31,10 @@ from ..frames import (
     InterruptionFrame,
     LLMContextFrame,
     StartFrame,
-    TextFrame,
 )
 from ..processor import FrameProcessor
 from ._engine import DharaError
-from ._frames import _AfterAnswer, _TurnDone
+from ._frames import _AfterAnswer, _SaidLine, _TurnDone
 from .node import NodeAction
 from .state import render
 
@@ -259,7 +258,7 @@ class DharaProcessor(FrameProcessor):
             if action.type == "tts_say":
                 text, _ = render(action.text or "", self.manager.state)
                 said.append(text)
-                self.push_frame_nowait(TextFrame(text=text))
+                self.push_frame_nowait(_SaidLine(text=text))
         if in_turn and self.store is not None:
             self._deferred_saves += 1
         marker = _AfterAnswer(node=node, actions=tuple(actions), said=tuple(said), save=in_turn)
