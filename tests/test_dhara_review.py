@@ -987,3 +987,39 @@ async def test_a_post_action_line_is_recorded_only_if_it_went_out(
     recorded = [m["content"] for m in conv.context.messages if m["role"] == "assistant"]
     assert lines == ["Anything else?"]
     assert recorded[-1] == "Anything else?"
+
+
+async def test_a_user_turn_waits_for_the_initial_nodes_pre_actions(
+    server: ScriptedServer, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Pre actions run before the node's first request; a user turn that got in before the
+    # initial node's (slow) pre actions finished was answered while they still ran.
+    seen: list[Any] = []
+    manager: list[DharaManager] = []
+
+    async def load_customer(ctx: DharaContext) -> None:
+        await trio.sleep(2.0)
+        ctx.state["name"] = "Ann"
+
+    def build(context: LLMContext, registry: FunctionRegistry) -> DharaManager:
+        dhara = DharaManager(context, registry)
+        a = node("A", pre_actions=[NodeAction.function(load_customer), NodeAction.say("Hello!")])
+        dhara.register_node_no_tools("A", a)
+        dhara.set_initial_node("A")
+        manager.append(dhara)
+        return dhara
+
+    def model(request: RecordedRequest) -> Reply:
+        seen.append((manager[0].state.get("name"), request.json["messages"][-2:]))
+        return TextReply(["hi"])
+
+    server.default_reply = model
+    async with conversation(
+        server, build, wait_first_turn=False, queued=[TranscriptionFrame(text="I was first")]
+    ) as conv:
+        await conv.turns(1)
+    assert [name for name, _ in seen] == ["Ann"]
+    assert seen[0][1] == [
+        {"role": "user", "content": "I was first"},
+        {"role": "assistant", "content": "Hello!"},
+    ]

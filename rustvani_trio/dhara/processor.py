@@ -80,6 +80,7 @@ class DharaProcessor(FrameProcessor):
         self._turn_seen = False
         self._turns = 0
         self._deferred_saves = 0
+        self._kicked_off: trio.Event | None = None
         self._user_state: TurnState | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -105,7 +106,9 @@ class DharaProcessor(FrameProcessor):
             )
         self.manager._processor = self
         task = self.task
+        self._kicked_off = None
         if task is not None:
+            self._kicked_off = trio.Event()
             problem = self._check_pipeline(task)
             if problem is not None:
                 await self.push_error(problem)
@@ -197,6 +200,9 @@ class DharaProcessor(FrameProcessor):
             await self._kickoff()
         except Exception as exc:
             await self.push_error(f"Dhara could not start the flow: {exc}", exception=exc)
+        finally:
+            if self._kicked_off is not None:
+                self._kicked_off.set()
 
     async def _kickoff(self) -> None:
         manager = self.manager
@@ -236,6 +242,9 @@ class DharaProcessor(FrameProcessor):
 
     async def _before_turn(self) -> None:
         manager = self.manager
+        if self._kicked_off is not None:
+            # The initial node's pre actions run before its first request.
+            await self._kicked_off.wait()
         await manager._flush(self.push_frame)
         if any(r.orphan for r in manager._pending.values()):
             await manager._settle(in_hook=False, push=self.push_frame)
