@@ -39,6 +39,7 @@ from ..services.llm.function_registry import FunctionCallParams, ToolCallOutput
 from ..services.llm.openai import AfterRound
 from ._actions import _Actions
 from ._frames import DharaNodeChanged
+from ._wiring import _Wiring
 from .call import DharaContext, PushFrame
 from .node import ContextStrategy, DharaFunction, NodeConfig, as_result
 from .state import FlowState, render
@@ -52,8 +53,6 @@ __all__ = ["DharaError"]
 
 logger = logging.getLogger("rustvani_trio.dhara")
 _DOWN = FrameDirection.DOWNSTREAM
-#: How the LLM handler answers a call to a function its registry does not have.
-_NOT_FOUND = "Error: there is no function named"
 
 
 class DharaError(RustvaniError, RuntimeError):
@@ -80,7 +79,7 @@ class _Request:
     orphan: bool = False
 
 
-class _Engine(_Actions):
+class _Engine(_Actions, _Wiring):
     """State and runtime logic; the public API is :class:`DharaManager`."""
 
     context: LLMContext
@@ -99,8 +98,6 @@ class _Engine(_Actions):
     _processor: DharaProcessor | None
     _post_next_turn: str | None
     _initial_due: bool
-    _ran: set[str]
-    _told_no_processor: bool
     _revision: int
 
     # ------------------------------------------------------------------ calls
@@ -170,60 +167,6 @@ class _Engine(_Actions):
             return None
         node = self._nodes[change.current].config
         return AfterRound.CONTINUE if node.respond_immediately else AfterRound.END_TURN
-
-    async def _tell_no_processor(self, push: PushFrame) -> None:
-        """Without the Dhara processor, what needs a place in the pipeline did not happen:
-        say so once, at the first call, instead of leaving it a silent no-op."""
-        self._told_no_processor = True
-        node = self._nodes[self._current] if self._current is not None else None
-        if node is None:
-            return
-        skipped = []
-        if node.config.respond_immediately:
-            skipped.append("did not speak first (respond_immediately)")
-        if node.config.pre_actions:
-            skipped.append("did not run its pre actions")
-        if skipped:
-            await self._report(
-                f"no Dhara processor is in the pipeline, so the initial node {node.name!r} "
-                f"{' and '.join(skipped)}; put dhara.processor() between the user aggregator "
-                "and the LLM",
-                push,
-            )
-
-    def _check_calls_ran(self) -> None:
-        """Raise when the model called a Dhara function of the round just committed that
-        Dhara never ran: the LLM handler has another function registry."""
-        ran, self._ran = self._ran, set()
-        messages = self.context.messages
-        for i in range(len(messages) - 1, -1, -1):
-            calls = (
-                messages[i].get("tool_calls") if messages[i].get("role") == "assistant" else None
-            )
-            if not calls:
-                continue
-            answers = {
-                m.get("tool_call_id"): m.get("content")
-                for m in messages[i + 1 :]
-                if m.get("role") == "tool"
-            }
-            missed = [
-                call["function"]["name"]
-                for call in calls
-                if call.get("function", {}).get("name") in self._ours
-                and call.get("id") not in ran
-                and str(answers.get(call.get("id"), "")).startswith(_NOT_FOUND)
-            ]
-            if missed:
-                raise DharaError(
-                    f"the model called Dhara's {', '.join(sorted(set(missed)))} but the LLM "
-                    "handler does not use Dhara's function registry (the model was told there "
-                    "is no such function). Build the handler with "
-                    "OpenAILLMHandler(config, dhara.registry), or put dhara.processor() in the "
-                    "pipeline between the user aggregator and the LLM: at start it moves "
-                    "Dhara's functions into the handler's registry"
-                )
-            return
 
     def _mark_orphans(self) -> None:
         """An interruption stopped the turn: requests recorded so far get no hook; the next
