@@ -307,7 +307,14 @@ class DharaProcessor(FrameProcessor):
         self.manager._revision += 1
         snapshot: Any = self.manager.snapshot()
         with trio.move_on_after(self.save_timeout) as scope:
-            await self.store.save(self.session_id, snapshot)
+            try:
+                await self.store.save(self.session_id, snapshot)
+            except Exception as exc:
+                # Reported; the conversation goes on (the next turn saves again).
+                await self.push_error(
+                    f"could not save session {self.session_id!r}: {exc}", exception=exc
+                )
+                return
         if scope.cancelled_caught:
             await self.push_error(
                 f"saving session {self.session_id!r} took longer than {self.save_timeout:g}s"
