@@ -1023,3 +1023,18 @@ async def test_a_user_turn_waits_for_the_initial_nodes_pre_actions(
         {"role": "user", "content": "I was first"},
         {"role": "assistant", "content": "Hello!"},
     ]
+
+
+def test_a_global_function_added_mid_conversation_never_replaces_another_function() -> None:
+    # It replaced (with only a RegistryWarning) a built-in tool's function of the same name,
+    # and the current node's own function, whose schema the model still saw.
+    dhara = two_nodes()
+    dhara.registry.register("clock_now", lambda args: "12:00")
+    with pytest.raises(DharaError, match="clashes with a function registered outside Dhara"):
+        dhara.register_global_function(DharaFunction.goto("clock_now", "B"))
+    assert dhara.registry.get("clock_now") is not None and "clock_now" not in dhara._globals
+    mine = dhara.registry.get("go")
+    dhara.register_global_function(DharaFunction.goto("go", "A", description="global go"))
+    assert dhara.registry.get("go") is mine  # node A's own go still runs
+    dhara.register_global_function(DharaFunction.goto("help", "A"))
+    assert "help" in dhara.registry and dhara.context.tool_names() == ["go", "help"]

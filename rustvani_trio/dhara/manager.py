@@ -212,13 +212,20 @@ class DharaManager(_Engine):
         """Offer ``function`` in every node (before or during the conversation)."""
         if not isinstance(function, DharaFunction) or function.schema is None:
             raise TypeError("a global function must be a DharaFunction with a schema")
-        if function.name in self._globals:
-            raise ValueError(f"global function {function.name!r} is registered already")
-        self._globals[function.name] = function
-        if self._current is not None:
-            self.context.set_tools(self._tools_for(self._nodes[self._current]))
-            self.registry.register(function.name, self._entry(function), rich=True)
-            self._ours.add(function.name)
+        name = function.name
+        if name in self._globals:
+            raise ValueError(f"global function {name!r} is registered already")
+        if name in self.registry and name not in self._ours:
+            raise DharaError(
+                f"global function {name!r} clashes with a function registered outside Dhara "
+                "(a built-in tool?); rename one of them"
+            )
+        self._globals[name] = function
+        node = self._nodes[self._current] if self._current is not None else None
+        if node is not None and name not in node.functions:  # the node's own one wins
+            self.context.set_tools(self._tools_for(node))
+            self.registry.register(name, self._entry(function), rich=True, timeout=function.timeout)
+            self._ours.add(name)
 
     def set_initial_node(self, name: str) -> None:
         """Enter node ``name`` now (its prompt, task messages, tools and functions). Its
