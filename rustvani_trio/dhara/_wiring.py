@@ -3,17 +3,38 @@ processor and for an LLM handler that does not use Dhara's function registry."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from ..services.llm.function_registry import FunctionRegistry
 
 if TYPE_CHECKING:
     from ..context import LLMContext
+    from ..services.llm.openai import AfterRound
     from ._engine import _Node
     from .call import PushFrame
+    from .manager import DharaManager
 
 __all__: list[str] = []
 
 #: How the LLM handler answers a call to a function its registry does not have.
 _NOT_FOUND = "Error: there is no function named"
+
+
+class _TransitionHook:
+    """The manager's transition hook. ``attach_to_handler(handler)`` (called by a handler
+    that supports it when the hook is set) adopts the handler's own function registry, so
+    ``OpenAILLMHandler(config)`` works without the Dhara processor too."""
+
+    def __init__(self, manager: DharaManager) -> None:
+        self._manager = manager
+
+    async def __call__(self, context: LLMContext) -> AfterRound | None:
+        return await self._manager._hook(context)
+
+    def attach_to_handler(self, handler: Any) -> None:
+        registry = getattr(handler, "registry", None)
+        if isinstance(registry, FunctionRegistry) and registry is not self._manager.registry:
+            self._manager._adopt_registry(registry)
 
 
 class _Wiring:

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any
 from ..context import FunctionSchema, LLMContext, ToolSpec
 from ..frames import FrameDirection
 from ..services.llm.function_registry import FunctionRegistry
-from ..services.llm.openai import AfterRound, TransitionHook
+from ..services.llm.openai import TransitionHook
 from ._engine import DharaError, _Engine, _Node
 from ._frames import DharaNodeChanged
+from ._wiring import _TransitionHook
 from .node import DharaFunction, NodeConfig, tool_name
 from .state import FlowState, StateField
 
@@ -59,23 +60,6 @@ def _schema_of(tool: ToolSpec) -> FunctionSchema:
         description=function.get("description", ""),
         parameters=function.get("parameters") or {"type": "object", "properties": {}},
     )
-
-
-class _TransitionHook:
-    """The manager's transition hook. ``attach_to_handler(handler)`` (called by a handler
-    that supports it when the hook is set) adopts the handler's own function registry, so
-    ``OpenAILLMHandler(config)`` works without the Dhara processor too."""
-
-    def __init__(self, manager: DharaManager) -> None:
-        self._manager = manager
-
-    async def __call__(self, context: LLMContext) -> AfterRound | None:
-        return await self._manager._hook(context)
-
-    def attach_to_handler(self, handler: Any) -> None:
-        registry = getattr(handler, "registry", None)
-        if isinstance(registry, FunctionRegistry) and registry is not self._manager.registry:
-            self._manager._adopt_registry(registry)
 
 
 class DharaManager(_Engine):
