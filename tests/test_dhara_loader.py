@@ -122,7 +122,7 @@ def test_state_fields_are_typed() -> None:
     manager = pizza.build_from_file()
     with pytest.raises(TypeError, match="'total' is declared number"):
         manager.state["total"] = "a lot"
-    with pytest.raises(TypeError, match="JSON-serialisable"):
+    with pytest.raises(TypeError, match="'extra' must be JSON"):
         manager.state["extra"] = object()
     manager.state["extra"] = {"fine": [1, 2]}
     data = pizza_definition()

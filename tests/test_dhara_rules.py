@@ -573,7 +573,7 @@ async def test_pre_and_post_actions_run_around_the_nodes_answer(
     assert texts == [
         ("TextFrame", "One moment."),
         ("LLMText", "I am B."),
-        ("TextFrame", "Anything else?"),
+        ("_SaidLine", "Anything else?"),  # a TextFrame no interruption drops
     ]
     messages = conv.context.messages
     assert [m["content"] for m in messages[-4:]] == [
@@ -603,7 +603,7 @@ async def test_end_conversation_sends_end_frame_after_the_answer(
     async with conversation(server, build, expect_end=True) as conv:
         await conv.say("bye")
     kinds = [type(f).__name__ for f in conv.down]
-    assert kinds[-3:] == ["LLMFullResponseEnd", "_AfterAnswer", "EndFrame"]
+    assert kinds[-4:] == ["LLMFullResponseEnd", "_TurnDone", "_AfterAnswer", "EndFrame"]
     assert conv.context.messages[-1] == {"role": "assistant", "content": "Goodbye!"}
     assert conv.task.has_finished
 

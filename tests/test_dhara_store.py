@@ -74,9 +74,9 @@ def test_a_snapshot_is_json_and_restores_node_state_messages_and_functions() -> 
     assert two.context.messages == one.context.messages
     assert two.context.tool_names() == ["browse_menu"]
     assert two.registry.names() == ["browse_menu"]
-    assert two.history[-1] == DharaNodeChanged(
-        previous="greeting", current="greeting", reason="restored"
-    )
+    # The pipeline never saw two's initial announcement: the restored one replaces it.
+    assert two.history[-1] == DharaNodeChanged(previous=None, current="greeting", reason="restored")
+    assert [(f.previous, f.current) for f, _ in two._outbox] == [(None, "greeting")]
 
 
 def test_a_bad_snapshot_is_refused_and_changes_nothing() -> None:
@@ -223,3 +223,106 @@ async def test_a_conversation_survives_its_process_through_postgres(database: st
         assert fourth[-1]["content"].startswith("The order has 2 item(s) and comes to $27.98.")
         saved = await store.load(session)
         assert saved is not None and saved["node"] == "confirm"
+
+
+# ----------------------------------------------------------------- races and outages
+
+
+def snapshot_at(revision: int, node: str = "greeting") -> dict[str, Any]:
+    snapshot = pizza.build_from_file().snapshot()
+    snapshot.update(revision=revision, node=node)
+    snapshot["state"]["total"] = float(revision)
+    return snapshot
+
+
+async def test_a_late_save_of_an_older_turn_never_replaces_a_newer_one(database: str) -> None:
+    # A save that commits late (cancelled but already sent, retried, or from a worker that
+    # lost the session) used to overwrite the newer turn: the row went back in time.
+    async with PostgresSessionStore.open(database, table="sessions_stale") as pg:
+        for store in (InMemorySessionStore(), pg):
+            await store.save("s", snapshot_at(2, "menu"))
+            with pytest.raises(SessionStoreError, match="newer snapshot stored \\(revision 2 > 1"):
+                await store.save("s", snapshot_at(1))
+            loaded = await store.load("s")
+            assert loaded is not None and (loaded["revision"], loaded["node"]) == (2, "menu")
+            await store.save("s", snapshot_at(2, "confirm"))  # the same revision: replaced
+            assert (await store.load("s"))["node"] == "confirm"  # type: ignore[index]
+
+
+async def test_concurrent_saves_of_one_session_keep_the_newest_turn_whole(database: str) -> None:
+    order = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 12, 11]
+    refused: list[int] = []
+    async with PostgresSessionStore.open(database, table="sessions_race", max_size=6) as store:
+
+        async def save(revision: int) -> None:
+            try:
+                await store.save("race", snapshot_at(revision, f"node{revision}"))
+            except SessionStoreError:
+                refused.append(revision)
+
+        async with trio.open_nursery() as nursery:
+            for revision in order:
+                nursery.start_soon(save, revision)
+        loaded = await store.load("race")
+    assert loaded is not None and loaded["revision"] == 12
+    assert 12 not in refused
+    with psycopg.connect(database) as conn:
+        row = conn.execute(
+            "SELECT revision, node, snapshot->>'node', (snapshot->>'revision')::bigint, "
+            "(snapshot->'state'->>'total')::float FROM sessions_race WHERE session_id = 'race'"
+        ).fetchone()
+    assert row == (12, "node12", "node12", 12, 12.0)  # one save's row, whole
+
+
+async def test_the_database_going_down_is_reported_and_the_conversation_goes_on(
+    database: str,
+) -> None:
+    name = database.rsplit("/", 1)[1]
+    # With a password (trust auth ignores it): it must never show in an error.
+    dsn = database.replace("postgres@", "postgres:s3cr3t-pw@")
+
+    def database_down(down: bool) -> None:
+        with psycopg.connect(ADMIN, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not down).lower()}')
+            if down:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+
+    try:
+        async with (
+            PostgresSessionStore.open(dsn, table="sessions_down", op_timeout=0.2) as store,
+            open_scripted_server(default_reply=pizza.scripted_model) as server,
+            conversation(
+                server, pizza.build_from_file, store=store, session_id="s", save_timeout=2.0
+            ) as conv,
+        ):
+            await conv.say("Yes, show me the menu please")
+            assert (await store.load("s")) is not None
+            database_down(True)
+            started = trio.current_time()
+            await conv.say("A large Pepperoni with mushrooms and olives")
+            await conv.say("Also a small Margherita")
+            assert trio.current_time() - started < 10
+            await trio.sleep(0.3)
+            errors = conv.errors()
+    finally:
+        database_down(False)
+    assert conv.dhara.current_node == "menu" and len(conv.dhara.state["items"]) == 2
+    assert errors and all(e.startswith("could not save session 's': ") for e in errors), errors
+    assert not any("s3cr3t-pw" in e for e in errors)
+
+
+async def test_a_malformed_connection_string_is_refused_without_logging_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # psycopg_pool's connection warnings quoted a malformed string, password and all.
+    caplog.set_level("DEBUG")
+    with pytest.raises(SessionStoreError, match="malformed") as info:
+        async with PostgresSessionStore.open(
+            "postgresql://app:pa%ZZss-s3cr3t@127.0.0.1/x", op_timeout=0.3
+        ):
+            pass  # pragma: no cover
+    assert "s3cr3t" not in str(info.value)
+    assert "s3cr3t" not in caplog.text

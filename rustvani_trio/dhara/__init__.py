@@ -30,11 +30,11 @@ from .node import (
 from .processor import DharaProcessor
 from .schema import SCHEMA_PATH, flow_json_schema
 from .state import FlowState, StateField
-from .store import InMemorySessionStore, SessionStore
+from .store import InMemorySessionStore, SessionStore, SessionStoreError
 from .summary import OpenAISummarizer, Summarizer, SummaryError
 
 if TYPE_CHECKING:
-    from .postgres import PostgresSessionStore, SessionStoreError
+    from .postgres import PostgresSessionStore
 
 __all__ = [
     "SCHEMA_PATH",
@@ -71,7 +71,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("PostgresSessionStore", "SessionStoreError"):
+    if name == "PostgresSessionStore":
         from . import postgres
 
         return getattr(postgres, name)

@@ -1,5 +1,6 @@
-"""Actions (pre and post), and the ways Dhara's frames get into the pipeline: the mixin of
-the engine that runs a node's actions and sends its announcements and errors."""
+"""Actions (pre and post), the summary request, and the ways Dhara's frames get into the
+pipeline: the mixin of the engine that runs a node's actions and sends its announcements
+and errors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import inspect
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+import trio
 
 from ..frames import EndTaskFrame, ErrorFrame, Frame, FrameDirection, TextFrame
 from .call import DharaContext, PushFrame
@@ -17,6 +20,7 @@ if TYPE_CHECKING:
     from ..context import LLMContext
     from ._engine import _Node
     from .processor import DharaProcessor
+    from .summary import Summarizer
 
 logger = logging.getLogger("rustvani_trio.dhara")
 _DOWN = FrameDirection.DOWNSTREAM
@@ -29,6 +33,8 @@ class _Actions:
 
     context: LLMContext
     state: FlowState
+    summarizer: Summarizer | None
+    summary_timeout: float
     _current: str | None
     _outbox: list[tuple[Frame, FrameDirection]]
     _processor: DharaProcessor | None
@@ -56,10 +62,10 @@ class _Actions:
             )
 
     async def _run_actions(
-        self, node: _Node, actions: Sequence[NodeAction], push: PushFrame
-    ) -> list[str]:
-        """Run pre actions; returns the lines said (recorded when the node is applied)."""
-        said: list[str] = []
+        self, node: _Node, actions: Sequence[NodeAction], push: PushFrame, said: list[str]
+    ) -> None:
+        """Run pre actions; the lines said are appended to ``said`` as they go out (recorded
+        when the node is applied, also when an interruption stops the actions midway)."""
         for action in actions:
             if action.type == "tts_say":
                 text, _ = render(action.text or "", self.state)
@@ -69,7 +75,6 @@ class _Actions:
                 await push(EndTaskFrame(reason=f"dhara: node {node.name} ended it"), _UP)
             else:
                 await self._run_function_action(action, push)
-        return said
 
     async def _schedule_post(self, node: _Node, push: PushFrame, *, in_turn: bool) -> None:
         """Post actions run once the node has answered: behind this turn when it was entered
@@ -87,13 +92,65 @@ class _Actions:
             and node.config.respond_immediately
             and all(a.type == "end_conversation" for a in node.config.post_actions)
         ):
-            await push(EndTaskFrame(reason=f"dhara: node {node.name} ended it"), _UP)
+            end = EndTaskFrame(reason=f"dhara: node {node.name} ended it")
+            try:
+                await push(end, _UP)
+            except trio.Cancelled:
+                self._send_nowait(end, _UP)
+                raise
             return
-        await self._report(
+        await self._report(self._no_post_message(node), push)
+
+    @staticmethod
+    def _no_post_message(node: _Node) -> str:
+        return (
             f"node {node.name!r} has post actions, which need dhara.processor() in the "
-            "pipeline; they were not run",
-            push,
+            "pipeline; they were not run"
         )
+
+    def _post_after_interruption(self, node: _Node) -> None:
+        """The node was entered but an interruption stopped its turn: its post actions run
+        after its next answer."""
+        if not node.config.post_actions:
+            return
+        if self._processor is not None:
+            self._post_next_turn = node.name
+        else:
+            self._report_nowait(self._no_post_message(node))
+
+    async def _summarize(self, node: _Node, push: PushFrame) -> str | None:
+        """The bounded summary request; ``None`` (reported) on failure or timeout."""
+        summarizer = self.summarizer
+        if summarizer is None:
+            await self._report(
+                f"node {node.name!r} resets with a summary but the manager has no summarizer; "
+                "reset without one",
+                push,
+            )
+            return None
+        instruction = node.config.context_strategy.summary_prompt
+        text: object = None
+        with trio.move_on_after(self.summary_timeout) as scope:
+            try:
+                text = await summarizer(self.context.messages, instruction)
+            except Exception as exc:
+                await self._report(
+                    f"the summary for node {node.name!r} failed ({type(exc).__name__}: {exc}); "
+                    "reset without one",
+                    push,
+                )
+                return None
+        if scope.cancelled_caught:
+            await self._report(
+                f"the summary for node {node.name!r} took longer than {self.summary_timeout:g}s; "
+                "reset without one",
+                push,
+            )
+            return None
+        if not isinstance(text, str) or not text.strip():
+            await self._report(f"the summary for node {node.name!r} was empty; reset", push)
+            return None
+        return text.strip()
 
     # ------------------------------------------------------------------ output
 
@@ -101,7 +158,12 @@ class _Actions:
         """Send what waited for a way into the pipeline."""
         while self._outbox:
             frame, direction = self._outbox.pop(0)
-            await push(frame, direction)
+            try:
+                await push(frame, direction)
+            except trio.Cancelled:
+                # Not sent (a push raises before sending): it waits for the next way out.
+                self._outbox.insert(0, (frame, direction))
+                raise
 
     def _send_nowait(self, frame: Frame, direction: FrameDirection) -> None:
         if self._processor is not None and self._processor.can_push:
@@ -114,8 +176,12 @@ class _Actions:
         frame = ErrorFrame(error=message, processor=SOURCE)
         if push is None:
             self._send_nowait(frame, _UP)
-        else:
+            return
+        try:
             await push(frame, _UP)
+        except trio.Cancelled:
+            self._send_nowait(frame, _UP)  # a report is never lost to an interruption
+            raise
 
     def _report_nowait(self, message: str) -> None:
         logger.warning("dhara: %s", message)

@@ -14,7 +14,12 @@ The rules it keeps (docs/dhara.md has the long form):
 * Applying a node is one synchronous step (no await): messages, system prompt, tools,
   tool_choice, registry and ``current_node`` change together. Only the pre actions and the
   summary request await, before it; if they are interrupted, the node is applied without the
-  summary (the round that asked for it was committed) and the cancellation goes on.
+  summary (the round that asked for it was committed), its post actions wait for its next
+  answer, and the cancellation goes on. Reports and announcements that an interruption stops
+  on their way out are queued, never lost.
+* A reset keeps the messages added after the round that asked for it (a user message that
+  arrived during the summary request, or the turn that settles an interrupted transition),
+  after the new node's own.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from ..services.llm.function_registry import FunctionCallParams, ToolCallOutput
 from ..services.llm.openai import AfterRound
 from ._actions import _Actions
 from ._frames import DharaNodeChanged
+from ._wiring import _Wiring
 from .call import DharaContext, PushFrame
 from .node import ContextStrategy, DharaFunction, NodeConfig, as_result
 from .state import FlowState, render
@@ -73,7 +79,7 @@ class _Request:
     orphan: bool = False
 
 
-class _Engine(_Actions):
+class _Engine(_Actions, _Wiring):
     """State and runtime logic; the public API is :class:`DharaManager`."""
 
     context: LLMContext
@@ -92,6 +98,7 @@ class _Engine(_Actions):
     _processor: DharaProcessor | None
     _post_next_turn: str | None
     _initial_due: bool
+    _revision: int
 
     # ------------------------------------------------------------------ calls
 
@@ -103,7 +110,10 @@ class _Engine(_Actions):
         return call
 
     async def _call(self, fn: DharaFunction, params: FunctionCallParams) -> ToolCallOutput:
+        self._ran.add(params.tool_call_id)
         await self._flush(params.push_frame)
+        if self._processor is None and self._initial_due and not self._told_no_processor:
+            await self._tell_no_processor(params.push_frame)
         node, generation = self._current, self._generation
         ctx = DharaContext(
             manager=self,  # type: ignore[arg-type]
@@ -151,6 +161,7 @@ class _Engine(_Actions):
                 "the transition hook was given a context that is not the DharaManager's: "
                 "give the aggregators and the manager the same LLMContext"
             )
+        self._check_calls_ran()
         change = await self._settle(in_hook=True)
         if change is None:
             return None
@@ -210,50 +221,73 @@ class _Engine(_Actions):
         if not committed:
             return None
         committed.sort(key=lambda item: item[0])
-        winner = committed[0][1]
+        (index, _k), winner = committed[0]
         out = push or winner.push
         reason = f"function {winner.function}"
+        notice = None
         targets = list(dict.fromkeys(r.target for _, r in committed))
         if len(targets) > 1:
             asked = ", ".join(f"{r.function} -> {r.target}" for _, r in committed)
-            await self._report(
+            notice = (
                 f"conflicting transitions in one round ({asked}); the first call in the "
-                f"model's order wins: {winner.target!r}",
-                out,
+                f"model's order wins: {winner.target!r}"
             )
             reason += " (first of conflicting transitions)"
         if winner.orphan:
             reason += " (settled after an interruption)"
-        return await self._enter(winner.target, reason, out, in_turn=in_hook)
+        # Messages after the round's results came after the transition (a user turn that
+        # started after an interruption): a reset keeps them.
+        messages = self.context.messages
+        keep_from = index + 1
+        while keep_from < len(messages) and messages[keep_from].get("role") == "tool":
+            keep_from += 1
+        return await self._enter(
+            winner.target, reason, out, in_turn=in_hook, keep_from=keep_from, notice=notice
+        )
 
     # ------------------------------------------------------------------ entering a node
 
     async def _enter(
-        self, name: str, reason: str, push: PushFrame, *, in_turn: bool
+        self,
+        name: str,
+        reason: str,
+        push: PushFrame,
+        *,
+        in_turn: bool,
+        keep_from: int | None = None,
+        notice: str | None = None,
     ) -> DharaNodeChanged:
         node = self._nodes[name]
         said: list[str] = []
         summary: str | None = None
+        if keep_from is None:
+            keep_from = self.context.message_count
         try:
-            said = await self._run_actions(node, node.config.pre_actions, push)
+            if notice is not None:
+                await self._report(notice, push)
+            await self._run_actions(node, node.config.pre_actions, push, said)
             if node.config.context_strategy.strategy is ContextStrategy.RESET_WITH_SUMMARY:
                 summary = await self._summarize(node, push)
                 if summary is None:
                     reason += " (no summary: plain reset)"
         except trio.Cancelled:
             # The round asking for this node was committed: apply it anyway, now.
+            lost = node.config.context_strategy.strategy is ContextStrategy.RESET_WITH_SUMMARY
+            reason += " (interrupted: no summary)" if lost else " (interrupted)"
             try:
-                frame = self._apply(name, reason + " (interrupted: no summary)", said=said)
+                frame = self._apply(name, reason, said=said, keep_from=keep_from)
             except DharaError as exc:
                 self._report_nowait(str(exc))
             else:
                 self._send_nowait(frame, _DOWN)
+                self._post_after_interruption(node)
             raise
-        frame = self._apply(name, reason, summary=summary, said=said)
+        frame = self._apply(name, reason, summary=summary, said=said, keep_from=keep_from)
         try:
             await push(frame, _DOWN)
         except trio.Cancelled:
             self._send_nowait(frame, _DOWN)
+            self._post_after_interruption(node)
             raise
         await self._schedule_post(node, push, in_turn=in_turn)
         return frame
@@ -280,9 +314,12 @@ class _Engine(_Actions):
         summary: str | None = None,
         said: Sequence[str] = (),
         messages: list[dict[str, Any]] | None = None,
+        keep_from: int | None = None,
     ) -> DharaNodeChanged:
         """Enter node ``name`` in one synchronous step; with ``messages`` (a restore) those
-        replace the conversation instead of the node's strategy, prompt and task messages."""
+        replace the conversation instead of the node's strategy, prompt and task messages.
+        A reset keeps the messages from index ``keep_from`` on (added after the transition
+        was asked for), after the node's own."""
         node = self._nodes[name]
         cfg = node.config
         missing: list[str] = []
@@ -303,6 +340,8 @@ class _Engine(_Actions):
             additions += [{"role": "assistant", "content": s} for s in said]
             if cfg.context_strategy.strategy is not ContextStrategy.APPEND:
                 current = self.context.messages
+                if keep_from is not None and 0 < keep_from < len(current):
+                    additions += [dict(m) for m in current[keep_from:]]
                 head = [dict(current[0])] if current and current[0]["role"] == "system" else []
                 if summary:
                     head.append(
@@ -346,37 +385,3 @@ class _Engine(_Actions):
                 "rendered as empty"
             )
         return frame
-
-    async def _summarize(self, node: _Node, push: PushFrame) -> str | None:
-        """The bounded summary request; ``None`` (reported) on failure or timeout."""
-        summarizer = self.summarizer
-        if summarizer is None:
-            await self._report(
-                f"node {node.name!r} resets with a summary but the manager has no summarizer; "
-                "reset without one",
-                push,
-            )
-            return None
-        instruction = node.config.context_strategy.summary_prompt
-        text: object = None
-        with trio.move_on_after(self.summary_timeout) as scope:
-            try:
-                text = await summarizer(self.context.messages, instruction)
-            except Exception as exc:
-                await self._report(
-                    f"the summary for node {node.name!r} failed ({type(exc).__name__}: {exc}); "
-                    "reset without one",
-                    push,
-                )
-                return None
-        if scope.cancelled_caught:
-            await self._report(
-                f"the summary for node {node.name!r} took longer than {self.summary_timeout:g}s; "
-                "reset without one",
-                push,
-            )
-            return None
-        if not isinstance(text, str) or not text.strip():
-            await self._report(f"the summary for node {node.name!r} was empty; reset", push)
-            return None
-        return text.strip()

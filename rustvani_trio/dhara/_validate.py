@@ -3,11 +3,14 @@ offending field (``/nodes/menu/functions/2``)."""
 
 from __future__ import annotations
 
+import re
+import reprlib
 from collections.abc import Callable, Container, Mapping
 from typing import Any
 
 import attrs
 
+from ._json import MAX_DEPTH, json_problems
 from .node import TASK_ROLES, ContextStrategy
 from .state import JSON_TYPES, template_fields, type_matches
 
@@ -46,6 +49,10 @@ FUNCTION_KEYS = {
     "timeout",
 }
 ACTION_TYPES = ("tts_say", "end_conversation", "function")
+#: What the chat-completions API accepts as a function name.
+FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxdict, _REPR.maxlist = 2, 40, 40, 4, 4
 
 
 @attrs.frozen
@@ -56,7 +63,8 @@ class FlowError:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path or '/'}: {self.message}"
+        path = self.path if len(self.path) <= 200 else self.path[:197] + "..."
+        return f"{path or '/'}: {self.message}"
 
 
 def pointer(*parts: str | int) -> str:
@@ -77,7 +85,9 @@ class _Checker:
         for key in obj:
             if key not in allowed and not str(key).startswith("x-"):
                 self.err(
-                    f"unknown field {key!r} (allowed: {', '.join(sorted(allowed))})", *parts, key
+                    f"unknown field {_show(key)} (allowed: {', '.join(sorted(allowed))})",
+                    *parts,
+                    key,
                 )
 
     def typed(
@@ -119,7 +129,11 @@ class _Checker:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    """A short repr, bounded in time and size whatever the value (huge, deep, cyclic)."""
+    try:
+        text = _REPR.repr(value)
+    except Exception:  # a hostile __repr__
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -148,7 +162,7 @@ STRATEGY_SPELLINGS = frozenset(
 
 
 def _strategy_ok(v: Any) -> bool:
-    return v in STRATEGY_SPELLINGS
+    return isinstance(v, str) and v in STRATEGY_SPELLINGS
 
 
 def validate_flow(data: Any, handlers: Container[str] | None = None) -> list[FlowError]:
@@ -158,6 +172,10 @@ def validate_flow(data: Any, handlers: Container[str] | None = None) -> list[Flo
     if not isinstance(data, Mapping):
         c.err(f"a flow must be a JSON object, got {_show(data)}")
         return c.errors
+    # Strict JSON first (string keys, finite numbers, bounded nesting); the checks below only
+    # look a few levels deep, so they run on whatever this found too.
+    for path, message in json_problems(data, max_depth=MAX_DEPTH):
+        c.err(message, *path)
     c.keys(data, TOP_KEYS)
     c.typed(data, "id", _is_name, "a non-empty string", required=True)
     c.typed(
@@ -245,12 +263,28 @@ def _check_state(c: _Checker, data: Mapping[str, Any]) -> set[str]:
 
 def _check_function(c: _Checker, name: str, fdef: Any, nodes: Mapping[str, Any]) -> set[str]:
     here = ("functions", name)
+    if not (isinstance(name, str) and FUNCTION_NAME.match(name)):
+        c.err(
+            "a function name is 1 to 64 letters, digits, '_' or '-' (the model's API refuses "
+            "others)",
+            *here,
+        )
     if not isinstance(fdef, Mapping):
         c.err(f"a function is an object, got {_show(fdef)}", *here)
         return set()
     c.keys(fdef, FUNCTION_KEYS, *here)
     c.typed(fdef, "description", _is_str, "a string", *here)
-    c.typed(fdef, "parameters", _is_obj, "a JSON Schema object", *here)
+    if fdef.get("parameters") is not None and c.typed(
+        fdef, "parameters", _is_obj, "a JSON Schema object", *here
+    ):
+        kind = fdef["parameters"].get("type", "object") if fdef["parameters"] else "object"
+        if kind != "object":
+            c.err(
+                f"the arguments' schema must have type 'object', got {_show(kind)}",
+                *here,
+                "parameters",
+                "type",
+            )
     c.typed(fdef, "transition_on", _is_name, "a result field name", *here)
     c.typed(fdef, "ack", _is_str, "a string", *here)
     c.typed(
@@ -317,7 +351,7 @@ def _check_node(
                 )
                 continue
             c.keys(msg, {"role", "content"}, *where)
-            if msg.get("role") not in TASK_ROLES:
+            if not isinstance(msg.get("role"), str) or msg["role"] not in TASK_ROLES:
                 c.err(
                     f"invalid role {_show(msg.get('role'))} "
                     f"(expected one of {', '.join(sorted(TASK_ROLES))})",

@@ -32,6 +32,7 @@ from ..services.llm.function_registry import FunctionRegistry
 from ..services.llm.openai import TransitionHook
 from ._engine import DharaError, _Engine, _Node
 from ._frames import DharaNodeChanged
+from ._wiring import _TransitionHook
 from .node import DharaFunction, NodeConfig, tool_name
 from .state import FlowState, StateField
 
@@ -114,7 +115,10 @@ class DharaManager(_Engine):
         self._processor = None
         self._post_next_turn = None
         self._initial_due = False
-        self._hook_fn: TransitionHook = self._hook
+        self._ran = set()
+        self._told_no_processor = False
+        self._revision = 0
+        self._hook_fn = _TransitionHook(self)
         for fn in global_functions:
             self.register_global_function(fn)
 
@@ -193,13 +197,20 @@ class DharaManager(_Engine):
         """Offer ``function`` in every node (before or during the conversation)."""
         if not isinstance(function, DharaFunction) or function.schema is None:
             raise TypeError("a global function must be a DharaFunction with a schema")
-        if function.name in self._globals:
-            raise ValueError(f"global function {function.name!r} is registered already")
-        self._globals[function.name] = function
-        if self._current is not None:
-            self.context.set_tools(self._tools_for(self._nodes[self._current]))
-            self.registry.register(function.name, self._entry(function), rich=True)
-            self._ours.add(function.name)
+        name = function.name
+        if name in self._globals:
+            raise ValueError(f"global function {name!r} is registered already")
+        if name in self.registry and name not in self._ours:
+            raise DharaError(
+                f"global function {name!r} clashes with a function registered outside Dhara "
+                "(a built-in tool?); rename one of them"
+            )
+        self._globals[name] = function
+        node = self._nodes[self._current] if self._current is not None else None
+        if node is not None and name not in node.functions:  # the node's own one wins
+            self.context.set_tools(self._tools_for(node))
+            self.registry.register(name, self._entry(function), rich=True, timeout=function.timeout)
+            self._ours.add(name)
 
     def set_initial_node(self, name: str) -> None:
         """Enter node ``name`` now (its prompt, task messages, tools and functions). Its
@@ -208,6 +219,11 @@ class DharaManager(_Engine):
         if name not in self._nodes:
             raise DharaError(
                 f"node {name!r} is not registered (nodes: {', '.join(self._nodes) or 'none'})"
+            )
+        if self._processor is not None and self._processor.can_push:
+            raise DharaError(
+                "set_initial_node() is for before the pipeline starts; in a conversation, "
+                "nodes change through the functions' transitions"
             )
         self._pending.clear()
         frame = self._apply(name, "initial")
@@ -234,7 +250,8 @@ class DharaManager(_Engine):
     def create_transition_hook(self) -> TransitionHook:
         """The hook for ``OpenAILLMHandler.set_transition_hook``: after each committed tool
         round it applies the transition the round asked for, and ends the turn when the new
-        node does not respond immediately."""
+        node does not respond immediately. (Always the same object: the processor finds the
+        LLM that runs it.)"""
         return self._hook_fn
 
     def processor(
@@ -281,26 +298,29 @@ class DharaManager(_Engine):
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-serialisable record to continue this conversation elsewhere: the flow's id
-        and version, the current node, the state and the context's messages."""
+        and version, the current node, the state, the context's messages and the revision
+        (counted by every save, so a store keeps the newest)."""
         if self._current is None:
             raise DharaError("there is nothing to snapshot before set_initial_node()")
         record = {
             "format": SNAPSHOT_FORMAT,
             "flow_id": self.flow_id,
             "flow_version": self.flow_version,
+            "revision": self._revision,
             "node": self._current,
             "state": self.state.to_json(),
             "messages": self.context.messages,
         }
         try:
-            json.dumps(record)
+            json.dumps(record, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise DharaError(f"the conversation cannot be saved as JSON: {exc}") from None
         return record
 
     def restore(self, snapshot: Mapping[str, Any]) -> None:
         """Continue from ``snapshot``: its messages, state and node (the node's tools and
-        functions are set; its task messages are not added again). All-or-nothing."""
+        functions are set; its task messages are not added again). All-or-nothing; refused
+        while a turn is running."""
         if not isinstance(snapshot, Mapping) or snapshot.get("format") != SNAPSHOT_FORMAT:
             raise DharaError(f"not a Dhara snapshot (expected format {SNAPSHOT_FORMAT!r})")
         flow = (snapshot.get("flow_id"), str(snapshot.get("flow_version")))
@@ -309,26 +329,54 @@ class DharaManager(_Engine):
                 f"the snapshot is of flow {flow[0]!r} version {flow[1]!r}; this manager runs "
                 f"{self.flow_id!r} version {self.flow_version!r}"
             )
+        self._check_between_turns("restore()")
         node = snapshot.get("node")
-        if node not in self._nodes:
+        if not isinstance(node, str) or node not in self._nodes:
             raise DharaError(f"the snapshot's node {node!r} is not registered")
+        revision = snapshot.get("revision", 0)
+        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+            raise DharaError(f"the snapshot's revision {revision!r} is not a count")
         messages = snapshot.get("messages")
         if not isinstance(messages, list):
             raise DharaError("the snapshot has no message list")
-        check = LLMContext(messages)
-        check.validate()
-        values = snapshot.get("state") or {}
-        FlowState(self.state.fields, values)  # raises (naming the field) before any change
-        frame = self._apply(str(node), "restored", messages=messages)
+        try:
+            LLMContext(messages).validate()
+        except ValueError as exc:
+            raise DharaError(f"the snapshot's messages are invalid: {exc}") from None
+        values = snapshot.get("state")
+        if not isinstance(values, Mapping):
+            raise DharaError(f"the snapshot's state is not an object: {values!r:.60}")
+        try:
+            FlowState(self.state.fields, values)  # before any change
+        except (TypeError, ValueError) as exc:
+            raise DharaError(f"the snapshot's state is invalid: {exc}") from None
+        unseen = [f for f, _ in self._outbox if isinstance(f, DharaNodeChanged)]
+        frame = self._apply(node, "restored", messages=messages)
+        if unseen:
+            # Announcements nobody has seen describe what the restore replaced: the first
+            # announcement the pipeline sees starts where the last one it saw ended.
+            frame = DharaNodeChanged(previous=unseen[0].previous, current=node, reason="restored")
+            self.history[-1] = frame
+            self._outbox = [(f, d) for f, d in self._outbox if not isinstance(f, DharaNodeChanged)]
         self.state.replace(values)
+        self._revision = revision
         self._pending.clear()
         self._initial_due = False
-        # Announcements nobody has seen yet describe what the restore replaced.
-        self._outbox = [(f, d) for f, d in self._outbox if not isinstance(f, DharaNodeChanged)]
         self._send_nowait(frame, FrameDirection.DOWNSTREAM)
 
+    def _check_between_turns(self, what: str) -> None:
+        processor = self._processor
+        if self.context.open_round is not None or (
+            processor is not None and processor.turn_running
+        ):
+            raise DharaError(
+                f"{what} while a turn is running would mix two conversations; call it before "
+                "the pipeline starts (or between turns)"
+            )
+
     async def save(self, store: SessionStore, session_id: str) -> None:
-        """Write :meth:`snapshot` to ``store`` under ``session_id``."""
+        """Write :meth:`snapshot` to ``store`` under ``session_id`` (as a new revision)."""
+        self._revision += 1
         await store.save(session_id, self.snapshot())
 
     async def load(self, store: SessionStore, session_id: str) -> bool:

@@ -18,7 +18,6 @@ async def browse_menu(args: str) -> TransitionResult:
 from __future__ import annotations
 
 import enum
-import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
@@ -27,6 +26,7 @@ import attrs
 
 from ..context import FunctionSchema, ToolChoice, ToolSpec
 from ..services.llm.function_registry import ToolCallOutput
+from ._handlers import handler_arity
 
 if TYPE_CHECKING:
     from .call import DharaContext
@@ -313,26 +313,6 @@ HandlerResult = TransitionResult
 Handler: TypeAlias = Callable[..., Any]
 
 
-def _arity(handler: Handler) -> int:
-    """1 for ``handler(args)``, 2 for ``handler(args, ctx)``."""
-    try:
-        params = list(inspect.signature(handler).parameters.values())
-    except (TypeError, ValueError):
-        return 1
-    positional = [
-        p
-        for p in params
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    if any(p.kind is p.VAR_POSITIONAL for p in params) or len(positional) >= 2:
-        return 2
-    if len(positional) == 1:
-        return 1
-    raise TypeError(
-        f"a Dhara handler takes (args) or (args, ctx); {handler!r} takes no positional argument"
-    )
-
-
 def _transitions(value: Mapping[str, str] | None) -> dict[str, str]:
     out = dict(value or {})
     for status, target in out.items():
@@ -367,7 +347,9 @@ class DharaFunction:
             raise ValueError(f"function {self.name!r} has neither a handler nor transitions")
         if self.schema is not None and self.schema.name != self.name:
             raise ValueError(f"schema name {self.schema.name!r} does not match {self.name!r}")
-        object.__setattr__(self, "arity", 1 if self.handler is None else _arity(self.handler))
+        object.__setattr__(
+            self, "arity", 1 if self.handler is None else handler_arity(self.handler)
+        )
 
     @classmethod
     def goto(
@@ -400,5 +382,19 @@ class DharaFunction:
 
 
 def as_result(value: Any) -> TransitionResult:
-    """A handler's return value as a TransitionResult (a plain value means ``ok(value)``)."""
-    return value if isinstance(value, TransitionResult) else TransitionResult.ok(value)
+    """A handler's return value as a TransitionResult: a plain value means ``ok(value)``; a
+    pair ``(result, "node")`` / ``(result, None)`` is pipecat-flows' form of ``transition`` /
+    ``stay`` (a tuple is never a JSON result, so it is not sent to the model as one)."""
+    if isinstance(value, TransitionResult):
+        return value
+    if isinstance(value, tuple):
+        if len(value) == 2 and value[1] is None:
+            return TransitionResult.stay(value[0])
+        if len(value) == 2 and isinstance(value[1], str):
+            return TransitionResult.transition(value[0], value[1])
+        raise TypeError(
+            "a handler returned a tuple that is not (result, next_node_name); return "
+            "TransitionResult.transition(result, 'node') (nodes are registered up front, so "
+            "a next node is named, not given as a NodeConfig)"
+        )
+    return TransitionResult.ok(value)

@@ -8,7 +8,9 @@ async with PostgresSessionStore.open("postgresql://app@db/app") as store:
 ```
 
 One row per session (``session_id`` primary key, the flow's id and version, the node, the
-snapshot as ``jsonb``, ``updated_at``), written in one transaction per save. psycopg's async
+snapshot's revision, the snapshot as ``jsonb``, ``updated_at``), written in one transaction
+per save; a save never replaces a row of a higher revision, so a save that commits late
+(cancelled, or from a worker that lost the session) cannot undo a newer turn. psycopg's async
 API is asyncio-only, so the sync API runs in worker threads (``trio.to_thread``) from a
 ``psycopg_pool`` pool; a cancelled query is cancelled on the server too (``cancel_safe``,
 shielded and bounded). Errors never carry the connection string.
@@ -17,14 +19,14 @@ shielded and bounded). Errors never carry the connection string.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from ..exceptions import RustvaniError
-from .store import check_session_id
+from .store import SessionStoreError, check_session_id, revision_of, stale_error
 
 if TYPE_CHECKING:
     import psycopg
@@ -34,10 +36,6 @@ __all__ = ["PostgresSessionStore", "SessionStoreError"]
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$")
-
-
-class SessionStoreError(RustvaniError, RuntimeError):
-    """The session store could not do what was asked."""
 
 
 def _modules() -> tuple[Any, Any, Any]:
@@ -93,7 +91,15 @@ class PostgresSessionStore:
         table if it is missing. ``op_timeout`` bounds connecting and waiting for a pooled
         connection."""
         timeout = op_timeout
-        _psycopg, psycopg_pool, _jsonb = _modules()
+        psycopg, psycopg_pool, _jsonb = _modules()
+        try:
+            # Checked here: a malformed string would otherwise be quoted, password and all,
+            # by the pool's connection warnings.
+            psycopg.conninfo.conninfo_to_dict(conninfo)
+        except Exception:
+            raise SessionStoreError(
+                "the PostgreSQL connection string is malformed (not shown: it may hold a password)"
+            ) from None
         pool = psycopg_pool.ConnectionPool(
             conninfo, min_size=min_size, max_size=max_size, open=False, timeout=timeout
         )
@@ -126,20 +132,33 @@ class PostgresSessionStore:
         return sql.Identifier(*self.table.split("."))
 
     async def _run(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
-        """``work(conn)`` in a worker thread, in one transaction (committed when it returns)."""
-        held: list[Any] = []
+        """``work(conn)`` in a worker thread, in one transaction (committed when it returns).
+        A cancelled call cancels its query on the server, and only its own: the connection
+        is forgotten under a lock before it goes back to the pool."""
+        lock = threading.Lock()
+        active: list[Any] = []
 
         def in_thread() -> T:
             with self._pool.connection(timeout=self.timeout) as conn:
-                held.append(conn)
-                return work(conn)
+                with lock:
+                    active.append(conn)
+                try:
+                    with conn.transaction():
+                        return work(conn)
+                finally:
+                    with lock:
+                        active.clear()
+
+        def cancel() -> None:
+            with lock:
+                if active:
+                    active[0].cancel_safe(timeout=2.0)
 
         try:
             return await trio.to_thread.run_sync(in_thread, abandon_on_cancel=True)
         except trio.Cancelled:
-            if held:  # stop the query on the server too; bounded, whatever happens
-                with trio.CancelScope(shield=True, deadline=trio.current_time() + 2.0):
-                    await trio.to_thread.run_sync(held[0].cancel_safe, abandon_on_cancel=True)
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 3.0):
+                await trio.to_thread.run_sync(cancel, abandon_on_cancel=True)
             raise
         except SessionStoreError:
             raise
@@ -156,32 +175,56 @@ class PostgresSessionStore:
             " flow_id text NOT NULL,"
             " flow_version text NOT NULL,"
             " node text NOT NULL,"
+            " revision bigint NOT NULL DEFAULT 0,"
             " snapshot jsonb NOT NULL,"
             " updated_at timestamptz NOT NULL DEFAULT now())"
         ).format(self._table())
-        await self._run(lambda conn: conn.execute(query))
+        upgrade = sql.SQL(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS revision bigint NOT NULL DEFAULT 0"
+        ).format(self._table())
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(query)
+            conn.execute(upgrade)
+
+        await self._run(work)
 
     async def save(self, session_id: str, snapshot: Mapping[str, Any]) -> None:
-        """Insert or replace the row of ``session_id``, in one transaction."""
+        """Insert or replace the row of ``session_id``, in one transaction; a row of a higher
+        revision is kept (:class:`SessionStoreError`)."""
         from psycopg import sql
 
         check_session_id(session_id)
+        revision = revision_of(snapshot)
         _psycopg, _pool, jsonb = _modules()
+        table = self._table()
         query = sql.SQL(
-            "INSERT INTO {} (session_id, flow_id, flow_version, node, snapshot, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, now())"
+            "INSERT INTO {} AS t (session_id, flow_id, flow_version, node, revision, snapshot,"
+            " updated_at) VALUES (%s, %s, %s, %s, %s, %s, now())"
             " ON CONFLICT (session_id) DO UPDATE SET flow_id = EXCLUDED.flow_id,"
             " flow_version = EXCLUDED.flow_version, node = EXCLUDED.node,"
-            " snapshot = EXCLUDED.snapshot, updated_at = now()"
-        ).format(self._table())
+            " revision = EXCLUDED.revision, snapshot = EXCLUDED.snapshot, updated_at = now()"
+            " WHERE t.revision <= EXCLUDED.revision"
+        ).format(table)
+        stored = sql.SQL("SELECT revision FROM {} WHERE session_id = %s").format(table)
         params = (
             session_id,
             str(snapshot.get("flow_id", "")),
             str(snapshot.get("flow_version", "")),
             str(snapshot.get("node", "")),
+            revision,
             jsonb(dict(snapshot)),
         )
-        await self._run(lambda conn: conn.execute(query, params))
+
+        def work(conn: psycopg.Connection[Any]) -> int | None:
+            if conn.execute(query, params).rowcount:
+                return None
+            row = conn.execute(stored, (session_id,)).fetchone()
+            return None if row is None else int(row[0])
+
+        newer = await self._run(work)
+        if newer is not None:
+            raise stale_error(session_id, newer, revision)
 
     async def load(self, session_id: str) -> dict[str, Any] | None:
         """The snapshot of ``session_id``, or ``None``."""

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import attrs
 
+from ._json import json_problems
+
 __all__ = ["JSON_TYPES", "FlowState", "StateField", "render", "template_fields"]
 
 JSON_TYPES = ("string", "number", "integer", "boolean", "array", "object")
@@ -56,17 +58,21 @@ class StateField:
     def __attrs_post_init__(self) -> None:
         if not type_matches(self.type, self.default):
             raise TypeError(f"the default {self.default!r} is not of type {self.type}")
+        _check_json("default", self.default)
 
 
 def _check_json(key: str, value: Any) -> None:
-    try:
-        json.dumps(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"state field {key!r} must be JSON-serialisable: {exc}") from None
+    problems = json_problems(value)
+    if problems:
+        where, message = problems[0]
+        inner = "".join(f"[{p!r}]" for p in where)
+        raise TypeError(f"state field {key!r}{inner} must be JSON: {message}")
 
 
 class FlowState(MutableMapping[str, Any]):
-    """The conversation's state: declared fields keep their type; every value is JSON."""
+    """The conversation's state: declared fields keep their type; every value is strict JSON
+    (string keys, finite numbers, bounded nesting), so a snapshot restores exactly what was
+    saved."""
 
     def __init__(
         self,

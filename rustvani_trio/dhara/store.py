@@ -14,7 +14,36 @@ from typing import Any, Protocol, runtime_checkable
 
 import trio
 
-__all__ = ["InMemorySessionStore", "SessionStore", "check_session_id"]
+from ..exceptions import RustvaniError
+
+__all__ = [
+    "InMemorySessionStore",
+    "SessionStore",
+    "SessionStoreError",
+    "check_session_id",
+    "revision_of",
+]
+
+
+class SessionStoreError(RustvaniError, RuntimeError):
+    """The session store could not do what was asked."""
+
+
+def revision_of(snapshot: Mapping[str, Any]) -> int:
+    """A snapshot's revision (0 when it has none). A store never replaces a snapshot with
+    one of a lower revision: a save that commits late (cancelled, retried, from a process
+    that lost the session) cannot undo a newer turn."""
+    revision = snapshot.get("revision", 0)
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+        raise ValueError(f"a snapshot's revision is a count, got {revision!r}")
+    return revision
+
+
+def stale_error(session_id: str, stored: int, revision: int) -> SessionStoreError:
+    return SessionStoreError(
+        f"session {session_id!r} has a newer snapshot stored (revision {stored} > {revision}); "
+        "it was not replaced (delete the session first to go back to an older snapshot)"
+    )
 
 
 def check_session_id(session_id: str) -> None:
@@ -30,7 +59,8 @@ class SessionStore(Protocol):
     """Where snapshots are kept, by session id."""
 
     async def save(self, session_id: str, snapshot: Mapping[str, Any]) -> None:
-        """Write (or replace) the snapshot of ``session_id``, atomically."""
+        """Write (or replace) the snapshot of ``session_id``, atomically; never replace one
+        of a higher ``revision`` (:class:`SessionStoreError` then)."""
         ...
 
     async def load(self, session_id: str) -> dict[str, Any] | None:
@@ -47,21 +77,25 @@ class InMemorySessionStore:
     always a fresh copy and a value that is not JSON is refused at save time."""
 
     def __init__(self) -> None:
-        self._data: dict[str, str] = {}
+        self._data: dict[str, tuple[int, str]] = {}
 
     async def save(self, session_id: str, snapshot: Mapping[str, Any]) -> None:
         check_session_id(session_id)
-        text = json.dumps(snapshot)
+        revision = revision_of(snapshot)
+        text = json.dumps(snapshot, allow_nan=False)
         await trio.lowlevel.checkpoint()
-        self._data[session_id] = text
+        stored = self._data.get(session_id)
+        if stored is not None and stored[0] > revision:
+            raise stale_error(session_id, stored[0], revision)
+        self._data[session_id] = (revision, text)
 
     async def load(self, session_id: str) -> dict[str, Any] | None:
         check_session_id(session_id)
         await trio.lowlevel.checkpoint()
-        text = self._data.get(session_id)
-        if text is None:
+        stored = self._data.get(session_id)
+        if stored is None:
             return None
-        value: dict[str, Any] = json.loads(text)
+        value: dict[str, Any] = json.loads(stored[1])
         return value
 
     async def delete(self, session_id: str) -> bool:

@@ -25,6 +25,14 @@ class SummaryError(RustvaniError):
     """A summary request failed."""
 
 
+def _shown(url: str) -> str:
+    """``url`` without credentials (a proxy's ``https://user:password@host/v1``)."""
+    try:
+        return str(httpx.URL(url).copy_with(userinfo=b""))
+    except Exception:
+        return "the configured base_url"
+
+
 def _content(message: Mapping[str, Any]) -> str:
     content = message.get("content")
     if isinstance(content, str):
@@ -89,7 +97,7 @@ class OpenAISummarizer:
                     response = await self._post(client, body, headers, timeout)
         except httpx.HTTPError as exc:
             raise SummaryError(
-                f"summary request to {cfg.base_url} failed: {type(exc).__name__}"
+                f"summary request to {_shown(cfg.base_url)} failed: {type(exc).__name__}"
             ) from None
         if response.status_code != 200:
             raise SummaryError(f"summary request failed with HTTP {response.status_code}")
