@@ -6,16 +6,27 @@ import argparse
 import datetime
 import functools
 import json
+import math
 import os
+import pathlib
 import sys
+import tempfile
 from typing import Any
 
 HELP = "benchmark an OpenAI-compatible endpoint through a pipeline and as a raw stream"
 
 
+def _parts(text: str, example: str) -> list[str]:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"an empty item in {text!r}: expected e.g. {example}")
+    return parts
+
+
 def _ints(text: str) -> tuple[int, ...]:
+    parts = _parts(text, "1,8,32")
     try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
+        values = tuple(int(part) for part in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected whole numbers like 1,8,32, got {text!r}"
@@ -26,14 +37,15 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _floats(text: str) -> tuple[float, ...]:
+    parts = _parts(text, "2 or 1,5,10")
     try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
+        values = tuple(float(part) for part in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected numbers like 2 or 1,5,10, got {text!r}"
         ) from None
-    if not values or any(not v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected rates > 0, got {text!r}")
+    if not values or any(not 0 < v < math.inf for v in values):
+        raise argparse.ArgumentTypeError(f"expected rates > 0 (and finite), got {text!r}")
     return values
 
 
@@ -157,6 +169,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _or(value: int | None, default: int) -> int:
+    """``value`` unless it was not given (``--requests 0`` is refused, not replaced)."""
+    return default if value is None else value
+
+
 def _command(args: argparse.Namespace) -> list[str]:
     """The command line that reproduces the run (it never holds the key: only its variable)."""
     out = ["python", "-m", "rustvani_trio", "bench"]
@@ -173,6 +190,20 @@ def _command(args: argparse.Namespace) -> list[str]:
         else:
             out += [flag, str(value)]
     return out
+
+
+def _check_out(out: str) -> str | None:
+    """Why the report could not be written into ``out`` (created if needed), or ``None``."""
+    path = pathlib.Path(out)
+    if path.exists() and not path.is_dir():
+        return f"--out {out} exists and is not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".bench-write-test-"):
+            pass
+    except OSError as exc:
+        return f"cannot write into --out {out}: {exc.strerror or exc}"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -203,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
             api_key_env=args.api_key_env,
             concurrency=concurrency,
             rate=rate,
-            requests=None if args.duration is not None else (args.requests or 40),
+            requests=None if args.duration is not None else _or(args.requests, 40),
             duration=args.duration,
             warmup=args.warmup,
             prompt_tokens=args.prompt_tokens,
@@ -225,6 +256,9 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(
         "bench-results", datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     )
+    problem = _check_out(out)
+    if problem is not None:
+        return fail(problem)  # before the run: its results must have a place to go
     try:
         report = trio.run(
             functools.partial(run_bench, config, progress=Progress(sys.stderr), command=command)
@@ -232,9 +266,13 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted; nothing written", file=sys.stderr)
         return 130
-    files = write_report(report, out)
     print(render_table(report), end="")
     print()
+    try:
+        files = write_report(report, out)
+    except OSError as exc:
+        fail(f"could not write the report into {out}: {exc} (the table above is what it held)")
+        return 1
     print(f"wrote {files.json}")
     print(f"wrote {files.html}")
     if files.png is not None:

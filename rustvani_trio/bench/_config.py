@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+import httpx
 
 __all__ = ["SCRIPTED", "BenchConfig", "Level"]
 
@@ -27,14 +29,17 @@ def _positive_ints(_inst: Any, attr: attrs.Attribute[Any], value: tuple[int, ...
 
 
 def _positive_floats(_inst: Any, attr: attrs.Attribute[Any], value: tuple[float, ...]) -> None:
-    if any(not isinstance(v, int | float) or not v > 0 for v in value):
-        raise ValueError(f"{attr.name} must be numbers > 0, got {value!r}")
+    if any(not isinstance(v, int | float) or not 0 < v < math.inf for v in value):
+        raise ValueError(f"{attr.name} must be numbers > 0 (and finite), got {value!r}")
 
 
 def _at_least(low: float) -> Any:
+    """A finite number >= ``low`` (an infinite duration, delay or timeout would let the run go
+    on forever, and could not be written to the JSON file)."""
+
     def check(_inst: Any, attr: attrs.Attribute[Any], value: float | None) -> None:
-        if value is not None and not value >= low:
-            raise ValueError(f"{attr.name} must be >= {low:g}, got {value!r}")
+        if value is not None and not low <= value < math.inf:
+            raise ValueError(f"{attr.name} must be >= {low:g} (and finite), got {value!r}")
 
     return check
 
@@ -45,9 +50,17 @@ def _non_empty(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
 
 
 def _http_url(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
-    if value != SCRIPTED and not value.startswith(("http://", "https://")):
-        # The value is not repeated: it may hold credentials.
+    # The value is never repeated: it may hold credentials.
+    if value == SCRIPTED:
+        return
+    if not value.startswith(("http://", "https://")):
         raise ValueError(f"{attr.name} must be an http:// or https:// URL (or {SCRIPTED!r})")
+    try:
+        host = httpx.URL(value).host
+    except (httpx.InvalidURL, ValueError, TypeError):
+        raise ValueError(f"{attr.name} is not a valid URL (check its host and port)") from None
+    if not host:
+        raise ValueError(f"{attr.name} has no host (expected e.g. http://127.0.0.1:8000/v1)")
 
 
 @attrs.frozen
