@@ -8,14 +8,18 @@ itself, a report that is written, and figures that are not poisoned. Runs under
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+import trio.testing
 
 from rustvani_trio._cli import main
-from rustvani_trio.bench import BenchConfig
+from rustvani_trio.bench import BenchConfig, run_bench
+from rustvani_trio.testing import RawReply, open_scripted_server
 
 _QUICK = [
     "--requests",
@@ -130,3 +134,70 @@ def test_a_report_that_cannot_be_written_still_shows_its_table(
     assert status == 1
     assert "TTFT (ms)" in printed.out
     assert "could not write the report" in printed.err and "No space left" in printed.err
+
+
+# --------------------------------------------------------------------------- hostile streams
+
+
+def _sse(*payloads: object) -> bytes:
+    events = [b"data: " + json.dumps(p).encode() + b"\n\n" for p in payloads]
+    return b"".join(events) + b"data: [DONE]\n\n"
+
+
+_DONE = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        {"choices": [{"index": 0, "delta": "text"}]},
+        {"choices": 5},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [5]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": "f"}]}}]},
+        {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": None}]}}]},
+        {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"name": 5}}]}}]},
+    ],
+)
+async def test_a_malformed_chunk_fails_its_request_not_the_run(
+    autojump_clock: trio.testing.MockClock, chunk: dict[str, Any]
+) -> None:
+    # These used to raise out of the raw stream and end the whole run with a traceback.
+    async with open_scripted_server(default_reply=RawReply(_sse(chunk, _DONE))) as server:
+        report = await run_bench(_config(base_url=server.base_url, requests=2, warmup=0))
+    raw = [r for r in report["levels"][0]["requests"] if r["path"] == "raw"]
+    assert [r["error"]["class"] for r in raw] == ["stream"]
+    assert "not what a chat-completions chunk holds" in raw[0]["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("completion", "warned"),
+    [
+        (True, ()),  # not a count: ignored
+        (-5, ()),
+        ("7", ("pipeline",)),  # the handler makes it 0: "none, for 2 streamed deltas"
+        (10**30, ("pipeline", "raw")),  # "more than the 6 the request allowed"
+    ],
+)
+async def test_implausible_usage_is_not_the_token_count(
+    autojump_clock: trio.testing.MockClock, completion: object, warned: tuple[str, ...]
+) -> None:
+    body = _sse(
+        {"choices": [{"index": 0, "delta": {"content": "a"}}]},
+        {"choices": [{"index": 0, "delta": {"content": "b"}, "finish_reason": "stop"}]},
+        {"choices": [], "usage": {"prompt_tokens": True, "completion_tokens": completion}},
+    )
+    async with open_scripted_server(default_reply=RawReply(body)) as server:
+        report = await run_bench(_config(base_url=server.base_url, requests=2, warmup=0))
+    (level,) = report["levels"]
+    assert level["errors"]["total"] == 0
+    for record in level["requests"]:
+        if completion is True and record["path"] == "pipeline":
+            continue  # the OpenAI handler reads true as 1 before the bench sees it
+        # These used to be true, -5, 0 or 10**30 tokens (a TPOT of 0, a throughput of 1e30).
+        assert record["output_tokens"] == 2, record["path"]
+        assert record["token_source"] == "counted"
+        notes = [w for w in record["warnings"] if "deltas counted instead" in w]
+        assert len(notes) == (record["path"] in warned), record["warnings"]
+    raw = next(r for r in level["requests"] if r["path"] == "raw")
+    assert raw["prompt_tokens"] is None  # true is no count
+    json.dumps(report, allow_nan=False)

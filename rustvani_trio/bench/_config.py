@@ -150,6 +150,17 @@ class BenchConfig:
         """Whether the run starts the scripted server itself."""
         return self.base_url == SCRIPTED
 
+    @property
+    def output_limit(self) -> int:
+        """The most output tokens a request may get: ``max_tokens``, or a larger limit that
+        ``extra_body`` sets."""
+        limits = [self.max_tokens]
+        for key in ("max_tokens", "max_completion_tokens"):
+            value = self.extra_body.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                limits.append(value)
+        return max(limits)
+
     def levels(self) -> list[Level]:
         """The load levels, in the order they run."""
         if self.rate:

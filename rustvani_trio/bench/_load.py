@@ -237,10 +237,7 @@ async def _raw_turn(
         if outcome is None:
             return
     usage = outcome.usage or {}
-    if isinstance(usage.get("completion_tokens"), int):
-        record.output_tokens_usage = usage["completion_tokens"]
-    if isinstance(usage.get("prompt_tokens"), int):
-        record.prompt_tokens_usage = usage["prompt_tokens"]
+    record.take_usage(usage.get("completion_tokens"), usage.get("prompt_tokens"))
     record.end = trio.current_time()
 
 
@@ -277,6 +274,7 @@ async def run_request(
         key=request_id,
         tools=session.config.tools,
     )
+    record.token_limit = session.config.output_limit
     run = _pipeline_request if record.path == "pipeline" else _raw_request
     try:
         await run(session, record, request_id, base_url, prompt)

@@ -62,8 +62,8 @@ class BenchSink(FrameProcessor):
             elif isinstance(frame, MetricsFrame):
                 for data in frame.data:
                     if isinstance(data, LLMUsageMetricsData) and not data.interrupted:
-                        record.output_tokens_usage = data.value.completion_tokens
-                        record.prompt_tokens_usage = data.value.prompt_tokens
+                        usage = data.value
+                        record.take_usage(usage.completion_tokens, usage.prompt_tokens)
             elif isinstance(frame, LLMFullResponseEnd):
                 record.end = trio.current_time()
                 self.turn_over.set()
