@@ -19,7 +19,7 @@ import trio.testing
 
 from rustvani_trio._cli import main
 from rustvani_trio.bench import BenchConfig, run_bench
-from rustvani_trio.testing import RawReply, open_scripted_server
+from rustvani_trio.testing import RawReply, TextReply, numbered_tokens, open_scripted_server
 
 _QUICK = [
     "--requests",
@@ -201,3 +201,83 @@ async def test_implausible_usage_is_not_the_token_count(
     raw = next(r for r in level["requests"] if r["path"] == "raw")
     assert raw["prompt_tokens"] is None  # true is no count
     json.dumps(report, allow_nan=False)
+
+
+async def test_a_slow_steady_stream_is_not_cut_short(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # 30 tokens a second apart take 30 s with a 2 s timeout between chunks: a slow endpoint
+    # (a CPU model), not a stuck one. The pipeline path used to fail it as a timeout after
+    # 3 * timeout + 10 s, while the raw path measured it.
+    config = _config(
+        max_tokens=30,
+        requests=2,
+        warmup=0,
+        request_timeout=2.0,
+        scripted_first_token_ms=500,
+        scripted_token_interval_ms=1000,
+    )
+    report = await run_bench(config)
+    (level,) = report["levels"]
+    assert level["errors"]["total"] == 0
+    for path in ("pipeline", "raw"):
+        assert level["summary"][path]["e2e_ms"]["median"] == pytest.approx(29_500, rel=0.01)
+
+
+async def test_a_stream_that_ignores_the_token_limit_is_stopped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # max_tokens 6, and 3000 tokens come (a server that ignores the limit; one that never
+    # ends is cut at the same point).
+    reply = TextReply(numbered_tokens(3000), token_delay=0.01)
+    async with open_scripted_server(default_reply=reply) as server:
+        report = await run_bench(_config(base_url=server.base_url, requests=2, warmup=0))
+        requests = list(server.requests)
+    (level,) = report["levels"]
+    assert level["errors"]["by_class"] == {"stream": 2}
+    for record in level["requests"]:
+        assert (
+            "went past 88 lines for a request allowing 6 output tokens"
+            in (record["error"]["message"])
+        )
+        assert len(record["token_ms"]) < 100
+    assert all(r.disconnected.is_set() and not r.completed.is_set() for r in requests)
+
+
+async def test_keep_alive_comments_forever_are_stopped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One token, then comments that keep the connection alive (and the pipeline's handler's
+    # chunk timeout with them) without ever finishing.
+    first = _sse({"choices": [{"index": 0, "delta": {"content": "a"}}]})[
+        : -len(b"data: [DONE]\n\n")
+    ]
+    ping = b": keep-alive\n\n"
+    reply = RawReply(
+        first + ping * 500, chunk_sizes=(len(first),) + (len(ping),) * 499, delay_between_chunks=0.5
+    )
+    async with open_scripted_server(default_reply=reply) as server:
+        report = await run_bench(
+            _config(base_url=server.base_url, requests=2, warmup=0, request_timeout=2.0)
+        )
+    (level,) = report["levels"]
+    errors = {r["path"]: r["error"] for r in level["requests"]}
+    # The raw path's deadline counts events (comments are none); the handler's counts bytes.
+    assert errors["raw"]["class"] == "timeout"
+    assert errors["pipeline"]["class"] == "stream"
+    assert "went past 88 lines" in errors["pipeline"]["message"]
+
+
+async def test_an_endless_line_does_not_fill_the_memory(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    head = b'data: {"choices": [{"index": 0, "delta": {"content": "'
+    body = head + b"x" * 300_000  # no end of line, ever (here: until the body ends)
+    reply = RawReply(body, chunk_sizes=(len(head),) + (16_384,) * 18, delay_between_chunks=0.01)
+    async with open_scripted_server(default_reply=reply) as server:
+        config = _config(base_url=server.base_url, requests=2, warmup=0, max_line_bytes=65_536)
+        report = await run_bench(config)
+    (level,) = report["levels"]
+    for record in level["requests"]:
+        assert record["error"]["class"] == "stream"
+        assert "a line of the response went past 65536 bytes" in record["error"]["message"]

@@ -105,6 +105,10 @@ class BenchConfig:
         overhead: also run against an instant in-process server, to measure the load
             generator's own overhead; ``overhead_requests`` requests per overhead level.
         window: seconds per window of the throughput statistics.
+        max_line_bytes: the longest line of a response the bench reads (an endless line
+            fails its request instead of filling the memory). A response also fails when it
+            goes past ``4 * output_limit + 64`` non-empty lines (a server that ignores the
+            token limit, or never ends its stream).
     """
 
     base_url: str = attrs.field(validator=[_non_empty, _http_url])
@@ -131,6 +135,7 @@ class BenchConfig:
     overhead: bool = True
     overhead_requests: int = attrs.field(default=20, validator=_at_least(2))
     window: float = attrs.field(default=1.0, validator=_at_least(0.001))
+    max_line_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_at_least(64))
     scripted_first_token_ms: float = attrs.field(default=200.0, validator=_at_least(0))
     scripted_token_interval_ms: float = attrs.field(default=20.0, validator=_at_least(0))
     scripted_error_rate: float = attrs.field(default=0.0, validator=_at_least(0))

@@ -138,7 +138,10 @@ async def _pipeline_request(
     started = trio.Event()
     task.add_event_handler("on_error", lambda _task, frame: errors.append(frame))
     task.add_event_handler("on_pipeline_started", lambda _task: started.set())
-    guard = session.config.request_timeout * 3 + _CLOSE_LIMIT
+    # The handler's own timeouts end a turn whose server falls silent; this guard only ends
+    # a turn in which nothing at all moves (no byte on the wire, no frame at the sink) for
+    # longer than those: a slow but steady stream may take as long as it needs.
+    guard = session.config.request_timeout + _CLOSE_LIMIT
     async with trio.open_nursery() as nursery:
         await nursery.start(task.run)
         await started.wait()
@@ -151,12 +154,12 @@ async def _pipeline_request(
                     await task.queue_frame(InterruptionFrame())
 
                 watch.start_soon(_interrupt_watch, session, record, request_id, interrupt)
-            with trio.move_on_after(guard) as guard_scope:
-                await sink.turn_over.wait()
+            stuck = not await _turn_over(sink, session.wire, request_id, guard)
             if record.interrupt_at is None:
                 watch.cancel_scope.cancel()  # finished before the interruption was due
-        if guard_scope.cancelled_caught:
-            record.fail(ErrorInfo("timeout", f"the turn did not end within {guard:g}s"))
+        if stuck:
+            message = f"nothing moved for {guard:g}s (no bytes, no frames) and the turn went on"
+            record.fail(ErrorInfo("timeout", message))
             await task.cancel("bench: the turn did not end")
         else:
             await task.queue_frame(EndFrame())
@@ -171,6 +174,17 @@ async def _pipeline_request(
     tools = session.config.tools
     if tools and record.ok and not record.interrupted and record.tool_call_at is None:
         record.fail(ErrorInfo("no_tool_call", "the model answered without calling the tool"))
+
+
+async def _turn_over(sink: BenchSink, wire: WireLog, request_id: str, idle: float) -> bool:
+    """Wait for the turn to be over; ``False`` if nothing moved for ``idle`` seconds first."""
+    while not sink.turn_over.is_set():
+        latest = max(sink.last_activity, wire.last_activity(request_id) or 0.0)
+        if trio.current_time() >= latest + idle:
+            return False
+        with trio.move_on_at(latest + idle):
+            await sink.turn_over.wait()
+    return True
 
 
 async def _raw_turn(

@@ -47,8 +47,10 @@ class BenchSink(FrameProcessor):
         super().__init__(name=f"BenchSink#{record.index}")
         self.record = record
         self.turn_over = trio.Event()
+        self.last_activity = trio.current_time()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        self.last_activity = trio.current_time()
         if direction is _DOWN:
             record = self.record
             if isinstance(frame, _OUTPUT):

@@ -19,7 +19,7 @@ from ._progress import Progress
 from ._records import Redactor, redact_url
 from ._report import build_report
 from ._scripted import open_instant_endpoint, open_scripted_endpoint
-from ._wire import WireLog, WireTap
+from ._wire import StreamLimits, WireLog, WireTap
 
 __all__ = ["run_bench"]
 
@@ -153,7 +153,9 @@ async def _run(
                 + ")"
             )
         wire = WireLog()
-        transport = WireTap(httpx.AsyncHTTPTransport(limits=_limits(config), retries=0), wire)
+        limits = StreamLimits.for_tokens(config.output_limit, max_line_bytes=config.max_line_bytes)
+        inner = httpx.AsyncHTTPTransport(limits=_limits(config), retries=0)
+        transport = WireTap(inner, wire, limits)
         client = await stack.enter_async_context(
             httpx.AsyncClient(
                 transport=transport,
