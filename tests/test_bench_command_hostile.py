@@ -8,6 +8,7 @@ itself, a report that is written, and figures that are not poisoned. Runs under
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
@@ -17,9 +18,17 @@ import pytest
 import trio
 import trio.testing
 
+from rustvani_trio import bench
 from rustvani_trio._cli import main
 from rustvani_trio.bench import BenchConfig, run_bench
-from rustvani_trio.testing import RawReply, TextReply, numbered_tokens, open_scripted_server
+from rustvani_trio.testing import (
+    ErrorReply,
+    RawReply,
+    RecordedRequest,
+    TextReply,
+    numbered_tokens,
+    open_scripted_server,
+)
 
 _QUICK = [
     "--requests",
@@ -123,8 +132,6 @@ def test_an_out_that_cannot_hold_the_report_is_refused_before_the_run(
 def test_a_report_that_cannot_be_written_still_shows_its_table(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import rustvani_trio.bench as bench
-
     def full_disk(_report: object, _out: object) -> None:
         raise OSError(28, "No space left on device")
 
@@ -281,3 +288,34 @@ async def test_an_endless_line_does_not_fill_the_memory(
     for record in level["requests"]:
         assert record["error"]["class"] == "stream"
         assert "a line of the response went past 65536 bytes" in record["error"]["message"]
+
+
+# --------------------------------------------------------------------------- what is written
+
+
+async def test_a_model_name_with_dollars_does_not_break_the_plot(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # matplotlib read "$...$" in the title as math and raised: report.html was never written.
+    report = await run_bench(_config(model=r"odd$\frac$model", requests=2, max_tokens=2))
+    files = bench.write_report(report, tmp_path)
+    assert files.png is not None
+    assert r"odd$\frac$model" in files.html.read_text()
+
+
+async def test_a_decoded_url_password_echoed_back_is_removed(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    def echo(request: RecordedRequest) -> ErrorReply:
+        scheme, _, encoded = request.headers["authorization"].partition(" ")
+        decoded = base64.b64decode(encoded).decode()
+        return ErrorReply(401, f"bad credentials {decoded} ({scheme})")
+
+    async with open_scripted_server(default_reply=echo) as server:
+        # The password is "p@ss-55" written with %40 for the "@" (as a URL needs it).
+        url = server.base_url.replace("//", "//alice:p%40ss-55@")
+        report = await run_bench(_config(base_url=url, requests=2, warmup=0))
+    files = bench.write_report(report, tmp_path)
+    written = files.json.read_text() + files.html.read_text() + bench.render_table(report)
+    assert "bad credentials alice:*** (Basic)" in written
+    assert "p@ss-55" not in written and "p%40ss-55" not in written

@@ -71,9 +71,10 @@ def _url_secrets(url: str) -> list[str]:
         return []
     if parts.password is None:
         return []
-    userinfo = f"{urllib.parse.unquote(parts.username or '')}:"
-    userinfo += urllib.parse.unquote(parts.password)
-    return [parts.password, base64.b64encode(userinfo.encode()).decode("ascii")]
+    password = urllib.parse.unquote(parts.password)
+    userinfo = f"{urllib.parse.unquote(parts.username or '')}:{password}"
+    # As written in the URL, as decoded (a server may echo either), and as Basic credentials.
+    return [parts.password, password, base64.b64encode(userinfo.encode()).decode("ascii")]
 
 
 def _overhead_levels(config: BenchConfig) -> list[int]:
