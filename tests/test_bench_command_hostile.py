@@ -319,3 +319,24 @@ async def test_a_decoded_url_password_echoed_back_is_removed(
     written = files.json.read_text() + files.html.read_text() + bench.render_table(report)
     assert "bad credentials alice:*** (Basic)" in written
     assert "p@ss-55" not in written and "p%40ss-55" not in written
+
+
+async def test_a_server_failing_everything_still_gets_a_report_that_says_so(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    reply = ErrorReply(500, "boom <script>alert('x')</script>", type="server_error")
+    async with open_scripted_server(default_reply=reply) as server:
+        report = await run_bench(_config(base_url=server.base_url, requests=4, warmup=0))
+    (level,) = report["levels"]
+    assert level["errors"]["by_class"] == {"http_500": 4}
+    assert all(s["n"] == 0 for p in ("pipeline", "raw") for s in level["summary"][p].values())
+    table = bench.render_table(report)
+    # These rows used to be five lines of dashes per path, and an empty framework share.
+    for path in ("pipeline", "raw"):
+        assert f"c=1    {path:<8}  no successful requests: no statistics" in table
+    assert "TTFT (ms)" not in table
+    assert "framework share (median pipeline - raw): none (it needs successful" in table
+    assert "linearly between the closest ranks" in table
+    page = bench.write_report(report, tmp_path).html.read_text()
+    assert "no successful requests: no statistics" in page
+    assert "<script>" not in page and "boom &lt;script&gt;" in page

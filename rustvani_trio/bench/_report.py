@@ -182,6 +182,9 @@ def _notes(levels: Sequence[Mapping[str, Any]]) -> list[str]:
         f"deltas for {counted}.",
         "ITL is the gap between streamed deltas (chunks); TPOT is (E2E - TTFT) / (tokens - 1) "
         "with the token count above.",
+        "Percentiles interpolate linearly between the closest ranks (numpy's default); over "
+        "few samples p90 and p99 lie near the largest one. requests/s counts the successful "
+        "requests completed.",
         "framework share = pipeline minus raw stream, same load, same HTTP client, interleaved.",
     ]
     return notes

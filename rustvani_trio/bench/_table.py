@@ -11,9 +11,11 @@ import attrs
 from ._load import PATHS
 from ._report import METRICS, THROUGHPUT
 
-__all__ = ["COLUMNS", "Block", "blocks", "fmt", "header_lines", "render_table"]
+__all__ = ["COLUMNS", "NO_SAMPLES", "Block", "blocks", "fmt", "header_lines", "render_table"]
 
 COLUMNS = ("level", "path", "metric", "mean", "median", "p90", "p99", "n")
+NO_SAMPLES = "no successful requests: no statistics"
+"""The row of a path whose measured requests all failed."""
 
 
 def fmt(value: Any) -> str:
@@ -56,6 +58,9 @@ def _stat_cells(stats: Mapping[str, Any]) -> tuple[str, ...]:
 def _level_block(level: Mapping[str, Any], metrics: Sequence[str], title: str) -> Block:
     rows: list[tuple[str, ...]] = []
     for path in PATHS:
+        if not level["successful"][path]:
+            rows.append((level["label"], path, NO_SAMPLES, "-", "-", "-", "-", "0"))
+            continue
         for key in metrics:
             stats = level["summary"][path][key]
             rows.append((level["label"], path, METRICS[key], *_stat_cells(stats)))
@@ -70,7 +75,8 @@ def _level_block(level: Mapping[str, Any], metrics: Sequence[str], title: str) -
     ]
     errors = level["errors"]
     lines = [
-        "framework share (median pipeline - raw): " + ", ".join(parts),
+        "framework share (median pipeline - raw): "
+        + (", ".join(parts) or "none (it needs successful requests on both paths)"),
         f"overall: {fmt(level['throughput']['requests_per_s']['overall'])} requests/s, "
         f"{fmt(level['throughput']['output_tok_per_s']['overall'])} output tok/s over "
         f"{fmt(level['duration_s'])} s; load generator CPU {fmt(level['generator_cpu_s'])} s"
