@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -340,3 +341,86 @@ async def test_a_server_failing_everything_still_gets_a_report_that_says_so(
     page = bench.write_report(report, tmp_path).html.read_text()
     assert "no successful requests: no statistics" in page
     assert "<script>" not in page and "boom &lt;script&gt;" in page
+
+
+# --------------------------------------------------------------------------- stopping early
+
+
+async def test_a_stopped_run_reports_what_it_measured(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    stop = trio.Event()
+    config = _config(concurrency=(2, 4), requests=400, scripted_first_token_ms=200.0)
+    report: dict[str, Any] = {}
+
+    async def bench_it() -> None:
+        report.update(await run_bench(config, stop=stop))
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bench_it)
+        await trio.sleep(10.0)  # each request takes 200 + 5 * 20 = 300 ms
+        stop.set()
+    assert trio.current_time() - start < 10.5  # it stopped at once
+    assert report["partial"] == {
+        "reason": "the run was stopped before it was complete (Ctrl-C)",
+        "during": "c=2",
+        "levels_done": 0,
+        "levels_planned": 2,
+    }
+    (level,) = report["levels"]  # c=4 never began
+    aborted = [r for r in level["requests"] if r["aborted"]]
+    assert len(aborted) == 2 == level["aborted_requests"]  # one in flight per user
+    assert level["measured_requests"] == len(level["requests"]) - 2 - 2  # minus the warm-up
+    assert level["errors"]["of"] == level["measured_requests"] > 40
+    assert level["errors"]["total"] == 0
+    assert level["summary"]["raw"]["ttft_ms"]["median"] == pytest.approx(200.0, rel=0.03)
+    assert level["duration_s"] == pytest.approx(10.0 - 0.3, abs=0.05)  # minus the warm-up
+    table = bench.render_table(report)
+    assert table.startswith("PARTIAL rustvani-trio bench")
+    assert "aborted: 2 requests in flight when the run was stopped" in table
+
+
+def _ctrl_c_after(monkeypatch: pytest.MonkeyPatch, requests_done: int, presses: int) -> None:
+    """Press Ctrl-C ``presses`` times when ``requests_done`` requests have finished."""
+    original = bench.Progress.request_done
+    done = 0
+
+    def request_done(self: bench.Progress, ok: bool, ttft_ms: float | None) -> None:
+        nonlocal done
+        original(self, ok, ttft_ms)
+        done += 1
+        if done == requests_done:
+            for _ in range(presses):
+                signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(bench.Progress, "request_done", request_done)
+
+
+def test_ctrl_c_writes_the_partial_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It used to exit with "interrupted; nothing written", losing everything measured.
+    _ctrl_c_after(monkeypatch, requests_done=8, presses=1)
+    argv = ["bench", "--base-url", "scripted", *_QUICK, "--requests", "1000", "--warmup", "2"]
+    assert main([*argv, "--out", str(tmp_path)]) == 130
+    printed = capsys.readouterr()
+    assert "stopping; writing what was measured" in printed.err
+    assert printed.out.startswith("PARTIAL ")
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["partial"]["during"] == "c=1"
+    assert 6 <= report["levels"][0]["measured_requests"] < 1000
+    assert "PARTIAL" in (tmp_path / "report.html").read_text()
+
+
+def test_a_second_ctrl_c_aborts() -> None:
+    from rustvani_trio._cli.bench import _until_ctrl_c
+
+    async def stuck_bench(_config: object, *, stop: trio.Event, **_: object) -> dict[str, Any]:
+        signal.raise_signal(signal.SIGINT)  # the first Ctrl-C: stop, please
+        await stop.wait()
+        signal.raise_signal(signal.SIGINT)  # it does not stop in time: the second one
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    assert trio.run(_until_ctrl_c, stuck_bench, None, None, []) is None

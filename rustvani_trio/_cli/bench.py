@@ -9,8 +9,10 @@ import json
 import math
 import os
 import pathlib
+import signal
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 HELP = "benchmark an OpenAI-compatible endpoint through a pipeline and as a raw stream"
@@ -192,6 +194,38 @@ def _command(args: argparse.Namespace) -> list[str]:
     return out
 
 
+async def _until_ctrl_c(
+    run_bench: Callable[..., Awaitable[dict[str, Any]]],
+    config: Any,
+    progress: Any,
+    command: list[str],
+) -> dict[str, Any] | None:
+    """Run the bench; the first Ctrl-C stops it and returns what it measured (a partial
+    report), a second one aborts it (``None``)."""
+    import trio
+
+    stop = trio.Event()
+    report: dict[str, Any] | None = None
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for _ in signals:
+                    if stop.is_set():
+                        nursery.cancel_scope.cancel()  # the second Ctrl-C: abort
+                        return
+                    print(
+                        "\nbench: stopping; writing what was measured (Ctrl-C again to abort)",
+                        file=sys.stderr,
+                    )
+                    stop.set()
+
+            nursery.start_soon(watch)
+            report = await run_bench(config, progress=progress, command=command, stop=stop)
+            nursery.cancel_scope.cancel()
+    return report
+
+
 def _check_out(out: str) -> str | None:
     """Why the report could not be written into ``out`` (created if needed), or ``None``."""
     path = pathlib.Path(out)
@@ -261,10 +295,12 @@ def run(args: argparse.Namespace) -> int:
         return fail(problem)  # before the run: its results must have a place to go
     try:
         report = trio.run(
-            functools.partial(run_bench, config, progress=Progress(sys.stderr), command=command)
+            functools.partial(_until_ctrl_c, run_bench, config, Progress(sys.stderr), command)
         )
     except KeyboardInterrupt:
-        print("bench: interrupted; nothing written", file=sys.stderr)
+        report = None
+    if report is None:
+        print("bench: aborted; nothing written", file=sys.stderr)
         return 130
     print(render_table(report), end="")
     print()
@@ -279,6 +315,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {files.png}")
     else:
         print(f"no PNG plot: {files.png_note}")
+    if report["partial"]:
+        print(
+            "bench: stopped early; the report holds what was measured until then", file=sys.stderr
+        )
+        return 130
     measured = sum(lv["errors"]["of"] for lv in report["levels"])
     failed = sum(lv["errors"]["total"] for lv in report["levels"])
     if measured and failed == measured:

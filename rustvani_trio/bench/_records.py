@@ -106,6 +106,8 @@ class RequestRecord:
     interrupt_outcome: str | None = None
     token_limit: int | None = None
     """The most output tokens the request asked for: a usage above it is not believed."""
+    finished: bool = False
+    """The request ran to its end (it is ``False`` for one a stopped run left in flight)."""
 
     @property
     def ok(self) -> bool:
@@ -201,6 +203,7 @@ class RequestRecord:
             "path": self.path,
             "phase": self.phase,
             "ok": self.ok,
+            "aborted": not self.finished,
             "start_ms": rounded((self.start - origin) * ms),
             "schedule_lag_ms": (
                 None if self.scheduled is None else rounded((self.start - self.scheduled) * ms)

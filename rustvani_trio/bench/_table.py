@@ -94,6 +94,11 @@ def _level_block(level: Mapping[str, Any], metrics: Sequence[str], title: str) -
         )
     else:
         lines.append(f"errors: 0 of {errors['of']}")
+    if level.get("aborted_requests"):
+        lines.append(
+            f"aborted: {level['aborted_requests']} requests in flight when the run was "
+            "stopped (left out of every figure)"
+        )
     if level["warmup_errors"]["total"]:
         lines.append(f"warm-up errors (not counted above): {level['warmup_errors']['total']}")
     sources = level["token_source"]
@@ -148,12 +153,24 @@ def header_lines(report: Mapping[str, Any]) -> list[str]:
         extras.append("tool call per request")
     if cfg["interrupt_after_ms"] is not None:
         extras.append(f"interrupted after {cfg['interrupt_after_ms']:g} ms")
+    partial = report.get("partial")
+    title = f"rustvani-trio bench: model {meta['model']!r} at {meta['endpoint']} ({meta['date']})"
+    notes = list(report["notes"])
+    if partial:
+        title = "PARTIAL " + title
+        where = f" during {partial['during']}" if partial["during"] else ""
+        notes.insert(
+            0,
+            f"PARTIAL: {partial['reason']}{where}; {partial['levels_done']} of "
+            f"{partial['levels_planned']} levels complete. The figures are over what was "
+            "measured until then.",
+        )
     return [
-        f"rustvani-trio bench: model {meta['model']!r} at {meta['endpoint']} ({meta['date']})",
+        title,
         f"load: {load}; {amount} (pipeline and raw stream interleaved 1:1), warm-up excluded; "
         f"prompt ~{cfg['prompt_tokens']} tokens, max {cfg['max_tokens']} output tokens"
         + ("; " + ", ".join(extras) if extras else ""),
-        *report["notes"],
+        *notes,
     ]
 
 
