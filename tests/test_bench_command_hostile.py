@@ -9,9 +9,11 @@ itself, a report that is written, and figures that are not poisoned. Runs under
 from __future__ import annotations
 
 import base64
+import html.parser
 import json
 import math
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -424,3 +426,54 @@ def test_a_second_ctrl_c_aborts() -> None:
         raise AssertionError("unreachable")
 
     assert trio.run(_until_ctrl_c, stuck_bench, None, None, []) is None
+
+
+_CHROMIUM = Path("/usr/bin/chromium")
+_INJECT = "<script>document.body.setAttribute('data-pwned', '1')</script>"
+
+
+async def _hostile_page(tmp_path: Path) -> Path:
+    reply = ErrorReply(500, f"{_INJECT}<img src=x onerror=\"document.title='pwned'\">")
+    async with open_scripted_server(default_reply=reply) as server:
+        report = await run_bench(
+            _config(base_url=server.base_url, model=f"m{_INJECT}", requests=2, warmup=0)
+        )
+    return bench.write_report(report, tmp_path).html
+
+
+async def test_the_page_is_self_contained_and_escapes_what_servers_say(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    page = (await _hostile_page(tmp_path)).read_text()
+    tags: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    class Tags(html.parser.HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            tags.append((tag, attrs))
+
+    Tags().feed(page)
+    names = {tag for tag, _ in tags}
+    assert "script" not in names and "link" not in names and "iframe" not in names
+    assert all(not name.startswith("on") for _, attrs in tags for name, _ in attrs)
+    # Nothing is fetched: the only resource is the embedded plot.
+    resources = [v or "" for _, attrs in tags for n, v in attrs if n in ("src", "href")]
+    assert len(resources) == 1 and resources[0].startswith("data:image/png;base64,")
+    assert "@import" not in page and "url(" not in page
+    assert "&lt;script&gt;document.body" in page  # what the server said, as text
+
+
+@pytest.mark.skipif(not _CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
+async def test_the_page_opens_in_chromium_and_runs_nothing(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    html = await _hostile_page(tmp_path)
+    command = [str(_CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom"]
+    command.append(html.as_uri())
+    with trio.move_on_after(60):  # the clock is virtual: a real bound is in the subprocess
+        done = await trio.to_thread.run_sync(
+            lambda: subprocess.run(command, capture_output=True, timeout=60, check=True)
+        )
+    dom = done.stdout.decode()
+    assert ("<h1>" in dom and "TTFT" not in dom) or "no successful requests" in dom
+    assert "<body data-pwned" not in dom and "<title>pwned" not in dom
+    assert "&lt;script&gt;document.body" in dom  # shown as text
