@@ -24,6 +24,7 @@ import trio.testing
 from rustvani_trio import bench
 from rustvani_trio._cli import main
 from rustvani_trio.bench import BenchConfig, run_bench
+from rustvani_trio.bench import _records as bench_records
 from rustvani_trio.testing import (
     ErrorReply,
     RawReply,
@@ -477,3 +478,28 @@ async def test_the_page_opens_in_chromium_and_runs_nothing(
     assert ("<h1>" in dom and "TTFT" not in dom) or "no successful requests" in dom
     assert "<body data-pwned" not in dom and "<title>pwned" not in dom
     assert "&lt;script&gt;document.body" in dom  # shown as text
+
+
+def test_a_key_with_a_trailing_newline_is_used_without_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It used to go into the header as it was: httpx refused it with the key in its message,
+    # and that message went into bench.json and report.html.
+    monkeypatch.setenv("BENCH_NL_KEY", "sk-newline-4711\n")
+    argv = ["bench", "--base-url", "scripted", *_QUICK, "--api-key-env", "BENCH_NL_KEY"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr()
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["levels"][0]["errors"]["total"] == 0
+    for text in (printed.out, printed.err, *(p.read_text("latin-1") for p in tmp_path.iterdir())):
+        assert "newline-4711" not in text
+
+
+def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it() -> None:
+    with pytest.raises(ValueError, match="whitespace or control characters") as info:
+        _config(api_key="sk-inner space-99")
+    assert "space-99" not in str(info.value)
+    redact = bench_records.Redactor.of(["sk-esc\n-42"])
+    assert redact("header b'Bearer sk-esc\\n-42' and \"sk-esc\\n-42\"") == (
+        "header b'Bearer ***' and \"***\""
+    )

@@ -252,7 +252,8 @@ def run(args: argparse.Namespace) -> int:
 
     api_key = ""
     if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env, "")
+        # A key read from a file often ends with a newline: it is no part of the key.
+        api_key = os.environ.get(args.api_key_env, "").strip()
         if not api_key:
             return fail(f"the environment variable {args.api_key_env} is not set or empty")
     model = args.model or ("scripted-model" if args.base_url == SCRIPTED else None)

@@ -63,6 +63,12 @@ def _http_url(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
         raise ValueError(f"{attr.name} has no host (expected e.g. http://127.0.0.1:8000/v1)")
 
 
+def _header_safe(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    # Never repeated: httpx would refuse it in a header, with the key in its message.
+    if not isinstance(value, str) or any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"{attr.name} holds whitespace or control characters (a newline?)")
+
+
 @attrs.frozen
 class Level:
     """One load level: a fixed number of concurrent users, or Poisson arrivals at a rate."""
@@ -113,7 +119,7 @@ class BenchConfig:
 
     base_url: str = attrs.field(validator=[_non_empty, _http_url])
     model: str = attrs.field(validator=_non_empty)
-    api_key: str = attrs.field(default="", repr=False)
+    api_key: str = attrs.field(default="", repr=False, validator=_header_safe)
     api_key_env: str | None = None
     concurrency: tuple[int, ...] = attrs.field(
         default=(1,), converter=_int_tuple, validator=_positive_ints

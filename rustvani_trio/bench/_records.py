@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any
@@ -39,8 +40,12 @@ class Redactor:
     @classmethod
     def of(cls, values: Iterable[str | None]) -> Redactor:
         """A redactor for the non-empty ``values`` (longest first)."""
-        kept = sorted({v for v in values if v}, key=len, reverse=True)
-        return cls(tuple(kept))
+        forms = set()
+        for value in values:
+            if value:
+                # As it is, and as a message may quote it (repr escapes, JSON escapes).
+                forms |= {value, repr(value)[1:-1], json.dumps(value)[1:-1]}
+        return cls(tuple(sorted(forms, key=len, reverse=True)))
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
