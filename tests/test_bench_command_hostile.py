@@ -100,6 +100,8 @@ def test_bad_lists_are_refused(
         (["--base-url", "http://", "--model", "m"], "base_url has no host"),
         (["--base-url", "http://[::1", "--model", "m"], "base_url is not a valid URL"),
         (["--base-url", "http://u:pw-77@[::1", "--model", "m"], "base_url is not a valid URL"),
+        # The query went into the path: ...?api-version=1/chat/completions.
+        (["--base-url", "http://h/v1?key=pw-77", "--model", "m"], "must have no query"),
     ],
 )
 def test_bad_values_are_refused_before_the_run(

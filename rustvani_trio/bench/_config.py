@@ -56,11 +56,14 @@ def _http_url(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
     if not value.startswith(("http://", "https://")):
         raise ValueError(f"{attr.name} must be an http:// or https:// URL (or {SCRIPTED!r})")
     try:
-        host = httpx.URL(value).host
+        url = httpx.URL(value)
     except (httpx.InvalidURL, ValueError, TypeError):
         raise ValueError(f"{attr.name} is not a valid URL (check its host and port)") from None
-    if not host:
+    if not url.host:
         raise ValueError(f"{attr.name} has no host (expected e.g. http://127.0.0.1:8000/v1)")
+    if url.query or url.fragment or "?" in value or "#" in value:
+        # The requests go to base_url + "/chat/completions": a query would end up in the path.
+        raise ValueError(f"{attr.name} must have no query (?...) or fragment (#...)")
 
 
 def _header_safe(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
