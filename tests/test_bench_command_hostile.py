@@ -505,3 +505,22 @@ def test_a_key_that_cannot_be_a_header_is_refused_without_showing_it() -> None:
     assert redact("header b'Bearer sk-esc\\n-42' and \"sk-esc\\n-42\"") == (
         "header b'Bearer ***' and \"***\""
     )
+
+
+async def test_a_run_stopped_in_its_warm_up_says_so(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    stop = trio.Event()
+    report: dict[str, Any] = {}
+
+    async def bench_it() -> None:
+        report.update(await run_bench(_config(requests=4, warmup=4), stop=stop))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(bench_it)
+        await trio.sleep(0.5)
+        stop.set()
+    assert report["partial"]["during"] == "c=1 warm-up"  # it said nothing (None)
+    assert report["levels"] == []
+    files = bench.write_report(report, tmp_path)
+    assert "during c=1 warm-up" in files.html.read_text()

@@ -150,7 +150,10 @@ async def run_bench(
         command=command,
     )
     if stopped_at is not None:
-        current = next((r.label for r in (*overhead, *runs) if r.end == stopped_at), None)
+        current = None
+        for run in (*overhead, *runs):
+            if run.end is None or run.end == stopped_at:  # the level that was running
+                current = run.label if run.measuring_began else f"{run.label} warm-up"
         report["partial"] = {
             "reason": "the run was stopped before it was complete (Ctrl-C)",
             "during": current,
