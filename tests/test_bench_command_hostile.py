@@ -524,3 +524,21 @@ async def test_a_run_stopped_in_its_warm_up_says_so(
     assert report["levels"] == []
     files = bench.write_report(report, tmp_path)
     assert "during c=1 warm-up" in files.html.read_text()
+
+
+async def test_a_web_page_with_200_is_named_as_such(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A proxy's or captive portal's page: the pipeline path said "the LLM stream ended
+    # before it was complete", the raw path quoted httpx-sse's content-type check.
+    page = b"<html><body><h1>Welcome to nginx!</h1></body></html>"
+    reply = RawReply(page, content_type="text/html; charset=utf-8")
+    async with open_scripted_server(default_reply=reply) as server:
+        report = await run_bench(_config(base_url=server.base_url, requests=2, warmup=0))
+    errors = {r["path"]: r["error"] for r in report["levels"][0]["requests"]}
+    for error in errors.values():
+        assert error["class"] == "stream"
+        assert error["message"].startswith(
+            "the server answered HTTP 200 with text/html, not an event stream"
+        )
+    assert "Welcome to nginx!" in errors["raw"]["message"]

@@ -27,6 +27,7 @@ from ..frames import (
 )
 from ..processor import FrameProcessor
 from ..services.llm.openai import LLMRequestError
+from ._raw import not_a_stream
 from ._records import ErrorInfo, Redactor, RequestRecord, clip
 from ._wire import WireExchange
 
@@ -90,6 +91,9 @@ def classify_error_frame(
         return None
     exc = frame.exception
     responded = any(x.status is not None for x in exchanges)
+    for x in exchanges:
+        if x.status == 200 and "text/event-stream" not in (x.content_type or ""):
+            return ErrorInfo("stream", not_a_stream(x.content_type or ""))
     if isinstance(exc, LLMRequestError):
         if exc.status is not None:
             return ErrorInfo("http", message, status=exc.status)

@@ -17,7 +17,7 @@ from httpx_sse import EventSource, SSEError
 
 from ._records import ErrorInfo, Redactor, clip
 
-__all__ = ["StreamOutcome", "stream_once"]
+__all__ = ["StreamOutcome", "not_a_stream", "stream_once"]
 
 _OUTPUT_KEYS = ("content", "reasoning_content", "reasoning", "refusal")
 
@@ -30,6 +30,16 @@ class StreamOutcome:
     usage: dict[str, Any] | None = None
     finish_reason: str | None = None
     done: bool = False
+
+
+def not_a_stream(content_type: str, body: bytes | None = None) -> str:
+    """Why a 200 response is no answer: it is not an event stream."""
+    what = content_type.split(";")[0].strip() or "no content type"
+    message = f"the server answered HTTP 200 with {what}, not an event stream"
+    if body is not None:
+        text = body[:200].decode("utf-8", "replace").strip()
+        message += f": {text}" if text else " (an empty body)"
+    return message
 
 
 def _server_message(raw: bytes) -> str:
@@ -122,6 +132,10 @@ async def stream_once(
                     return ErrorInfo(
                         "http", clip(redact(_server_message(raw))), status=response.status_code
                     )
+                kind = response.headers.get("content-type", "")
+                if "text/event-stream" not in kind:
+                    raw = await response.aread()
+                    return ErrorInfo("stream", clip(redact(not_a_stream(kind, raw))))
                 async for event in EventSource(response).aiter_sse():
                     now = trio.current_time()
                     scope.deadline = now + limit

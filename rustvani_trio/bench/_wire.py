@@ -90,6 +90,7 @@ class WireExchange:
     """One HTTP request on the wire."""
 
     sent: float
+    content_type: str | None = None
     last_activity: float = 0.0
     """When bytes last moved (the request sent, a piece of the body received)."""
     status: int | None = None
@@ -187,6 +188,7 @@ class WireTap(httpx.AsyncBaseTransport):
             _close(exchange)
             raise
         exchange.status = response.status_code
+        exchange.content_type = response.headers.get("content-type", "")
         exchange.last_activity = trio.current_time()
         assert isinstance(response.stream, httpx.AsyncByteStream)
         response.stream = _TappedStream(response.stream, exchange, self.limits)
