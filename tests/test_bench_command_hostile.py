@@ -113,6 +113,11 @@ def test_bad_lists_are_refused(
         (["--base-url", "http://", "--model", "m"], "base_url has no host"),
         (["--base-url", "http://[::1", "--model", "m"], "base_url is not a valid URL"),
         (["--base-url", "http://u:pw-77@[::1", "--model", "m"], "base_url is not a valid URL"),
+        # Silently ignored against a real endpoint.
+        (
+            ["--base-url", "http://h/v1", "--model", "m", "--scripted-error-rate", "0.2"],
+            "--scripted-error-rate apply only with --base-url scripted",
+        ),
         # The query went into the path: ...?api-version=1/chat/completions.
         (["--base-url", "http://h/v1?key=pw-77", "--model", "m"], "must have no query"),
     ],
@@ -382,7 +387,7 @@ async def test_a_stopped_run_reports_what_it_measured(
         stop.set()
     assert trio.current_time() - start < 10.5  # it stopped at once
     assert report["partial"] == {
-        "reason": "the run was stopped before it was complete (Ctrl-C)",
+        "reason": "the run was stopped before it was complete",
         "during": "c=2",
         "levels_done": 0,
         "levels_planned": 2,

@@ -151,21 +151,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add(
         "--scripted-first-token-ms",
         type=float,
-        default=200.0,
         metavar="MS",
         help="with --base-url scripted: delay before the first token (default 200)",
     )
     add(
         "--scripted-token-interval-ms",
         type=float,
-        default=20.0,
         metavar="MS",
         help="with --base-url scripted: delay between tokens (default 20)",
     )
     add(
         "--scripted-error-rate",
         type=float,
-        default=0.0,
         metavar="SHARE",
         help="with --base-url scripted: share of requests that fail (0..1)",
     )
@@ -259,6 +256,14 @@ def run(args: argparse.Namespace) -> int:
     model = args.model or ("scripted-model" if args.base_url == SCRIPTED else None)
     if model is None:
         return fail("--model is required")
+    scripted = {
+        name: value
+        for name in ("scripted_first_token_ms", "scripted_token_interval_ms", "scripted_error_rate")
+        if (value := getattr(args, name)) is not None
+    }
+    if scripted and args.base_url != SCRIPTED:
+        flags = ", ".join("--" + name.replace("_", "-") for name in scripted)
+        return fail(f"{flags} apply only with --base-url scripted")
     concurrency: tuple[int, ...] = args.concurrency or (1,)
     rate: tuple[float, ...] = args.rate or ()
     try:
@@ -280,9 +285,7 @@ def run(args: argparse.Namespace) -> int:
             request_timeout=args.timeout,
             extra_body=args.extra_body,
             overhead=not args.no_overhead,
-            scripted_first_token_ms=args.scripted_first_token_ms,
-            scripted_token_interval_ms=args.scripted_token_interval_ms,
-            scripted_error_rate=args.scripted_error_rate,
+            **scripted,
         )
     except (ValueError, TypeError) as exc:
         return fail(Redactor.of([api_key])(str(exc)))

@@ -155,7 +155,7 @@ async def run_bench(
             if run.end is None or run.end == stopped_at:  # the level that was running
                 current = run.label if run.measuring_began else f"{run.label} warm-up"
         report["partial"] = {
-            "reason": "the run was stopped before it was complete (Ctrl-C)",
+            "reason": "the run was stopped before it was complete",
             "during": current,
             "levels_done": sum(1 for r in started if r.end != stopped_at),
             "levels_planned": len(config.levels()),
