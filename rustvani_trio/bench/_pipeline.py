@@ -93,7 +93,7 @@ def classify_error_frame(
     responded = any(x.status is not None for x in exchanges)
     for x in exchanges:
         if x.status == 200 and "text/event-stream" not in (x.content_type or ""):
-            return ErrorInfo("stream", not_a_stream(x.content_type or ""))
+            return ErrorInfo("stream", clip(redact(not_a_stream(x.content_type or ""))))
     if isinstance(exc, LLMRequestError):
         if exc.status is not None:
             return ErrorInfo("http", message, status=exc.status)
