@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html.parser
+import io
 import json
 import math
 import signal
@@ -565,3 +566,17 @@ async def test_a_web_page_with_200_is_named_as_such(
             "the server answered HTTP 200 with text/html, not an event stream"
         )
     assert "Welcome to nginx!" in errors["raw"]["message"]
+
+
+async def test_a_warm_up_that_fails_entirely_is_pointed_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A server that never answers takes --timeout per request: without a word, a wrong URL
+    # or model showed only an error count while the run went on for (requests x timeout).
+    written = io.StringIO()
+    stall = TextReply(numbered_tokens(6), stall_after=0)
+    async with open_scripted_server(default_reply=stall) as server:
+        config = _config(base_url=server.base_url, requests=2, warmup=2, request_timeout=5)
+        report = await run_bench(config, progress=bench.Progress(written, live=False))
+    assert report["levels"][0]["errors"]["by_class"] == {"timeout": 2}
+    assert "every warm-up request of c=1 failed (timeout: " in written.getvalue()

@@ -143,6 +143,14 @@ async def run_level(
 
     if warmup:
         await phase("warmup", run.warmup, 0, warmup, None)
+        failed = [r.error for r in run.warmup if r.error is not None]
+        if len(failed) == len(run.warmup):
+            first = failed[0]
+            session.progress.note(
+                f"bench: every warm-up request of {run.label} failed ({first.label}: "
+                f"{first.message}); the measured ones will likely fail too. Ctrl-C stops the "
+                "run and writes what was measured."
+            )
     run.start_measuring()
     await phase("measured", run.measured, warmup, count, duration)
     run.stop()
