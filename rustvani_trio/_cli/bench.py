@@ -6,16 +6,29 @@ import argparse
 import datetime
 import functools
 import json
+import math
 import os
+import pathlib
+import signal
 import sys
+import tempfile
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 HELP = "benchmark an OpenAI-compatible endpoint through a pipeline and as a raw stream"
 
 
+def _parts(text: str, example: str) -> list[str]:
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"an empty item in {text!r}: expected e.g. {example}")
+    return parts
+
+
 def _ints(text: str) -> tuple[int, ...]:
+    parts = _parts(text, "1,8,32")
     try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
+        values = tuple(int(part) for part in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected whole numbers like 1,8,32, got {text!r}"
@@ -26,14 +39,15 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _floats(text: str) -> tuple[float, ...]:
+    parts = _parts(text, "2 or 1,5,10")
     try:
-        values = tuple(float(part) for part in text.split(",") if part.strip())
+        values = tuple(float(part) for part in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected numbers like 2 or 1,5,10, got {text!r}"
         ) from None
-    if not values or any(not v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected rates > 0, got {text!r}")
+    if not values or any(not 0 < v < math.inf for v in values):
+        raise argparse.ArgumentTypeError(f"expected rates > 0 (and finite), got {text!r}")
     return values
 
 
@@ -137,24 +151,26 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add(
         "--scripted-first-token-ms",
         type=float,
-        default=200.0,
         metavar="MS",
         help="with --base-url scripted: delay before the first token (default 200)",
     )
     add(
         "--scripted-token-interval-ms",
         type=float,
-        default=20.0,
         metavar="MS",
         help="with --base-url scripted: delay between tokens (default 20)",
     )
     add(
         "--scripted-error-rate",
         type=float,
-        default=0.0,
         metavar="SHARE",
         help="with --base-url scripted: share of requests that fail (0..1)",
     )
+
+
+def _or(value: int | None, default: int) -> int:
+    """``value`` unless it was not given (``--requests 0`` is refused, not replaced)."""
+    return default if value is None else value
 
 
 def _command(args: argparse.Namespace) -> list[str]:
@@ -175,6 +191,52 @@ def _command(args: argparse.Namespace) -> list[str]:
     return out
 
 
+async def _until_ctrl_c(
+    run_bench: Callable[..., Awaitable[dict[str, Any]]],
+    config: Any,
+    progress: Any,
+    command: list[str],
+) -> dict[str, Any] | None:
+    """Run the bench; the first Ctrl-C stops it and returns what it measured (a partial
+    report), a second one aborts it (``None``)."""
+    import trio
+
+    stop = trio.Event()
+    report: dict[str, Any] | None = None
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                async for _ in signals:
+                    if stop.is_set():
+                        nursery.cancel_scope.cancel()  # the second Ctrl-C: abort
+                        return
+                    print(
+                        "\nbench: stopping; writing what was measured (Ctrl-C again to abort)",
+                        file=sys.stderr,
+                    )
+                    stop.set()
+
+            nursery.start_soon(watch)
+            report = await run_bench(config, progress=progress, command=command, stop=stop)
+            nursery.cancel_scope.cancel()
+    return report
+
+
+def _check_out(out: str) -> str | None:
+    """Why the report could not be written into ``out`` (created if needed), or ``None``."""
+    path = pathlib.Path(out)
+    if path.exists() and not path.is_dir():
+        return f"--out {out} exists and is not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".bench-write-test-"):
+            pass
+    except OSError as exc:
+        return f"cannot write into --out {out}: {exc.strerror or exc}"
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     import trio
 
@@ -187,12 +249,21 @@ def run(args: argparse.Namespace) -> int:
 
     api_key = ""
     if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env, "")
+        # A key read from a file often ends with a newline: it is no part of the key.
+        api_key = os.environ.get(args.api_key_env, "").strip()
         if not api_key:
             return fail(f"the environment variable {args.api_key_env} is not set or empty")
     model = args.model or ("scripted-model" if args.base_url == SCRIPTED else None)
     if model is None:
         return fail("--model is required")
+    scripted = {
+        name: value
+        for name in ("scripted_first_token_ms", "scripted_token_interval_ms", "scripted_error_rate")
+        if (value := getattr(args, name)) is not None
+    }
+    if scripted and args.base_url != SCRIPTED:
+        flags = ", ".join("--" + name.replace("_", "-") for name in scripted)
+        return fail(f"{flags} apply only with --base-url scripted")
     concurrency: tuple[int, ...] = args.concurrency or (1,)
     rate: tuple[float, ...] = args.rate or ()
     try:
@@ -203,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
             api_key_env=args.api_key_env,
             concurrency=concurrency,
             rate=rate,
-            requests=None if args.duration is not None else (args.requests or 40),
+            requests=None if args.duration is not None else _or(args.requests, 40),
             duration=args.duration,
             warmup=args.warmup,
             prompt_tokens=args.prompt_tokens,
@@ -214,9 +285,7 @@ def run(args: argparse.Namespace) -> int:
             request_timeout=args.timeout,
             extra_body=args.extra_body,
             overhead=not args.no_overhead,
-            scripted_first_token_ms=args.scripted_first_token_ms,
-            scripted_token_interval_ms=args.scripted_token_interval_ms,
-            scripted_error_rate=args.scripted_error_rate,
+            **scripted,
         )
     except (ValueError, TypeError) as exc:
         return fail(Redactor.of([api_key])(str(exc)))
@@ -225,22 +294,36 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or os.path.join(
         "bench-results", datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
     )
+    problem = _check_out(out)
+    if problem is not None:
+        return fail(problem)  # before the run: its results must have a place to go
     try:
         report = trio.run(
-            functools.partial(run_bench, config, progress=Progress(sys.stderr), command=command)
+            functools.partial(_until_ctrl_c, run_bench, config, Progress(sys.stderr), command)
         )
     except KeyboardInterrupt:
-        print("bench: interrupted; nothing written", file=sys.stderr)
+        report = None
+    if report is None:
+        print("bench: aborted; nothing written", file=sys.stderr)
         return 130
-    files = write_report(report, out)
     print(render_table(report), end="")
     print()
+    try:
+        files = write_report(report, out)
+    except OSError as exc:
+        fail(f"could not write the report into {out}: {exc} (the table above is what it held)")
+        return 1
     print(f"wrote {files.json}")
     print(f"wrote {files.html}")
     if files.png is not None:
         print(f"wrote {files.png}")
     else:
         print(f"no PNG plot: {files.png_note}")
+    if report["partial"]:
+        print(
+            "bench: stopped early; the report holds what was measured until then", file=sys.stderr
+        )
+        return 130
     measured = sum(lv["errors"]["of"] for lv in report["levels"])
     failed = sum(lv["errors"]["total"] for lv in report["levels"])
     if measured and failed == measured:

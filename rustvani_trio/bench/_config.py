@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
+import httpx
 
 __all__ = ["SCRIPTED", "BenchConfig", "Level"]
 
@@ -27,14 +29,17 @@ def _positive_ints(_inst: Any, attr: attrs.Attribute[Any], value: tuple[int, ...
 
 
 def _positive_floats(_inst: Any, attr: attrs.Attribute[Any], value: tuple[float, ...]) -> None:
-    if any(not isinstance(v, int | float) or not v > 0 for v in value):
-        raise ValueError(f"{attr.name} must be numbers > 0, got {value!r}")
+    if any(not isinstance(v, int | float) or not 0 < v < math.inf for v in value):
+        raise ValueError(f"{attr.name} must be numbers > 0 (and finite), got {value!r}")
 
 
 def _at_least(low: float) -> Any:
+    """A finite number >= ``low`` (an infinite duration, delay or timeout would let the run go
+    on forever, and could not be written to the JSON file)."""
+
     def check(_inst: Any, attr: attrs.Attribute[Any], value: float | None) -> None:
-        if value is not None and not value >= low:
-            raise ValueError(f"{attr.name} must be >= {low:g}, got {value!r}")
+        if value is not None and not low <= value < math.inf:
+            raise ValueError(f"{attr.name} must be >= {low:g} (and finite), got {value!r}")
 
     return check
 
@@ -45,9 +50,26 @@ def _non_empty(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
 
 
 def _http_url(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
-    if value != SCRIPTED and not value.startswith(("http://", "https://")):
-        # The value is not repeated: it may hold credentials.
+    # The value is never repeated: it may hold credentials.
+    if value == SCRIPTED:
+        return
+    if not value.startswith(("http://", "https://")):
         raise ValueError(f"{attr.name} must be an http:// or https:// URL (or {SCRIPTED!r})")
+    try:
+        url = httpx.URL(value)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        raise ValueError(f"{attr.name} is not a valid URL (check its host and port)") from None
+    if not url.host:
+        raise ValueError(f"{attr.name} has no host (expected e.g. http://127.0.0.1:8000/v1)")
+    if url.query or url.fragment or "?" in value or "#" in value:
+        # The requests go to base_url + "/chat/completions": a query would end up in the path.
+        raise ValueError(f"{attr.name} must have no query (?...) or fragment (#...)")
+
+
+def _header_safe(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    # Never repeated: httpx would refuse it in a header, with the key in its message.
+    if not isinstance(value, str) or any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"{attr.name} holds whitespace or control characters (a newline?)")
 
 
 @attrs.frozen
@@ -92,11 +114,15 @@ class BenchConfig:
         overhead: also run against an instant in-process server, to measure the load
             generator's own overhead; ``overhead_requests`` requests per overhead level.
         window: seconds per window of the throughput statistics.
+        max_line_bytes: the longest line of a response the bench reads (an endless line
+            fails its request instead of filling the memory). A response also fails when it
+            goes past ``4 * output_limit + 64`` non-empty lines (a server that ignores the
+            token limit, or never ends its stream).
     """
 
     base_url: str = attrs.field(validator=[_non_empty, _http_url])
     model: str = attrs.field(validator=_non_empty)
-    api_key: str = attrs.field(default="", repr=False)
+    api_key: str = attrs.field(default="", repr=False, validator=_header_safe)
     api_key_env: str | None = None
     concurrency: tuple[int, ...] = attrs.field(
         default=(1,), converter=_int_tuple, validator=_positive_ints
@@ -118,6 +144,7 @@ class BenchConfig:
     overhead: bool = True
     overhead_requests: int = attrs.field(default=20, validator=_at_least(2))
     window: float = attrs.field(default=1.0, validator=_at_least(0.001))
+    max_line_bytes: int = attrs.field(default=8 * 1024 * 1024, validator=_at_least(64))
     scripted_first_token_ms: float = attrs.field(default=200.0, validator=_at_least(0))
     scripted_token_interval_ms: float = attrs.field(default=20.0, validator=_at_least(0))
     scripted_error_rate: float = attrs.field(default=0.0, validator=_at_least(0))
@@ -136,6 +163,17 @@ class BenchConfig:
     def scripted(self) -> bool:
         """Whether the run starts the scripted server itself."""
         return self.base_url == SCRIPTED
+
+    @property
+    def output_limit(self) -> int:
+        """The most output tokens a request may get: ``max_tokens``, or a larger limit that
+        ``extra_body`` sets."""
+        limits = [self.max_tokens]
+        for key in ("max_tokens", "max_completion_tokens"):
+            value = self.extra_body.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                limits.append(value)
+        return max(limits)
 
     def levels(self) -> list[Level]:
         """The load levels, in the order they run."""

@@ -1,5 +1,5 @@
-"""Load generation: requests through the pipeline and as raw streams, interleaved 1:1, at a
-fixed concurrency (closed loop) or with Poisson arrivals at a rate (open loop).
+"""One benchmarked request, through the pipeline or as a raw stream (the load shapes that
+issue them are in ``_levels``).
 
 Each request is one user turn. Request ``i`` of a phase goes through the pipeline when ``i``
 is even and as a raw stream when it is odd, so both halves see the same load at the same
@@ -8,8 +8,6 @@ time, over the same HTTP client and connection pool.
 
 from __future__ import annotations
 
-import random
-import resource
 from typing import Any
 
 import attrs
@@ -23,7 +21,7 @@ from ..pipeline import Pipeline
 from ..services.llm.function_registry import FunctionRegistry
 from ..services.llm.openai import OpenAILLMConfig, OpenAILLMHandler, RetryPolicy
 from ..task import PipelineParams, PipelineTask
-from ._config import BenchConfig, Level
+from ._config import BenchConfig
 from ._pipeline import BenchSink, classify_error_frame
 from ._progress import Progress
 from ._prompt import TOOL_NAME, TOOL_SCHEMA, make_prompt, run_tool
@@ -31,7 +29,7 @@ from ._raw import StreamOutcome, stream_once
 from ._records import ErrorInfo, Redactor, RequestRecord
 from ._wire import REQUEST_HEADER, WireExchange, WireLog
 
-__all__ = ["PATHS", "LevelRun", "Session", "run_level"]
+__all__ = ["PATHS", "Session", "run_request"]
 
 PATHS = ("pipeline", "raw")
 _CLOSE_LIMIT = 10.0  # the longest wait for a connection to close after an interruption
@@ -74,23 +72,6 @@ class Session:
 
 def _answer_without_tools(context: LLMContext) -> None:
     context.set_tool_choice("none")
-
-
-@attrs.define(eq=False)
-class LevelRun:
-    """The requests of one level and the measured span."""
-
-    level: Level
-    warmup: list[RequestRecord]
-    measured: list[RequestRecord]
-    begin: float
-    end: float
-    cpu_s: float
-
-
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 # --------------------------------------------------------------------------- one request
@@ -138,7 +119,10 @@ async def _pipeline_request(
     started = trio.Event()
     task.add_event_handler("on_error", lambda _task, frame: errors.append(frame))
     task.add_event_handler("on_pipeline_started", lambda _task: started.set())
-    guard = session.config.request_timeout * 3 + _CLOSE_LIMIT
+    # The handler's own timeouts end a turn whose server falls silent; this guard only ends
+    # a turn in which nothing at all moves (no byte on the wire, no frame at the sink) for
+    # longer than those: a slow but steady stream may take as long as it needs.
+    guard = session.config.request_timeout + _CLOSE_LIMIT
     async with trio.open_nursery() as nursery:
         await nursery.start(task.run)
         await started.wait()
@@ -151,12 +135,12 @@ async def _pipeline_request(
                     await task.queue_frame(InterruptionFrame())
 
                 watch.start_soon(_interrupt_watch, session, record, request_id, interrupt)
-            with trio.move_on_after(guard) as guard_scope:
-                await sink.turn_over.wait()
+            stuck = not await _turn_over(sink, session.wire, request_id, guard)
             if record.interrupt_at is None:
                 watch.cancel_scope.cancel()  # finished before the interruption was due
-        if guard_scope.cancelled_caught:
-            record.fail(ErrorInfo("timeout", f"the turn did not end within {guard:g}s"))
+        if stuck:
+            message = f"nothing moved for {guard:g}s (no bytes, no frames) and the turn went on"
+            record.fail(ErrorInfo("timeout", message))
             await task.cancel("bench: the turn did not end")
         else:
             await task.queue_frame(EndFrame())
@@ -171,6 +155,17 @@ async def _pipeline_request(
     tools = session.config.tools
     if tools and record.ok and not record.interrupted and record.tool_call_at is None:
         record.fail(ErrorInfo("no_tool_call", "the model answered without calling the tool"))
+
+
+async def _turn_over(sink: BenchSink, wire: WireLog, request_id: str, idle: float) -> bool:
+    """Wait for the turn to be over; ``False`` if nothing moved for ``idle`` seconds first."""
+    while not sink.turn_over.is_set():
+        latest = max(sink.last_activity, wire.last_activity(request_id) or 0.0)
+        if trio.current_time() >= latest + idle:
+            return False
+        with trio.move_on_at(latest + idle):
+            await sink.turn_over.wait()
+    return True
 
 
 async def _raw_turn(
@@ -237,10 +232,7 @@ async def _raw_turn(
         if outcome is None:
             return
     usage = outcome.usage or {}
-    if isinstance(usage.get("completion_tokens"), int):
-        record.output_tokens_usage = usage["completion_tokens"]
-    if isinstance(usage.get("prompt_tokens"), int):
-        record.prompt_tokens_usage = usage["prompt_tokens"]
+    record.take_usage(usage.get("completion_tokens"), usage.get("prompt_tokens"))
     record.end = trio.current_time()
 
 
@@ -277,109 +269,14 @@ async def run_request(
         key=request_id,
         tools=session.config.tools,
     )
+    record.token_limit = session.config.output_limit
     run = _pipeline_request if record.path == "pipeline" else _raw_request
     try:
         await run(session, record, request_id, base_url, prompt)
     finally:
         session.wire.forget(request_id)
+    record.finished = True
     if session.config.interrupt_after_ms is not None and record.interrupt_outcome is None:
         record.interrupt_outcome = "finished_before"
     ttft = record.metrics()["ttft_ms"]
     session.progress.request_done(record.ok, ttft)
-
-
-# --------------------------------------------------------------------------- phases
-
-
-async def _closed_loop(
-    session: Session,
-    base_url: str,
-    level_key: str,
-    users: int,
-    phase: str,
-    first: int,
-    count: int | None,
-    duration: float | None,
-) -> list[RequestRecord]:
-    records: list[RequestRecord] = []
-    deadline = None if duration is None else trio.current_time() + duration
-
-    def next_record() -> RequestRecord | None:
-        i = len(records)
-        if count is not None and i >= count:
-            return None
-        if deadline is not None and trio.current_time() >= deadline:
-            return None
-        record = RequestRecord(index=first + i, path=PATHS[i % 2], phase=phase)
-        records.append(record)
-        return record
-
-    async def user() -> None:
-        while (record := next_record()) is not None:
-            await run_request(session, base_url, record, level_key)
-
-    async with trio.open_nursery() as nursery:
-        for _ in range(users):
-            nursery.start_soon(user)
-    return records
-
-
-async def _open_loop(
-    session: Session,
-    base_url: str,
-    level_key: str,
-    rate: float,
-    phase: str,
-    first: int,
-    count: int | None,
-    duration: float | None,
-) -> list[RequestRecord]:
-    records: list[RequestRecord] = []
-    rng = random.Random(f"{session.config.seed}:{level_key}:{phase}")
-    start = at = trio.current_time()
-    async with trio.open_nursery() as nursery:
-        while count is None or len(records) < count:
-            if duration is not None and at - start >= duration:
-                break
-            await trio.sleep_until(at)
-            i = len(records)
-            record = RequestRecord(index=first + i, path=PATHS[i % 2], phase=phase, scheduled=at)
-            records.append(record)
-            nursery.start_soon(run_request, session, base_url, record, level_key)
-            at += rng.expovariate(rate)
-    return records
-
-
-async def run_level(
-    session: Session,
-    base_url: str,
-    level: Level,
-    *,
-    key: str,
-    count: int | None,
-    duration: float | None,
-    warmup: int,
-    label: str | None = None,
-) -> LevelRun:
-    """Run ``level``: ``warmup`` requests (excluded), then the measured ones."""
-    label = label or level.label
-
-    async def phase(name: str, first: int, n: int | None, seconds: float | None) -> Any:
-        session.progress.begin(
-            f"{label} warm-up" if name == "warmup" else label, total=n, duration=seconds
-        )
-        if level.mode == "concurrency":
-            records = await _closed_loop(
-                session, base_url, key, int(level.value), name, first, n, seconds
-            )
-        else:
-            records = await _open_loop(session, base_url, key, level.value, name, first, n, seconds)
-        session.progress.end()
-        return records
-
-    warm = await phase("warmup", 0, warmup, None) if warmup else []
-    cpu0 = _cpu()
-    begin = trio.current_time()
-    measured = await phase("measured", warmup, count, duration)
-    end = trio.current_time()
-    return LevelRun(level, warm, measured, begin, end, _cpu() - cpu0)

@@ -33,7 +33,7 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "bench.json"
-    json_path.write_text(json.dumps(report, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    _write_whole(json_path, json.dumps(report, indent=1, allow_nan=False) + "\n")
     png: bytes | None = None
     png_path: Path | None = None
     note: str | None = None
@@ -45,5 +45,15 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
         png_path = out / "bench.png"
         png_path.write_bytes(png)
     html_path = out / "report.html"
-    html_path.write_text(render_html(report, png, note), encoding="utf-8")
+    _write_whole(html_path, render_html(report, png, note))
     return ReportFiles(json_path, html_path, png_path, note)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (no half-written file is left behind)."""
+    part = path.with_name(path.name + ".part")
+    try:
+        part.write_text(text, encoding="utf-8")
+        os.replace(part, path)
+    finally:
+        part.unlink(missing_ok=True)

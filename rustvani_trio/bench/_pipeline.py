@@ -27,6 +27,7 @@ from ..frames import (
 )
 from ..processor import FrameProcessor
 from ..services.llm.openai import LLMRequestError
+from ._raw import not_a_stream
 from ._records import ErrorInfo, Redactor, RequestRecord, clip
 from ._wire import WireExchange
 
@@ -47,8 +48,10 @@ class BenchSink(FrameProcessor):
         super().__init__(name=f"BenchSink#{record.index}")
         self.record = record
         self.turn_over = trio.Event()
+        self.last_activity = trio.current_time()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        self.last_activity = trio.current_time()
         if direction is _DOWN:
             record = self.record
             if isinstance(frame, _OUTPUT):
@@ -62,8 +65,8 @@ class BenchSink(FrameProcessor):
             elif isinstance(frame, MetricsFrame):
                 for data in frame.data:
                     if isinstance(data, LLMUsageMetricsData) and not data.interrupted:
-                        record.output_tokens_usage = data.value.completion_tokens
-                        record.prompt_tokens_usage = data.value.prompt_tokens
+                        usage = data.value
+                        record.take_usage(usage.completion_tokens, usage.prompt_tokens)
             elif isinstance(frame, LLMFullResponseEnd):
                 record.end = trio.current_time()
                 self.turn_over.set()
@@ -88,6 +91,9 @@ def classify_error_frame(
         return None
     exc = frame.exception
     responded = any(x.status is not None for x in exchanges)
+    for x in exchanges:
+        if x.status == 200 and "text/event-stream" not in (x.content_type or ""):
+            return ErrorInfo("stream", clip(redact(not_a_stream(x.content_type or ""))))
     if isinstance(exc, LLMRequestError):
         if exc.status is not None:
             return ErrorInfo("http", message, status=exc.status)

@@ -108,7 +108,9 @@ def build_figure(report: Mapping[str, Any]) -> Any:
     ax.legend(fontsize="small")
     for extra in axes[len(dists) + 1 :]:
         extra.set_visible(False)
-    fig.suptitle(f"rustvani-trio bench: {report['meta']['model']} at {report['meta']['endpoint']}")
+    # Server-provided text is shown as it is: '$' must not start matplotlib's math mode.
+    title = f"rustvani-trio bench: {report['meta']['model']} at {report['meta']['endpoint']}"
+    fig.suptitle(title, parse_math=False)
     return fig
 
 

@@ -63,6 +63,13 @@ class Progress:
         self.stream.flush()
         self._drawn = False
 
+    def note(self, text: str) -> None:
+        """A line of its own between the status lines (a warning for the user)."""
+        if self.stream is None:
+            return
+        self.stream.write(("\r\x1b[K" if self.live else "") + text + "\n")
+        self.stream.flush()
+
     def line(self, *, final: bool = False) -> str:
         """The status line."""
         elapsed = trio.current_time() - self.started

@@ -18,7 +18,7 @@ import trio
 from ..services.llm._sse import SSEDecoder, SSEEvent, SSEProtocolError
 from ._records import ErrorInfo, Redactor, clip
 
-__all__ = ["StreamOutcome", "stream_once"]
+__all__ = ["StreamOutcome", "not_a_stream", "stream_once"]
 
 _OUTPUT_KEYS = ("content", "reasoning_content", "reasoning", "refusal")
 
@@ -31,6 +31,16 @@ class StreamOutcome:
     usage: dict[str, Any] | None = None
     finish_reason: str | None = None
     done: bool = False
+
+
+def not_a_stream(content_type: str, body: bytes | None = None) -> str:
+    """Why a 200 response is no answer: it is not an event stream."""
+    what = content_type.split(";")[0].strip() or "no content type"
+    message = f"the server answered HTTP 200 with {what}, not an event stream"
+    if body is not None:
+        text = body[:200].decode("utf-8", "replace").strip()
+        message += f": {text}" if text else " (an empty body)"
+    return message
 
 
 def _server_message(raw: bytes) -> str:
@@ -46,27 +56,36 @@ def _server_message(raw: bytes) -> str:
     return text
 
 
+def _bad(what: str, value: Any) -> ValueError:
+    return ValueError(f"{what} is not what a chat-completions chunk holds: {str(value)[:80]!r}")
+
+
 def _take_chunk(chunk: Any, outcome: StreamOutcome) -> bool:
-    """Fold one decoded chunk into ``outcome``; returns whether it carried output text."""
+    """Fold one decoded chunk into ``outcome``; returns whether it carried output text.
+
+    Raises ValueError for a chunk of the wrong shape (a server's bug must fail its request,
+    never the whole run)."""
     if not isinstance(chunk, dict):
         return False
     if isinstance(chunk.get("usage"), dict):
         outcome.usage = chunk["usage"]
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list):
+        raise _bad("choices", choices)
     produced = False
-    for choice in chunk.get("choices") or ():
+    for choice in choices:
         if not isinstance(choice, dict):
             continue
         delta = choice.get("delta") or {}
+        if not isinstance(delta, dict):
+            raise _bad("delta", delta)
         if any(isinstance(delta.get(k), str) and delta[k] for k in _OUTPUT_KEYS):
             produced = True
-        for call in delta.get("tool_calls") or ():
-            slot = outcome.tool_calls.setdefault(
-                int(call.get("index", 0)), {"id": "", "name": "", "arguments": ""}
-            )
-            function = call.get("function") or {}
-            slot["id"] = call.get("id") or slot["id"]
-            slot["name"] += function.get("name") or ""
-            slot["arguments"] += function.get("arguments") or ""
+        calls = delta.get("tool_calls") or []
+        if not isinstance(calls, list):
+            raise _bad("tool_calls", calls)
+        for call in calls:
+            _take_call(call, outcome)
         if choice.get("finish_reason"):
             outcome.finish_reason = str(choice["finish_reason"])
     return produced
@@ -90,6 +109,21 @@ def _take_event(
     if _take_chunk(chunk, outcome):
         on_token(now)
     return None
+
+
+def _take_call(call: Any, outcome: StreamOutcome) -> None:
+    if not isinstance(call, dict):
+        raise _bad("a tool call", call)
+    index, function = call.get("index", 0), call.get("function") or {}
+    if not isinstance(index, int) or isinstance(index, bool) or not isinstance(function, dict):
+        raise _bad("a tool call", call)
+    parts = (call.get("id") or "", function.get("name") or "", function.get("arguments") or "")
+    if not all(isinstance(part, str) for part in parts):
+        raise _bad("a tool call", call)
+    slot = outcome.tool_calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
+    slot["id"] = parts[0] or slot["id"]
+    slot["name"] += parts[1]
+    slot["arguments"] += parts[2]
 
 
 async def stream_once(
@@ -119,11 +153,17 @@ async def stream_once(
                     return ErrorInfo(
                         "http", clip(redact(_server_message(raw))), status=response.status_code
                     )
+                kind = response.headers.get("content-type", "")
+                if "text/event-stream" not in kind:
+                    raw = await response.aread()
+                    return ErrorInfo("stream", clip(redact(not_a_stream(kind, raw))))
                 decoder = SSEDecoder()
                 async for piece in response.aiter_bytes():
                     now = trio.current_time()
-                    scope.deadline = now + limit
-                    for event in decoder.feed(piece):
+                    events = decoder.feed(piece)
+                    if events:  # comments (keep-alives) do not count as progress
+                        scope.deadline = now + limit
+                    for event in events:
                         failed = _take_event(event, outcome, now, on_token, redact)
                         if failed is not None:
                             return failed

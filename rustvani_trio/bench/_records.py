@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import urllib.parse
 from collections.abc import Iterable
 from typing import Any
@@ -39,8 +40,12 @@ class Redactor:
     @classmethod
     def of(cls, values: Iterable[str | None]) -> Redactor:
         """A redactor for the non-empty ``values`` (longest first)."""
-        kept = sorted({v for v in values if v}, key=len, reverse=True)
-        return cls(tuple(kept))
+        forms = set()
+        for value in values:
+            if value:
+                # As it is, and as a message may quote it (repr escapes, JSON escapes).
+                forms |= {value, repr(value)[1:-1], json.dumps(value)[1:-1]}
+        return cls(tuple(sorted(forms, key=len, reverse=True)))
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
@@ -104,6 +109,10 @@ class RequestRecord:
     interrupt_at: float | None = None
     closed_at: float | None = None
     interrupt_outcome: str | None = None
+    token_limit: int | None = None
+    """The most output tokens the request asked for: a usage above it is not believed."""
+    finished: bool = False
+    """The request ran to its end (it is ``False`` for one a stopped run left in flight)."""
 
     @property
     def ok(self) -> bool:
@@ -120,16 +129,39 @@ class RequestRecord:
         else:
             self.warnings.append(f"{error.label}: {error.message}")
 
+    def take_usage(self, completion: object, prompt: object) -> None:
+        """Keep the server's reported token counts (whole numbers only)."""
+        if _count(completion):
+            self.output_tokens_usage = completion  # type: ignore[assignment]
+        if _count(prompt):
+            self.prompt_tokens_usage = prompt  # type: ignore[assignment]
+
+    def usage_problem(self) -> str | None:
+        """Why the server's completion_tokens cannot be the answer's token count, if it
+        cannot: more than the request allowed, or none for an answer that streamed text."""
+        used, deltas = self.output_tokens_usage, len(self.token_times)
+        if used is None:
+            return None
+        if self.token_limit is not None and used > self.token_limit:
+            why = f"more than the {self.token_limit} the request allowed"
+        elif used == 0 and deltas:
+            why = f"none, for {deltas} streamed deltas"
+        else:
+            return None
+        return f"the server's usage said completion_tokens={used} ({why}); deltas counted instead"
+
     @property
     def output_tokens(self) -> int:
-        """Output tokens of the answer: the server's usage when reported, else the deltas."""
-        if self.output_tokens_usage is not None:
+        """Output tokens of the answer: the server's usage when reported (and plausible),
+        else the deltas."""
+        if self.output_tokens_usage is not None and self.usage_problem() is None:
             return self.output_tokens_usage
         return len(self.token_times)
 
     @property
     def token_source(self) -> str:
-        return "usage" if self.output_tokens_usage is not None else "counted"
+        usable = self.output_tokens_usage is not None and self.usage_problem() is None
+        return "usage" if usable else "counted"
 
     def metrics(self) -> dict[str, Any]:
         """The request's own figures (ms, tokens/s); ``None`` where they do not apply.
@@ -176,6 +208,7 @@ class RequestRecord:
             "path": self.path,
             "phase": self.phase,
             "ok": self.ok,
+            "aborted": not self.finished,
             "start_ms": rounded((self.start - origin) * ms),
             "schedule_lag_ms": (
                 None if self.scheduled is None else rounded((self.start - self.scheduled) * ms)
@@ -191,7 +224,7 @@ class RequestRecord:
             "closed_ms": rel(self.closed_at),
             "interrupt_outcome": self.interrupt_outcome,
             "error": None if self.error is None else self.error.to_json(),
-            "warnings": list(self.warnings),
+            "warnings": [*self.warnings, *filter(None, [self.usage_problem()])],
         }
         for key, value in values.items():
             if key == "itl_ms":
@@ -199,6 +232,10 @@ class RequestRecord:
             else:
                 out[key] = None if value is None else rounded(value)
         return out
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def clip(message: str) -> str:

@@ -16,7 +16,8 @@ from importlib import metadata
 from typing import Any
 
 from ._config import BenchConfig
-from ._load import PATHS, LevelRun
+from ._levels import LevelRun
+from ._load import PATHS
 from ._records import redact_url
 from ._stats import rounded, summarize, window_rates
 
@@ -91,7 +92,7 @@ def summarize_requests(
 ) -> dict[str, Any]:
     """Everything a level reports, from its JSON request entries (measured ones only;
     statistics over the successful ones)."""
-    measured = [r for r in requests if r["phase"] == "measured"]
+    measured = [r for r in requests if r["phase"] == "measured" and not r.get("aborted")]
     ok = [r for r in measured if r["ok"]]
     summary: dict[str, Any] = {}
     for path in PATHS:
@@ -135,7 +136,9 @@ def summarize_requests(
         "framework_share": share,
         "throughput": throughput,
         "errors": _errors(measured),
-        "warmup_errors": _errors([r for r in requests if r["phase"] == "warmup"]),
+        "warmup_errors": _errors(
+            [r for r in requests if r["phase"] == "warmup" and not r.get("aborted")]
+        ),
         "successful": {p: sum(1 for r in ok if r["path"] == p) for p in PATHS},
         "token_source": _counts(r["token_source"] for r in ok),
         "prompt_tokens_mean": rounded(math.fsum(prompt) / len(prompt), 1) if prompt else None,
@@ -146,6 +149,7 @@ def summarize_requests(
 
 def level_json(run: LevelRun, *, window_s: float) -> dict[str, Any]:
     """One level: its settings, its requests (every sample) and its figures."""
+    assert run.begin is not None and run.end is not None, "a level that was measured"
     requests = [r.to_json(run.begin) for r in (*run.warmup, *run.measured)]
     duration = max(0.0, run.end - run.begin)
     return {
@@ -153,7 +157,8 @@ def level_json(run: LevelRun, *, window_s: float) -> dict[str, Any]:
         "mode": run.level.mode,
         "value": run.level.value,
         "warmup_requests": len(run.warmup),
-        "measured_requests": len(run.measured),
+        "measured_requests": sum(1 for r in run.measured if r.finished),
+        "aborted_requests": sum(1 for r in (*run.warmup, *run.measured) if not r.finished),
         "duration_s": rounded(duration),
         "generator_cpu_s": rounded(run.cpu_s),
         "generator_cpu_share": rounded(run.cpu_s / duration) if duration > 0 else None,
@@ -182,6 +187,9 @@ def _notes(levels: Sequence[Mapping[str, Any]]) -> list[str]:
         f"deltas for {counted}.",
         "ITL is the gap between streamed deltas (chunks); TPOT is (E2E - TTFT) / (tokens - 1) "
         "with the token count above.",
+        "Percentiles interpolate linearly between the closest ranks (numpy's default); over "
+        "few samples p90 and p99 lie near the largest one. requests/s counts the successful "
+        "requests completed.",
         "framework share = pipeline minus raw stream, same load, same HTTP client, interleaved.",
     ]
     return notes
@@ -229,4 +237,5 @@ def build_report(
             else None
         ),
         "notes": _notes(levels),
+        "partial": None,
     }

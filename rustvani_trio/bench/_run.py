@@ -14,14 +14,17 @@ import httpx
 import trio
 
 from ._config import BenchConfig, Level
-from ._load import LevelRun, Session, run_level
+from ._levels import LevelRun, run_level
+from ._load import Session
 from ._progress import Progress
 from ._records import Redactor, redact_url
 from ._report import build_report
 from ._scripted import open_instant_endpoint, open_scripted_endpoint
-from ._wire import WireLog, WireTap
+from ._wire import StreamLimits, WireLog, WireTap
 
 __all__ = ["run_bench"]
+
+_TEARDOWN = 5.0  # after a stop: the longest wait for connections and servers to close
 
 
 class _RedactingFilter(logging.Filter):
@@ -71,9 +74,10 @@ def _url_secrets(url: str) -> list[str]:
         return []
     if parts.password is None:
         return []
-    userinfo = f"{urllib.parse.unquote(parts.username or '')}:"
-    userinfo += urllib.parse.unquote(parts.password)
-    return [parts.password, base64.b64encode(userinfo.encode()).decode("ascii")]
+    password = urllib.parse.unquote(parts.password)
+    userinfo = f"{urllib.parse.unquote(parts.username or '')}:{password}"
+    # As written in the URL, as decoded (a server may echo either), and as Basic credentials.
+    return [parts.password, password, base64.b64encode(userinfo.encode()).decode("ascii")]
 
 
 def _overhead_levels(config: BenchConfig) -> list[int]:
@@ -83,26 +87,17 @@ def _overhead_levels(config: BenchConfig) -> list[int]:
     return levels
 
 
-async def _overhead(session: Session) -> list[LevelRun]:
+async def _overhead(session: Session, runs: list[LevelRun]) -> None:
     config = session.config
     quiet = attrs.evolve(config, tools=False, interrupt_after_ms=None)
     plain = attrs.evolve(session, config=quiet)
-    runs = []
     async with open_instant_endpoint(config.max_tokens) as url:
         for users in _overhead_levels(config):
-            runs.append(
-                await run_level(
-                    plain,
-                    url,
-                    Level("concurrency", float(users)),
-                    key=f"overhead-c{users}",
-                    count=max(config.overhead_requests, 2 * users),
-                    duration=None,
-                    warmup=max(2, users),
-                    label=f"overhead c={users}",
-                )
-            )
-    return runs
+            level = Level("concurrency", float(users))
+            run = LevelRun(level, key=f"overhead-c{users}", label=f"overhead c={users}")
+            runs.append(run)
+            count = max(config.overhead_requests, 2 * users)
+            await run_level(plain, url, run, count=count, duration=None, warmup=max(2, users))
 
 
 async def run_bench(
@@ -110,28 +105,75 @@ async def run_bench(
     *,
     progress: Progress | None = None,
     command: Sequence[str] | None = None,
+    stop: trio.Event | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark ``config`` describes and return the report (see ``docs/bench.md``).
 
     With ``base_url="scripted"`` the scripted server runs in this trio run. The API key is
     used for the requests only: it is in no part of the report, and it is removed from every
     error message the report keeps.
+
+    Setting ``stop`` ends the run early: the requests in flight are cancelled (and left out
+    of the figures, counted as aborted), the measured span of the current level ends there,
+    and the report of what was measured comes back marked ``partial``. Closing the
+    connections and servers after a stop is bounded by a few seconds.
     """
     redact = Redactor.of([config.api_key, *_url_secrets(config.base_url)])
     progress = progress or Progress(None)
-    with _redacted_logs(redact):
-        return await _run(config, redact, progress, command)
+    stop = trio.Event() if stop is None else stop
+    runs: list[LevelRun] = []
+    overhead: list[LevelRun] = []
+    endpoint = [redact_url(config.base_url)]
+    stopped_at: float | None = None
+    with _redacted_logs(redact), trio.CancelScope() as everything:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                nonlocal stopped_at
+                await stop.wait()
+                stopped_at = trio.current_time()
+                for run in (*overhead, *runs):
+                    run.stop(stopped_at)
+                measuring.cancel()
+                everything.deadline = stopped_at + _TEARDOWN
+
+            measuring = trio.CancelScope()  # around the levels only: teardown stays outside
+            nursery.start_soon(watch)
+            await _run(config, redact, progress, measuring, runs, overhead, endpoint)
+            nursery.cancel_scope.cancel()
+    started = [r for r in runs if r.measuring_began]
+    report = build_report(
+        config,
+        started,
+        [r for r in overhead if r.measuring_began],
+        endpoint=endpoint[0],
+        command=command,
+    )
+    if stopped_at is not None:
+        current = None
+        for run in (*overhead, *runs):
+            if run.end is None or run.end == stopped_at:  # the level that was running
+                current = run.label if run.measuring_began else f"{run.label} warm-up"
+        report["partial"] = {
+            "reason": "the run was stopped before it was complete",
+            "during": current,
+            "levels_done": sum(1 for r in started if r.end != stopped_at),
+            "levels_planned": len(config.levels()),
+        }
+    return report
 
 
 async def _run(
     config: BenchConfig,
     redact: Redactor,
     progress: Progress,
-    command: Sequence[str] | None,
-) -> dict[str, Any]:
+    measuring: trio.CancelScope,
+    runs: list[LevelRun],
+    overhead: list[LevelRun],
+    endpoint: list[str],
+) -> None:
     async with contextlib.AsyncExitStack() as stack:
         base_url = config.base_url
-        endpoint = redact_url(base_url)
         if config.scripted:
             base_url = await stack.enter_async_context(
                 open_scripted_endpoint(
@@ -141,7 +183,7 @@ async def _run(
                     seed=config.seed,
                 )
             )
-            endpoint = (
+            endpoint[0] = (
                 f"the scripted server (in-process; first token after "
                 f"{config.scripted_first_token_ms:g} ms, then one every "
                 f"{config.scripted_token_interval_ms:g} ms"
@@ -153,7 +195,9 @@ async def _run(
                 + ")"
             )
         wire = WireLog()
-        transport = WireTap(httpx.AsyncHTTPTransport(limits=_limits(config), retries=0), wire)
+        limits = StreamLimits.for_tokens(config.output_limit, max_line_bytes=config.max_line_bytes)
+        inner = httpx.AsyncHTTPTransport(limits=_limits(config), retries=0)
+        transport = WireTap(inner, wire, limits)
         client = await stack.enter_async_context(
             httpx.AsyncClient(
                 transport=transport,
@@ -168,19 +212,22 @@ async def _run(
         session = Session(config, client, wire, redact, progress)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(progress.run)
-            overhead = await _overhead(session) if config.overhead else []
-            runs = []
-            for number, level in enumerate(config.levels()):
-                runs.append(
-                    await run_level(
-                        session,
-                        base_url,
-                        level,
-                        key=f"L{number}",
-                        count=config.requests,
-                        duration=config.duration,
-                        warmup=config.warmup_for(level),
-                    )
-                )
+            with measuring:
+                await _levels(session, base_url, runs, overhead)
             nursery.cancel_scope.cancel()
-    return build_report(config, runs, overhead, endpoint=endpoint, command=command)
+
+
+async def _levels(
+    session: Session, base_url: str, runs: list[LevelRun], overhead: list[LevelRun]
+) -> None:
+    """The overhead levels, then the load levels, each appended before it runs."""
+    config = session.config
+    if config.overhead:
+        await _overhead(session, overhead)
+    for number, level in enumerate(config.levels()):
+        run = LevelRun(level, key=f"L{number}", label=level.label)
+        runs.append(run)
+        warmup = config.warmup_for(level)
+        await run_level(
+            session, base_url, run, count=config.requests, duration=config.duration, warmup=warmup
+        )

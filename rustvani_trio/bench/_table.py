@@ -11,9 +11,11 @@ import attrs
 from ._load import PATHS
 from ._report import METRICS, THROUGHPUT
 
-__all__ = ["COLUMNS", "Block", "blocks", "fmt", "header_lines", "render_table"]
+__all__ = ["COLUMNS", "NO_SAMPLES", "Block", "blocks", "fmt", "header_lines", "render_table"]
 
 COLUMNS = ("level", "path", "metric", "mean", "median", "p90", "p99", "n")
+NO_SAMPLES = "no successful requests: no statistics"
+"""The row of a path whose measured requests all failed."""
 
 
 def fmt(value: Any) -> str:
@@ -56,6 +58,9 @@ def _stat_cells(stats: Mapping[str, Any]) -> tuple[str, ...]:
 def _level_block(level: Mapping[str, Any], metrics: Sequence[str], title: str) -> Block:
     rows: list[tuple[str, ...]] = []
     for path in PATHS:
+        if not level["successful"][path]:
+            rows.append((level["label"], path, NO_SAMPLES, "-", "-", "-", "-", "0"))
+            continue
         for key in metrics:
             stats = level["summary"][path][key]
             rows.append((level["label"], path, METRICS[key], *_stat_cells(stats)))
@@ -70,7 +75,8 @@ def _level_block(level: Mapping[str, Any], metrics: Sequence[str], title: str) -
     ]
     errors = level["errors"]
     lines = [
-        "framework share (median pipeline - raw): " + ", ".join(parts),
+        "framework share (median pipeline - raw): "
+        + (", ".join(parts) or "none (it needs successful requests on both paths)"),
         f"overall: {fmt(level['throughput']['requests_per_s']['overall'])} requests/s, "
         f"{fmt(level['throughput']['output_tok_per_s']['overall'])} output tok/s over "
         f"{fmt(level['duration_s'])} s; load generator CPU {fmt(level['generator_cpu_s'])} s"
@@ -88,6 +94,11 @@ def _level_block(level: Mapping[str, Any], metrics: Sequence[str], title: str) -
         )
     else:
         lines.append(f"errors: 0 of {errors['of']}")
+    if level.get("aborted_requests"):
+        lines.append(
+            f"aborted: {level['aborted_requests']} requests in flight when the run was "
+            "stopped (left out of every figure)"
+        )
     if level["warmup_errors"]["total"]:
         lines.append(f"warm-up errors (not counted above): {level['warmup_errors']['total']}")
     sources = level["token_source"]
@@ -142,12 +153,24 @@ def header_lines(report: Mapping[str, Any]) -> list[str]:
         extras.append("tool call per request")
     if cfg["interrupt_after_ms"] is not None:
         extras.append(f"interrupted after {cfg['interrupt_after_ms']:g} ms")
+    partial = report.get("partial")
+    title = f"rustvani-trio bench: model {meta['model']!r} at {meta['endpoint']} ({meta['date']})"
+    notes = list(report["notes"])
+    if partial:
+        title = "PARTIAL " + title
+        where = f" during {partial['during']}" if partial["during"] else ""
+        notes.insert(
+            0,
+            f"PARTIAL: {partial['reason']}{where}; {partial['levels_done']} of "
+            f"{partial['levels_planned']} levels complete. The figures are over what was "
+            "measured until then.",
+        )
     return [
-        f"rustvani-trio bench: model {meta['model']!r} at {meta['endpoint']} ({meta['date']})",
+        title,
         f"load: {load}; {amount} (pipeline and raw stream interleaved 1:1), warm-up excluded; "
         f"prompt ~{cfg['prompt_tokens']} tokens, max {cfg['max_tokens']} output tokens"
         + ("; " + ", ".join(extras) if extras else ""),
-        *report["notes"],
+        *notes,
     ]
 
 
