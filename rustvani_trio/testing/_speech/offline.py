@@ -91,12 +91,16 @@ def scripted_answer(*, token_delay: float = 0.02, first_token_delay: float = 0.1
 
 
 def offline_voice_pipeline(
-    context: LLMContext, llm: FrameProcessor, output: PacedAudioOutput | None = None
+    context: LLMContext,
+    llm: FrameProcessor,
+    output: PacedAudioOutput | None = None,
+    *,
+    inline_tts: bool = False,
 ) -> list[FrameProcessor]:
-    """``VAD -> STT -> user aggregator -> llm -> TTS -> output -> assistant aggregator``."""
+    """``VAD -> STT -> user aggregator -> llm -> TTS -> output -> assistant aggregator``
+    (``inline_tts``: :class:`InlineEspeakTTS`, for runs on a virtual clock)."""
     from ...audio.vad.silero import SileroVADProcessor
     from ...services.stt.pocketsphinx import PocketsphinxSTTService
-    from ...services.tts.espeak import EspeakTTSService
 
     user, assistant = create_context_aggregators(context)
     return [
@@ -104,7 +108,7 @@ def offline_voice_pipeline(
         PocketsphinxSTTService(GRAMMAR, words=WORDS),
         user,
         llm,
-        EspeakTTSService(),
+        InlineEspeakTTS() if inline_tts else EspeakTTSService(),
         output if output is not None else PacedAudioOutput(),
         assistant,
     ]
