@@ -2,6 +2,7 @@
 
     python -m benchmarks.voice                # about a minute on the 2-core reference machine
     python -m benchmarks.voice --reps 1       # quicker
+    python -m benchmarks.voice --only websocket   # one scenario (writes nothing)
 
 Real time, real engines, everything on this machine (no network):
 
@@ -10,10 +11,15 @@ Real time, real engines, everything on this machine (no network):
 * **providers**: Silero VAD -> Sarvam STT -> scripted model -> Deepgram TTS -> paced output,
   against our scripted Sarvam and Deepgram servers on loopback at *fixed* delays, so the
   framework's own share is what remains after subtracting them.
+* **websocket**: the offline pipeline of ``serve-chat --voice`` behind the real server
+  (anycorn, one WebSocket session on loopback), a trio-websocket client sending 16 kHz PCM
+  in real time, 20 ms a message, as the chat page does. Times are taken at the client:
+  the audio it sent and the bot audio it received over the socket.
 
 A question is spoken (espeak-ng), answered aloud, and one second into the answer the user
 says "stop". Voice to voice: the last audible sample of the question to the first bot audio
-sent. Barge-in: the first audible sample of "stop" to the last bot audio sent.
+sent. Barge-in: the first audible sample of "stop" to the last bot audio sent (through the
+socket: the last bot audio received before ``bot-interrupted``).
 Writes ``benchmarks/results/voice.json`` (``--out``) and prints a table.
 """
 
@@ -25,6 +31,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +125,44 @@ async def offline_run(question: bytes, barge: bytes) -> dict[str, float]:
     }
 
 
+async def websocket_run(question: bytes, barge: bytes) -> dict[str, float]:
+    from rustvani_trio.server import ServerConfig, serve
+    from rustvani_trio.server.voice import open_voice_factory
+    from rustvani_trio.testing._speech.client import open_voice_client
+    from rustvani_trio.testing._speech.scenario import Silence, Speech, Until
+
+    voice = open_voice_factory(token_delay=LLM_TOKEN, first_token_delay=LLM_FIRST)
+    async with voice as factory, trio.open_nursery() as nursery:
+        stop = trio.Event()
+        server = await nursery.start(partial(serve, factory, ServerConfig(port=0), stop=stop))
+        async with open_voice_client(server.ws_url) as client:
+            await client.connect()
+            await client.say(
+                [
+                    Silence(0.3),
+                    Speech(question, "question"),
+                    Until(client.first_audio, after=1.0),
+                    Speech(barge, "barge-in"),
+                    Silence(0.5),
+                ]
+            )
+            # the answer to "stop" spoken to its end
+            await client.wait_for(lambda: len(client.of("bot-stopped-speaking")) >= 2, 60)
+        stop.set()
+    assert client.transcripts() == ["what is the weather in paris", "stop"], client.summary()
+    interrupted = client.of("bot-interrupted")[0].time
+    last = max(r.time for r in client.of("<audio>") if r.time <= interrupted)
+    return {
+        "voice_to_voice": client.voice_to_voice,
+        "fixed_delays": VadParams().stop_secs
+        + LLM_FIRST
+        + (first_sentence_tokens() - 1) * LLM_TOKEN,
+        "barge_in": client.barge_in,
+        "last_audio_to_interrupted": interrupted - last,
+        "audio_after_interruption": float(len(client.audio_after_interruption())),
+    }
+
+
 def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     out = []
     for _ in range(repeat):
@@ -195,6 +240,12 @@ def main() -> None:
     )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["offline", "providers", "websocket"],
+        help="run only this scenario (repeatable; nothing is written)",
+    )
     args = parser.parse_args()
     question = speak("what is the weather in paris")
     barge = speak("stop")
@@ -208,28 +259,37 @@ def main() -> None:
             "vad": VadParams().__repr__(),
         },
     }
-    for name, run in (("offline", offline_run), ("providers", provider_run)):
-        runs = [trio.run(run, question, barge) for _ in range(args.reps)]
+    scenarios = {"offline": offline_run, "providers": provider_run, "websocket": websocket_run}
+    chosen = args.only or list(scenarios)
+    for name in chosen:
+        runs = [trio.run(scenarios[name], question, barge) for _ in range(args.reps)]
         results[name] = {"runs": runs, **summary(runs)}
-    results["micro"] = micro()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "voice.json").write_text(json.dumps(results, indent=2) + "\n")
+    if not args.only:
+        results["micro"] = micro()
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "voice.json").write_text(json.dumps(results, indent=2) + "\n")
     print(
         "| scenario | voice to voice (median / max) | fixed delays | framework + VAD share "
-        "| barge-in (median / max) | VAD decision to bot stopped |"
+        "| barge-in (median / max) | after the interruption |"
     )
     print("| --- | --- | --- | --- | --- | --- |")
-    for name in ("offline", "providers"):
+    for name in chosen:
         r = results[name]
         ms = {k: round(v * 1000) for k, v in r.items() if isinstance(v, float)}
+        if name == "websocket":
+            after = (
+                f"{r['audio_after_interruption_max']:.0f} audio messages after bot-interrupted; "
+                f"the last audio {r['last_audio_to_interrupted_median'] * 1000:.0f} ms before it"
+            )
+        else:
+            after = f"bot stopped {r['interruption_delay_median'] * 1000:.1f} ms after the VAD"
         print(
             f"| {name} | {ms['voice_to_voice_median']} / {ms['voice_to_voice_max']} ms"
             f" | {ms['fixed_delays_median']} ms | {ms['framework_share_median']} ms"
-            f" | {ms['barge_in_median']} / {ms['barge_in_max']} ms"
-            f" | {results[name]['interruption_delay_median'] * 1000:.1f} ms |"
+            f" | {ms['barge_in_median']} / {ms['barge_in_max']} ms | {after} |"
         )
     print()
-    for key, value in results["micro"].items():
+    for key, value in results.get("micro", {}).items():
         print(f"{key}: {value:.3f}")
 
 

@@ -51,7 +51,7 @@ class PipelineElement:
         *_, last = self._leaves()
         return last
 
-    def _check_claim(self, owner: object) -> None:
+    def _check_owner(self, owner: object) -> None:
         """Raise ``ValueError`` unless ``owner`` may claim this element."""
         if self._owner is not None and self._owner is not owner:
             raise ValueError(
@@ -60,12 +60,12 @@ class PipelineElement:
                 f"for {_describe(owner)}"
             )
 
-    def _claim(self, owner: object) -> None:
+    def _claim_owner(self, owner: object) -> None:
         """Make ``owner`` (a Pipeline or a PipelineTask) this element's only owner."""
-        self._check_claim(owner)
+        self._check_owner(owner)
         self._owner = owner
 
-    def _release(self, owner: object) -> None:
+    def _release_owner(self, owner: object) -> None:
         """Give up ``owner``'s claim (a task whose run has finished)."""
         if self._owner is owner:
             self._owner = None

@@ -37,9 +37,9 @@ class Pipeline(PipelineElement):
         if len(set(map(id, procs))) != len(procs):
             raise ValueError("a processor may appear only once in a pipeline")
         for p in procs:
-            p._check_claim(self)  # all of them first: a refused pipeline claims nothing
+            p._check_owner(self)  # all of them first: a refused pipeline claims nothing
         for p in procs:
-            p._claim(self)
+            p._claim_owner(self)
         if not procs:
             procs = [FrameProcessor(name=f"{self.name}.passthrough")]
         self.processors: list[PipelineElement] = procs

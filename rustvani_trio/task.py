@@ -106,7 +106,7 @@ class PipelineTask:
         for observer in self._observers:
             _check_observer(observer)
         self.name = name or f"PipelineTask({pipeline.name})"
-        pipeline._claim(self)
+        pipeline._claim_owner(self)
         self.pipeline = pipeline
         self.params = params or PipelineParams()
         self._source = TaskEdge(f"{self.name}.source", self._reached_upstream)
@@ -270,7 +270,7 @@ class PipelineTask:
         failing handler is logged rather than masking the cancellation."""
         self._phase = _FINISHED
         self._input.close()
-        self.pipeline._release(self)
+        self.pipeline._release_owner(self)
         if self._end is None:  # cancelled from outside, or an error inside the framework
             self._end = RunEnd("cancel: run cancelled", self._fatal)
         # A processor that started, and neither ended nor saw the CancelFrame (the frames could

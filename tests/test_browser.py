@@ -1,6 +1,7 @@
 """The chat page and pipecat's own JavaScript client in a real browser (Debian's chromium,
 driven by playwright through ``executable_path``: no browser download). One browser for the
-module; the servers run as ``serve-chat`` processes, as a user would start them.
+module; the servers run as ``serve-chat`` processes, as a user would start them. The browser's
+microphone is chromium's fake device playing a recording made with espeak-ng.
 
 Skipped, with the reason, where chromium or the playwright package is missing (``.ci/run``
 installs both)."""
@@ -116,10 +117,43 @@ def server() -> Iterator[ServerProcess]:
     proc.stop()
 
 
+QUESTION = "what is the weather in paris"
+BARGE_IN_AFTER = 6.0  # seconds from the question's end to "stop": the bot is answering then
+
+
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def talk_wav(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """What the fake microphone says: the question, then "stop" while the bot answers it,
+    then a long silence (chromium plays the file in a loop). ``None`` without espeak-ng."""
+    from rustvani_trio.audio.pcm import silence, write_wav
+    from rustvani_trio.testing._speech.audio import espeak_available, speak
+
+    if not espeak_available():
+        return None
+    pcm = (
+        silence(1.0, 16000)
+        + speak(QUESTION)
+        + silence(BARGE_IN_AFTER, 16000)
+        + speak("stop")
+        + silence(60.0, 16000)
+    )
+    path = tmp_path_factory.mktemp("voice") / "talk.wav"
+    write_wav(path, pcm, 16000)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser(talk_wav: Path | None) -> Iterator[Any]:
+    args = list(ARGS)
+    if talk_wav is not None:
+        args += [
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",  # the microphone permission is granted
+            f"--use-file-for-fake-audio-capture={talk_wav}",
+            "--autoplay-policy=no-user-gesture-required",
+        ]
     with playwright_api.sync_playwright() as pw:
-        instance = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        instance = pw.chromium.launch(executable_path=CHROMIUM, args=args)
         yield instance
         instance.close()
 
@@ -231,6 +265,56 @@ def test_wrong_token_and_reconnect_after_a_drop(browser: Any) -> None:
     finally:
         first.stop()
         context.close()
+
+
+# --------------------------------------------------------------------------- voice
+
+
+def test_talking_to_the_voice_page(page: Any, talk_wav: Path | None) -> None:
+    """serve-chat --voice: the microphone's question is transcribed, the scripted model's
+    answer comes back as audio and plays; "stop", said during the answer, interrupts it:
+    the page stops playing at once, no audio of the old answer follows, and the bot answers
+    the new request aloud."""
+    from rustvani_trio.server.voice import missing_engines
+
+    missing = missing_engines()
+    if talk_wav is None or missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the offline voice engines are missing in CI: {missing}")
+        pytest.skip(f"needs the offline voice engines: {missing or 'espeak-ng'}")
+    server = ServerProcess("--voice")
+    stats = "window.voice.stats"
+    try:
+        chat_ready(page, server.url + "/")
+        assert "tell me a joke" in page.locator("[data-testid=voice-hint]").inner_text()
+        page.click("[data-testid=mic]")  # the fake microphone starts its recording now
+        page.wait_for_selector(
+            f"[data-testid=user-transcript]:has-text('{QUESTION}')", timeout=60000
+        )
+        # The answer comes back as audio and plays (chunks played to their end) before the
+        # second utterance.
+        page.wait_for_function(f"{stats}.played >= 5", timeout=60000)
+        assert page.evaluate(f"{stats}.interruptions") == 0
+        assert page.evaluate(f"{stats}.micFrames") > 50  # 20 ms frames of 16 kHz PCM sent
+        # "stop" interrupts the answer: the page silences the bot at once.
+        page.wait_for_function(f"{stats}.interruptions >= 1", timeout=60000)
+        assert page.evaluate("window.voice.playing()") is False
+        played_before = page.evaluate(f"{stats}.played")
+        bubble = page.locator("[data-testid=bot-message].interrupted").first
+        bubble.wait_for(timeout=10000)
+        assert bubble.inner_text().startswith("In Paris it is")
+        # The second utterance is heard and answered aloud.
+        page.wait_for_selector("[data-testid=user-transcript]:has-text('stop')", timeout=60000)
+        page.wait_for_function(
+            "[...document.querySelectorAll('[data-testid=bot-message]')].some("
+            "e => e.textContent.includes('Okay, I will stop.'))",
+            timeout=60000,
+        )
+        page.wait_for_function(f"{stats}.played > {played_before}", timeout=60000)
+        # No audio of the interrupted answer arrived after bot-interrupted.
+        assert page.evaluate(f"{stats}.afterInterruption") == 0
+    finally:
+        server.stop()
 
 
 # --------------------------------------------------------------------------- pipecat's client

@@ -152,9 +152,9 @@ def build(
 
 
 @pytest.fixture
-async def session(
-    autojump_clock: trio.testing.MockClock, request: pytest.FixtureRequest
-) -> AsyncIterator[Session]:
+async def session(request: pytest.FixtureRequest) -> AsyncIterator[Session]:
+    """(Tests take ``autojump_clock`` themselves: pytest-trio finds the clock among the
+    test's own arguments, not among its fixtures'.)"""
     s = build()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(s.transport.run, s.task)
@@ -165,7 +165,9 @@ async def session(
 # --------------------------------------------------------------------------- handshake
 
 
-async def test_client_ready_is_answered_with_bot_ready_carrying_its_id(session: Session) -> None:
+async def test_client_ready_is_answered_with_bot_ready_carrying_its_id(
+    autojump_clock: Any, session: Session
+) -> None:
     reply = await session.ready()
     assert reply["id"] == "r1"
     assert reply["label"] == "rtvi-ai"
@@ -174,7 +176,9 @@ async def test_client_ready_is_answered_with_bot_ready_carrying_its_id(session: 
     assert reply["data"]["about"]["session_id"] == "s1"
 
 
-async def test_wrong_version_gets_error_response_and_the_session_goes_on(session: Session) -> None:
+async def test_wrong_version_gets_error_response_and_the_session_goes_on(
+    autojump_clock: Any, session: Session
+) -> None:
     session.conn.client_send(rtvi("client-ready", {"version": "1.0.0"}, id="old"))
     got = await session.conn.client_until("bot-ready")
     assert types(got) == ["error-response", "bot-ready"]
@@ -203,7 +207,12 @@ async def test_wrong_version_gets_error_response_and_the_session_goes_on(session
     ],
 )
 async def test_bad_input_is_answered_and_the_session_goes_on(
-    session: Session, sent: str, expected_type: str, expected_id: str | None, words: str
+    autojump_clock: Any,
+    session: Session,
+    sent: str,
+    expected_type: str,
+    expected_id: str | None,
+    words: str,
 ) -> None:
     session.conn.client_send(sent)
     reply = await session.conn.client_receive()
@@ -218,7 +227,7 @@ async def test_bad_input_is_answered_and_the_session_goes_on(
 # --------------------------------------------------------------------------- the answer
 
 
-async def test_send_text_streams_the_answer(session: Session) -> None:
+async def test_send_text_streams_the_answer(autojump_clock: Any, session: Session) -> None:
     await session.ready()
     session.conn.client_send(rtvi("send-text", {"content": "hello bot"}))
     got = await session.conn.client_until("bot-llm-stopped")
@@ -419,7 +428,9 @@ async def test_server_messages_node_changes_errors_metrics_and_responses(
         nursery.cancel_scope.cancel()
 
 
-async def test_client_message_handlers_and_unhandled_types(session: Session) -> None:
+async def test_client_message_handlers_and_unhandled_types(
+    autojump_clock: Any, session: Session
+) -> None:
     async def double(frame: RTVIClientMessageFrame) -> Any:
         return frame.data * 2
 

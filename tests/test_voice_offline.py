@@ -90,6 +90,29 @@ async def test_two_utterances_at_48k() -> None:
     ]
 
 
+async def test_an_ended_service_hands_its_decoder_on() -> None:
+    """The next service with the same grammar reuses the decoder (no model load), also one
+    left in the middle of an utterance by a cancelled run, and it still understands."""
+    grammar = GRAMMAR.replace("grammar demo;", "grammar reuse;")  # a key no other test uses
+    first = pocketsphinx.PocketsphinxSTTService(grammar, words=WORDS)
+    decoder = first._decoder
+    half = silence(0.3, 16000) + speak("what is the weather in paris")[:32000]  # 1 s
+    async with live_pipeline([silero.SileroVADProcessor(), first]) as live:
+        for frame in frames_of(half):
+            await live.send(frame)
+        await live.recorder.wait_for(lambda _: first._in_utterance)
+    # the run was cancelled mid-utterance (live_pipeline's exit)
+    assert first._decoder is None
+    second = pocketsphinx.PocketsphinxSTTService(grammar, words=WORDS)
+    assert second._decoder is decoder
+    other_words = {**WORDS, "parisss": "P AE R IH S"}  # other words: a decoder of its own
+    other = pocketsphinx.PocketsphinxSTTService(grammar, words=other_words)
+    assert other._decoder is not decoder
+    pcm = silence(0.4, 16000) + speak("tell me a joke") + silence(1.2, 16000)
+    result = await run_test([silero.SileroVADProcessor(), second], frames_of(pcm))
+    assert [t.text for t in result.downstream_of(TranscriptionFrame)] == ["tell me a joke"]
+
+
 def test_a_grammar_with_unknown_words_is_refused_clearly() -> None:
     bad = "#JSGF V1.0;\ngrammar g;\npublic <a> = zorblaxian ;\n"
     with pytest.raises(ValueError, match="dictionary"):

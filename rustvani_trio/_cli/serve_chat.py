@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 
+VOICE_FACTORY = "rustvani_trio.server.voice:open_voice_factory"
 HELP = "serve the browser chat page and RTVI WebSocket sessions (serve-chat --help)"
 
 
@@ -19,6 +20,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="MODULE:NAME",
         help="the pipeline factory: async def make(session) -> PipelineTask, or a function "
         "returning an async context manager that yields one (default: the LLM chat)",
+    )
+    parser.add_argument(
+        "--voice",
+        action="store_true",
+        help="serve the voice pipeline (Silero VAD, pocketsphinx, espeak-ng, scripted model "
+        "without OPENAI_API_KEY): talk to the bot from the page's microphone button",
     )
     parser.add_argument("--workers", type=int, default=1, help="processes serving the port")
     parser.add_argument(
@@ -69,7 +76,17 @@ def run(args: argparse.Namespace) -> int:
     except (ServerConfigError, TypeError, ValueError) as exc:
         print(f"serve-chat: {exc}")
         return 2
-    factory = args.factory or runner.DEFAULT_FACTORY
+    if args.voice and args.factory:
+        print("serve-chat: --voice and --factory exclude each other")
+        return 2
+    if args.voice:
+        from ..server.voice import missing_engines
+
+        missing = missing_engines()
+        if missing:
+            print("serve-chat --voice needs " + "; ".join(missing))
+            return 2
+    factory = args.factory or (VOICE_FACTORY if args.voice else runner.DEFAULT_FACTORY)
     try:
         return runner.run(config, factory, workers=args.workers)
     except KeyboardInterrupt:

@@ -14,8 +14,10 @@ from ..frames import (
     Frame,
     FrameDirection,
     InterruptionFrame,
+    LLMFullResponseEnd,
     OutputAudioRawFrame,
     TranscriptionFrame,
+    TTSStoppedFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
@@ -90,6 +92,13 @@ class WebSocketOutputProcessor(FrameProcessor):
             return
         if isinstance(frame, OutputAudioRawFrame):
             await self._play(frame)
+        elif isinstance(frame, LLMFullResponseEnd | TTSStoppedFrame):
+            # The answer ends when it was heard: the assistant aggregator (and the user
+            # side, which interrupts only while the bot responds) see its end after the
+            # last of its audio has played, not when it was sent ahead.
+            await trio.sleep_until(self._play_end)
+            for msg in transport.encoder.encode(frame):
+                await transport.send_message(msg)
         elif isinstance(frame, RTVIClientMessageFrame):
             error = f"no handler for client-message type {frame.type!r}"
             await transport.send_message(
@@ -112,9 +121,11 @@ class WebSocketOutputProcessor(FrameProcessor):
         )
 
     async def on_interruption(self, frame: InterruptionFrame) -> None:
-        # Every frame of the interrupted answer was drained before this point, so nothing
-        # of it follows bot-interrupted. Audio the client already holds (at most
-        # audio_out_lead) cannot be recalled.
+        # Every frame of the interrupted answer was drained before this point, and its
+        # audio still queued for the writer is dropped, so nothing of it follows
+        # bot-interrupted (at most the one chunk being written at this moment). Audio the
+        # client already holds (at most audio_out_lead) cannot be recalled.
+        self._transport.drop_queued_audio()
         for msg in self._transport.encoder.interrupted():
             await self._transport.send_message(msg)
         self._play_end = trio.current_time()
@@ -137,25 +148,26 @@ class WebSocketOutputProcessor(FrameProcessor):
             chunk = audio[offset : offset + step]
             duration = len(chunk) / bytes_per_frame / rate
             await trio.sleep_until(self._play_end + duration - params.audio_out_lead)
+            self._play_end = max(self._play_end, trio.current_time())
+            if not self._speaking:
+                await self._start_speaking()  # announced before its first audio
             await self._send_audio(chunk, rate, channels)
             self._play_end = max(self._play_end, trio.current_time()) + duration
             self.audio_sent += duration
             if self._silence is not None:
                 self._silence.deadline = self._play_end + params.bot_stopped_gap
-            if not self._speaking:
-                await self._start_speaking()
 
     async def _send_audio(self, chunk: bytes, rate: int, channels: int) -> None:
         transport = self._transport
         if transport.wire == "protobuf":
             data = PbAudio(audio=chunk, sample_rate=rate, num_channels=channels)
-            await transport.send_raw(encode_frame(data))
+            await transport.send_audio(encode_frame(data))
             return
         if self._audio_format != (rate, channels):
             self._audio_format = (rate, channels)
             fmt = {"type": "audio-format", "sample_rate": rate, "num_channels": channels}
             await transport.send_message(message("server-message", fmt))
-        await transport.send_raw(chunk)
+        await transport.send_audio(chunk)
 
     async def _start_speaking(self) -> None:
         self._speaking = True

@@ -62,7 +62,19 @@ __all__ = [
 logger = logging.getLogger("rustvani_trio.transport")
 
 Wire = Literal["auto", "json", "protobuf"]
+Outbound = str | bytes
+"""What the writer sends: one text or binary WebSocket message."""
 ClientMessageHandler = Callable[["RTVIClientMessageFrame"], Awaitable[Any]]
+
+
+@attrs.frozen
+class _QueuedAudio:
+    """Audio waiting for the writer, tagged with the answer it belongs to: audio of an
+    interrupted answer that is still queued is dropped, never sent after the interruption."""
+
+    data: bytes
+    generation: int
+
 
 # Close codes (RFC 6455 and the registry's application range).
 NORMAL, GOING_AWAY, POLICY, INTERNAL_ERROR = 1000, 1001, 1008, 1011
@@ -172,7 +184,11 @@ class WebSocketTransport:
         self._input = WebSocketInputProcessor(self, name=f"ws-input#{session_id}")
         self._output = WebSocketOutputProcessor(self, name=f"ws-output#{session_id}")
         cap = self.params.max_outbound_messages
-        self._out_send, self._out_recv = trio.open_memory_channel[str | bytes](cap)
+        self._out_send, self._out_recv = trio.open_memory_channel[Outbound | _QueuedAudio](cap)
+        #: bumped by an interruption: queued audio of an older generation is not sent
+        self.audio_generation = 0
+        #: audio messages dropped from the queue because an interruption made them stale
+        self.audio_dropped = 0
         self._out_closed = False
         self._writer_done = trio.Event()
         self._task: PipelineTask | None = None
@@ -268,7 +284,19 @@ class WebSocketTransport:
         await self.send_raw(self.encode(msg))
 
     async def send_raw(self, data: str | bytes) -> None:
-        """Queue an already encoded message (or audio), like :meth:`send_message`."""
+        """Queue an already encoded message, like :meth:`send_message`."""
+        await self._queue(data)
+
+    async def send_audio(self, data: bytes) -> None:
+        """Queue one encoded audio message (raw PCM, or a protobuf audio frame); it is
+        dropped instead of sent if an interruption comes first (:meth:`drop_queued_audio`)."""
+        await self._queue(_QueuedAudio(data, self.audio_generation))
+
+    def drop_queued_audio(self) -> None:
+        """Audio queued so far will not be sent (the answer it belongs to was interrupted)."""
+        self.audio_generation += 1
+
+    async def _queue(self, data: Outbound | _QueuedAudio) -> None:
         if self.client_gone or self._out_closed:
             await trio.lowlevel.checkpoint()
             return
@@ -299,8 +327,14 @@ class WebSocketTransport:
 
     async def _writer(self) -> None:
         try:
-            async for data in self._out_recv:
-                await self.connection.send(data)
+            async for item in self._out_recv:
+                if isinstance(item, _QueuedAudio):
+                    if item.generation != self.audio_generation:
+                        self.audio_dropped += 1
+                        continue
+                    await self.connection.send(item.data)
+                else:
+                    await self.connection.send(item)
         except ConnectionClosed:
             self.client_gone = True
         finally:

@@ -4,6 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const log = $("log"), input = $("text"), sendButton = $("send"), stopButton = $("interrupt");
 const statusEl = $("status"), notice = $("notice"), stats = $("stats"), nodeEl = $("node");
+const micButton = $("mic"), hint = $("hint"), speakingEl = $("speaking");
 
 const CLOSE_REASONS = {
   1001: "The server is shutting down; reconnecting…",
@@ -18,6 +19,7 @@ const FINAL_CODES = new Set([4001, 4003]);
 
 let ws = null, ready = false, attempt = 0, nextId = 1;
 let bubble = null, sentAt = 0, firstAt = 0, tokens = 0;
+let typed = []; // typed messages whose transcription echo is not shown again
 const cards = new Map();
 
 function wsUrl() {
@@ -63,9 +65,16 @@ function connect() {
   setStatus("connecting", attempt ? `reconnecting (attempt ${attempt})…` : "connecting…");
   ws = new WebSocket(wsUrl());
   ws.binaryType = "arraybuffer";
-  ws.onopen = () => send("client-ready", { version: "2.2.0", about: { library: "rustvani-trio-page" } });
+  ws.onopen = () => send("client-ready", {
+    version: "2.2.0",
+    about: { library: "rustvani-trio-page" },
+    audio_in: { sample_rate: voice.MIC_RATE, num_channels: 1 }, // the microphone's PCM
+  });
   ws.onmessage = (ev) => {
-    if (typeof ev.data !== "string") return; // audio: played by the voice page
+    if (typeof ev.data !== "string") { // the bot's voice
+      if (ready) voice.play(ev.data);
+      return;
+    }
     let msg;
     try { msg = JSON.parse(ev.data); } catch { return; }
     if (msg.label === "rtvi-ai") handle(msg);
@@ -73,6 +82,9 @@ function connect() {
   ws.onclose = (ev) => {
     ready = false;
     sendButton.disabled = true;
+    micButton.disabled = true;
+    stopMic();
+    voice.silence();
     setBusy(false);
     finishBubble(true);
     const reason = CLOSE_REASONS[ev.code] || `Connection lost (${ev.code}); reconnecting…`;
@@ -134,12 +146,18 @@ function fill(el, data) {
 function handle(msg) {
   const data = msg.data || {};
   switch (msg.type) {
-    case "bot-ready":
+    case "bot-ready": {
       ready = true; attempt = 0;
       sendButton.disabled = false;
+      const talk = data.about && data.about.voice;
+      micButton.hidden = !talk;
+      micButton.disabled = !talk;
+      hint.hidden = !talk;
+      if (talk) hint.textContent = `Press Talk and say: ${(talk.understands || []).join(" · ")}`;
       setStatus("ready", "connected");
       showNotice("");
       break;
+    }
     case "bot-llm-started":
       finishBubble(false);
       bubble = add("msg bot streaming");
@@ -160,6 +178,7 @@ function handle(msg) {
       finishBubble(false);
       break;
     case "bot-interrupted":
+      voice.interrupt();
       finishBubble(true);
       for (const el of cards.values()) {
         if (el.dataset.done !== "1") el.querySelector(".state").textContent = "cancelled";
@@ -177,8 +196,30 @@ function handle(msg) {
       el.querySelector(".state").textContent = data.cancelled ? "cancelled" : "done";
       break;
     }
+    case "user-transcription":
+      if (data.final) {
+        const at = typed.indexOf(data.text);
+        if (at >= 0) typed.splice(at, 1); // our own typed message, already shown
+        else add("msg user voice", data.text).setAttribute("data-testid", "user-transcript");
+      }
+      break;
+    case "user-started-speaking":
+      setSpeaking("user");
+      break;
+    case "user-stopped-speaking":
+      if (speakingEl.dataset.who === "user") setSpeaking("none");
+      break;
+    case "bot-started-speaking":
+      voice.botStarted();
+      setSpeaking("bot");
+      break;
+    case "bot-stopped-speaking":
+      if (speakingEl.dataset.who === "bot") setSpeaking("none");
+      break;
     case "server-message":
-      if (data.type === "function-call-raw-result") {
+      if (data.type === "audio-format") {
+        voice.setFormat(data.sample_rate, data.num_channels);
+      } else if (data.type === "function-call-raw-result") {
         const el = card(data.tool_call_id, data.function_name);
         fill(el, data.data);
       } else if (data.type === "dhara-node-changed") {
@@ -204,6 +245,8 @@ $("composer").addEventListener("submit", (ev) => {
   const text = input.value.trim();
   if (!text || !ready) return;
   add("msg user", text);
+  typed.push(text);
+  if (typed.length > 20) typed.shift();
   input.value = "";
   sentAt = performance.now(); firstAt = 0; tokens = 0;
   send("send-text", { content: text });
@@ -211,6 +254,35 @@ $("composer").addEventListener("submit", (ev) => {
 
 stopButton.addEventListener("click", () => {
   if (ready) send("client-message", { t: "interrupt" });
+});
+
+function setSpeaking(who) {
+  speakingEl.dataset.who = who;
+  speakingEl.textContent = who === "user" ? "listening…" : who === "bot" ? "speaking…" : "";
+}
+
+function stopMic() {
+  voice.stopMic();
+  micButton.setAttribute("aria-pressed", "false");
+  micButton.textContent = "🎤 Talk";
+}
+
+micButton.addEventListener("click", async () => {
+  if (voice.stats.micOn) { stopMic(); return; }
+  micButton.disabled = true;
+  try {
+    await voice.startMic((pcm) => {
+      if (ready && ws.readyState === WebSocket.OPEN) ws.send(pcm);
+    });
+    micButton.setAttribute("aria-pressed", "true");
+    micButton.textContent = "■ Stop";
+    showNotice("");
+  } catch (err) {
+    stopMic();
+    showNotice(`The microphone is not available: ${err.message || err}`);
+  } finally {
+    micButton.disabled = !ready;
+  }
 });
 
 connect();

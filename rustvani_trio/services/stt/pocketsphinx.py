@@ -19,9 +19,16 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+from ...frames import CancelFrame, EndFrame
 from ._base import STTService
 
 __all__ = ["PocketsphinxSTTService", "available"]
+
+# Decoders of finished services, by (grammar, words), for the next service to reuse: making
+# one loads the acoustic model and holds the GIL for a few hundred milliseconds, which would
+# stall every other session of a server each time a voice session starts.
+_IDLE: dict[tuple[str | None, tuple[tuple[str, str], ...]], list[Any]] = {}
+_IDLE_PER_KEY = 8
 
 
 def available() -> bool:
@@ -31,6 +38,32 @@ def available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def _new_decoder(grammar: str | None, words: Mapping[str, str] | None) -> Any:
+    try:
+        from pocketsphinx import Decoder
+    except ImportError as exc:
+        raise ImportError(
+            "pocketsphinx STT needs the 'stt-pocketsphinx' extra: "
+            "pip install 'rustvani-trio[stt-pocketsphinx]'"
+        ) from exc
+    config: dict[str, Any] = {"samprate": 16000, "loglevel": "FATAL"}
+    if grammar is not None:
+        config["lm"] = None  # the grammar replaces the language model (faster to load)
+    decoder = Decoder(**config)
+    for word, phones in (words or {}).items():
+        decoder.add_word(word, phones, True)
+    if grammar is not None:
+        try:
+            decoder.add_jsgf_string("grammar", grammar)
+        except (ValueError, RuntimeError) as exc:
+            raise ValueError(
+                f"pocketsphinx could not use the grammar ({exc}); is every word in its "
+                "dictionary? Add missing ones with words={'word': 'PHONES'}"
+            ) from exc
+        decoder.activate_search("grammar")
+    return decoder
 
 
 class PocketsphinxSTTService(STTService):
@@ -44,6 +77,10 @@ class PocketsphinxSTTService(STTService):
             leading quiet the decoder misses words more often).
         noise_floor: a few LSB of noise added to the audio: long runs of exact digital
             silence (synthetic speech, gated input) upset the decoder's normalisation.
+
+    A service that has ended (EndFrame or CancelFrame) hands its decoder on to the next one
+    made with the same grammar and words (a few are kept per grammar), so only the first
+    session of a server pays for loading the model.
     """
 
     def __init__(
@@ -57,28 +94,9 @@ class PocketsphinxSTTService(STTService):
         **kwargs: Any,
     ) -> None:
         super().__init__(sample_rate=16000, name=name, **kwargs)
-        try:
-            from pocketsphinx import Decoder
-        except ImportError as exc:
-            raise ImportError(
-                "pocketsphinx STT needs the 'stt-pocketsphinx' extra: "
-                "pip install 'rustvani-trio[stt-pocketsphinx]'"
-            ) from exc
-        config: dict[str, Any] = {"samprate": 16000, "loglevel": "FATAL"}
-        if grammar is not None:
-            config["lm"] = None  # the grammar replaces the language model (faster to load)
-        self._decoder: Any = Decoder(**config)
-        for word, phones in (words or {}).items():
-            self._decoder.add_word(word, phones, True)
-        if grammar is not None:
-            try:
-                self._decoder.add_jsgf_string("grammar", grammar)
-            except (ValueError, RuntimeError) as exc:
-                raise ValueError(
-                    f"pocketsphinx could not use the grammar ({exc}); is every word in its "
-                    "dictionary? Add missing ones with words={'word': 'PHONES'}"
-                ) from exc
-            self._decoder.activate_search("grammar")
+        self._key = (grammar, tuple(sorted((words or {}).items())))
+        idle = _IDLE.get(self._key)
+        self._decoder: Any | None = idle.pop() if idle else _new_decoder(grammar, words)
         self.pre_roll = pre_roll
         self._history: deque[bytes] = deque()
         self._history_bytes = 0
@@ -97,6 +115,8 @@ class PocketsphinxSTTService(STTService):
         return samples.tobytes()
 
     async def run_stt(self, pcm: bytes) -> None:
+        if self._decoder is None:  # ended
+            return
         pcm = self._with_noise(pcm)
         if self._in_utterance:
             if self._history:
@@ -115,13 +135,13 @@ class PocketsphinxSTTService(STTService):
             self._history_bytes -= len(self._history.popleft())
 
     async def on_speech_started(self) -> None:
-        if self._in_utterance:
+        if self._in_utterance or self._decoder is None:
             return
         self._in_utterance = True
         self._decoder.start_utt()
 
     async def on_speech_stopped(self) -> None:
-        if not self._in_utterance:
+        if not self._in_utterance or self._decoder is None:
             return
         self._in_utterance = False
         for earlier in self._history:  # an utterance shorter than one audio frame
@@ -131,3 +151,22 @@ class PocketsphinxSTTService(STTService):
         self._decoder.end_utt()
         hyp = self._decoder.hyp()
         await self.push_transcript(hyp.hypstr if hyp is not None else "", final=True)
+
+    async def on_stop(self, frame: EndFrame) -> None:
+        await super().on_stop(frame)
+        self._release()
+
+    async def on_cancel(self, frame: CancelFrame) -> None:
+        await super().on_cancel(frame)
+        self._release()
+
+    def _release(self) -> None:
+        decoder, self._decoder = self._decoder, None
+        if decoder is None:
+            return
+        if self._in_utterance:
+            self._in_utterance = False
+            decoder.end_utt()
+        idle = _IDLE.setdefault(self._key, [])
+        if len(idle) < _IDLE_PER_KEY:
+            idle.append(decoder)

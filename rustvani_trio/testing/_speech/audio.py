@@ -37,6 +37,8 @@ def speak(
     )
     wav = read_wav(_fix_stream_header(result.stdout))
     pcm = to_mono(wav.pcm, wav.num_channels)
+    if wav.sample_rate == sample_rate:
+        return pcm
     return resample(pcm, wav.sample_rate, sample_rate)
 
 

@@ -16,8 +16,10 @@ from ...observer import BaseObserver, FramePushed
 from ...pipeline import Pipeline
 from ...processor import FrameProcessor
 from ...services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
+from ...services.tts.espeak import EspeakTTSService
 from ...task import PipelineTask
 from ...testing.server import RecordedRequest, TextReply, open_scripted_server
+from .audio import speak
 from .harness import wait_until
 from .paced import PacedAudioOutput
 from .scenario import Microphone, Silence, Speech, Until
@@ -27,6 +29,7 @@ __all__ = [
     "PHRASES",
     "WORDS",
     "Conversation",
+    "InlineEspeakTTS",
     "answer_for",
     "converse",
     "offline_voice_pipeline",
@@ -88,12 +91,16 @@ def scripted_answer(*, token_delay: float = 0.02, first_token_delay: float = 0.1
 
 
 def offline_voice_pipeline(
-    context: LLMContext, llm: FrameProcessor, output: PacedAudioOutput | None = None
+    context: LLMContext,
+    llm: FrameProcessor,
+    output: PacedAudioOutput | None = None,
+    *,
+    inline_tts: bool = False,
 ) -> list[FrameProcessor]:
-    """``VAD -> STT -> user aggregator -> llm -> TTS -> output -> assistant aggregator``."""
+    """``VAD -> STT -> user aggregator -> llm -> TTS -> output -> assistant aggregator``
+    (``inline_tts``: :class:`InlineEspeakTTS`, for runs on a virtual clock)."""
     from ...audio.vad.silero import SileroVADProcessor
     from ...services.stt.pocketsphinx import PocketsphinxSTTService
-    from ...services.tts.espeak import EspeakTTSService
 
     user, assistant = create_context_aggregators(context)
     return [
@@ -101,10 +108,26 @@ def offline_voice_pipeline(
         PocketsphinxSTTService(GRAMMAR, words=WORDS),
         user,
         llm,
-        EspeakTTSService(),
+        InlineEspeakTTS() if inline_tts else EspeakTTSService(),
         output if output is not None else PacedAudioOutput(),
         assistant,
     ]
+
+
+class InlineEspeakTTS(EspeakTTSService):
+    """espeak-ng run to completion inline, blocking the event loop for the few tens of
+    milliseconds a sentence takes: under a virtual clock no time passes while it speaks
+    (a process the loop waits on lets the clock jump ahead), so timings are deterministic.
+    For tests; the real service streams the process's output instead."""
+
+    async def _synthesise(self, text: str, generation: int) -> None:
+        pcm = speak(
+            text,
+            sample_rate=self.sample_rate,
+            voice=self.voice,
+            words_per_minute=self.words_per_minute,
+        )
+        await self.push_audio(pcm, generation)
 
 
 class _SpeakingTimes(BaseObserver):

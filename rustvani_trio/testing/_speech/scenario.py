@@ -4,6 +4,7 @@ marks of when speech really started and ended (the first and last audible sample
 from __future__ import annotations
 
 from array import array
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
@@ -45,7 +46,8 @@ def _audible_bounds(pcm: bytes) -> tuple[int, int]:
 
 @attrs.define
 class Microphone:
-    """Feeds segments to ``task`` as 20 ms :class:`InputAudioRawFrame` s in real time.
+    """Feeds segments in real time, 20 ms at a time: to a task as
+    :class:`InputAudioRawFrame` s, or to any ``async def send(pcm)`` (a WebSocket client).
 
     ``speech_start[label]`` / ``speech_end[label]`` are the times the first and last audible
     samples of each :class:`Speech` were sent (the clock of the run: virtual under a
@@ -58,7 +60,11 @@ class Microphone:
     speech_end: dict[str, float] = attrs.Factory(dict)
     done: trio.Event = attrs.Factory(trio.Event)
 
-    async def play(self, task: PipelineTask, segments: list[Speech | Silence | Until]) -> None:
+    async def play(
+        self,
+        sink: PipelineTask | Callable[[bytes], Awaitable[None]],
+        segments: list[Speech | Silence | Until],
+    ) -> None:
         step = self.sample_rate * self.frame_ms // 1000
         frame_secs = step / self.sample_rate
         clock = trio.current_time()
@@ -66,7 +72,11 @@ class Microphone:
 
         async def send(pcm: bytes) -> None:
             nonlocal clock
-            await task.queue_frame(InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate))
+            if isinstance(sink, PipelineTask):
+                frame = InputAudioRawFrame(audio=pcm, sample_rate=self.sample_rate)
+                await sink.queue_frame(frame)
+            else:
+                await sink(pcm)
             clock += frame_secs
             await trio.sleep_until(clock)
 
