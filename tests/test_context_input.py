@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from rustvani_trio.aggregators import create_context_aggregators
 from rustvani_trio.context import (
+    ContextInvariantError,
     FunctionSchema,
     InvalidMessageError,
     InvalidToolError,
@@ -282,3 +283,85 @@ async def test_a_tool_result_that_is_not_valid_text_fails_its_turn_only() -> Non
     assert context.messages == [SYSTEM, user("look it up"), user("thanks")]
     assert second.upstream_of(ErrorFrame) == []
     assert server.requests[-1].messages == [SYSTEM, user("look it up"), user("thanks")]
+
+
+# --------------------------------------------------------------------------- error messages
+
+
+class _ReprRaises:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr failed")
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("attempt", "error", "shown"),
+    [
+        # repr() of these raised RecursionError, the object's own error or ValueError (an int
+        # too long to print) instead of the context's error
+        (
+            lambda ctx: ctx.add_message(user("x") | {"role": _deep(5000)}),
+            InvalidMessageError,
+            "[[[[...]]]]",
+        ),
+        (
+            lambda ctx: ctx.add_message(
+                {"role": "tool", "tool_call_id": _deep(5000), "content": "r"}
+            ),
+            InvalidMessageError,
+            "[[[[...]]]]",
+        ),
+        (lambda ctx: ctx.set_tool_choice(_deep(5000)), InvalidToolError, "[[[[...]]]]"),
+        (lambda ctx: ctx.remove_tool(_deep(5000)), KeyError, "[[[[...]]]]"),
+        (lambda ctx: ctx.trim(_deep(5000)), ValueError, "[[[[...]]]]"),
+        (
+            lambda ctx: ctx.add_message(user("x") | {"role": _ReprRaises()}),
+            InvalidMessageError,
+            "<_ReprRaises instance",
+        ),
+        (
+            lambda ctx: ctx.add_message(user("x") | {"role": 10**5000}),
+            InvalidMessageError,
+            "<int of 16,610 bits>",
+        ),
+        (
+            lambda ctx: ctx.add_message(user("x") | {"role": b"r" * 10**6}),
+            InvalidMessageError,
+            "(1,000,000 bytes)",
+        ),
+        # an unhashable role raised TypeError from the set lookup
+        (
+            lambda ctx: ctx.add_message(user("x") | {"role": ["user"]}),
+            InvalidMessageError,
+            "unknown role ['user']",
+        ),
+    ],
+)
+def test_errors_name_any_value_briefly_and_never_fail_themselves(
+    attempt: Any, error: type[Exception], shown: str
+) -> None:
+    ctx = LLMContext([SYSTEM])
+    with pytest.raises(error) as info:
+        attempt(ctx)
+    assert shown in str(info.value)
+    assert len(str(info.value)) < 300
+    assert ctx.messages == [SYSTEM]
+
+
+def test_ids_in_sequence_errors_are_cut_short() -> None:
+    long_id = "i" * 100_000
+    calls = [call(f"{long_id}{n}") for n in range(50)]
+    ctx = LLMContext([user("q"), {"role": "assistant", "content": None, "tool_calls": calls}])
+    with pytest.raises(ContextInvariantError, match="and 42 more") as info:
+        ctx.validate()
+    assert len(str(info.value)) < 1000
+    ctx.add_tool_message("other" * 100_000, "r")
+    with pytest.raises(ContextInvariantError) as info:
+        ctx.validate()
+    assert len(str(info.value)) < 1000

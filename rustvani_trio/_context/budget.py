@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .estimate import MESSAGE_OVERHEAD, REPLY_PRIMING, message_tokens
 from .tools import ToolChoice, Toolset, ToolSpec
+from .values import short
 
 if TYPE_CHECKING:
     from .history import History
@@ -149,9 +150,9 @@ class TokenBudget(Toolset):
         in (0, 1].
         """
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
-            raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
+            raise ValueError(f"max_tokens must be a positive int, got {short(max_tokens)}")
         if not 0.0 < budget <= 1.0:
-            raise ValueError(f"budget must be in (0, 1], got {budget!r}")
+            raise ValueError(f"budget must be in (0, 1], got {short(budget)}")
         limit = max_tokens * budget
         if self.estimate_tokens() <= limit:
             return 0

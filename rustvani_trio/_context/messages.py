@@ -98,7 +98,7 @@ def check_message(message: object, where: str) -> None:
             f"{where}: a message must be a dict, got {type(message).__name__}"
         )
     role = message.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise InvalidMessageError(
             f"{where}: unknown role {short(role)} (expected one of {', '.join(sorted(ROLES))})"
         )
@@ -151,17 +151,18 @@ def check_sequence(messages: Sequence[Mapping[str, Any]]) -> None:
                 answered.add(call_id)
             elif call_id in answered:
                 raise ContextInvariantError(
-                    f"message {i} (tool) answers tool call {call_id!r}, which was already answered"
+                    f"message {i} (tool) answers tool call {short(call_id)}, which was already "
+                    "answered"
                 )
             elif caller is None:
                 raise ContextInvariantError(
-                    f"message {i} (tool) answers tool call {call_id!r}, but it does not "
+                    f"message {i} (tool) answers tool call {short(call_id)}, but it does not "
                     "follow an assistant message with tool calls"
                 )
             else:
                 calls = messages[caller]["tool_calls"]
                 raise ContextInvariantError(
-                    f"message {i} (tool) answers unknown tool call {call_id!r}; the "
+                    f"message {i} (tool) answers unknown tool call {short(call_id)}; the "
                     f"assistant message {caller} called {describe_ids(c['id'] for c in calls)}"
                 )
             continue

@@ -126,8 +126,10 @@ class ContextRound:
                 f"{describe_ids(self._ids)}"
             )
         if tool_call_id in self._results:
-            raise ContextInvariantError(f"round: tool call {tool_call_id!r} already has a result")
-        where = f"round: result for {tool_call_id!r}"
+            raise ContextInvariantError(
+                f"round: tool call {short(tool_call_id)} already has a result"
+            )
+        where = f"round: result for {short(tool_call_id)}"
         check_content(content, where)
         self._results[tool_call_id] = freeze(content, where, InvalidMessageError)
 

@@ -105,7 +105,7 @@ def _make_tool(spec: object) -> Tool:
     elif isinstance(spec, Mapping):
         if spec.get("type") != "function":
             raise InvalidToolError(
-                f"a tool dict needs 'type': 'function', got {spec.get('type')!r}"
+                f"a tool dict needs 'type': 'function', got {short(spec.get('type'))}"
             )
         function = spec.get("function")
         if not isinstance(function, Mapping) or not is_name(function.get("name")):
@@ -115,11 +115,11 @@ def _make_tool(spec: object) -> Tool:
             )
         if not isinstance(function.get("description", ""), str):
             raise InvalidToolError(
-                f"tool {function['name']!r}: 'function.description' must be a string"
+                f"tool {short(function['name'])}: 'function.description' must be a string"
             )
         if not isinstance(function.get("parameters", {}), Mapping):
             raise InvalidToolError(
-                f"tool {function['name']!r}: 'function.parameters' must be a dict"
+                f"tool {short(function['name'])}: 'function.parameters' must be a dict"
             )
         frozen: ReadOnlyDict = freeze(spec, f"tool {short(function['name'])}", InvalidToolError)
         openai = stored = frozen
@@ -139,7 +139,7 @@ def make_tools(specs: Iterable[ToolSpec]) -> list[Tool]:
     seen: set[str] = set()
     for tool in tools:
         if tool.name in seen:
-            raise InvalidToolError(f"tool name {tool.name!r} appears more than once")
+            raise InvalidToolError(f"tool name {short(tool.name)} appears more than once")
         seen.add(tool.name)
     return tools
 
@@ -223,7 +223,7 @@ class Toolset:
                 return True
         if missing_ok:
             return False
-        raise KeyError(f"no tool named {name!r} (tools: {describe_ids(self.tool_names())})")
+        raise KeyError(f"no tool named {short(name)} (tools: {describe_ids(self.tool_names())})")
 
     def tool_names(self) -> list[str]:
         """The tool names, in order."""
@@ -253,7 +253,7 @@ class Toolset:
             name = choice["function"]["name"]
             if name not in self.tool_names():
                 raise ContextInvariantError(
-                    f"tool_choice names function {name!r}, which is not among the tools "
+                    f"tool_choice names function {short(name)}, which is not among the tools "
                     f"({describe_ids(self.tool_names())})"
                 )
         elif choice == "required" and not self._tools:

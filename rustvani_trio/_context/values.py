@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -30,12 +31,38 @@ _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _SHORT: Final = 60
 
 
+class _ShortRepr(reprlib.Repr):
+    """:mod:`reprlib` limits, plus integers too long to print and bytes cut before
+    printing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = self.maxother = self.maxlong = _SHORT
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = self.maxfrozenset = 4
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # str() refuses beyond 4,300 digits; the digits say nothing
+            return f"<int of {x.bit_length():,} bits>"
+        return super().repr_int(x, level)
+
+    def repr_bytes(self, x: bytes, level: int) -> str:
+        if len(x) <= _SHORT:
+            return repr(x)
+        return f"{repr(x[: _SHORT // 2])[:-1]}...' ({len(x):,} bytes)"
+
+
+_SHORT_REPR: Final = _ShortRepr()
+
+
 def short(value: object) -> str:
-    """``repr(value)``, cut to a few dozen characters (error messages never echo megabytes)."""
-    text = repr(value)
-    if len(text) <= _SHORT:
-        return text
-    return f"{text[: _SHORT - 20]}...{text[-12:]} ({len(text):,} characters)"
+    """A short ``repr`` of ``value`` for an error message: strings cut to a few dozen
+    characters, containers to a few items and levels (deep and self-referencing ones
+    included); never raises (a failing ``__repr__`` gives ``<Type instance at ...>``)."""
+    try:
+        return _SHORT_REPR.repr(value)
+    except Exception:  # reprlib guards instances; this guards the built-in types' paths
+        return f"<{type(value).__name__} object>"
 
 
 class _Refused(Exception):
