@@ -202,6 +202,62 @@ def test_read_only_values_still_behave_like_plain_ones() -> None:
         type(messages)([SYSTEM])
 
 
+def _pickled(protocol: int) -> Callable[[LLMContext], LLMContext]:
+    def round_trip(ctx: LLMContext) -> LLMContext:
+        twin = pickle.loads(pickle.dumps(ctx, protocol=protocol))
+        assert isinstance(twin, LLMContext)
+        return twin
+
+    return round_trip
+
+
+@pytest.mark.parametrize(
+    "make_copy",
+    [
+        LLMContext.copy,
+        copy.copy,  # shared the message history, the tool list and the open round
+        copy.deepcopy,
+        *(_pickled(p) for p in range(pickle.HIGHEST_PROTOCOL + 1)),  # 0 and 1 failed
+    ],
+)
+def test_every_copy_of_a_context_is_independent(
+    make_copy: Callable[[LLMContext], LLMContext],
+) -> None:
+    ctx = make()
+    ctx.add_assistant_message("cut", interrupted=True)
+    ctx.calibrate(150, 100)
+    ctx.begin_round()
+    twin = make_copy(ctx)
+    assert twin.messages == ctx.messages
+    assert twin.tools == ctx.tools
+    assert twin.tool_choice == ctx.tool_choice
+    assert twin.interrupted_indices() == [4]
+    assert twin.calibration_factor == 1.5
+    assert twin.estimate_tokens() == ctx.estimate_tokens()
+    assert twin.open_round is None  # a round belongs to the context that began it
+    twin.add_user_message("twin only")
+    twin.add_tools([FunctionSchema(name="g")])
+    twin.replace_message(0, user("twin prompt"), interrupted=True)
+    twin.begin_round()
+    assert ctx.messages[0] == SYSTEM
+    assert ctx.message_count == 5
+    assert ctx.tool_names() == ["raw", "f"]
+    assert ctx.interrupted_indices() == [4]
+
+
+class _Tagged(LLMContext):
+    pass
+
+
+def test_a_subclass_copies_and_pickles_as_itself() -> None:
+    ctx = _Tagged([SYSTEM])
+    ctx.tag = "mine"  # type: ignore[attr-defined]
+    for twin in (copy.copy(ctx), pickle.loads(pickle.dumps(ctx))):
+        assert type(twin) is _Tagged
+        assert twin.tag == "mine"  # type: ignore[attr-defined]
+        assert twin.messages == [SYSTEM]
+
+
 def test_reading_messages_is_cheap_and_a_snapshot() -> None:
     ctx = LLMContext([SYSTEM, user("a")])
     first = ctx.messages

@@ -219,9 +219,13 @@ class LLMContext(TokenBudget):
     def copy(self) -> LLMContext:
         """An independent copy: messages, interruption marks, tools, tool choice, calibration.
 
-        An open round is *not* copied; the copy has none.
+        An open round is *not* copied; the copy has none. :func:`copy.copy` and
+        :func:`copy.deepcopy` make the same copy (the values it holds are read-only, so
+        sharing them is safe; sharing the message list itself would not be).
         """
-        other = LLMContext.__new__(LLMContext)
+        other = object.__new__(type(self))
+        if hasattr(self, "__dict__"):  # a subclass's own attributes, shallow-copied
+            other.__dict__.update(self.__dict__)
         other._entries = self._entries.copy()
         other._tools = list(self._tools)  # tools and the tool choice are read-only values
         other._tool_choice = self._tool_choice
@@ -230,22 +234,21 @@ class LLMContext(TokenBudget):
         other._round = None
         return other
 
-    def validate(self) -> None:
-        """Check that the context can be sent as is; raise :class:`ContextInvariantError` if not.
+    def __copy__(self) -> LLMContext:
+        return self.copy()
 
-        Checks, in order: no round is open; every message is well formed (e.g. every tool call
-        has an id); every assistant message's tool calls are each answered by exactly one tool
-        message before the next non-tool message (results may come in any order); every tool
-        message answers a pending call of the assistant message before it (not an unknown or an
-        already answered id); a ``tool_choice`` naming a function names one of the tools, and
-        ``"required"`` has tools to choose from.
-        """
-        if self._round is not None:
-            raise ContextInvariantError(
-                "a tool round is still open: commit() or rollback() it first"
-            )
-        check_sequence(self._entries.messages())
-        self._check_tool_choice_names_a_tool()
+    def __deepcopy__(self, _memo: dict[int, Any]) -> LLMContext:
+        return self.copy()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle what :meth:`copy` copies, through the public constructor (so a pickle does
+        not depend on private attributes, and is checked again when loaded)."""
+        tools = [tool.spec for tool in self._tools]
+        state = (self.interrupted_indices(), self._factor, self._last_request_raw)
+        messages = list(self._entries.messages())
+        arguments = (type(self), messages, tools, self._tool_choice, state)
+        extra = getattr(self, "__dict__", None)  # a subclass's own attributes
+        return (_unpickle, arguments, extra) if extra else (_unpickle, arguments)
 
     # ------------------------------------------------------------------ rounds
 
@@ -276,6 +279,21 @@ class LLMContext(TokenBudget):
     def _close_round(self, round_: ContextRound) -> None:
         if self._round is round_:
             self._round = None
+
+
+def _unpickle(
+    cls: type[LLMContext],
+    messages: list[Mapping[str, Any]],
+    tools: list[ToolSpec],
+    tool_choice: ToolChoice,
+    state: tuple[list[int], float, int | None],
+) -> LLMContext:
+    context = cls.__new__(cls)
+    LLMContext.__init__(context, messages, tools=tools, tool_choice=tool_choice)
+    marks, context._factor, context._last_request_raw = state
+    for index in marks:
+        context._entries[index].interrupted = True
+    return context
 
 
 def _checked(message: Mapping[str, Any], index: int) -> MessageDict:
