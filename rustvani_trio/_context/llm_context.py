@@ -250,6 +250,23 @@ class LLMContext(TokenBudget):
         extra = getattr(self, "__dict__", None)  # a subclass's own attributes
         return (_unpickle, arguments, extra) if extra else (_unpickle, arguments)
 
+    def validate(self) -> None:
+        """Check that the context can be sent as is; raise :class:`ContextInvariantError` if not.
+
+        Checks, in order: no round is open; every message is well formed (e.g. every tool call
+        has an id); every assistant message's tool calls are each answered by exactly one tool
+        message before the next non-tool message (results may come in any order); every tool
+        message answers a pending call of the assistant message before it (not an unknown or an
+        already answered id); a ``tool_choice`` naming a function names one of the tools, and
+        ``"required"`` has tools to choose from.
+        """
+        if self._round is not None:
+            raise ContextInvariantError(
+                "a tool round is still open: commit() or rollback() it first"
+            )
+        check_sequence(self._entries.messages())
+        self._check_tool_choice_names_a_tool()
+
     # ------------------------------------------------------------------ rounds
 
     @property
