@@ -365,3 +365,35 @@ def test_ids_in_sequence_errors_are_cut_short() -> None:
     with pytest.raises(ContextInvariantError) as info:
         ctx.validate()
     assert len(str(info.value)) < 1000
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        (math.nan, 10),  # made the factor NaN: every later estimate and trim raised
+        (10, math.nan),
+        (math.inf, 10),
+        (10.5, 10),
+        ("10", 10),
+        (None, 10),
+        (True, 1),
+        (-1, 10),
+    ],
+)
+def test_calibration_refuses_what_is_not_a_token_count(counts: tuple[Any, Any]) -> None:
+    ctx = LLMContext([SYSTEM, user("hi")])
+    ctx.calibrate(150, 100)
+    with pytest.raises(ValueError, match="non-negative int token counts"):
+        ctx.calibrate(*counts)
+    if counts[0] != 10:
+        with pytest.raises(ValueError, match="non-negative int token counts"):
+            ctx.calibrate_from_usage(counts[0], [SYSTEM])
+    assert ctx.calibration_factor == 1.5
+    assert ctx.trim(10_000) == 0
+
+
+def test_calibration_with_huge_counts_is_clamped() -> None:
+    ctx = LLMContext([SYSTEM])
+    assert ctx.calibrate(10**400, 3) == 4.0  # raised OverflowError
+    assert ctx.calibrate(3, 10**400) == 0.25
+    assert ctx.calibrate(10**400 + 10**399, 10**400) == 1.1
