@@ -300,46 +300,54 @@ def _deep(levels: int) -> Any:
     return value
 
 
+_HUGE_INT = 10**5000
+
+
 @pytest.mark.parametrize(
     ("attempt", "error", "shown"),
     [
         # repr() of these raised RecursionError, the object's own error or ValueError (an int
         # too long to print) instead of the context's error
+        (lambda ctx: ctx.set_tool_choice(_deep(5000)), InvalidToolError, "got [[[[...]]]]"),
+        (lambda ctx: ctx.set_tool_choice(_ReprRaises()), InvalidToolError, "<_ReprRaises instance"),
+        (lambda ctx: ctx.set_tool_choice(_HUGE_INT), InvalidToolError, "got <int of 16,610 bits>"),
+        (lambda ctx: ctx.remove_tool(_deep(5000)), KeyError, "no tool named [[[[...]]]]"),
+        (lambda ctx: ctx.remove_tool(b"f" * 10**6), KeyError, "...' (1,000,000 bytes)"),
+        (lambda ctx: ctx.trim(_deep(5000)), ValueError, "got [[[[...]]]]"),
         (
-            lambda ctx: ctx.add_message(user("x") | {"role": _deep(5000)}),
+            lambda ctx: ctx.add_message({"role": _deep(5000), "content": "x"}),
             InvalidMessageError,
-            "[[[[...]]]]",
+            "message 1 at role[0][0][0][0]...(53 more)...[0]",
         ),
         (
             lambda ctx: ctx.add_message(
                 {"role": "tool", "tool_call_id": _deep(5000), "content": "r"}
             ),
             InvalidMessageError,
-            "[[[[...]]]]",
-        ),
-        (lambda ctx: ctx.set_tool_choice(_deep(5000)), InvalidToolError, "[[[[...]]]]"),
-        (lambda ctx: ctx.remove_tool(_deep(5000)), KeyError, "[[[[...]]]]"),
-        (lambda ctx: ctx.trim(_deep(5000)), ValueError, "[[[[...]]]]"),
-        (
-            lambda ctx: ctx.add_message(user("x") | {"role": _ReprRaises()}),
-            InvalidMessageError,
-            "<_ReprRaises instance",
+            "nest more than 64 levels",
         ),
         (
-            lambda ctx: ctx.add_message(user("x") | {"role": 10**5000}),
+            lambda ctx: ctx.add_message({"role": _ReprRaises(), "content": "x"}),
             InvalidMessageError,
-            "<int of 16,610 bits>",
+            "at role: _ReprRaises is not a JSON value",
         ),
         (
-            lambda ctx: ctx.add_message(user("x") | {"role": b"r" * 10**6}),
+            lambda ctx: ctx.add_message({"role": _HUGE_INT, "content": "x"}),
             InvalidMessageError,
-            "(1,000,000 bytes)",
+            "16,610 bits is too large for JSON",
         ),
         # an unhashable role raised TypeError from the set lookup
         (
-            lambda ctx: ctx.add_message(user("x") | {"role": ["user"]}),
+            lambda ctx: ctx.add_message({"role": ["user"], "content": "x"}),
             InvalidMessageError,
             "unknown role ['user']",
+        ),
+        (
+            lambda ctx: ctx.add_message(
+                {"role": "tool", "tool_call_id": ["x" * 10**6], "content": "r"}
+            ),
+            InvalidMessageError,
+            "must be a string, got list ['xxxx",
         ),
     ],
 )
@@ -397,3 +405,79 @@ def test_calibration_with_huge_counts_is_clamped() -> None:
     assert ctx.calibrate(10**400, 3) == 4.0  # raised OverflowError
     assert ctx.calibrate(3, 10**400) == 0.25
     assert ctx.calibrate(10**400 + 10**399, 10**400) == 1.1
+
+
+def test_read_only_values_nested_again_still_fit_the_depth_limit() -> None:
+    # A value handed out by a context was taken back as checked, however deep it ended up:
+    # nesting it again and again built a message too deep for json (RecursionError at every
+    # later request).
+    value: Any = _deep(50)
+    for _ in range(300):
+        try:
+            ctx = LLMContext([user(part(data=value))])
+        except InvalidMessageError as error:
+            assert "nest more than 64 levels" in str(error)
+            assert len(str(error)) < 300
+            break
+        strict_json(ctx.to_request_messages())  # RecursionError after about 240 rounds
+        value = ctx.messages
+    else:
+        pytest.fail("never refused")
+    ctx = LLMContext([SYSTEM])
+    with ctx.begin_round() as staged:
+        staged.set_assistant(None, [call("c1")])
+        rows = value  # 50 levels deep at least
+        for _ in range(14):
+            rows = [rows]
+        with pytest.raises(InvalidMessageError, match="nest more than 64"):
+            staged.add_tool_result("c1", [{"type": "x", "rows": rows}])
+    shallow = LLMContext([user(part(data=[1, {"a": [2]}]))])
+    ctx.add_message(user(part(data=shallow.messages)))  # shallow enough: taken as is
+    strict_json(ctx.to_request_messages())
+
+
+class _Role(str):
+    """A str subclass whose methods lie, and which carries state."""
+
+    def isascii(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return "assistant"
+
+
+def test_subclasses_of_str_int_and_float_are_stored_as_plain_values() -> None:
+    import enum
+
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    class Ratio(float):
+        pass
+
+    tag = _Role("user")
+    tag.note = "kept?"  # type: ignore[attr-defined]
+    ctx = LLMContext()
+    ctx.add_message({_Role("role"): tag, "content": _Role("hi"), "n": Level.LOW, "r": Ratio(0.5)})
+    (message,) = ctx.messages
+    assert message == {"role": "user", "content": "hi", "n": 1, "r": 0.5}
+    assert [type(k) for k in message] == [str, str, str, str]
+    assert [type(v) for v in message.values()] == [str, str, int, float]
+    with pytest.raises(InvalidMessageError, match="lone surrogate"):
+        ctx.add_user_message(_Role(f"x{LONE}"))  # its isascii() said True
+
+
+class _TwoFaced(dict[str, Any]):
+    """A mapping whose get() and items() disagree (or one that changes while read)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return {"role": "user", "content": "fine"}.get(key, default)
+
+
+def test_the_checked_copy_is_the_stored_copy() -> None:
+    ctx = LLMContext([SYSTEM])
+    with pytest.raises(InvalidMessageError, match="unknown role 'robot'"):
+        ctx.add_message(_TwoFaced(role="robot", content="x"))
+    with pytest.raises(InvalidMessageError, match="missing 'content'"):
+        ctx.add_message(_TwoFaced(role="user"))
+    assert ctx.messages == [SYSTEM]

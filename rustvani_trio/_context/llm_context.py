@@ -8,7 +8,7 @@ from typing import Any
 from .budget import TokenBudget
 from .errors import ContextInvariantError, InvalidMessageError, RoundStateError
 from .history import Entry, History, make_entry
-from .messages import Message, check_message, check_sequence
+from .messages import ROLES, Message, check_message, check_sequence
 from .readonly import MessageDict
 from .rounds import ContextRound
 from .tools import ToolChoice, ToolSpec
@@ -314,8 +314,20 @@ def _unpickle(
 
 
 def _checked(message: Mapping[str, Any], index: int) -> MessageDict:
-    """``message`` checked (shape and values) and frozen, as message ``index``."""
-    check_message(message, f"message {index}")
-    return freeze_message(
-        message, lambda: f"message {index} (role {message['role']!r})", InvalidMessageError
-    )
+    """``message`` frozen (its values checked) and its shape checked, as message ``index``.
+
+    The frozen copy is what is checked and stored, so a mapping that changes while it is
+    read (or answers ``get`` and ``items`` differently) cannot slip past the checks.
+    """
+    if not isinstance(message, Mapping):
+        check_message(message, f"message {index}")  # raises: not a dict
+    frozen = freeze_message(message, lambda: _label(message, index), InvalidMessageError)
+    check_message(frozen, f"message {index}")
+    return frozen
+
+
+def _label(message: Mapping[str, Any], index: int) -> str:
+    role = message.get("role")
+    if isinstance(role, str) and role in ROLES:
+        return f"message {index} (role {role!r})"
+    return f"message {index}"
