@@ -399,3 +399,35 @@ async def test_a_hook_that_mutates_a_snapshot_fails_loudly(
     assert "TypeError" in error.error
     assert "context.insert_message(index, message)" in error.error
     assert len(result.downstream_of(LLMFullResponseEnd)) == 1
+
+
+def test_interruption_marks_are_bools_and_indices_are_checked() -> None:
+    ctx = LLMContext([SYSTEM, user("a")])
+    with pytest.raises(TypeError, match="interrupted must be a bool, got str"):
+        ctx.add_assistant_message("cut", interrupted="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="interrupted must be a bool, got int"):
+        ctx.replace_message(1, user("b"), interrupted=1)  # type: ignore[arg-type]
+    assert ctx.messages == [SYSTEM, user("a")]  # nothing added or replaced
+    assert ctx.interrupted_indices() == []
+    with pytest.raises(TypeError, match="must be an int, got str"):
+        ctx.is_interrupted("0")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be an int, got slice"):
+        ctx.is_interrupted(slice(0, 1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be an int, got bool"):
+        ctx.is_interrupted(True)
+    with pytest.raises(IndexError, match="message index 2 is out of range"):
+        ctx.is_interrupted(2)
+    assert ctx.is_interrupted(-1) is False
+
+
+def test_a_round_made_by_hand_cannot_commit() -> None:
+    from rustvani_trio.context import ContextRound, RoundStateError
+
+    ctx = LLMContext([user("q")])
+    stray = ContextRound(ctx)
+    stray.set_assistant(None, CALLS["tool_calls"])
+    stray.add_tool_result("c1", "r")
+    with pytest.raises(RoundStateError, match=r"begin rounds with context\.begin_round\(\)"):
+        stray.commit()  # an assert (gone under python -O) guarded this
+    assert ctx.messages == [user("q")]
+    stray.rollback()

@@ -115,7 +115,7 @@ class LLMContext(TokenBudget):
         text})``.
         """
         position = self._position(index, len(self._entries))
-        mark = self._entries[position].interrupted if interrupted is None else interrupted
+        mark = self._entries[position].interrupted if interrupted is None else _mark(interrupted)
         self._entries.replace(position, make_entry(_checked(message, position), mark))
 
     def remove_message(self, index: int) -> Mapping[str, Any]:
@@ -147,8 +147,9 @@ class LLMContext(TokenBudget):
         ``interrupted=True`` records that the bot was cut off while speaking it; the mark is
         kept outside the message (see :meth:`is_interrupted`) and is never sent.
         """
+        mark = _mark(interrupted)
         self.add_message({"role": "assistant", "content": text})
-        self._entries[-1].interrupted = interrupted
+        self._entries[-1].interrupted = mark
 
     def add_tool_message(
         self, tool_call_id: str, content: str | Sequence[Mapping[str, Any]]
@@ -162,9 +163,10 @@ class LLMContext(TokenBudget):
     def is_interrupted(self, index: int) -> bool:
         """Whether message ``index`` (negative counts from the end) was marked interrupted.
 
-        Raises :class:`IndexError` when there is no such message.
+        Raises :class:`IndexError` when there is no such message, :class:`TypeError` for an
+        index that is not an ``int``.
         """
-        return self._entries[index].interrupted
+        return self._entries[self._position(index, len(self._entries))].interrupted
 
     def interrupted_indices(self) -> list[int]:
         """Indices of the messages marked interrupted, ascending."""
@@ -289,13 +291,24 @@ class LLMContext(TokenBudget):
         return self._round
 
     def _commit_round(self, round_: ContextRound, messages: list[MessageDict]) -> None:
-        assert self._round is round_
+        if self._round is not round_:
+            raise RoundStateError(
+                "this round is not the context's open round: begin rounds with "
+                "context.begin_round(), not ContextRound(context)"
+            )
         self._entries.extend(make_entry(message) for message in messages)
         self._round = None
 
     def _close_round(self, round_: ContextRound) -> None:
         if self._round is round_:
             self._round = None
+
+
+def _mark(interrupted: object) -> bool:
+    """``interrupted`` checked: a mark is a ``bool`` (a string such as ``"no"`` is truthy)."""
+    if not isinstance(interrupted, bool):
+        raise TypeError(f"interrupted must be a bool, got {type(interrupted).__name__}")
+    return interrupted
 
 
 def _unpickle(
