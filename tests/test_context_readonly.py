@@ -431,3 +431,44 @@ def test_a_round_made_by_hand_cannot_commit() -> None:
         stray.commit()  # an assert (gone under python -O) guarded this
     assert ctx.messages == [user("q")]
     stray.rollback()
+
+
+def test_reading_and_adding_cost_stays_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted, not timed: what each read and each added message costs."""
+    from rustvani_trio._context import history, readonly
+
+    snapshots: list[int] = []  # the size of every snapshot built
+    estimated: list[int] = []  # one per message whose tokens were estimated
+    make_snapshot = readonly.ReadOnlyList._of.__func__  # type: ignore[attr-defined]
+
+    def counting_of(cls: Any, items: Any) -> Any:
+        made = make_snapshot(cls, items)
+        if cls in (readonly.MessageList, readonly.ToolList):
+            snapshots.append(len(made))
+        return made
+
+    def counting_tokens(message: Any) -> int:
+        estimated.append(1)
+        return message_tokens(message)
+
+    message_tokens = history.message_tokens
+    monkeypatch.setattr(readonly.ReadOnlyList, "_of", classmethod(counting_of))
+    monkeypatch.setattr(history, "message_tokens", counting_tokens)
+    n = 2000
+    ctx = LLMContext([SYSTEM], tools=[FunctionSchema(name="f")])
+    for i in range(n):
+        ctx.add_user_message(f"message {i}")
+    assert snapshots == []  # adding builds no snapshot
+    assert len(estimated) == n + 1  # each message is estimated once, when it comes in
+    for _ in range(n):  # reads: one snapshot each for messages and tools, for all of them
+        assert len(ctx.messages) == n + 1
+        assert len(ctx.tools) == 1
+        ctx.estimate_tokens()
+        ctx.trim(10**9)
+        assert ctx.system_prompt == SYSTEM["content"]
+    assert snapshots == [n + 1, 1]
+    assert len(estimated) == n + 1
+    ctx.add_messages([user("x")] * n)
+    assert len(estimated) == 2 * n + 1
+    assert ctx.messages[-1] == user("x")
+    assert snapshots == [n + 1, 1, 2 * n + 1]

@@ -68,7 +68,11 @@ class LLMContext(TokenBudget):
         that refuses every change with a :class:`TypeError` naming the method to use instead:
         :meth:`add_message`, :meth:`insert_message`, :meth:`replace_message`,
         :meth:`remove_message` or :meth:`set_messages`. Reading it is cheap: the snapshot is
-        made once per change of the context.
+        made once per change of the context, at the first read after the change (a copy of
+        the list of references, as :meth:`to_request_messages` makes for every request), so
+        adding messages costs nothing per message, and every read without a change between
+        costs nothing. Reading after *every* single change copies the list each time: use
+        :attr:`message_count`, or read once after a batch.
         """
         return self._entries.messages()
 
@@ -230,6 +234,7 @@ class LLMContext(TokenBudget):
             other.__dict__.update(self.__dict__)
         other._entries = self._entries.copy()
         other._tools = list(self._tools)  # tools and the tool choice are read-only values
+        other._tool_list = self._tool_list  # a read-only snapshot: shared until one changes
         other._tool_choice = self._tool_choice
         other._factor = self._factor
         other._last_request_raw = self._last_request_raw

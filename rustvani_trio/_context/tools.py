@@ -171,10 +171,11 @@ class Toolset:
     """The tools and tool choice of an :class:`LLMContext` (its first layer; see
     :mod:`.llm_context`)."""
 
-    __slots__ = ("_tool_choice", "_tools")
+    __slots__ = ("_tool_choice", "_tool_list", "_tools")
 
     def __init__(self, tools: Iterable[ToolSpec] | None, tool_choice: ToolChoice) -> None:
         self._tools: list[Tool] = make_tools(tools or ())
+        self._tool_list: ToolList | None = None  # the snapshot ``tools`` hands out
         check_tool_choice(tool_choice)
         self._tool_choice: ToolChoice = _freeze_choice(tool_choice)
 
@@ -185,7 +186,9 @@ class Toolset:
         Changing it raises a :class:`TypeError` naming the method to use instead
         (:meth:`set_tools`, :meth:`add_tools`, :meth:`remove_tool`).
         """
-        return ToolList._of(tool.spec for tool in self._tools)
+        if self._tool_list is None:
+            self._tool_list = ToolList._of(tool.spec for tool in self._tools)
+        return self._tool_list
 
     @property
     def tool_choice(self) -> ToolChoice:
@@ -196,6 +199,7 @@ class Toolset:
     def set_tools(self, tools: Iterable[ToolSpec] | None) -> None:
         """Replace the tools (``None`` or empty removes them all); names must be unique."""
         self._tools = make_tools(tools or ())
+        self._tool_list = None
 
     def add_tools(self, tools: Iterable[ToolSpec]) -> None:
         """Add tools; one with the name of an existing tool replaces it in place.
@@ -210,6 +214,7 @@ class Toolset:
             else:
                 position[tool.name] = len(self._tools)
                 self._tools.append(tool)
+        self._tool_list = None
 
     def remove_tool(self, name: str, *, missing_ok: bool = False) -> bool:
         """Remove the tool called ``name``; return whether one was removed.
@@ -220,6 +225,7 @@ class Toolset:
         for i, tool in enumerate(self._tools):
             if tool.name == name:
                 del self._tools[i]
+                self._tool_list = None
                 return True
         if missing_ok:
             return False
