@@ -169,6 +169,9 @@ def test_function_schema_is_frozen_kw_only_and_comparable() -> None:
         FunctionSchema("f")  # type: ignore[call-arg]
     assert FunctionSchema(name="f") == schema
     assert FunctionSchema(name="g") != schema
+    other_parameters = FunctionSchema(name="f", parameters={"type": "object", "required": []})
+    assert other_parameters != schema
+    assert len({schema, FunctionSchema(name="f"), other_parameters}) == 2  # hashable, as documented
 
 
 @pytest.mark.parametrize("name", ["", 3, None])

@@ -50,8 +50,9 @@ class FunctionSchema:
 
     ``parameters`` is a JSON Schema object; it is checked (JSON values only) and copied on
     construction into a read-only dict, so the instance is immutable through and through
-    (:meth:`to_openai` returns an editable copy).  Instances are comparable but not hashable
-    (the schema is a dict).
+    (:meth:`to_openai` returns an editable copy).  Instances compare by all three fields and
+    hash by ``name`` and ``description`` (equal schemas hash equal), so they can be set
+    members and dict keys.
     """
 
     name: str = attrs.field()
