@@ -472,3 +472,24 @@ def test_reading_and_adding_cost_stays_linear(monkeypatch: pytest.MonkeyPatch) -
     assert len(estimated) == 2 * n + 1
     assert ctx.messages[-1] == user("x")
     assert snapshots == [n + 1, 1, 2 * n + 1]
+
+
+def test_assigning_or_augmenting_the_attributes_says_what_to_call() -> None:
+    ctx = make()
+    before = (ctx.messages, ctx.tools, ctx.tool_choice)
+    # ``ctx.messages += x`` is ``ctx.messages = ctx.messages.__iadd__(x)``: the snapshot refuses
+    # before the assignment is tried, so the cached snapshot cannot be changed in place.
+    with pytest.raises(TypeError, match=r"\+= would change nothing; use context\.add_messages"):
+        ctx.messages += [user("x")]  # type: ignore[misc]
+    with pytest.raises(TypeError, match=r"\+= would change nothing; use context\.add_tools"):
+        ctx.tools += [TOOL]  # type: ignore[misc]
+    with pytest.raises(TypeError, match=r"\|= would change nothing"):
+        ctx.tool_choice |= {"type": "function"}  # type: ignore[operator]
+    with pytest.raises(AttributeError, match=r"use context\.set_messages\(messages\)"):
+        ctx.messages = [user("x")]  # type: ignore[misc]
+    with pytest.raises(AttributeError, match=r"use context\.set_tools\(tools\)"):
+        ctx.tools = []  # type: ignore[misc]
+    with pytest.raises(AttributeError, match=r"use context\.set_tool_choice\(choice\)"):
+        ctx.tool_choice = "auto"  # type: ignore[misc]
+    assert (ctx.messages, ctx.tools, ctx.tool_choice) == before
+    assert ctx.messages is before[0]

@@ -76,6 +76,13 @@ class LLMContext(TokenBudget):
         """
         return self._entries.messages()
 
+    @messages.setter
+    def messages(self, _value: object) -> None:
+        raise AttributeError(
+            "context.messages cannot be assigned: use context.set_messages(messages) (or "
+            "add_messages, insert_message, replace_message, remove_message)"
+        )
+
     @property
     def message_count(self) -> int:
         """Number of committed messages (cheaper than ``len(ctx.messages)``)."""

@@ -191,11 +191,24 @@ class Toolset:
             self._tool_list = ToolList._of(tool.spec for tool in self._tools)
         return self._tool_list
 
+    @tools.setter
+    def tools(self, _value: object) -> None:
+        raise AttributeError(
+            "context.tools cannot be assigned: use context.set_tools(tools) (or add_tools, "
+            "remove_tool)"
+        )
+
     @property
     def tool_choice(self) -> ToolChoice:
         """The tool choice (``None`` means the field is omitted from requests); a named
         choice is a read-only dict (change it with :meth:`set_tool_choice`)."""
         return self._tool_choice
+
+    @tool_choice.setter
+    def tool_choice(self, _value: object) -> None:
+        raise AttributeError(
+            "context.tool_choice cannot be assigned: use context.set_tool_choice(choice)"
+        )
 
     def set_tools(self, tools: Iterable[ToolSpec] | None) -> None:
         """Replace the tools (``None`` or empty removes them all); names must be unique."""
