@@ -1,0 +1,124 @@
+"""The scripted server against careless scripts and hostile clients (issue 9).
+
+Users point their own tests at this server, so a bad reply is refused where it is built (not
+when it is played, as a dropped connection and a traceback in the log), and no request, however
+malformed, crashes a connection without an answer or hangs the server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+
+from rustvani_trio.testing import (
+    ErrorReply,
+    RawReply,
+    ScriptedServer,
+    ScriptedToolCall,
+    TextReply,
+    ToolCallReply,
+    Usage,
+    open_scripted_server,
+)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedServer]:
+    async with open_scripted_server(default_reply=TextReply(["a", "b"])) as srv:
+        yield srv
+
+
+async def exchange(server: ScriptedServer, data: bytes, *, eof: bool = False) -> bytes:
+    """Send raw bytes on a fresh connection; return everything received until it closes."""
+    received = b""
+    with trio.fail_after(5):
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            await stream.send_all(data)
+            if eof:
+                await stream.send_eof()
+            while piece := await stream.receive_some(65536):
+                received += piece
+    return received
+
+
+def post(body: bytes, *headers: bytes, length: int | None = None) -> bytes:
+    """A POST to the chat path, asking to close the connection after the answer."""
+    extra = b"".join(h + b"\r\n" for h in headers)
+    size = len(body) if length is None else length
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n%b\r\n%b" % (size, extra, body)
+    )
+
+
+def error_of(answer: bytes) -> tuple[int, str]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, json.loads(body)["error"]["message"]
+
+
+# --------------------------------------------------------------------------- replies
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "fragment"),
+    [
+        # Each of these was accepted, then made the server drop the connection (h11 refused
+        # to send it) with a traceback in the log, or sent something no client can read.
+        (lambda: ErrorReply(204, "x"), ValueError, "status 204 cannot carry a body"),
+        (lambda: ErrorReply(304, "x"), ValueError, "status 304 cannot carry a body"),
+        (lambda: RawReply(b"x", status=205), ValueError, "status 205 cannot carry a body"),
+        (
+            lambda: ErrorReply(429, "x", headers={"Retry-After": "1\r\nX-Evil: 1"}),
+            ValueError,
+            "cannot be sent",
+        ),
+        (lambda: ErrorReply(429, "x", headers={"X-Mark": "\u2713"}), ValueError, "cannot be sent"),
+        (lambda: ErrorReply(429, "x", headers={"Bad Name": "1"}), ValueError, "cannot be sent"),
+        (
+            lambda: ErrorReply(429, "x", headers={"Content-Length": "5"}),
+            ValueError,
+            "set by the server",
+        ),
+        (
+            lambda: RawReply(b"x", headers={"transfer-encoding": "chunked"}),
+            ValueError,
+            "set by the server",
+        ),
+        (lambda: RawReply(b"x", content_type="text/plain\r\nX: y"), ValueError, "cannot be sent"),
+        (lambda: ErrorReply(429, "x", headers={"Retry-After": 1}), TypeError, "map str to str"),  # type: ignore[dict-item]
+        (lambda: RawReply("text"), TypeError, "body must be bytes"),  # type: ignore[arg-type]
+        # ... or sent a value of the wrong JSON type
+        (lambda: ScriptedToolCall(None), TypeError, "name must be a non-empty str"),  # type: ignore[arg-type]
+        (lambda: ScriptedToolCall(""), TypeError, "name must be a non-empty str"),
+        (lambda: ScriptedToolCall("f", id=5), TypeError, "id must be a non-empty str"),  # type: ignore[arg-type]
+        (lambda: TextReply(["a"], finish_reason=None), TypeError, "finish_reason must be a str"),  # type: ignore[arg-type]
+        (lambda: TextReply(["a"], error_message=3), TypeError, "error_message must be a str"),  # type: ignore[arg-type]
+        (lambda: ErrorReply(500, None), TypeError, "message must be a str"),  # type: ignore[arg-type]
+        (lambda: Usage("10", 1), TypeError, "prompt_tokens must be an int"),  # type: ignore[arg-type]
+        # an empty list of calls streamed "tool_calls": [], which no provider sends
+        (lambda: ToolCallReply([]), ValueError, "at least one call"),
+        # a huge value in an error is cut short
+        (lambda: TextReply(["a", b"x" * 10**6]), TypeError, r"expected strings, got b'xxx"),  # type: ignore[list-item]
+    ],
+)
+def test_replies_refuse_what_the_server_could_not_send(
+    build: Any, error: type[Exception], fragment: str
+) -> None:
+    with pytest.raises(error, match=fragment) as info:
+        build()
+    assert len(str(info.value)) < 300
+
+
+def test_reply_headers_are_a_read_only_copy() -> None:
+    headers = {"Retry-After": "1"}
+    reply = ErrorReply(429, "slow down", headers=headers)
+    headers["Retry-After"] = "999"
+    assert reply.headers == {"Retry-After": "1"}
+    with pytest.raises(TypeError):
+        reply.headers["Retry-After"] = "2"  # type: ignore[index]
