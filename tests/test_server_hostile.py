@@ -122,3 +122,49 @@ def test_reply_headers_are_a_read_only_copy() -> None:
     assert reply.headers == {"Retry-After": "1"}
     with pytest.raises(TypeError):
         reply.headers["Retry-After"] = "2"  # type: ignore[index]
+
+
+# --------------------------------------------------------------------------- x_script
+
+
+@pytest.mark.parametrize(
+    ("script", "fragment"),
+    [
+        ({"tokens": 10**7}, "tokens must be between 0 and 100,000"),  # built a 100 MB answer
+        ({"tokens": -1}, "tokens must be between 0 and 100,000"),
+        ({"token_dealy": 0.1}, "unknown x_script key(s) 'token_dealy'"),  # ignored before
+        ({"tool_call": {"name": None}}, "name must be a non-empty str"),  # became "None"
+        ({"tool_call": {"name": "f", "id": 5}}, "id must be a non-empty str"),  # a number id
+        ({"tool_call": {"arguments": "{}"}}, "a tool_call needs a 'name'"),
+        ({"tool_call": [1]}, "each tool_call must be an object, got int"),
+        ({"tool_call": {"name": "f", "argument": "{}"}}, "unknown tool_call key(s) 'argument'"),
+        ({"finish_reason": None}, "finish_reason must be a str"),  # became "None"
+        ({"token_delay": "Infinity"}, "token_delay must be a number"),
+    ],
+)
+async def test_x_script_errors_name_the_field(
+    server: ScriptedServer, script: dict[str, Any], fragment: str
+) -> None:
+    answer = await exchange(server, post(json.dumps({"x_script": script}).encode()))
+    status, message = error_of(answer)
+    assert status == 400
+    assert message.startswith("scripted server: invalid x_script: ")
+    assert fragment in message
+
+
+@pytest.mark.parametrize("number", [b"Infinity", b"-Infinity", b"NaN", b"1e999"])
+async def test_x_script_refuses_non_finite_delays(server: ScriptedServer, number: bytes) -> None:
+    body = b'{"stream": false, "x_script": {"tokens": 2, "token_delay": %b}}' % number
+    with trio.fail_after(5):  # Infinity slept forever
+        status, message = error_of(await exchange(server, post(body)))
+    assert status == 400
+    assert "token_delay must be a finite number" in message
+
+
+async def test_x_script_errors_are_short(server: ScriptedServer) -> None:
+    script = {"tokens": ["a", ["x" * 100_000]]}  # the error echoed the whole value
+    answer = await exchange(server, post(json.dumps({"x_script": script}).encode()))
+    status, message = error_of(answer)
+    assert status == 400
+    assert "expected strings, got ['xxxx" in message
+    assert len(message) < 300

@@ -73,8 +73,9 @@ class ScriptedServer:
          "finish_reason": "...", "error_after": N, "drop_after": N, "stall_after": N}
 
     ``tokens`` (default 16, or 0 with a tool call) as a number means
-    :func:`numbered_tokens`; with ``tool_call`` the reply is a :class:`ToolCallReply` and the
-    tokens are its text tokens.
+    :func:`numbered_tokens` (at most 100,000); with ``tool_call`` the reply is a
+    :class:`ToolCallReply` and the tokens are its text tokens. Unknown keys, non-finite
+    delays and values of the wrong type get HTTP 400 naming the field.
 
     The response's ``model`` echoes the request's ``model`` (``model`` when absent).
     """
