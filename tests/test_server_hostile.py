@@ -7,10 +7,14 @@ malformed, crashes a connection without an answer or hangs the server.
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
+import warnings
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -168,3 +172,130 @@ async def test_x_script_errors_are_short(server: ScriptedServer) -> None:
     assert status == 400
     assert "expected strings, got ['xxxx" in message
     assert len(message) < 300
+
+
+# --------------------------------------------------------------------------- requests
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        # json.loads raised RecursionError: the connection was dropped without an answer and
+        # the log had an ERROR with a traceback
+        (b"[" * 100_000 + b"]" * 100_000, "not valid JSON (it nests too deeply)"),
+        (b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "it nests too deeply"),
+        # these said only "not a JSON object"
+        (b"{not json", "not valid JSON (Expecting property name"),
+        (b'{"a": "\xff"}', "not UTF-8"),
+        (b'{"n": 1' + b"0" * 5000 + b"}", "not valid JSON (Exceeds the limit"),
+        (b"[1, 2]", "JSON but not an object (got list)"),
+        (b"", "the request has no body"),
+    ],
+)
+async def test_a_body_that_is_not_a_json_object_gets_a_400_saying_why(
+    server: ScriptedServer, body: bytes, fragment: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    status, message = error_of(await exchange(server, post(body)))
+    assert status == 400
+    assert fragment in message
+    assert len(message) < 400
+    (record,) = server.requests
+    if body == b"[1, 2]":
+        assert (record.json, record.json_error) == ([1, 2], None)
+    else:
+        assert record.json is None
+        assert (record.json_error is None) == (body == b"")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_framing_that_could_hang_or_flood_is_refused(server: ScriptedServer) -> None:
+    body = b'{"stream": false}'
+    # Content-Length and Transfer-Encoding together: h11 reads a chunked body, this one never
+    # ends, and the request waited forever
+    both = await exchange(server, post(body, b"Transfer-Encoding: chunked"))
+    assert error_of(both) == (
+        400,
+        "bad request: the request has both Content-Length and Transfer-Encoding",
+    )
+    # a body over the cap is refused from its Content-Length, before it is read
+    huge = await exchange(server, post(b"", length=10**12))
+    assert error_of(huge)[0] == 413
+    # ... and a chunked one as it grows
+    chunk = b"x" * 1_000_000
+    flood = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    flood += b"%x\r\n%b\r\n" % (len(chunk), chunk) * 40
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            # the server stops reading at the cap and closes: the rest cannot be sent (a
+            # client still sending its body is reset before it can read the 413)
+            with pytest.raises(trio.BrokenResourceError):
+                await stream.send_all(flood)
+                await stream.send_eof()
+                while await stream.receive_some():
+                    pass
+    assert server.requests == []
+    # still serving
+    answer = await exchange(server, post(body))
+    assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_a_chunked_request_body_is_read(server: ScriptedServer) -> None:
+    body = json.dumps({"stream": False, "messages": [{"role": "user", "content": "hi"}]})
+    pieces = [body[:5], body[5:20], body[20:]]
+    chunked = b"".join(b"%x\r\n%b\r\n" % (len(p), p.encode()) for p in pieces) + b"0\r\n\r\n"
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    answer = await exchange(server, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert server.requests[0].messages == [{"role": "user", "content": "hi"}]
+
+
+async def test_a_client_leaving_mid_request_is_logged_as_such(
+    server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="rustvani_trio.testing.server")
+    partial = post(b'{"stream"', length=100)
+    assert await exchange(server, partial, eof=True) == b""
+    # the server logs before it closes the connection, which ended the exchange
+    assert any("client left mid-request" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if "bad request" in r.getMessage()]
+    assert server.requests == []
+
+
+async def test_an_async_reply_callable_is_refused_clearly(server: ScriptedServer) -> None:
+    async def later(_request: Any) -> TextReply:
+        return TextReply(["x"])
+
+    with pytest.raises(TypeError, match="called synchronously"):
+        server.add_reply(later)  # type: ignore[arg-type]
+    # one hidden behind a plain callable is caught when it is called
+    server.add_reply(lambda request: later(request))  # type: ignore[arg-type,return-value]
+    with warnings.catch_warnings(record=True) as warned:  # no "coroutine ... never awaited"
+        warnings.simplefilter("always")
+        status, message = error_of(await exchange(server, post(b'{"stream": false}')))
+        gc.collect()
+    assert not [w for w in warned if "never awaited" in str(w.message)]
+    assert status == 500
+    assert "returned an awaitable: reply callables are called synchronously" in message
+
+
+async def test_many_concurrent_and_pipelined_requests(server: ScriptedServer) -> None:
+    body = json.dumps({"stream": True}).encode()
+    keep = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b"
+    pipelined = keep % (len(body), body) * 9 + post(body)
+    answers: list[bytes] = []
+
+    async def one_connection() -> None:
+        answers.append(await exchange(server, pipelined))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(20):
+            nursery.start_soon(one_connection)
+    assert len(answers) == 20
+    assert all(a.count(b"HTTP/1.1 200 OK") == 10 for a in answers)
+    assert all(a.count(b"data: [DONE]") == 10 for a in answers)
+    assert len(server.requests) == 200
+    assert len({r.connection for r in server.requests}) == 20
+    async with httpx.AsyncClient(trust_env=False) as client:
+        response = await client.get(server.base_url + "/models")
+    assert response.status_code == 200

@@ -22,10 +22,12 @@ import attrs
 import h11
 import trio
 
-__all__ = ["HttpConnection", "IncomingRequest"]
+__all__ = ["MAX_BODY_SIZE", "HttpConnection", "IncomingRequest"]
 
 _RECEIVE_SIZE = 65536
 _MAX_HEADER_SIZE = 64 * 1024
+MAX_BODY_SIZE = 32 * 1024 * 1024
+"""The largest request body the server reads (a larger one gets HTTP 413)."""
 
 
 @attrs.define(eq=False)
@@ -45,6 +47,26 @@ def _reason(status: int) -> bytes:
         return HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
         return b""
+
+
+def _too_large() -> h11.RemoteProtocolError:
+    return h11.RemoteProtocolError(
+        f"the request body is larger than {MAX_BODY_SIZE:,} bytes", error_status_hint=413
+    )
+
+
+def _check_framing(request: h11.Request) -> None:
+    """Refuse what h11 accepts but a test server should not guess at."""
+    names = [name for name, _ in request.headers]
+    if b"content-length" in names and b"transfer-encoding" in names:
+        # h11 follows Transfer-Encoding (RFC 9112 allows it); the two disagreeing is a sign
+        # of a broken client (or request smuggling), and the body could wait forever.
+        raise h11.RemoteProtocolError(
+            "the request has both Content-Length and Transfer-Encoding", error_status_hint=400
+        )
+    for name, value in request.headers:
+        if name == b"content-length" and int(value) > MAX_BODY_SIZE:
+            raise _too_large()
 
 
 def _new_h11() -> h11.Connection:
@@ -125,8 +147,11 @@ class HttpConnection:
             elif isinstance(event, h11.Request):
                 request = event
                 self._head = event.method == b"HEAD"
+                _check_framing(event)
             elif isinstance(event, h11.Data):
                 body += event.data
+                if len(body) > MAX_BODY_SIZE:
+                    raise _too_large()
             elif isinstance(event, h11.EndOfMessage):
                 assert request is not None
                 return IncomingRequest(

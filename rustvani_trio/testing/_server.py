@@ -7,6 +7,7 @@ plumbing in :mod:`._http`.
 from __future__ import annotations
 
 import collections
+import inspect
 import itertools
 import json
 import logging
@@ -22,7 +23,7 @@ import trio
 from . import _play
 from ._http import HttpConnection, IncomingRequest
 from ._play import Outcome
-from ._recorded import RecordedRequest, ScriptItem
+from ._recorded import RecordedRequest, ScriptItem, parse_json_body
 from ._render import StreamPlan, error_body
 from ._replies import REPLY_TYPES, ErrorReply, RawReply, Reply
 from ._x_script import ScriptError, XScriptCache
@@ -39,6 +40,11 @@ _CLIENT_ERRORS: Final = (
     h11.RemoteProtocolError,
     OSError,
 )
+
+
+def _cut(text: str, limit: int = 200) -> str:
+    """``text`` cut for an error message or a log line."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _only_client_errors(exc: BaseException) -> bool:
@@ -109,7 +115,11 @@ class ScriptedServer:
     def add_reply(self, reply: ScriptItem) -> None:
         """Queue one reply (FIFO): a reply object or a ``(RecordedRequest) -> reply``."""
         if not isinstance(reply, REPLY_TYPES) and not callable(reply):
-            raise TypeError(f"not a reply: {reply!r}")
+            raise TypeError(f"not a reply: {_cut(repr(reply))}")
+        if inspect.iscoroutinefunction(reply):
+            raise TypeError(
+                f"reply callables are called synchronously; {_cut(repr(reply))} is async"
+            )
         self._queue.append(reply)
 
     def add_replies(self, replies: Iterable[ScriptItem]) -> None:
@@ -200,8 +210,11 @@ class ScriptedServer:
             try:
                 incoming = await conn.next_request()
             except h11.RemoteProtocolError as exc:
+                if conn.peer_closed:
+                    logger.debug("scripted server: client left mid-request: %s", exc)
+                    return
                 logger.debug("scripted server: bad request: %r", exc)
-                if conn.can_send_response() and not conn.peer_closed:
+                if conn.can_send_response():
                     body = error_body(f"bad request: {exc}", "invalid_request_error", None)
                     await conn.send_full(
                         exc.error_status_hint, _play.JSON_HEADERS, json.dumps(body).encode()
@@ -218,12 +231,7 @@ class ScriptedServer:
         headers: dict[str, str] = {}
         for name, value in incoming.headers:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        parsed: Any = None
-        if incoming.body:
-            try:
-                parsed = json.loads(incoming.body)
-            except ValueError:
-                parsed = None
+        parsed, json_error = parse_json_body(incoming.body)
         record = RecordedRequest(
             index=len(self.requests) + 1,
             method=incoming.method,
@@ -234,6 +242,7 @@ class ScriptedServer:
             json=parsed,
             http_version=incoming.http_version,
             connection=connection,
+            json_error=json_error,
         )
         self.requests.append(record)
         self._request_added.set()
@@ -289,23 +298,34 @@ class ScriptedServer:
         if isinstance(item, REPLY_TYPES):
             return item
         reply = item(record)
+        if inspect.isawaitable(reply):
+            if inspect.iscoroutine(reply):
+                reply.close()  # never awaited: no "coroutine was never awaited" warning
+            raise TypeError(
+                f"reply callable {_cut(repr(item))} returned an awaitable: reply callables are "
+                "called synchronously and return a reply"
+            )
         if not isinstance(reply, REPLY_TYPES):
-            raise TypeError(f"reply callable returned {reply!r}, not a reply")
+            raise TypeError(f"reply callable returned {_cut(repr(reply))}, not a reply")
         return reply
 
     async def _chat(self, conn: HttpConnection, record: RecordedRequest) -> Outcome:
         body = record.json
         if not isinstance(body, dict):
-            return await _play.send_error(
-                conn, record, 400, "scripted server: the request body is not a JSON object"
-            )
+            if record.json_error is not None:
+                problem = record.json_error
+            elif not record.body:
+                problem = "the request has no body (a JSON object was expected)"
+            else:
+                problem = f"the request body is JSON but not an object (got {type(body).__name__})"
+            return await _play.send_error(conn, record, 400, f"scripted server: {problem}")
         try:
             reply = self._resolve_reply(record, body)
         except ScriptError as exc:
             return await _play.send_error(conn, record, 400, f"scripted server: {exc}")
         except Exception as exc:
             logger.warning("scripted server: reply callable failed", exc_info=True)
-            message = f"scripted server: reply callable raised {exc!r}"
+            message = f"scripted server: reply callable raised {_cut(repr(exc))}"
             return await _play.send_error(conn, record, 500, message, "server_error")
         if reply is None:
             message = f"scripted server: no reply left for request #{record.index}"
