@@ -299,3 +299,9 @@ async def test_many_concurrent_and_pipelined_requests(server: ScriptedServer) ->
     async with httpx.AsyncClient(trust_env=False) as client:
         response = await client.get(server.base_url + "/models")
     assert response.status_code == 200
+
+
+async def test_a_port_in_use_is_an_os_error_not_a_group(server: ScriptedServer) -> None:
+    with pytest.raises(OSError, match="in use"):  # an ExceptionGroup around it before
+        async with open_scripted_server(port=server.port):
+            pass  # pragma: no cover

@@ -375,22 +375,27 @@ async def open_scripted_server(
     server = ScriptedServer(
         host, port, default_reply=default_reply, model=model, allow_x_script=allow_x_script
     )
-    body_error: BaseException | None = None
+    own_error: BaseException | None = None  # the body's, or the start's (e.g. port in use)
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
+            try:
+                await nursery.start(server.serve)
+            except Exception as exc:
+                own_error = exc
+                raise
             try:
                 yield server
             except BaseException as exc:
-                body_error = exc
+                own_error = exc
                 raise
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # An error of the ``async with`` body comes back wrapped by the nursery: unwrap it, so
-        # that ``pytest.raises(...)`` around the block sees the body's own exception.
-        if body_error is None or list(group.exceptions) != [body_error]:
+        # An error of the ``async with`` body, or of binding the port, comes back wrapped by
+        # the nursery: unwrap it, so that ``pytest.raises(...)`` (or ``except OSError``)
+        # around the block sees the exception itself.
+        if own_error is None or list(group.exceptions) != [own_error]:
             raise
     else:
         return
-    raise body_error
+    raise own_error
