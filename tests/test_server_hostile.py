@@ -305,3 +305,83 @@ async def test_a_port_in_use_is_an_os_error_not_a_group(server: ScriptedServer) 
     with pytest.raises(OSError, match="in use"):  # an ExceptionGroup around it before
         async with open_scripted_server(port=server.port):
             pass  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- empty replies, faults
+
+
+def sse_events(answer: bytes) -> list[Any]:
+    """The data of each SSE event of a chunked answer (``"[DONE]"`` as is)."""
+    _, _, body = answer.partition(b"\r\n\r\n")
+    text = b""
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        if int(size, 16) == 0:
+            break
+        text += rest[: int(size, 16)]
+        body = rest[int(size, 16) + 2 :]
+    return [
+        line[6:] if line == "data: [DONE]" else json.loads(line[6:])
+        for line in text.decode().split("\n")
+        if line.startswith("data: ")
+    ]
+
+
+async def test_a_reply_with_zero_tokens(server: ScriptedServer) -> None:
+    server.add_replies([TextReply([]), TextReply([], include_role_chunk=False), TextReply([])])
+    body = json.dumps({"stream": True, "stream_options": {"include_usage": True}}).encode()
+    events = sse_events(await exchange(server, post(body)))
+    assert [e if e == "[DONE]" else e["choices"] for e in events] == [
+        [
+            {
+                "index": 0,
+                "delta": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": None,
+            }
+        ],
+        [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
+        [],
+        "[DONE]",
+    ]
+    assert events[2]["usage"] == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    events = sse_events(await exchange(server, post(json.dumps({"stream": True}).encode())))
+    assert len(events) == 2  # the finish chunk and [DONE]
+    answer = await exchange(server, post(b'{"stream": false}'))
+    completion = json.loads(answer.partition(b"\r\n\r\n")[2])
+    assert completion["choices"][0]["message"] == {"role": "assistant", "content": ""}
+
+
+@pytest.mark.parametrize(
+    ("faults", "expected"),
+    [
+        ({"error_after": 0, "drop_after": 0}, "drop"),  # a tie: stall, then drop, then error
+        # the smaller count wins, even past the end (both were clamped to 0: a tie, a drop)
+        ({"error_after": 0, "drop_after": 5}, "error"),
+        ({"error_after": 3, "drop_after": 5}, "error"),
+        ({"error_after": 1, "drop_after": 0}, "drop"),
+        ({"stall_after": 0, "drop_after": 0, "error_after": 0}, "stall"),
+    ],
+)
+async def test_faults_on_a_reply_with_zero_tokens(
+    server: ScriptedServer, faults: dict[str, int], expected: str
+) -> None:
+    server.add_reply(TextReply([], **faults))
+    body = json.dumps({"stream": True}).encode()
+    with trio.move_on_after(0.5) as waited:
+        answer = await exchange(server, post(body))
+    if expected == "stall":
+        assert waited.cancelled_caught
+        return
+    assert not waited.cancelled_caught
+    events = sse_events(answer)
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    if expected == "drop":
+        assert len(events) == 1
+        assert not answer.endswith(b"0\r\n\r\n")  # no end of the chunked body
+    else:
+        assert events[1]["error"]["message"] == "scripted stream error"
+        assert len(events) == 2
+        assert answer.endswith(b"0\r\n\r\n")
+    with trio.fail_after(5):  # set once the server carried the fault out
+        await server.requests[0].completed.wait()

@@ -263,8 +263,8 @@ class TextReply(_StreamedReply):
 
     Faults count *deltas* (reasoning tokens, content tokens and, for :class:`ToolCallReply`,
     tool-call fragments) sent after the role chunk; a count larger than the number of deltas
-    fires just before the finish chunk. The first fault reached wins (on a tie: stall, drop,
-    error):
+    fires just before the finish chunk. The fault with the smallest count wins (on a tie:
+    stall, drop, error), whatever the number of deltas:
 
     * ``error_after=N``: after N deltas send ``data: {"error": {...}}`` (``type``
       ``"server_error"``, ``error_message``, ``error_code``) and end the body without
