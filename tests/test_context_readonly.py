@@ -493,3 +493,20 @@ def test_assigning_or_augmenting_the_attributes_says_what_to_call() -> None:
         ctx.tool_choice = "auto"  # type: ignore[misc]
     assert (ctx.messages, ctx.tools, ctx.tool_choice) == before
     assert ctx.messages is before[0]
+
+
+def test_a_slice_is_read_only_too() -> None:
+    ctx = make()
+    last_two = ctx.messages[-2:]
+    with pytest.raises(TypeError, match=r"use context\.add_message\(message\)"):
+        last_two.append(user("lost?"))  # changed a throwaway copy before
+    with pytest.raises(TypeError, match="read-only"):
+        ctx.messages[1]["content"][:1].append({"type": "text", "text": "lost?"})
+    with pytest.raises(TypeError, match=r"context\.add_tools"):
+        ctx.tools[:].append(TOOL)
+    assert last_two == [CALLS, RESULT]
+    assert ctx.messages[::-1][0] == RESULT
+    editable = list(ctx.messages[-2:])  # explicit copies are editable
+    editable.append(user("mine"))
+    assert ctx.messages.copy()[-1] == RESULT
+    assert ctx.message_count == 4
