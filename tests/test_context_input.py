@@ -481,3 +481,11 @@ def test_the_checked_copy_is_the_stored_copy() -> None:
     with pytest.raises(InvalidMessageError, match="missing 'content'"):
         ctx.add_message(_TwoFaced(role="user"))
     assert ctx.messages == [SYSTEM]
+
+
+@pytest.mark.parametrize("budget", ["0.5", None, True, math.nan, 0, 1.5])
+def test_trim_refuses_a_budget_that_is_not_a_fraction(budget: Any) -> None:
+    ctx = LLMContext([SYSTEM, user("a" * 400), user("b")])
+    with pytest.raises(ValueError, match=r"budget must be in \(0, 1\]"):
+        ctx.trim(10, budget=budget)  # "0.5" and None raised TypeError from '<'; True was 1.0
+    assert ctx.message_count == 3

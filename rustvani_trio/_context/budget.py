@@ -161,7 +161,7 @@ class TokenBudget(Toolset):
         """
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
             raise ValueError(f"max_tokens must be a positive int, got {short(max_tokens)}")
-        if not 0.0 < budget <= 1.0:
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 1:
             raise ValueError(f"budget must be in (0, 1], got {short(budget)}")
         limit = max_tokens * budget
         if self.estimate_tokens() <= limit:
