@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import socket
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
@@ -385,3 +386,47 @@ async def test_faults_on_a_reply_with_zero_tokens(
         assert answer.endswith(b"0\r\n\r\n")
     with trio.fail_after(5):  # set once the server carried the fault out
         await server.requests[0].completed.wait()
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def test_the_command_line_reports_a_port_in_use_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from rustvani_trio.testing.__main__ import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--port", str(port)], prog="serve") == 1  # an ExceptionGroup traceback
+    err = capsys.readouterr().err
+    assert err.startswith(f"serve: error: cannot serve on 127.0.0.1:{port}: [Errno 98]")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--port", "99999"], "a port is 0..65535, got 99999"),  # served on 34463
+        (["--port", "-1"], "a port is 0..65535"),
+        (["--ready-file", "/no/such/dir/ready"], "--ready-file: no directory"),  # traceback
+    ],
+)
+def test_the_command_line_refuses_bad_options(
+    argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rustvani_trio.testing.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert fragment in capsys.readouterr().err
+
+
+def test_a_port_out_of_range_is_refused_by_the_server_too() -> None:
+    with pytest.raises(ValueError, match="port"):
+        ScriptedServer(port=70000)
+    with pytest.raises(TypeError, match="port must be an int"):
+        ScriptedServer(port="80")  # type: ignore[arg-type]

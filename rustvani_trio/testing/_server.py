@@ -20,6 +20,7 @@ import attrs
 import h11
 import trio
 
+from .._validators import at_least
 from . import _play
 from ._http import HttpConnection, IncomingRequest
 from ._play import Outcome
@@ -86,8 +87,8 @@ class ScriptedServer:
     The response's ``model`` echoes the request's ``model`` (``model`` when absent).
     """
 
-    host: str = "127.0.0.1"
-    port: int = 0
+    host: str = attrs.field(default="127.0.0.1", validator=attrs.validators.instance_of(str))
+    port: int = attrs.field(default=0, validator=[at_least(0), attrs.validators.le(65535)])
     """The port to bind; after :meth:`serve` started, the bound port."""
     default_reply: ScriptItem | None = attrs.field(default=None, kw_only=True)
     model: str = attrs.field(default="scripted-model", kw_only=True)
