@@ -489,3 +489,13 @@ def test_trim_refuses_a_budget_that_is_not_a_fraction(budget: Any) -> None:
     with pytest.raises(ValueError, match=r"budget must be in \(0, 1\]"):
         ctx.trim(10, budget=budget)  # "0.5" and None raised TypeError from '<'; True was 1.0
     assert ctx.message_count == 3
+
+
+def test_the_system_prompt_and_function_schemas_store_plain_strings() -> None:
+    ctx = LLMContext()
+    ctx.system_prompt = _Role("be brief")
+    schema = FunctionSchema(name=_Role("lookup"), description=_Role("looks up"))
+    assert [type(ctx.system_prompt), type(schema.name), type(schema.description)] == [str] * 3
+    assert ctx.system_prompt == "be brief"
+    with pytest.raises(InvalidToolError, match="lone surrogate"):
+        FunctionSchema(name=_Role(f"f{LONE}"))  # its isascii() says True

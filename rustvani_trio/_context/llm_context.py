@@ -210,7 +210,7 @@ class LLMContext(TokenBudget):
             raise InvalidMessageError(
                 f"the system prompt must be a string, got {type(text).__name__}"
             )
-        freeze(text, "the system prompt", InvalidMessageError)
+        text = freeze(text, "the system prompt", InvalidMessageError)  # a str subclass: plain
         if has_prompt:
             message = MessageDict._of({**self._entries[0].message, "content": text})
             self._entries.replace(0, make_entry(message, self._entries[0].interrupted))

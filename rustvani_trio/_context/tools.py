@@ -40,6 +40,13 @@ def _freeze_parameters(value: Mapping[str, Any]) -> ReadOnlyDict:
     return freeze(value, "FunctionSchema.parameters", InvalidToolError)  # type: ignore[no-any-return]
 
 
+def _plain(value: object) -> object:
+    """A ``str`` subclass as the plain ``str`` (as the context stores every value)."""
+    if type(value) is not str and isinstance(value, str):
+        return str.__str__(value)
+    return value
+
+
 def _check_text(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     freeze(value, f"FunctionSchema.{attribute.name}", InvalidToolError)
 
@@ -55,9 +62,9 @@ class FunctionSchema:
     members and dict keys.
     """
 
-    name: str = attrs.field()
+    name: str = attrs.field(converter=_plain)
     description: str = attrs.field(
-        default="", validator=[attrs.validators.instance_of(str), _check_text]
+        default="", converter=_plain, validator=[attrs.validators.instance_of(str), _check_text]
     )
     parameters: Mapping[str, Any] = attrs.field(
         factory=_default_parameters, converter=_freeze_parameters, hash=False
