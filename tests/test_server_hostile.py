@@ -7,6 +7,7 @@ malformed, crashes a connection without an answer or hangs the server.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -430,3 +431,24 @@ def test_a_port_out_of_range_is_refused_by_the_server_too() -> None:
         ScriptedServer(port=70000)
     with pytest.raises(TypeError, match="port must be an int"):
         ScriptedServer(port="80")  # type: ignore[arg-type]
+
+
+async def test_pipelined_bytes_are_not_buffered_without_bound(
+    server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # While a reply stalls, a client pipelines 40 MB more: h11 buffered it all before; now
+    # more than one request of the largest size sent ahead ends the connection.
+    server.add_reply(TextReply(["a"], stall_after=0))
+    stalled = post(b'{"stream": true}').replace(b"Connection: close\r\n", b"")
+    flood = post(b"{" + b" " * (10 * 1024 * 1024) + b"}") * 4
+    with trio.fail_after(10):
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            await stream.send_all(stalled)
+            (request,) = await server.wait_for_requests(1)
+            with contextlib.suppress(trio.BrokenResourceError):
+                await stream.send_all(flood)
+            await request.disconnected.wait()
+    assert "sent more than one request's worth of bytes ahead" in caplog.text
+    assert len(server.requests) == 1
+    assert (await exchange(server, post(b'{"stream": false}'))).startswith(b"HTTP/1.1 200 ")

@@ -22,7 +22,7 @@ import trio
 
 from .._validators import at_least
 from . import _play
-from ._http import HttpConnection, IncomingRequest
+from ._http import HttpConnection, IncomingRequest, only_client_errors
 from ._play import Outcome
 from ._recorded import RecordedRequest, ScriptItem, parse_json_body
 from ._render import StreamPlan, error_body
@@ -35,23 +35,11 @@ logger = logging.getLogger("rustvani_trio.testing.server")
 
 _CHAT_PATH: Final = "/v1/chat/completions"
 _MODELS_PATH: Final = "/v1/models"
-_CLIENT_ERRORS: Final = (
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-    h11.RemoteProtocolError,
-    OSError,
-)
 
 
 def _cut(text: str, limit: int = 200) -> str:
     """``text`` cut for an error message or a log line."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
-
-
-def _only_client_errors(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_only_client_errors(inner) for inner in exc.exceptions)
-    return isinstance(exc, _CLIENT_ERRORS)
 
 
 def _counter() -> itertools.count[int]:
@@ -199,7 +187,7 @@ class ScriptedServer:
                 finally:
                     nursery.cancel_scope.cancel()
         except Exception as exc:
-            if _only_client_errors(exc):
+            if only_client_errors(exc):
                 logger.debug("scripted server: connection closed on error: %r", exc)
             else:
                 logger.exception("scripted server: unexpected error in a connection")
@@ -259,7 +247,15 @@ class ScriptedServer:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 outcome = Outcome.DISCONNECTED
         if outcome is Outcome.DISCONNECTED:
-            logger.debug("scripted server: client left during request #%d", record.index)
+            if conn.flooded:
+                logger.warning(
+                    "scripted server: connection %d closed during request #%d: the client "
+                    "sent more than one request's worth of bytes ahead",
+                    record.connection,
+                    record.index,
+                )
+            else:
+                logger.debug("scripted server: client left during request #%d", record.index)
             record.disconnected.set()
             return False
         record.completed.set()
