@@ -510,3 +510,14 @@ def test_a_slice_is_read_only_too() -> None:
     editable.append(user("mine"))
     assert ctx.messages.copy()[-1] == RESULT
     assert ctx.message_count == 4
+
+
+def test_the_context_pages_examples_run() -> None:
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "context.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    assert blocks
+    for index, code in enumerate(blocks):
+        exec(compile(code, f"docs/context.md example {index}", "exec"), {"__name__": "example"})
