@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rustvani_trio.aggregators import create_context_aggregators
@@ -499,3 +499,80 @@ def test_the_system_prompt_and_function_schemas_store_plain_strings() -> None:
     assert ctx.system_prompt == "be brief"
     with pytest.raises(InvalidToolError, match="lone surrogate"):
         FunctionSchema(name=_Role(f"f{LONE}"))  # its isascii() says True
+
+
+# --------------------------------------------------------------------------- every door, fuzzed
+
+
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+_KEYS = st.sampled_from(
+    ["role", "content", "type", "text", "tool_calls", "tool_call_id", "id", "function", "name"]
+)
+_hostile_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=5)
+    | st.binary(max_size=3)
+    | st.sampled_from([LONE, math.nan, "user", "assistant", "tool", "function", "c1", "f"])
+    | st.builds(_NoRepr)
+    | st.builds(lambda: 10**5000)
+    | st.frozensets(st.integers(), max_size=2)
+)
+_hostile = st.recursive(
+    _hostile_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner)
+        | st.dictionaries(_KEYS | st.text(max_size=2) | st.integers(), inner, max_size=4)
+    ),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(door=st.integers(0, 14), a=_hostile, b=_hostile)
+def test_every_door_accepts_or_refuses_cleanly_and_a_refusal_changes_nothing(
+    door: int, a: Any, b: Any
+) -> None:
+    ctx = LLMContext([SYSTEM, user("u")], tools=[FunctionSchema(name="f")], tool_choice="auto")
+    staged = ctx.begin_round()
+    staged.set_assistant(None, [call("c1")])
+
+    def state() -> tuple[Any, ...]:
+        return (ctx.tools, ctx.tool_choice, ctx.estimate_tokens(), staged.pending_ids)
+
+    before, messages = state(), ctx.messages
+    doors = [
+        lambda: ctx.add_message(a),
+        lambda: ctx.add_messages([user("fine"), a]),
+        lambda: ctx.insert_message(b, a),
+        lambda: ctx.replace_message(b, a),
+        lambda: ctx.remove_message(a),
+        lambda: ctx.set_messages(a),
+        lambda: setattr(ctx, "system_prompt", a),
+        lambda: ctx.set_tools(a),
+        lambda: ctx.add_tools([FunctionSchema(name="g"), a]),
+        lambda: ctx.set_tool_choice(a),
+        lambda: staged.add_tool_result(a, b),
+        lambda: staged.add_tool_result("c1", a),
+        lambda: ctx.calibrate(a, b),
+        lambda: LLMContext(a, tools=b),
+        lambda: FunctionSchema(name="f", parameters=a),
+    ]
+    try:
+        doors[door]()
+    except (ContextInvariantError, TypeError, ValueError, IndexError) as error:
+        assert len(str(error)) < 1000
+        assert ctx.messages is messages
+        assert state() == before
+        return
+    # accepted: every request still encodes strictly
+    strict_json(ctx.to_request_messages())
+    strict_json(ctx.tools_for_request())
+    strict_json(ctx.tool_choice)
