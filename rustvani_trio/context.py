@@ -15,18 +15,23 @@ Ownership
     message's content and tool calls, ``FunctionSchema.parameters``) is read-only: ``list``
     and ``dict`` subclasses that serialise with :mod:`json` and compare equal to plain values,
     but refuse every change with a :class:`TypeError` naming the method to call instead, so a
-    change can never be lost on a copy.  Edit the conversation through the context:
-    ``add_message``, ``insert_message``, ``replace_message``, ``remove_message``,
-    ``set_messages``, ``system_prompt``.  ``messages`` is a snapshot, made once per change,
-    so reading it costs nothing; ``to_request_messages()`` and ``tools_for_request()`` are
-    fresh, editable copies for a request.
+    change can never be lost on a copy (their slices are read-only too; ``list(...)``,
+    ``dict(...)`` and ``.copy()`` are explicit, editable copies).  Assigning ``messages``,
+    ``tools`` or ``tool_choice`` names the method to call.  Edit the conversation through the
+    context: ``add_message``, ``insert_message``, ``replace_message``, ``remove_message``,
+    ``set_messages``, ``system_prompt``.  ``messages`` and ``tools`` are snapshots, made at
+    the first read after a change, so reading them again costs nothing;
+    ``to_request_messages()`` and ``tools_for_request()`` are fresh, editable copies for a
+    request.  ``copy()``, :func:`copy.copy`, :func:`copy.deepcopy` and pickling give an
+    independent context (without an open round).
 
 Validation
     Every message is checked on the way in (known role, content shape, a tool message names
     its ``tool_call_id``, every tool call has a string id, ...) and so is every value in it:
     only what a request can carry is accepted (``str`` without lone surrogates, ``int``,
     finite ``float``, ``bool``, ``None``, lists, and dicts with ``str`` keys, nested at most 64
-    levels).  Anything else (bytes, NaN, a set, ...) is rejected with
+    levels, read-only values taken back included; subclasses of ``str``, ``int`` and ``float``
+    are stored as the plain value).  Anything else (bytes, NaN, a set, ...) is rejected with
     :class:`InvalidMessageError` (:class:`InvalidToolError` for tools), naming where it is and
     what is wrong, at the call that offered it, instead of failing every later request.
     Messages may be added one at a time, so the *sequence* may be temporarily incomplete (an

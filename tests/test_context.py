@@ -169,6 +169,9 @@ def test_function_schema_is_frozen_kw_only_and_comparable() -> None:
         FunctionSchema("f")  # type: ignore[call-arg]
     assert FunctionSchema(name="f") == schema
     assert FunctionSchema(name="g") != schema
+    other_parameters = FunctionSchema(name="f", parameters={"type": "object", "required": []})
+    assert other_parameters != schema
+    assert len({schema, FunctionSchema(name="f"), other_parameters}) == 2  # hashable, as documented
 
 
 @pytest.mark.parametrize("name", ["", 3, None])
@@ -1361,6 +1364,150 @@ class ContextMachine(RuleBasedStateMachine):
         twin.add_user_message("twin only")
         twin.system_prompt = "twin"
         assert self.ctx.messages == self._model_messages()
+
+    # -- editing in place (insert, replace, remove), keeping the sequence valid
+
+    def _is_plain(self, index: int) -> bool:
+        message = self.model[index][0]
+        return message["role"] == "user" or (
+            message["role"] == "assistant" and "tool_calls" not in message
+        )
+
+    def _plain_indices(self) -> list[int]:
+        return [i for i in range(len(self.model)) if self._is_plain(i)]
+
+    def _as_index(self, data: st.DataObject, position: int, size: int) -> int:
+        """``position`` as given to the context: as is, or counted from the end."""
+        if position < size and data.draw(st.booleans()):
+            return position - size
+        return position
+
+    @rule(data=st.data(), text=_text, role=st.sampled_from(["user", "assistant"]))
+    def insert_plain(self, data: st.DataObject, text: str, role: str) -> None:
+        size = len(self.model)
+        has_prompt = bool(self.model) and self.model[0][0]["role"] == "system"
+        positions = [
+            p
+            for p in range(size + 1)
+            if (p == size or self.model[p][0]["role"] != "tool")  # not inside a tool round
+            and not (p == 0 and has_prompt)  # the system prompt stays first
+        ]
+        position = data.draw(st.sampled_from(positions))
+        message = {"role": role, "content": text}
+        self.ctx.insert_message(self._as_index(data, position, size), message)
+        self.model.insert(position, (message, False))
+        self._touch()
+
+    @precondition(lambda self: self._plain_indices())
+    @rule(
+        data=st.data(),
+        text=_text,
+        role=st.sampled_from(["user", "assistant"]),
+        mark=st.none() | st.booleans(),
+    )
+    def replace_plain(self, data: st.DataObject, text: str, role: str, mark: bool | None) -> None:
+        index = data.draw(st.sampled_from(self._plain_indices()))
+        message = {"role": role, "content": text}
+        size = len(self.model)
+        self.ctx.replace_message(self._as_index(data, index, size), message, interrupted=mark)
+        kept = self.model[index][1] if mark is None else mark
+        self.model[index] = (message, kept)
+        self._touch()
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def remove_one(self, data: st.DataObject) -> None:
+        removable = self._plain_indices()
+        if self.model[0][0]["role"] == "system":
+            removable.append(0)
+        if not removable:
+            return
+        index = data.draw(st.sampled_from(removable))
+        removed = self.ctx.remove_message(self._as_index(data, index, len(self.model)))
+        assert removed == self.model[index][0]
+        del self.model[index]
+        self._touch()
+
+    @precondition(
+        lambda self: any("tool_calls" in m for m, _ in self.model),
+    )
+    @rule(data=st.data())
+    def remove_a_tool_round(self, data: st.DataObject) -> None:
+        starts = [i for i, (m, _) in enumerate(self.model) if "tool_calls" in m]
+        start = data.draw(st.sampled_from(starts))
+        end = start + 1
+        while end < len(self.model) and self.model[end][0]["role"] == "tool":
+            end += 1
+        for index in range(end - 1, start - 1, -1):  # results first, then the call
+            self.ctx.remove_message(index)
+        del self.model[start:end]
+        self._touch()
+
+    @rule(
+        texts=st.lists(_text, max_size=3),
+        bad_tail=st.sampled_from([None, "role", "surrogate", "nan", "bytes"]),
+    )
+    def add_messages_all_or_nothing(self, texts: list[str], bad_tail: str | None) -> None:
+        batch: list[dict[str, Any]] = [user(t) for t in texts]
+        if bad_tail is None:
+            self.ctx.add_messages(batch)
+            self.model.extend((m, False) for m in batch)
+            self._touch()
+            return
+        tail = {
+            "role": {"role": "robot", "content": "x"},
+            "surrogate": user("\ud800"),
+            "nan": {"role": "user", "content": [{"type": "x", "v": math.nan}]},
+            "bytes": {"role": "user", "content": "x", "name": b"n"},
+        }[bad_tail]
+        before = self.ctx.messages
+        with pytest.raises(InvalidMessageError):
+            self.ctx.add_messages([*batch, tail])
+        assert self.ctx.messages is before  # not even a new snapshot
+
+    @rule(data=st.data())
+    def refused_edits_change_nothing(self, data: st.DataObject) -> None:
+        size = len(self.model)
+        attempts: list[tuple[type[Exception], Any]] = [
+            (TypeError, lambda: self.ctx.insert_message("0", user("x"))),
+            (TypeError, lambda: self.ctx.insert_message(1.0, user("x"))),
+            (TypeError, lambda: self.ctx.replace_message(None, user("x"))),
+            (TypeError, lambda: self.ctx.remove_message(True)),
+            (IndexError, lambda: self.ctx.insert_message(size + 1, user("x"))),
+            (IndexError, lambda: self.ctx.replace_message(size, user("x"))),
+            (IndexError, lambda: self.ctx.remove_message(-size - 1)),
+            (InvalidMessageError, lambda: self.ctx.insert_message(0, {"role": "user"})),
+            (InvalidMessageError, lambda: self.ctx.add_user_message("\udfff")),
+            (InvalidMessageError, lambda: setattr(self.ctx, "system_prompt", "\ud800")),
+            (TypeError, lambda: self.ctx.add_assistant_message("x", interrupted="no")),
+        ]
+        if size:
+            attempts.append(
+                (TypeError, lambda: self.ctx.replace_message(0, user("x"), interrupted=0))
+            )
+            attempts.append(
+                (InvalidMessageError, lambda: self.ctx.replace_message(-1, user(["bad"])))
+            )
+        error, attempt = data.draw(st.sampled_from(attempts))
+        before = self.ctx.messages
+        estimate = self.ctx.estimate_tokens()
+        with pytest.raises(error):
+            attempt()
+        assert self.ctx.messages is before
+        assert self.ctx.estimate_tokens() == estimate
+
+    @rule()
+    def set_messages_to_its_own_snapshot(self) -> None:
+        self.ctx.set_messages(self.ctx.messages)  # the same messages, marks cleared
+        self.model = [(message, False) for message, _ in self.model]
+        self._touch()
+
+    @rule(name=st.sampled_from(["f", "g", "h"]), add=st.booleans())
+    def add_or_remove_a_tool(self, name: str, add: bool) -> None:
+        if add:
+            self.ctx.add_tools([FunctionSchema(name=name, description=name * 40)])
+        else:
+            self.ctx.remove_tool(name, missing_ok=True)
 
     # -- invariants
 

@@ -14,11 +14,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rustvani_trio.aggregators import create_context_aggregators
 from rustvani_trio.context import (
+    ContextInvariantError,
     FunctionSchema,
     InvalidMessageError,
     InvalidToolError,
@@ -282,3 +283,296 @@ async def test_a_tool_result_that_is_not_valid_text_fails_its_turn_only() -> Non
     assert context.messages == [SYSTEM, user("look it up"), user("thanks")]
     assert second.upstream_of(ErrorFrame) == []
     assert server.requests[-1].messages == [SYSTEM, user("look it up"), user("thanks")]
+
+
+# --------------------------------------------------------------------------- error messages
+
+
+class _ReprRaises:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr failed")
+
+
+def _deep(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+_HUGE_INT = 10**5000
+
+
+@pytest.mark.parametrize(
+    ("attempt", "error", "shown"),
+    [
+        # repr() of these raised RecursionError, the object's own error or ValueError (an int
+        # too long to print) instead of the context's error
+        (lambda ctx: ctx.set_tool_choice(_deep(5000)), InvalidToolError, "got [[[[...]]]]"),
+        (lambda ctx: ctx.set_tool_choice(_ReprRaises()), InvalidToolError, "<_ReprRaises instance"),
+        (lambda ctx: ctx.set_tool_choice(_HUGE_INT), InvalidToolError, "got <int of 16,610 bits>"),
+        (lambda ctx: ctx.remove_tool(_deep(5000)), KeyError, "no tool named [[[[...]]]]"),
+        (lambda ctx: ctx.remove_tool(b"f" * 10**6), KeyError, "...' (1,000,000 bytes)"),
+        (lambda ctx: ctx.trim(_deep(5000)), ValueError, "got [[[[...]]]]"),
+        (
+            lambda ctx: ctx.add_message({"role": _deep(5000), "content": "x"}),
+            InvalidMessageError,
+            "message 1 at role[0][0][0][0]...(53 more)...[0]",
+        ),
+        (
+            lambda ctx: ctx.add_message(
+                {"role": "tool", "tool_call_id": _deep(5000), "content": "r"}
+            ),
+            InvalidMessageError,
+            "nest more than 64 levels",
+        ),
+        (
+            lambda ctx: ctx.add_message({"role": _ReprRaises(), "content": "x"}),
+            InvalidMessageError,
+            "at role: _ReprRaises is not a JSON value",
+        ),
+        (
+            lambda ctx: ctx.add_message({"role": _HUGE_INT, "content": "x"}),
+            InvalidMessageError,
+            "16,610 bits is too large for JSON",
+        ),
+        # an unhashable role raised TypeError from the set lookup
+        (
+            lambda ctx: ctx.add_message({"role": ["user"], "content": "x"}),
+            InvalidMessageError,
+            "unknown role ['user']",
+        ),
+        (
+            lambda ctx: ctx.add_message(
+                {"role": "tool", "tool_call_id": ["x" * 10**6], "content": "r"}
+            ),
+            InvalidMessageError,
+            "must be a string, got list ['xxxx",
+        ),
+    ],
+)
+def test_errors_name_any_value_briefly_and_never_fail_themselves(
+    attempt: Any, error: type[Exception], shown: str
+) -> None:
+    ctx = LLMContext([SYSTEM])
+    with pytest.raises(error) as info:
+        attempt(ctx)
+    assert shown in str(info.value)
+    assert len(str(info.value)) < 300
+    assert ctx.messages == [SYSTEM]
+
+
+def test_ids_in_sequence_errors_are_cut_short() -> None:
+    long_id = "i" * 100_000
+    calls = [call(f"{long_id}{n}") for n in range(50)]
+    ctx = LLMContext([user("q"), {"role": "assistant", "content": None, "tool_calls": calls}])
+    with pytest.raises(ContextInvariantError, match="and 42 more") as info:
+        ctx.validate()
+    assert len(str(info.value)) < 1000
+    ctx.add_tool_message("other" * 100_000, "r")
+    with pytest.raises(ContextInvariantError) as info:
+        ctx.validate()
+    assert len(str(info.value)) < 1000
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        (math.nan, 10),  # made the factor NaN: every later estimate and trim raised
+        (10, math.nan),
+        (math.inf, 10),
+        (10.5, 10),
+        ("10", 10),
+        (None, 10),
+        (True, 1),
+        (-1, 10),
+    ],
+)
+def test_calibration_refuses_what_is_not_a_token_count(counts: tuple[Any, Any]) -> None:
+    ctx = LLMContext([SYSTEM, user("hi")])
+    ctx.calibrate(150, 100)
+    with pytest.raises(ValueError, match="non-negative int token counts"):
+        ctx.calibrate(*counts)
+    if counts[0] != 10:
+        with pytest.raises(ValueError, match="non-negative int token counts"):
+            ctx.calibrate_from_usage(counts[0], [SYSTEM])
+    assert ctx.calibration_factor == 1.5
+    assert ctx.trim(10_000) == 0
+
+
+def test_calibration_with_huge_counts_is_clamped() -> None:
+    ctx = LLMContext([SYSTEM])
+    assert ctx.calibrate(10**400, 3) == 4.0  # raised OverflowError
+    assert ctx.calibrate(3, 10**400) == 0.25
+    assert ctx.calibrate(10**400 + 10**399, 10**400) == 1.1
+
+
+def test_read_only_values_nested_again_still_fit_the_depth_limit() -> None:
+    # A value handed out by a context was taken back as checked, however deep it ended up:
+    # nesting it again and again built a message too deep for json (RecursionError at every
+    # later request).
+    value: Any = _deep(50)
+    for _ in range(300):
+        try:
+            ctx = LLMContext([user(part(data=value))])
+        except InvalidMessageError as error:
+            assert "nest more than 64 levels" in str(error)
+            assert len(str(error)) < 300
+            break
+        strict_json(ctx.to_request_messages())  # RecursionError after about 240 rounds
+        value = ctx.messages
+    else:
+        pytest.fail("never refused")
+    ctx = LLMContext([SYSTEM])
+    with ctx.begin_round() as staged:
+        staged.set_assistant(None, [call("c1")])
+        rows = value  # 50 levels deep at least
+        for _ in range(14):
+            rows = [rows]
+        with pytest.raises(InvalidMessageError, match="nest more than 64"):
+            staged.add_tool_result("c1", [{"type": "x", "rows": rows}])
+    shallow = LLMContext([user(part(data=[1, {"a": [2]}]))])
+    ctx.add_message(user(part(data=shallow.messages)))  # shallow enough: taken as is
+    strict_json(ctx.to_request_messages())
+
+
+class _Role(str):
+    """A str subclass whose methods lie, and which carries state."""
+
+    def isascii(self) -> bool:
+        return True
+
+    def __str__(self) -> str:
+        return "assistant"
+
+
+def test_subclasses_of_str_int_and_float_are_stored_as_plain_values() -> None:
+    import enum
+
+    class Level(enum.IntEnum):
+        LOW = 1
+
+    class Ratio(float):
+        pass
+
+    tag = _Role("user")
+    tag.note = "kept?"  # type: ignore[attr-defined]
+    ctx = LLMContext()
+    ctx.add_message({_Role("role"): tag, "content": _Role("hi"), "n": Level.LOW, "r": Ratio(0.5)})
+    (message,) = ctx.messages
+    assert message == {"role": "user", "content": "hi", "n": 1, "r": 0.5}
+    assert [type(k) for k in message] == [str, str, str, str]
+    assert [type(v) for v in message.values()] == [str, str, int, float]
+    with pytest.raises(InvalidMessageError, match="lone surrogate"):
+        ctx.add_user_message(_Role(f"x{LONE}"))  # its isascii() said True
+
+
+class _TwoFaced(dict[str, Any]):
+    """A mapping whose get() and items() disagree (or one that changes while read)."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return {"role": "user", "content": "fine"}.get(key, default)
+
+
+def test_the_checked_copy_is_the_stored_copy() -> None:
+    ctx = LLMContext([SYSTEM])
+    with pytest.raises(InvalidMessageError, match="unknown role 'robot'"):
+        ctx.add_message(_TwoFaced(role="robot", content="x"))
+    with pytest.raises(InvalidMessageError, match="missing 'content'"):
+        ctx.add_message(_TwoFaced(role="user"))
+    assert ctx.messages == [SYSTEM]
+
+
+@pytest.mark.parametrize("budget", ["0.5", None, True, math.nan, 0, 1.5])
+def test_trim_refuses_a_budget_that_is_not_a_fraction(budget: Any) -> None:
+    ctx = LLMContext([SYSTEM, user("a" * 400), user("b")])
+    with pytest.raises(ValueError, match=r"budget must be in \(0, 1\]"):
+        ctx.trim(10, budget=budget)  # "0.5" and None raised TypeError from '<'; True was 1.0
+    assert ctx.message_count == 3
+
+
+def test_the_system_prompt_and_function_schemas_store_plain_strings() -> None:
+    ctx = LLMContext()
+    ctx.system_prompt = _Role("be brief")
+    schema = FunctionSchema(name=_Role("lookup"), description=_Role("looks up"))
+    assert [type(ctx.system_prompt), type(schema.name), type(schema.description)] == [str] * 3
+    assert ctx.system_prompt == "be brief"
+    with pytest.raises(InvalidToolError, match="lone surrogate"):
+        FunctionSchema(name=_Role(f"f{LONE}"))  # its isascii() says True
+
+
+# --------------------------------------------------------------------------- every door, fuzzed
+
+
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+_KEYS = st.sampled_from(
+    ["role", "content", "type", "text", "tool_calls", "tool_call_id", "id", "function", "name"]
+)
+_hostile_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=5)
+    | st.binary(max_size=3)
+    | st.sampled_from([LONE, math.nan, "user", "assistant", "tool", "function", "c1", "f"])
+    | st.builds(_NoRepr)
+    | st.builds(lambda: 10**5000)
+    | st.frozensets(st.integers(), max_size=2)
+)
+_hostile = st.recursive(
+    _hostile_leaf,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner)
+        | st.dictionaries(_KEYS | st.text(max_size=2) | st.integers(), inner, max_size=4)
+    ),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(door=st.integers(0, 14), a=_hostile, b=_hostile)
+def test_every_door_accepts_or_refuses_cleanly_and_a_refusal_changes_nothing(
+    door: int, a: Any, b: Any
+) -> None:
+    ctx = LLMContext([SYSTEM, user("u")], tools=[FunctionSchema(name="f")], tool_choice="auto")
+    staged = ctx.begin_round()
+    staged.set_assistant(None, [call("c1")])
+
+    def state() -> tuple[Any, ...]:
+        return (ctx.tools, ctx.tool_choice, ctx.estimate_tokens(), staged.pending_ids)
+
+    before, messages = state(), ctx.messages
+    doors = [
+        lambda: ctx.add_message(a),
+        lambda: ctx.add_messages([user("fine"), a]),
+        lambda: ctx.insert_message(b, a),
+        lambda: ctx.replace_message(b, a),
+        lambda: ctx.remove_message(a),
+        lambda: ctx.set_messages(a),
+        lambda: setattr(ctx, "system_prompt", a),
+        lambda: ctx.set_tools(a),
+        lambda: ctx.add_tools([FunctionSchema(name="g"), a]),
+        lambda: ctx.set_tool_choice(a),
+        lambda: staged.add_tool_result(a, b),
+        lambda: staged.add_tool_result("c1", a),
+        lambda: ctx.calibrate(a, b),
+        lambda: LLMContext(a, tools=b),
+        lambda: FunctionSchema(name="f", parameters=a),
+    ]
+    try:
+        doors[door]()
+    except (ContextInvariantError, TypeError, ValueError, IndexError) as error:
+        assert len(str(error)) < 1000
+        assert ctx.messages is messages
+        assert state() == before
+        return
+    # accepted: every request still encodes strictly
+    strict_json(ctx.to_request_messages())
+    strict_json(ctx.tools_for_request())
+    strict_json(ctx.tool_choice)

@@ -202,6 +202,62 @@ def test_read_only_values_still_behave_like_plain_ones() -> None:
         type(messages)([SYSTEM])
 
 
+def _pickled(protocol: int) -> Callable[[LLMContext], LLMContext]:
+    def round_trip(ctx: LLMContext) -> LLMContext:
+        twin = pickle.loads(pickle.dumps(ctx, protocol=protocol))
+        assert isinstance(twin, LLMContext)
+        return twin
+
+    return round_trip
+
+
+@pytest.mark.parametrize(
+    "make_copy",
+    [
+        LLMContext.copy,
+        copy.copy,  # shared the message history, the tool list and the open round
+        copy.deepcopy,
+        *(_pickled(p) for p in range(pickle.HIGHEST_PROTOCOL + 1)),  # 0 and 1 failed
+    ],
+)
+def test_every_copy_of_a_context_is_independent(
+    make_copy: Callable[[LLMContext], LLMContext],
+) -> None:
+    ctx = make()
+    ctx.add_assistant_message("cut", interrupted=True)
+    ctx.calibrate(150, 100)
+    ctx.begin_round()
+    twin = make_copy(ctx)
+    assert twin.messages == ctx.messages
+    assert twin.tools == ctx.tools
+    assert twin.tool_choice == ctx.tool_choice
+    assert twin.interrupted_indices() == [4]
+    assert twin.calibration_factor == 1.5
+    assert twin.estimate_tokens() == ctx.estimate_tokens()
+    assert twin.open_round is None  # a round belongs to the context that began it
+    twin.add_user_message("twin only")
+    twin.add_tools([FunctionSchema(name="g")])
+    twin.replace_message(0, user("twin prompt"), interrupted=True)
+    twin.begin_round()
+    assert ctx.messages[0] == SYSTEM
+    assert ctx.message_count == 5
+    assert ctx.tool_names() == ["raw", "f"]
+    assert ctx.interrupted_indices() == [4]
+
+
+class _Tagged(LLMContext):
+    pass
+
+
+def test_a_subclass_copies_and_pickles_as_itself() -> None:
+    ctx = _Tagged([SYSTEM])
+    ctx.tag = "mine"  # type: ignore[attr-defined]
+    for twin in (copy.copy(ctx), pickle.loads(pickle.dumps(ctx))):
+        assert type(twin) is _Tagged
+        assert twin.tag == "mine"  # type: ignore[attr-defined]
+        assert twin.messages == [SYSTEM]
+
+
 def test_reading_messages_is_cheap_and_a_snapshot() -> None:
     ctx = LLMContext([SYSTEM, user("a")])
     first = ctx.messages
@@ -343,3 +399,125 @@ async def test_a_hook_that_mutates_a_snapshot_fails_loudly(
     assert "TypeError" in error.error
     assert "context.insert_message(index, message)" in error.error
     assert len(result.downstream_of(LLMFullResponseEnd)) == 1
+
+
+def test_interruption_marks_are_bools_and_indices_are_checked() -> None:
+    ctx = LLMContext([SYSTEM, user("a")])
+    with pytest.raises(TypeError, match="interrupted must be a bool, got str"):
+        ctx.add_assistant_message("cut", interrupted="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="interrupted must be a bool, got int"):
+        ctx.replace_message(1, user("b"), interrupted=1)  # type: ignore[arg-type]
+    assert ctx.messages == [SYSTEM, user("a")]  # nothing added or replaced
+    assert ctx.interrupted_indices() == []
+    with pytest.raises(TypeError, match="must be an int, got str"):
+        ctx.is_interrupted("0")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be an int, got slice"):
+        ctx.is_interrupted(slice(0, 1))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="must be an int, got bool"):
+        ctx.is_interrupted(True)
+    with pytest.raises(IndexError, match="message index 2 is out of range"):
+        ctx.is_interrupted(2)
+    assert ctx.is_interrupted(-1) is False
+
+
+def test_a_round_made_by_hand_cannot_commit() -> None:
+    from rustvani_trio.context import ContextRound, RoundStateError
+
+    ctx = LLMContext([user("q")])
+    stray = ContextRound(ctx)
+    stray.set_assistant(None, CALLS["tool_calls"])
+    stray.add_tool_result("c1", "r")
+    with pytest.raises(RoundStateError, match=r"begin rounds with context\.begin_round\(\)"):
+        stray.commit()  # an assert (gone under python -O) guarded this
+    assert ctx.messages == [user("q")]
+    stray.rollback()
+
+
+def test_reading_and_adding_cost_stays_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Counted, not timed: what each read and each added message costs."""
+    from rustvani_trio._context import history, readonly
+
+    snapshots: list[int] = []  # the size of every snapshot built
+    estimated: list[int] = []  # one per message whose tokens were estimated
+    make_snapshot = readonly.ReadOnlyList._of.__func__  # type: ignore[attr-defined]
+
+    def counting_of(cls: Any, items: Any) -> Any:
+        made = make_snapshot(cls, items)
+        if cls in (readonly.MessageList, readonly.ToolList):
+            snapshots.append(len(made))
+        return made
+
+    def counting_tokens(message: Any) -> int:
+        estimated.append(1)
+        return message_tokens(message)
+
+    message_tokens = history.message_tokens
+    monkeypatch.setattr(readonly.ReadOnlyList, "_of", classmethod(counting_of))
+    monkeypatch.setattr(history, "message_tokens", counting_tokens)
+    n = 2000
+    ctx = LLMContext([SYSTEM], tools=[FunctionSchema(name="f")])
+    for i in range(n):
+        ctx.add_user_message(f"message {i}")
+    assert snapshots == []  # adding builds no snapshot
+    assert len(estimated) == n + 1  # each message is estimated once, when it comes in
+    for _ in range(n):  # reads: one snapshot each for messages and tools, for all of them
+        assert len(ctx.messages) == n + 1
+        assert len(ctx.tools) == 1
+        ctx.estimate_tokens()
+        ctx.trim(10**9)
+        assert ctx.system_prompt == SYSTEM["content"]
+    assert snapshots == [n + 1, 1]
+    assert len(estimated) == n + 1
+    ctx.add_messages([user("x")] * n)
+    assert len(estimated) == 2 * n + 1
+    assert ctx.messages[-1] == user("x")
+    assert snapshots == [n + 1, 1, 2 * n + 1]
+
+
+def test_assigning_or_augmenting_the_attributes_says_what_to_call() -> None:
+    ctx = make()
+    before = (ctx.messages, ctx.tools, ctx.tool_choice)
+    # ``ctx.messages += x`` is ``ctx.messages = ctx.messages.__iadd__(x)``: the snapshot refuses
+    # before the assignment is tried, so the cached snapshot cannot be changed in place.
+    with pytest.raises(TypeError, match=r"\+= would change nothing; use context\.add_messages"):
+        ctx.messages += [user("x")]  # type: ignore[misc]
+    with pytest.raises(TypeError, match=r"\+= would change nothing; use context\.add_tools"):
+        ctx.tools += [TOOL]  # type: ignore[misc]
+    with pytest.raises(TypeError, match=r"\|= would change nothing"):
+        ctx.tool_choice |= {"type": "function"}  # type: ignore[operator]
+    with pytest.raises(AttributeError, match=r"use context\.set_messages\(messages\)"):
+        ctx.messages = [user("x")]  # type: ignore[misc]
+    with pytest.raises(AttributeError, match=r"use context\.set_tools\(tools\)"):
+        ctx.tools = []  # type: ignore[misc]
+    with pytest.raises(AttributeError, match=r"use context\.set_tool_choice\(choice\)"):
+        ctx.tool_choice = "auto"  # type: ignore[misc]
+    assert (ctx.messages, ctx.tools, ctx.tool_choice) == before
+    assert ctx.messages is before[0]
+
+
+def test_a_slice_is_read_only_too() -> None:
+    ctx = make()
+    last_two = ctx.messages[-2:]
+    with pytest.raises(TypeError, match=r"use context\.add_message\(message\)"):
+        last_two.append(user("lost?"))  # changed a throwaway copy before
+    with pytest.raises(TypeError, match="read-only"):
+        ctx.messages[1]["content"][:1].append({"type": "text", "text": "lost?"})
+    with pytest.raises(TypeError, match=r"context\.add_tools"):
+        ctx.tools[:].append(TOOL)
+    assert last_two == [CALLS, RESULT]
+    assert ctx.messages[::-1][0] == RESULT
+    editable = list(ctx.messages[-2:])  # explicit copies are editable
+    editable.append(user("mine"))
+    assert ctx.messages.copy()[-1] == RESULT
+    assert ctx.message_count == 4
+
+
+def test_the_context_pages_examples_run() -> None:
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "context.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    assert blocks
+    for index, code in enumerate(blocks):
+        exec(compile(code, f"docs/context.md example {index}", "exec"), {"__name__": "example"})

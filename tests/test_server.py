@@ -756,7 +756,11 @@ def test_importing_the_server_changes_no_warnings_filter() -> None:
         (lambda: TextReply(["a"], token_delay=float("nan")), TypeError, "token_delay"),
         (lambda: TextReply(["a"], first_token_delay=-0.1), ValueError, "first_token_delay"),
         (lambda: TextReply("ab"), TypeError, "not a single string"),
-        (lambda: ToolCallReply([], args_fragment_size=0), ValueError, "args_fragment_size"),
+        (
+            lambda: ToolCallReply([ScriptedToolCall("f")], args_fragment_size=0),
+            ValueError,
+            "args_fragment_size",
+        ),
         (lambda: ToolCallReply(["f"]), TypeError, "expected ScriptedToolCall"),
         (lambda: ErrorReply(199, "x"), ValueError, "status must be at least 200"),
         (lambda: ErrorReply(1000, "x"), ValueError, "status"),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Final
 
 from .estimate import MESSAGE_OVERHEAD, REPLY_PRIMING, message_tokens
 from .tools import ToolChoice, Toolset, ToolSpec
+from .values import short
 
 if TYPE_CHECKING:
     from .history import History
@@ -18,6 +20,9 @@ MIN_CALIBRATION: Final[float] = 0.25
 """Lowest calibration factor :meth:`LLMContext.calibrate` will set."""
 MAX_CALIBRATION: Final[float] = 4.0
 """Highest calibration factor :meth:`LLMContext.calibrate` will set."""
+
+_MIN_RATIO: Final = Fraction(MIN_CALIBRATION)
+_MAX_RATIO: Final = Fraction(MAX_CALIBRATION)
 
 _HEAD_ROLES: Final[frozenset[str]] = frozenset({"system", "developer"})
 
@@ -99,16 +104,22 @@ class TokenBudget(Toolset):
         *uncalibrated* estimate was ``sent_messages_estimate`` (i.e.
         ``estimate_tokens(sent, calibrated=False)``).  The factor becomes the ratio, clamped to
         [:data:`MIN_CALIBRATION`, :data:`MAX_CALIBRATION`].  A zero on either side (a server
-        that reports no usage) leaves it unchanged; negative values raise :class:`ValueError`.
+        that reports no usage) leaves it unchanged; anything but a non-negative ``int`` (a
+        float, NaN, ``None``, a negative count) raises :class:`ValueError` and changes
+        nothing.
         """
-        if prompt_tokens < 0 or sent_messages_estimate < 0:
-            raise ValueError(
-                "calibrate() needs non-negative token counts, got "
-                f"prompt_tokens={prompt_tokens}, sent_messages_estimate={sent_messages_estimate}"
-            )
+        for name, value in (
+            ("prompt_tokens", prompt_tokens),
+            ("sent_messages_estimate", sent_messages_estimate),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(
+                    f"calibrate() needs non-negative int token counts, got {name}={short(value)}"
+                )
         if prompt_tokens and sent_messages_estimate:
-            ratio = prompt_tokens / sent_messages_estimate
-            self._factor = min(max(ratio, MIN_CALIBRATION), MAX_CALIBRATION)
+            # Exact arithmetic: a float ratio of huge counts overflows
+            ratio = Fraction(prompt_tokens, sent_messages_estimate)
+            self._factor = float(min(max(ratio, _MIN_RATIO), _MAX_RATIO))
         return self._factor
 
     def calibrate_from_usage(
@@ -149,9 +160,9 @@ class TokenBudget(Toolset):
         in (0, 1].
         """
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens <= 0:
-            raise ValueError(f"max_tokens must be a positive int, got {max_tokens!r}")
-        if not 0.0 < budget <= 1.0:
-            raise ValueError(f"budget must be in (0, 1], got {budget!r}")
+            raise ValueError(f"max_tokens must be a positive int, got {short(max_tokens)}")
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 1:
+            raise ValueError(f"budget must be in (0, 1], got {short(budget)}")
         limit = max_tokens * budget
         if self.estimate_tokens() <= limit:
             return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..exceptions import RustvaniError
+from .values import short
 
 __all__ = [
     "ContextInvariantError",
@@ -37,6 +38,13 @@ class RoundStateError(RustvaniError, RuntimeError):
     """A tool round was used in the wrong state (already open, already closed, ...)."""
 
 
+_MAX_IDS = 8
+
+
 def describe_ids(ids: Iterable[str]) -> str:
-    """``'a', 'b'`` (or ``(none)``), for error messages."""
-    return ", ".join(repr(i) for i in ids) or "(none)"
+    """``'a', 'b'`` (or ``(none)``), for error messages: at most a few, each cut short."""
+    listed = list(ids)
+    shown = ", ".join(short(i) for i in listed[:_MAX_IDS])
+    if len(listed) > _MAX_IDS:
+        shown += f" and {len(listed) - _MAX_IDS:,} more"
+    return shown or "(none)"

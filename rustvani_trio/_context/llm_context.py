@@ -8,7 +8,7 @@ from typing import Any
 from .budget import TokenBudget
 from .errors import ContextInvariantError, InvalidMessageError, RoundStateError
 from .history import Entry, History, make_entry
-from .messages import Message, check_message, check_sequence
+from .messages import ROLES, Message, check_message, check_sequence
 from .readonly import MessageDict
 from .rounds import ContextRound
 from .tools import ToolChoice, ToolSpec
@@ -68,9 +68,20 @@ class LLMContext(TokenBudget):
         that refuses every change with a :class:`TypeError` naming the method to use instead:
         :meth:`add_message`, :meth:`insert_message`, :meth:`replace_message`,
         :meth:`remove_message` or :meth:`set_messages`. Reading it is cheap: the snapshot is
-        made once per change of the context.
+        made once per change of the context, at the first read after the change (a copy of
+        the list of references, as :meth:`to_request_messages` makes for every request), so
+        adding messages costs nothing per message, and every read without a change between
+        costs nothing. Reading after *every* single change copies the list each time: use
+        :attr:`message_count`, or read once after a batch.
         """
         return self._entries.messages()
+
+    @messages.setter
+    def messages(self, _value: object) -> None:
+        raise AttributeError(
+            "context.messages cannot be assigned: use context.set_messages(messages) (or "
+            "add_messages, insert_message, replace_message, remove_message)"
+        )
 
     @property
     def message_count(self) -> int:
@@ -115,7 +126,7 @@ class LLMContext(TokenBudget):
         text})``.
         """
         position = self._position(index, len(self._entries))
-        mark = self._entries[position].interrupted if interrupted is None else interrupted
+        mark = self._entries[position].interrupted if interrupted is None else _mark(interrupted)
         self._entries.replace(position, make_entry(_checked(message, position), mark))
 
     def remove_message(self, index: int) -> Mapping[str, Any]:
@@ -147,8 +158,9 @@ class LLMContext(TokenBudget):
         ``interrupted=True`` records that the bot was cut off while speaking it; the mark is
         kept outside the message (see :meth:`is_interrupted`) and is never sent.
         """
+        mark = _mark(interrupted)
         self.add_message({"role": "assistant", "content": text})
-        self._entries[-1].interrupted = interrupted
+        self._entries[-1].interrupted = mark
 
     def add_tool_message(
         self, tool_call_id: str, content: str | Sequence[Mapping[str, Any]]
@@ -162,9 +174,10 @@ class LLMContext(TokenBudget):
     def is_interrupted(self, index: int) -> bool:
         """Whether message ``index`` (negative counts from the end) was marked interrupted.
 
-        Raises :class:`IndexError` when there is no such message.
+        Raises :class:`IndexError` when there is no such message, :class:`TypeError` for an
+        index that is not an ``int``.
         """
-        return self._entries[index].interrupted
+        return self._entries[self._position(index, len(self._entries))].interrupted
 
     def interrupted_indices(self) -> list[int]:
         """Indices of the messages marked interrupted, ascending."""
@@ -197,7 +210,7 @@ class LLMContext(TokenBudget):
             raise InvalidMessageError(
                 f"the system prompt must be a string, got {type(text).__name__}"
             )
-        freeze(text, "the system prompt", InvalidMessageError)
+        text = freeze(text, "the system prompt", InvalidMessageError)  # a str subclass: plain
         if has_prompt:
             message = MessageDict._of({**self._entries[0].message, "content": text})
             self._entries.replace(0, make_entry(message, self._entries[0].interrupted))
@@ -219,16 +232,37 @@ class LLMContext(TokenBudget):
     def copy(self) -> LLMContext:
         """An independent copy: messages, interruption marks, tools, tool choice, calibration.
 
-        An open round is *not* copied; the copy has none.
+        An open round is *not* copied; the copy has none. :func:`copy.copy` and
+        :func:`copy.deepcopy` make the same copy (the values it holds are read-only, so
+        sharing them is safe; sharing the message list itself would not be).
         """
-        other = LLMContext.__new__(LLMContext)
+        other = object.__new__(type(self))
+        if hasattr(self, "__dict__"):  # a subclass's own attributes, shallow-copied
+            other.__dict__.update(self.__dict__)
         other._entries = self._entries.copy()
         other._tools = list(self._tools)  # tools and the tool choice are read-only values
+        other._tool_list = self._tool_list  # a read-only snapshot: shared until one changes
         other._tool_choice = self._tool_choice
         other._factor = self._factor
         other._last_request_raw = self._last_request_raw
         other._round = None
         return other
+
+    def __copy__(self) -> LLMContext:
+        return self.copy()
+
+    def __deepcopy__(self, _memo: dict[int, Any]) -> LLMContext:
+        return self.copy()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle what :meth:`copy` copies, through the public constructor (so a pickle does
+        not depend on private attributes, and is checked again when loaded)."""
+        tools = [tool.spec for tool in self._tools]
+        state = (self.interrupted_indices(), self._factor, self._last_request_raw)
+        messages = list(self._entries.messages())
+        arguments = (type(self), messages, tools, self._tool_choice, state)
+        extra = getattr(self, "__dict__", None)  # a subclass's own attributes
+        return (_unpickle, arguments, extra) if extra else (_unpickle, arguments)
 
     def validate(self) -> None:
         """Check that the context can be sent as is; raise :class:`ContextInvariantError` if not.
@@ -269,7 +303,11 @@ class LLMContext(TokenBudget):
         return self._round
 
     def _commit_round(self, round_: ContextRound, messages: list[MessageDict]) -> None:
-        assert self._round is round_
+        if self._round is not round_:
+            raise RoundStateError(
+                "this round is not the context's open round: begin rounds with "
+                "context.begin_round(), not ContextRound(context)"
+            )
         self._entries.extend(make_entry(message) for message in messages)
         self._round = None
 
@@ -278,9 +316,43 @@ class LLMContext(TokenBudget):
             self._round = None
 
 
+def _mark(interrupted: object) -> bool:
+    """``interrupted`` checked: a mark is a ``bool`` (a string such as ``"no"`` is truthy)."""
+    if not isinstance(interrupted, bool):
+        raise TypeError(f"interrupted must be a bool, got {type(interrupted).__name__}")
+    return interrupted
+
+
+def _unpickle(
+    cls: type[LLMContext],
+    messages: list[Mapping[str, Any]],
+    tools: list[ToolSpec],
+    tool_choice: ToolChoice,
+    state: tuple[list[int], float, int | None],
+) -> LLMContext:
+    context = cls.__new__(cls)
+    LLMContext.__init__(context, messages, tools=tools, tool_choice=tool_choice)
+    marks, context._factor, context._last_request_raw = state
+    for index in marks:
+        context._entries[index].interrupted = True
+    return context
+
+
 def _checked(message: Mapping[str, Any], index: int) -> MessageDict:
-    """``message`` checked (shape and values) and frozen, as message ``index``."""
-    check_message(message, f"message {index}")
-    return freeze_message(
-        message, lambda: f"message {index} (role {message['role']!r})", InvalidMessageError
-    )
+    """``message`` frozen (its values checked) and its shape checked, as message ``index``.
+
+    The frozen copy is what is checked and stored, so a mapping that changes while it is
+    read (or answers ``get`` and ``items`` differently) cannot slip past the checks.
+    """
+    if not isinstance(message, Mapping):
+        check_message(message, f"message {index}")  # raises: not a dict
+    frozen = freeze_message(message, lambda: _label(message, index), InvalidMessageError)
+    check_message(frozen, f"message {index}")
+    return frozen
+
+
+def _label(message: Mapping[str, Any], index: int) -> str:
+    role = message.get("role")
+    if isinstance(role, str) and role in ROLES:
+        return f"message {index} (role {role!r})"
+    return f"message {index}"

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypeAlias
 
 from .errors import ContextInvariantError, InvalidMessageError, describe_ids
-from .values import short
+from .values import short, type_name
 
 __all__ = [
     "ROLES",
@@ -39,7 +39,7 @@ def check_id(value: object, where: str, key: str, missing: str) -> str:
         raise InvalidMessageError(f"{where}{missing}")
     if not isinstance(value, str):
         raise InvalidMessageError(
-            f"{where}: {key!r} must be a string, got {type(value).__name__} {short(value)}"
+            f"{where}: {key!r} must be a string, got {type_name(value)} {short(value)}"
         )
     return value
 
@@ -56,8 +56,7 @@ def check_content(content: object, where: str) -> None:
                 )
         return
     raise InvalidMessageError(
-        f"{where}: 'content' must be a string or a list of content parts, "
-        f"got {type(content).__name__}"
+        f"{where}: 'content' must be a string or a list of content parts, got {type_name(content)}"
     )
 
 
@@ -71,7 +70,7 @@ def check_tool_calls(calls: object, where: str) -> list[str]:
     for k, call in enumerate(calls):
         here = f"{where}: tool call {k}"
         if not isinstance(call, Mapping):
-            raise InvalidMessageError(f"{here} must be a dict, got {type(call).__name__}")
+            raise InvalidMessageError(f"{here} must be a dict, got {type_name(call)}")
         call_id = check_id(call.get("id"), here, "id", " has no id (needs a non-empty string 'id')")
         if call_id in ids:
             raise InvalidMessageError(f"{here} repeats the id {short(call_id)} of an earlier call")
@@ -94,11 +93,9 @@ def check_tool_calls(calls: object, where: str) -> list[str]:
 def check_message(message: object, where: str) -> None:
     """Check the shape of one message (not its place in the sequence)."""
     if not isinstance(message, Mapping):
-        raise InvalidMessageError(
-            f"{where}: a message must be a dict, got {type(message).__name__}"
-        )
+        raise InvalidMessageError(f"{where}: a message must be a dict, got {type_name(message)}")
     role = message.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise InvalidMessageError(
             f"{where}: unknown role {short(role)} (expected one of {', '.join(sorted(ROLES))})"
         )
@@ -151,17 +148,18 @@ def check_sequence(messages: Sequence[Mapping[str, Any]]) -> None:
                 answered.add(call_id)
             elif call_id in answered:
                 raise ContextInvariantError(
-                    f"message {i} (tool) answers tool call {call_id!r}, which was already answered"
+                    f"message {i} (tool) answers tool call {short(call_id)}, which was already "
+                    "answered"
                 )
             elif caller is None:
                 raise ContextInvariantError(
-                    f"message {i} (tool) answers tool call {call_id!r}, but it does not "
+                    f"message {i} (tool) answers tool call {short(call_id)}, but it does not "
                     "follow an assistant message with tool calls"
                 )
             else:
                 calls = messages[caller]["tool_calls"]
                 raise ContextInvariantError(
-                    f"message {i} (tool) answers unknown tool call {call_id!r}; the "
+                    f"message {i} (tool) answers unknown tool call {short(call_id)}; the "
                     f"assistant message {caller} called {describe_ids(c['id'] for c in calls)}"
                 )
             continue

@@ -6,8 +6,9 @@ equal to plain lists and dicts, and read as fast. Every mutating method raises
 on a copy (the trap of ``context.messages.insert(...)`` in a transition hook).
 
 They are deeply immutable (made only by :func:`.values.freeze`, which freezes every nested
-value), so :func:`copy.copy` and :func:`copy.deepcopy` return the same object, as for a
-tuple; ``list(value)`` and ``dict(value)`` give editable shallow copies.
+value), so :func:`copy.copy` and :func:`copy.deepcopy` return the same object, and a slice is
+read-only too, as for a tuple; ``list(value)``, ``dict(value)`` and the ``copy()`` methods give
+editable shallow copies.
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ class ReadOnlyList(_ReadOnly, list[Any]):
 
     def __reduce_ex__(self, _protocol: Any) -> tuple[Any, ...]:
         return (_rebuild, (type(self), list(self)))
+
+    def __getitem__(self, index: Any) -> Any:
+        """An item, or for a slice a read-only list (as a tuple's slice is a tuple), so that
+        ``context.messages[-3:].append(...)`` fails instead of changing a throwaway copy."""
+        item = list.__getitem__(self, index)
+        if isinstance(index, slice):
+            return type(self)._of(item)
+        return item
 
 
 class ReadOnlyDict(_ReadOnly, dict[str, Any]):

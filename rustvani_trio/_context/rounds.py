@@ -97,11 +97,11 @@ class ContextRound:
             raise InvalidMessageError(
                 f"round: assistant text must be a string or None, got {type(text).__name__}"
             )
-        ids = check_tool_calls(tool_calls, "round")
         if text is not None:
-            freeze(text, "round: assistant text", InvalidMessageError)
-        self._calls = freeze(tool_calls, "round", InvalidMessageError, name="tool_calls")
-        self._ids = ids
+            text = freeze(text, "round: assistant text", InvalidMessageError)
+        calls = freeze(tool_calls, "round", InvalidMessageError, name="tool_calls")
+        self._ids = check_tool_calls(calls, "round")  # the copy is checked: it is what stays
+        self._calls = calls
         self._text = text
 
     def add_tool_result(
@@ -126,10 +126,13 @@ class ContextRound:
                 f"{describe_ids(self._ids)}"
             )
         if tool_call_id in self._results:
-            raise ContextInvariantError(f"round: tool call {tool_call_id!r} already has a result")
-        where = f"round: result for {tool_call_id!r}"
-        check_content(content, where)
-        self._results[tool_call_id] = freeze(content, where, InvalidMessageError)
+            raise ContextInvariantError(
+                f"round: tool call {short(tool_call_id)} already has a result"
+            )
+        where = f"round: result for {short(tool_call_id)}"
+        frozen = freeze(content, where, InvalidMessageError)
+        check_content(frozen, where)
+        self._results[tool_call_id] = frozen
 
     def commit(self) -> None:
         """Append the assistant message, then one tool message per call in call order; close.

@@ -40,6 +40,13 @@ def _freeze_parameters(value: Mapping[str, Any]) -> ReadOnlyDict:
     return freeze(value, "FunctionSchema.parameters", InvalidToolError)  # type: ignore[no-any-return]
 
 
+def _plain(value: object) -> object:
+    """A ``str`` subclass as the plain ``str`` (as the context stores every value)."""
+    if type(value) is not str and isinstance(value, str):
+        return str.__str__(value)
+    return value
+
+
 def _check_text(_instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     freeze(value, f"FunctionSchema.{attribute.name}", InvalidToolError)
 
@@ -50,13 +57,14 @@ class FunctionSchema:
 
     ``parameters`` is a JSON Schema object; it is checked (JSON values only) and copied on
     construction into a read-only dict, so the instance is immutable through and through
-    (:meth:`to_openai` returns an editable copy).  Instances are comparable but not hashable
-    (the schema is a dict).
+    (:meth:`to_openai` returns an editable copy).  Instances compare by all three fields and
+    hash by ``name`` and ``description`` (equal schemas hash equal), so they can be set
+    members and dict keys.
     """
 
-    name: str = attrs.field()
+    name: str = attrs.field(converter=_plain)
     description: str = attrs.field(
-        default="", validator=[attrs.validators.instance_of(str), _check_text]
+        default="", converter=_plain, validator=[attrs.validators.instance_of(str), _check_text]
     )
     parameters: Mapping[str, Any] = attrs.field(
         factory=_default_parameters, converter=_freeze_parameters, hash=False
@@ -105,7 +113,7 @@ def _make_tool(spec: object) -> Tool:
     elif isinstance(spec, Mapping):
         if spec.get("type") != "function":
             raise InvalidToolError(
-                f"a tool dict needs 'type': 'function', got {spec.get('type')!r}"
+                f"a tool dict needs 'type': 'function', got {short(spec.get('type'))}"
             )
         function = spec.get("function")
         if not isinstance(function, Mapping) or not is_name(function.get("name")):
@@ -115,11 +123,11 @@ def _make_tool(spec: object) -> Tool:
             )
         if not isinstance(function.get("description", ""), str):
             raise InvalidToolError(
-                f"tool {function['name']!r}: 'function.description' must be a string"
+                f"tool {short(function['name'])}: 'function.description' must be a string"
             )
         if not isinstance(function.get("parameters", {}), Mapping):
             raise InvalidToolError(
-                f"tool {function['name']!r}: 'function.parameters' must be a dict"
+                f"tool {short(function['name'])}: 'function.parameters' must be a dict"
             )
         frozen: ReadOnlyDict = freeze(spec, f"tool {short(function['name'])}", InvalidToolError)
         openai = stored = frozen
@@ -139,7 +147,7 @@ def make_tools(specs: Iterable[ToolSpec]) -> list[Tool]:
     seen: set[str] = set()
     for tool in tools:
         if tool.name in seen:
-            raise InvalidToolError(f"tool name {tool.name!r} appears more than once")
+            raise InvalidToolError(f"tool name {short(tool.name)} appears more than once")
         seen.add(tool.name)
     return tools
 
@@ -171,10 +179,11 @@ class Toolset:
     """The tools and tool choice of an :class:`LLMContext` (its first layer; see
     :mod:`.llm_context`)."""
 
-    __slots__ = ("_tool_choice", "_tools")
+    __slots__ = ("_tool_choice", "_tool_list", "_tools")
 
     def __init__(self, tools: Iterable[ToolSpec] | None, tool_choice: ToolChoice) -> None:
         self._tools: list[Tool] = make_tools(tools or ())
+        self._tool_list: ToolList | None = None  # the snapshot ``tools`` hands out
         check_tool_choice(tool_choice)
         self._tool_choice: ToolChoice = _freeze_choice(tool_choice)
 
@@ -185,7 +194,16 @@ class Toolset:
         Changing it raises a :class:`TypeError` naming the method to use instead
         (:meth:`set_tools`, :meth:`add_tools`, :meth:`remove_tool`).
         """
-        return ToolList._of(tool.spec for tool in self._tools)
+        if self._tool_list is None:
+            self._tool_list = ToolList._of(tool.spec for tool in self._tools)
+        return self._tool_list
+
+    @tools.setter
+    def tools(self, _value: object) -> None:
+        raise AttributeError(
+            "context.tools cannot be assigned: use context.set_tools(tools) (or add_tools, "
+            "remove_tool)"
+        )
 
     @property
     def tool_choice(self) -> ToolChoice:
@@ -193,9 +211,16 @@ class Toolset:
         choice is a read-only dict (change it with :meth:`set_tool_choice`)."""
         return self._tool_choice
 
+    @tool_choice.setter
+    def tool_choice(self, _value: object) -> None:
+        raise AttributeError(
+            "context.tool_choice cannot be assigned: use context.set_tool_choice(choice)"
+        )
+
     def set_tools(self, tools: Iterable[ToolSpec] | None) -> None:
         """Replace the tools (``None`` or empty removes them all); names must be unique."""
         self._tools = make_tools(tools or ())
+        self._tool_list = None
 
     def add_tools(self, tools: Iterable[ToolSpec]) -> None:
         """Add tools; one with the name of an existing tool replaces it in place.
@@ -210,6 +235,7 @@ class Toolset:
             else:
                 position[tool.name] = len(self._tools)
                 self._tools.append(tool)
+        self._tool_list = None
 
     def remove_tool(self, name: str, *, missing_ok: bool = False) -> bool:
         """Remove the tool called ``name``; return whether one was removed.
@@ -220,10 +246,11 @@ class Toolset:
         for i, tool in enumerate(self._tools):
             if tool.name == name:
                 del self._tools[i]
+                self._tool_list = None
                 return True
         if missing_ok:
             return False
-        raise KeyError(f"no tool named {name!r} (tools: {describe_ids(self.tool_names())})")
+        raise KeyError(f"no tool named {short(name)} (tools: {describe_ids(self.tool_names())})")
 
     def tool_names(self) -> list[str]:
         """The tool names, in order."""
@@ -253,7 +280,7 @@ class Toolset:
             name = choice["function"]["name"]
             if name not in self.tool_names():
                 raise ContextInvariantError(
-                    f"tool_choice names function {name!r}, which is not among the tools "
+                    f"tool_choice names function {short(name)}, which is not among the tools "
                     f"({describe_ids(self.tool_names())})"
                 )
         elif choice == "required" and not self._tools:

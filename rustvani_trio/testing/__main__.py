@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,13 @@ __all__ = ["main"]
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:  # 99999 was silently served as 34463 (99999 - 65536)
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {port}")
+    return port
+
+
 def _parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -35,7 +43,7 @@ def _parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
         ),
     )
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--port", type=_port, default=0, help="0 picks a free port")
     parser.add_argument("--tokens", type=int, default=20, help="tokens per reply")
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between tokens")
     parser.add_argument(
@@ -45,6 +53,8 @@ def _parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     parser.add_argument("--ready-file", help="write the base URL to this file once serving")
     parser.add_argument("--log-level", default="WARNING", type=str.upper, choices=_LEVELS)
     args = parser.parse_args(argv)
+    if args.ready_file and not os.path.isdir(os.path.dirname(os.path.abspath(args.ready_file))):
+        parser.error(f"--ready-file: no directory for {args.ready_file!r}")
     try:
         args.reply = TextReply(
             numbered_tokens(args.tokens),
@@ -56,30 +66,40 @@ def _parse_args(argv: Sequence[str] | None, prog: str) -> argparse.Namespace:
     return args
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace) -> OSError | None:
+    """Serve until a signal; the error when the server could not start (port in use, ...)."""
     server = ScriptedServer(args.host, args.port, default_reply=args.reply, model=args.model)
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            base_url: str = await nursery.start(server.serve)
-            if args.ready_file:
-                # Write then rename, so that a poller never reads a partial file.
-                tmp = trio.Path(args.ready_file + ".tmp")
-                await tmp.write_text(base_url + "\n")
-                await tmp.replace(args.ready_file)
+            try:
+                base_url: str = await nursery.start(server.serve)
+                if args.ready_file:
+                    # Write then rename, so that a poller never reads a partial file.
+                    tmp = trio.Path(args.ready_file + ".tmp")
+                    await tmp.write_text(base_url + "\n")
+                    await tmp.replace(args.ready_file)
+            except OSError as exc:
+                nursery.cancel_scope.cancel()
+                return exc
             print(f"READY {base_url}", flush=True)
             async for signum in signals:
                 logger.debug("scripted server: signal %d, stopping", signum)
                 break
             nursery.cancel_scope.cancel()
+    return None
 
 
 def main(
     argv: Sequence[str] | None = None, *, prog: str = "python -m rustvani_trio.testing"
 ) -> int:
-    """Run the scripted server until SIGINT or SIGTERM; returns the exit status (0)."""
+    """Run the scripted server until SIGINT or SIGTERM; returns the exit status (0, or 1
+    when it could not start: the reason is printed on one line)."""
     args = _parse_args(argv, prog)
     logging.basicConfig(level=args.log_level, stream=sys.stderr)
-    trio.run(_serve, args)
+    error = trio.run(_serve, args)
+    if error is not None:
+        print(f"{prog}: error: cannot serve on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -17,15 +17,21 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cache
 from http import HTTPStatus
+from typing import Final
 
 import attrs
 import h11
 import trio
 
-__all__ = ["HttpConnection", "IncomingRequest"]
+__all__ = ["MAX_BODY_SIZE", "HttpConnection", "IncomingRequest", "only_client_errors"]
 
 _RECEIVE_SIZE = 65536
 _MAX_HEADER_SIZE = 64 * 1024
+MAX_BODY_SIZE = 32 * 1024 * 1024
+"""The largest request body the server reads (a larger one gets HTTP 413)."""
+_READ_AHEAD = MAX_BODY_SIZE + 2 * _MAX_HEADER_SIZE
+"""How much a client may send ahead while a response is played (pipelined requests): one
+request of the largest size; beyond it the connection is closed (h11 would buffer it all)."""
 
 
 @attrs.define(eq=False)
@@ -39,12 +45,48 @@ class IncomingRequest:
     http_version: str
 
 
+_CLIENT_ERRORS: Final = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    h11.RemoteProtocolError,
+    OSError,
+)
+
+
+def only_client_errors(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every exception in a group) is a client's doing: a reset, a
+    closed connection, a protocol error."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(only_client_errors(inner) for inner in exc.exceptions)
+    return isinstance(exc, _CLIENT_ERRORS)
+
+
 @cache
 def _reason(status: int) -> bytes:
     try:
         return HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
         return b""
+
+
+def _too_large() -> h11.RemoteProtocolError:
+    return h11.RemoteProtocolError(
+        f"the request body is larger than {MAX_BODY_SIZE:,} bytes", error_status_hint=413
+    )
+
+
+def _check_framing(request: h11.Request) -> None:
+    """Refuse what h11 accepts but a test server should not guess at."""
+    names = [name for name, _ in request.headers]
+    if b"content-length" in names and b"transfer-encoding" in names:
+        # h11 follows Transfer-Encoding (RFC 9112 allows it); the two disagreeing is a sign
+        # of a broken client (or request smuggling), and the body could wait forever.
+        raise h11.RemoteProtocolError(
+            "the request has both Content-Length and Transfer-Encoding", error_status_hint=400
+        )
+    for name, value in request.headers:
+        if name == b"content-length" and int(value) > MAX_BODY_SIZE:
+            raise _too_large()
 
 
 def _new_h11() -> h11.Connection:
@@ -63,6 +105,12 @@ class HttpConnection:
     _watchers: set[trio.CancelScope] = attrs.field(factory=set, init=False)
     _chunked: bool = attrs.field(default=False, init=False)
     _head: bool = attrs.field(default=False, init=False)
+    _read_ahead: int = attrs.field(default=0, init=False)
+    """Bytes received since the last request was read (h11 buffers them)."""
+    _reading: bool = attrs.field(default=False, init=False)
+    """True while :meth:`next_request` runs (what arrives then is being read)."""
+    flooded: bool = attrs.field(default=False, init=False)
+    """True when the client sent too much ahead and the connection was given up."""
 
     async def run_reader(self) -> None:
         """Feed received bytes to h11 until EOF; on EOF cancel the watched scopes.
@@ -70,6 +118,10 @@ class HttpConnection:
         Runs for the whole life of the connection, next to the request handler. A
         :class:`trio.ClosedResourceError` means that *we* closed the stream (a scripted drop
         or the end of the connection): that is not a client disconnect.
+
+        While a response is played, what arrives is buffered by h11 (pipelined requests): a
+        client that sends more than one request of the largest size ahead is treated as gone
+        (:attr:`flooded`), so that the buffer stays bounded.
         """
         while True:
             try:
@@ -77,6 +129,10 @@ class HttpConnection:
             except trio.ClosedResourceError:
                 return
             except trio.BrokenResourceError:
+                data = b""
+            self._read_ahead += len(data)
+            if self._read_ahead > _READ_AHEAD and not self._reading:
+                self.flooded = True
                 data = b""
             if not data:
                 self.peer_closed = True
@@ -105,6 +161,15 @@ class HttpConnection:
 
         Raises :class:`h11.RemoteProtocolError` on a malformed (or truncated) request.
         """
+        self._reading = True
+        self._read_ahead = 0
+        try:
+            return await self._read_request()
+        finally:
+            self._reading = False
+            self._read_ahead = 0
+
+    async def _read_request(self) -> IncomingRequest | None:
         request: h11.Request | None = None
         body = bytearray()
         sent_100 = False
@@ -125,8 +190,11 @@ class HttpConnection:
             elif isinstance(event, h11.Request):
                 request = event
                 self._head = event.method == b"HEAD"
+                _check_framing(event)
             elif isinstance(event, h11.Data):
                 body += event.data
+                if len(body) > MAX_BODY_SIZE:
+                    raise _too_large()
             elif isinstance(event, h11.EndOfMessage):
                 assert request is not None
                 return IncomingRequest(

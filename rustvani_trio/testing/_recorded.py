@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
@@ -10,7 +11,7 @@ import trio
 
 from ._replies import Reply
 
-__all__ = ["RecordedRequest", "ReplyFactory", "ScriptItem"]
+__all__ = ["RecordedRequest", "ReplyFactory", "ScriptItem", "parse_json_body"]
 
 
 @attrs.define(eq=False)
@@ -41,6 +42,8 @@ class RecordedRequest:
     being delayed, stalled or dropped)."""
     disconnected: trio.Event = attrs.field(factory=trio.Event, repr=False)
     """Set when the client closed the connection before the reply was finished."""
+    json_error: str | None = None
+    """Why :attr:`json` is ``None`` although there is a body (``None`` otherwise)."""
     completed: trio.Event = attrs.field(factory=trio.Event, repr=False)
     """Set when the reply was played to its end: fully written, or a scripted ``error_after``
     / ``drop_after`` fault carried out. Never set for a stall or a client disconnect."""
@@ -66,6 +69,24 @@ class RecordedRequest:
             return False
         options = self.json.get("stream_options")
         return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+def parse_json_body(body: bytes) -> tuple[Any, str | None]:
+    """The parsed JSON of a request body and, when it is not JSON, why (``(None, None)``
+    for an empty body)."""
+    if not body:
+        return None, None
+    try:
+        return json.loads(body), None
+    except UnicodeDecodeError:
+        return None, "the request body is not UTF-8 (nor UTF-16 or UTF-32) text"
+    except ValueError as exc:  # JSONDecodeError, or an int of too many digits
+        reason = str(exc)
+        if len(reason) > 200:
+            reason = reason[:200] + "..."
+        return None, f"the request body is not valid JSON ({reason})"
+    except RecursionError:
+        return None, "the request body is not valid JSON (it nests too deeply)"
 
 
 ReplyFactory: TypeAlias = Callable[[RecordedRequest], Reply]

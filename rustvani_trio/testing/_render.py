@@ -37,18 +37,23 @@ class Fault(enum.Enum):
 
 
 def _first_fault(reply: TextReply | ToolCallReply, count: int) -> tuple[int | None, Fault | None]:
-    """The first fault ``reply`` reaches with ``count`` deltas, and after how many deltas."""
-    best: tuple[int | None, Fault | None] = (None, None)
+    """The fault of ``reply`` with the smallest count (ties in :class:`Fault` order), and
+    after how many of the ``count`` deltas it happens (a count past the end fires at the end).
+
+    The counts are compared as scripted, not as clamped to ``count``: ``error_after=3,
+    drop_after=5`` on a two-delta reply is an error, as it would be on a longer one.
+    """
+    best: tuple[int, Fault] | None = None
     for fault, at in (
         (Fault.STALL, reply.stall_after),
         (Fault.DROP, reply.drop_after),
         (Fault.ERROR, reply.error_after),
     ):
-        if at is not None:
-            at = min(at, count)
-            if best[0] is None or at < best[0]:
-                best = (at, fault)
-    return best
+        if at is not None and (best is None or at < best[0]):
+            best = (at, fault)
+    if best is None:
+        return None, None
+    return min(best[0], count), best[1]
 
 
 def error_body(message: str, type_: str, code: str | None) -> dict[str, Any]:

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import enum
 import json
+import reprlib
+import types
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeAlias
 
 import attrs
+import h11
 
 from .._validators import at_least, non_negative, optional
 
@@ -47,35 +50,6 @@ AUTO_USAGE: Final = AutoUsage.AUTO
 tokens and tool-call fragments)."""
 
 
-@attrs.frozen
-class Usage:
-    """Token usage reported by a reply (``total_tokens`` defaults to the sum)."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int | None = None
-    reasoning_tokens: int | None = None
-    """When set, reported as ``completion_tokens_details.reasoning_tokens``."""
-    cached_tokens: int | None = None
-    """When set, reported as ``prompt_tokens_details.cached_tokens``."""
-
-    def to_json(self) -> dict[str, Any]:
-        """The OpenAI ``usage`` object."""
-        total = self.total_tokens
-        if total is None:
-            total = self.prompt_tokens + self.completion_tokens
-        out: dict[str, Any] = {
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "total_tokens": total,
-        }
-        if self.reasoning_tokens is not None:
-            out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
-        if self.cached_tokens is not None:
-            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
-        return out
-
-
 # ---- converters and validators --------------------------------------------------------------
 
 
@@ -85,8 +59,46 @@ def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
     out = tuple(value)
     for item in out:
         if not isinstance(item, str):
-            raise TypeError(f"expected strings, got {item!r}")
+            raise TypeError(f"expected strings, got {reprlib.repr(item)}")
     return out
+
+
+def _str(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{attr.name} must be a str, got {reprlib.repr(value)}")
+
+
+def _name(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{attr.name} must be a non-empty str, got {reprlib.repr(value)}")
+
+
+# The server frames every body itself: a reply may not set these.
+_FRAMING_HEADERS: Final = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+def _headers(value: Mapping[str, str]) -> Mapping[str, str]:
+    """Headers checked where the reply is built (a bad one made the server drop the
+    connection when the reply was played), as a read-only copy."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"headers must be a mapping of str to str, got {reprlib.repr(value)}")
+    copied = dict(value)
+    for name, item in copied.items():
+        if not isinstance(name, str) or not isinstance(item, str):
+            raise TypeError(
+                f"headers must map str to str, got {reprlib.repr(name)}: {reprlib.repr(item)}"
+            )
+        if name.lower() in _FRAMING_HEADERS:
+            raise ValueError(f"header {name!r} is set by the server, not by a reply")
+        try:
+            encoded = [(name.encode("latin-1"), item.encode("latin-1"))]
+            h11.Response(status_code=200, headers=encoded)  # h11's own checks of names, values
+        except (UnicodeEncodeError, h11.LocalProtocolError) as exc:
+            raise ValueError(
+                f"header {reprlib.repr(name)}: {reprlib.repr(item)} cannot be sent "
+                f"in HTTP/1.1 ({exc})"
+            ) from None
+    return types.MappingProxyType(copied)
 
 
 def _int_tuple_or_none(value: Iterable[int] | None) -> tuple[int, ...] | None:
@@ -104,16 +116,41 @@ def _arguments_str(value: str | Mapping[str, Any]) -> str:
     return json.dumps(value)
 
 
+def _bytes(value: bytes) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"body must be bytes (encode text first), got {type(value).__name__}")
+    return bytes(value)
+
+
+def _header_value(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
+    _headers({attr.name.replace("_", "-"): value})
+
+
+def _count(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attr.name} must be an int, got {reprlib.repr(value)}")
+
+
 def _call_tuple(value: Iterable[ScriptedToolCall]) -> tuple[ScriptedToolCall, ...]:
     out = tuple(value)
     for call in out:
         if not isinstance(call, ScriptedToolCall):
-            raise TypeError(f"expected ScriptedToolCall, got {call!r}")
+            raise TypeError(f"expected ScriptedToolCall, got {reprlib.repr(call)}")
+    if not out:
+        raise ValueError("a ToolCallReply needs at least one call (a TextReply answers without)")
     return out
 
 
-_STATUS: Final = [at_least(200), attrs.validators.le(999)]
-"""An HTTP status the server can send with a body (no 1xx)."""
+_NO_BODY: Final = frozenset({204, 205, 304})
+
+
+def _with_body(_inst: Any, attr: attrs.Attribute[Any], value: int) -> None:
+    if value in _NO_BODY:
+        raise ValueError(f"{attr.name} {value} cannot carry a body; this reply sends one")
+
+
+_STATUS: Final = [at_least(200), attrs.validators.le(999), _with_body]
+"""An HTTP status the server can send with a body (no 1xx, 204, 205 or 304)."""
 
 
 def _fault_field() -> Any:
@@ -122,6 +159,35 @@ def _fault_field() -> Any:
 
 def _delay_field() -> Any:
     return attrs.field(default=0.0, kw_only=True, validator=non_negative)
+
+
+@attrs.frozen
+class Usage:
+    """Token usage reported by a reply (``total_tokens`` defaults to the sum)."""
+
+    prompt_tokens: int = attrs.field(validator=_count)
+    completion_tokens: int = attrs.field(validator=_count)
+    total_tokens: int | None = attrs.field(default=None, validator=optional(_count))
+    reasoning_tokens: int | None = attrs.field(default=None, validator=optional(_count))
+    """When set, reported as ``completion_tokens_details.reasoning_tokens``."""
+    cached_tokens: int | None = attrs.field(default=None, validator=optional(_count))
+    """When set, reported as ``prompt_tokens_details.cached_tokens``."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The OpenAI ``usage`` object."""
+        total = self.total_tokens
+        if total is None:
+            total = self.prompt_tokens + self.completion_tokens
+        out: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": total,
+        }
+        if self.reasoning_tokens is not None:
+            out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
+        if self.cached_tokens is not None:
+            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return out
 
 
 # ---- pre-rendered deltas ------------------------------------------------------------------
@@ -143,6 +209,8 @@ def _tool_text_deltas(reply: ToolCallReply) -> tuple[str, ...]:
 
 def _tool_arg_deltas(reply: ToolCallReply) -> tuple[tuple[str, ...], ...]:
     size = reply.args_fragment_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        return ()  # attrs validates after defaults are made: let the validator say so
     out: list[tuple[str, ...]] = []
     for index, call in enumerate(reply.calls):
         args = call.arguments
@@ -173,8 +241,10 @@ class _StreamedReply:
     error_after: int | None = _fault_field()
     drop_after: int | None = _fault_field()
     stall_after: int | None = _fault_field()
-    error_message: str = attrs.field(default="scripted stream error", kw_only=True)
-    error_code: str | None = attrs.field(default="scripted_error", kw_only=True)
+    error_message: str = attrs.field(default="scripted stream error", kw_only=True, validator=_str)
+    error_code: str | None = attrs.field(
+        default="scripted_error", kw_only=True, validator=optional(_str)
+    )
 
 
 @attrs.frozen
@@ -193,8 +263,8 @@ class TextReply(_StreamedReply):
 
     Faults count *deltas* (reasoning tokens, content tokens and, for :class:`ToolCallReply`,
     tool-call fragments) sent after the role chunk; a count larger than the number of deltas
-    fires just before the finish chunk. The first fault reached wins (on a tie: stall, drop,
-    error):
+    fires just before the finish chunk. The fault with the smallest count wins (on a tie:
+    stall, drop, error), whatever the number of deltas:
 
     * ``error_after=N``: after N deltas send ``data: {"error": {...}}`` (``type``
       ``"server_error"``, ``error_message``, ``error_code``) and end the body without
@@ -207,7 +277,7 @@ class TextReply(_StreamedReply):
 
     tokens: tuple[str, ...] = attrs.field(converter=_str_tuple)
     reasoning: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, kw_only=True)
-    finish_reason: str = attrs.field(default="stop", kw_only=True)
+    finish_reason: str = attrs.field(default="stop", kw_only=True, validator=_str)
     _deltas: tuple[str, ...] = attrs.field(
         init=False, eq=False, repr=False, default=attrs.Factory(_text_deltas, takes_self=True)
     )
@@ -221,9 +291,9 @@ class ScriptedToolCall:
     ``id`` defaults to ``call_<n>``, ``n`` counting the server's auto-generated ids from 1.
     """
 
-    name: str
+    name: str = attrs.field(validator=_name)
     arguments: str = attrs.field(default="{}", converter=_arguments_str)
-    id: str | None = None
+    id: str | None = attrs.field(default=None, validator=optional(_name))
 
 
 @attrs.frozen
@@ -240,7 +310,7 @@ class ToolCallReply(_StreamedReply):
     calls: tuple[ScriptedToolCall, ...] = attrs.field(converter=_call_tuple)
     text_tokens: tuple[str, ...] = attrs.field(default=(), converter=_str_tuple, kw_only=True)
     args_fragment_size: int = attrs.field(default=8, kw_only=True, validator=at_least(1))
-    finish_reason: str = attrs.field(default="tool_calls", kw_only=True)
+    finish_reason: str = attrs.field(default="tool_calls", kw_only=True, validator=_str)
     _text_deltas: tuple[str, ...] = attrs.field(
         init=False, eq=False, repr=False, default=attrs.Factory(_tool_text_deltas, takes_self=True)
     )
@@ -259,10 +329,12 @@ class ErrorReply:
     """
 
     status: int = attrs.field(validator=_STATUS)
-    message: str
-    type: str = attrs.field(default="invalid_request_error", kw_only=True)
-    code: str | None = attrs.field(default=None, kw_only=True)
-    headers: Mapping[str, str] = attrs.field(factory=dict, kw_only=True, hash=False)
+    message: str = attrs.field(validator=_str)
+    type: str = attrs.field(default="invalid_request_error", kw_only=True, validator=_str)
+    code: str | None = attrs.field(default=None, kw_only=True, validator=optional(_str))
+    headers: Mapping[str, str] = attrs.field(
+        factory=dict, kw_only=True, hash=False, converter=_headers
+    )
     delay: float = _delay_field()
 
 
@@ -275,14 +347,18 @@ class RawReply:
     ``delay_between_chunks`` between two pieces. ``headers`` are added to the response.
     """
 
-    body: bytes
+    body: bytes = attrs.field(converter=_bytes)
     chunk_sizes: tuple[int, ...] | None = attrs.field(
         default=None, converter=_int_tuple_or_none, kw_only=True
     )
     delay_between_chunks: float = _delay_field()
     status: int = attrs.field(default=200, kw_only=True, validator=_STATUS)
-    content_type: str = attrs.field(default="text/event-stream", kw_only=True)
-    headers: Mapping[str, str] = attrs.field(factory=dict, kw_only=True, hash=False)
+    content_type: str = attrs.field(
+        default="text/event-stream", kw_only=True, validator=[_str, _header_value]
+    )
+    headers: Mapping[str, str] = attrs.field(
+        factory=dict, kw_only=True, hash=False, converter=_headers
+    )
 
     def pieces(self) -> list[bytes]:
         """The body split as it will be written (empty pieces are skipped)."""

@@ -7,6 +7,7 @@ plumbing in :mod:`._http`.
 from __future__ import annotations
 
 import collections
+import inspect
 import itertools
 import json
 import logging
@@ -19,10 +20,11 @@ import attrs
 import h11
 import trio
 
+from .._validators import at_least
 from . import _play
-from ._http import HttpConnection, IncomingRequest
+from ._http import HttpConnection, IncomingRequest, only_client_errors
 from ._play import Outcome
-from ._recorded import RecordedRequest, ScriptItem
+from ._recorded import RecordedRequest, ScriptItem, parse_json_body
 from ._render import StreamPlan, error_body
 from ._replies import REPLY_TYPES, ErrorReply, RawReply, Reply
 from ._x_script import ScriptError, XScriptCache
@@ -33,18 +35,11 @@ logger = logging.getLogger("rustvani_trio.testing.server")
 
 _CHAT_PATH: Final = "/v1/chat/completions"
 _MODELS_PATH: Final = "/v1/models"
-_CLIENT_ERRORS: Final = (
-    trio.BrokenResourceError,
-    trio.ClosedResourceError,
-    h11.RemoteProtocolError,
-    OSError,
-)
 
 
-def _only_client_errors(exc: BaseException) -> bool:
-    if isinstance(exc, BaseExceptionGroup):
-        return all(_only_client_errors(inner) for inner in exc.exceptions)
-    return isinstance(exc, _CLIENT_ERRORS)
+def _cut(text: str, limit: int = 200) -> str:
+    """``text`` cut for an error message or a log line."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _counter() -> itertools.count[int]:
@@ -73,14 +68,15 @@ class ScriptedServer:
          "finish_reason": "...", "error_after": N, "drop_after": N, "stall_after": N}
 
     ``tokens`` (default 16, or 0 with a tool call) as a number means
-    :func:`numbered_tokens`; with ``tool_call`` the reply is a :class:`ToolCallReply` and the
-    tokens are its text tokens.
+    :func:`numbered_tokens` (at most 100,000); with ``tool_call`` the reply is a
+    :class:`ToolCallReply` and the tokens are its text tokens. Unknown keys, non-finite
+    delays and values of the wrong type get HTTP 400 naming the field.
 
     The response's ``model`` echoes the request's ``model`` (``model`` when absent).
     """
 
-    host: str = "127.0.0.1"
-    port: int = 0
+    host: str = attrs.field(default="127.0.0.1", validator=attrs.validators.instance_of(str))
+    port: int = attrs.field(default=0, validator=[at_least(0), attrs.validators.le(65535)])
     """The port to bind; after :meth:`serve` started, the bound port."""
     default_reply: ScriptItem | None = attrs.field(default=None, kw_only=True)
     model: str = attrs.field(default="scripted-model", kw_only=True)
@@ -108,7 +104,11 @@ class ScriptedServer:
     def add_reply(self, reply: ScriptItem) -> None:
         """Queue one reply (FIFO): a reply object or a ``(RecordedRequest) -> reply``."""
         if not isinstance(reply, REPLY_TYPES) and not callable(reply):
-            raise TypeError(f"not a reply: {reply!r}")
+            raise TypeError(f"not a reply: {_cut(repr(reply))}")
+        if inspect.iscoroutinefunction(reply):
+            raise TypeError(
+                f"reply callables are called synchronously; {_cut(repr(reply))} is async"
+            )
         self._queue.append(reply)
 
     def add_replies(self, replies: Iterable[ScriptItem]) -> None:
@@ -187,7 +187,7 @@ class ScriptedServer:
                 finally:
                     nursery.cancel_scope.cancel()
         except Exception as exc:
-            if _only_client_errors(exc):
+            if only_client_errors(exc):
                 logger.debug("scripted server: connection closed on error: %r", exc)
             else:
                 logger.exception("scripted server: unexpected error in a connection")
@@ -199,8 +199,11 @@ class ScriptedServer:
             try:
                 incoming = await conn.next_request()
             except h11.RemoteProtocolError as exc:
+                if conn.peer_closed:
+                    logger.debug("scripted server: client left mid-request: %s", exc)
+                    return
                 logger.debug("scripted server: bad request: %r", exc)
-                if conn.can_send_response() and not conn.peer_closed:
+                if conn.can_send_response():
                     body = error_body(f"bad request: {exc}", "invalid_request_error", None)
                     await conn.send_full(
                         exc.error_status_hint, _play.JSON_HEADERS, json.dumps(body).encode()
@@ -217,12 +220,7 @@ class ScriptedServer:
         headers: dict[str, str] = {}
         for name, value in incoming.headers:
             headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        parsed: Any = None
-        if incoming.body:
-            try:
-                parsed = json.loads(incoming.body)
-            except ValueError:
-                parsed = None
+        parsed, json_error = parse_json_body(incoming.body)
         record = RecordedRequest(
             index=len(self.requests) + 1,
             method=incoming.method,
@@ -233,6 +231,7 @@ class ScriptedServer:
             json=parsed,
             http_version=incoming.http_version,
             connection=connection,
+            json_error=json_error,
         )
         self.requests.append(record)
         self._request_added.set()
@@ -248,7 +247,15 @@ class ScriptedServer:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 outcome = Outcome.DISCONNECTED
         if outcome is Outcome.DISCONNECTED:
-            logger.debug("scripted server: client left during request #%d", record.index)
+            if conn.flooded:
+                logger.warning(
+                    "scripted server: connection %d closed during request #%d: the client "
+                    "sent more than one request's worth of bytes ahead",
+                    record.connection,
+                    record.index,
+                )
+            else:
+                logger.debug("scripted server: client left during request #%d", record.index)
             record.disconnected.set()
             return False
         record.completed.set()
@@ -288,23 +295,34 @@ class ScriptedServer:
         if isinstance(item, REPLY_TYPES):
             return item
         reply = item(record)
+        if inspect.isawaitable(reply):
+            if inspect.iscoroutine(reply):
+                reply.close()  # never awaited: no "coroutine was never awaited" warning
+            raise TypeError(
+                f"reply callable {_cut(repr(item))} returned an awaitable: reply callables are "
+                "called synchronously and return a reply"
+            )
         if not isinstance(reply, REPLY_TYPES):
-            raise TypeError(f"reply callable returned {reply!r}, not a reply")
+            raise TypeError(f"reply callable returned {_cut(repr(reply))}, not a reply")
         return reply
 
     async def _chat(self, conn: HttpConnection, record: RecordedRequest) -> Outcome:
         body = record.json
         if not isinstance(body, dict):
-            return await _play.send_error(
-                conn, record, 400, "scripted server: the request body is not a JSON object"
-            )
+            if record.json_error is not None:
+                problem = record.json_error
+            elif not record.body:
+                problem = "the request has no body (a JSON object was expected)"
+            else:
+                problem = f"the request body is JSON but not an object (got {type(body).__name__})"
+            return await _play.send_error(conn, record, 400, f"scripted server: {problem}")
         try:
             reply = self._resolve_reply(record, body)
         except ScriptError as exc:
             return await _play.send_error(conn, record, 400, f"scripted server: {exc}")
         except Exception as exc:
             logger.warning("scripted server: reply callable failed", exc_info=True)
-            message = f"scripted server: reply callable raised {exc!r}"
+            message = f"scripted server: reply callable raised {_cut(repr(exc))}"
             return await _play.send_error(conn, record, 500, message, "server_error")
         if reply is None:
             message = f"scripted server: no reply left for request #{record.index}"
@@ -354,22 +372,27 @@ async def open_scripted_server(
     server = ScriptedServer(
         host, port, default_reply=default_reply, model=model, allow_x_script=allow_x_script
     )
-    body_error: BaseException | None = None
+    own_error: BaseException | None = None  # the body's, or the start's (e.g. port in use)
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(server.serve)
+            try:
+                await nursery.start(server.serve)
+            except Exception as exc:
+                own_error = exc
+                raise
             try:
                 yield server
             except BaseException as exc:
-                body_error = exc
+                own_error = exc
                 raise
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # An error of the ``async with`` body comes back wrapped by the nursery: unwrap it, so
-        # that ``pytest.raises(...)`` around the block sees the body's own exception.
-        if body_error is None or list(group.exceptions) != [body_error]:
+        # An error of the ``async with`` body, or of binding the port, comes back wrapped by
+        # the nursery: unwrap it, so that ``pytest.raises(...)`` (or ``except OSError``)
+        # around the block sees the exception itself.
+        if own_error is None or list(group.exceptions) != [own_error]:
             raise
     else:
         return
-    raise body_error
+    raise own_error
