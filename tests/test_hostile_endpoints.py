@@ -24,6 +24,7 @@ import pytest
 import trio
 import trio.testing
 
+from rustvani_trio.aggregators import LLMAssistantAggregator
 from rustvani_trio.context import LLMContext
 from rustvani_trio.frames import (
     ErrorFrame,
@@ -665,3 +666,74 @@ async def test_credentials_in_base_url_are_not_shown_in_http_errors() -> None:
     assert "no such model" in message and server.base_url in message
     assert "s3cret" not in message and "proxyuser" not in message
     assert "s3cret" not in repr(OpenAILLMConfig(base_url=url))
+
+
+# =========================================================================== review: unicode
+
+
+async def _answer_in_turns(conn: Conn, first: list[bytes]) -> None:
+    """``first`` for the first request, a plain "ok" answer for every later one."""
+    await conn.stream_events(first if conn.index == 0 else text_stream("ok"))
+
+
+def raw_delta(delta_json: str, finish: str = "null") -> bytes:
+    """A chunk whose delta is ``delta_json`` exactly as written (escapes kept)."""
+    return (
+        f'data: {{"choices": [{{"index": 0, "delta": {delta_json}, "finish_reason": {finish}}}]}}'
+        "\n\n"
+    ).encode()
+
+
+async def test_a_lone_surrogate_from_the_server_does_not_break_the_conversation() -> None:
+    first = [raw_delta('{"content": "caf\\u00e9 \\ud800 ok"}'), delta({}, "stop"), DONE]
+    context = new_context()
+    async with raw_server(functools.partial(_answer_in_turns, first=first)) as server:
+        for _ in range(2):
+            llm = make_llm(server.url)
+            frames = [LLMContextFrame(context=context)]
+            result = await run_test([llm, LLMAssistantAggregator(context)], frames)
+            assert result.upstream_of(ErrorFrame) == []
+    assert context.messages[1] == {"role": "assistant", "content": "café \ufffd ok"}
+    assert len(server.requests) == 2  # the second turn's request was built and sent
+    assert "café \ufffd ok" in server.requests[1].decode()
+
+
+async def test_a_lone_surrogate_in_a_tool_call_does_not_fail_the_round() -> None:
+    got: list[str] = []
+    registry = FunctionRegistry()
+    registry.register("f", lambda args: got.append(args) or "ok")
+    call = (
+        '{"index": 0, "id": "c\\udc00", '
+        '"function": {"name": "f", "arguments": "{\\"a\\": \\"\\ud800\\"}"}}'
+    )
+    first = [raw_delta(f'{{"tool_calls": [{call}]}}'), delta({}, "tool_calls"), DONE]
+    async with raw_server(functools.partial(_answer_in_turns, first=first)) as server:
+        turns = await run_turns(server.url, registry=registry)
+    assert turns.errors == []
+    assert got == ['{"a": "\ufffd"}']
+    assert turns.text == "ok"
+
+
+async def test_a_lone_surrogate_in_a_server_error_is_escaped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="rustvani_trio")
+    stream = [b'data: {"error": {"message": "oops \\ud800 \\u001b[31m"}}\n\n']
+    async with raw_server(functools.partial(_answer_in_turns, first=stream)) as server:
+        turns = await run_turns(server.url)
+    message = one_error(turns)
+    assert "oops \ufffd \\x1b[31m" in message
+    message.encode("utf-8")
+
+
+async def test_lone_surrogates_in_parsed_arguments_are_replaced() -> None:
+    got: list[dict[str, Any]] = []
+    registry = FunctionRegistry()
+    registry.register("f", lambda params: got.append(dict(params.arguments)) or "ok", rich=True)
+    call = {"index": 0, "id": "c1", "function": {"name": "f", "arguments": '{"a": "\\ud800"}'}}
+    first = [delta({"tool_calls": [call]}), delta({}, "tool_calls"), DONE]
+    async with raw_server(functools.partial(_answer_in_turns, first=first)) as server:
+        turns = await run_turns(server.url, registry=registry)
+    assert turns.errors == []
+    assert got == [{"a": "\ufffd"}]
+    assert turns.text == "ok"

@@ -23,7 +23,7 @@ from ._chat_types import (
     make_error,
 )
 from ._sse import MAX_EVENT_CHARS, SSEDecoder, SSEEvent, SSEProtocolError
-from ._text import excerpt
+from ._text import excerpt, has_surrogate_escape, mend_surrogates
 
 __all__ = ["ChatStreamDecoder"]
 
@@ -60,6 +60,8 @@ class ChatStreamDecoder:
       ``arguments`` concatenates the string fragments. A fragment without ``index`` starts a new
       call when it carries a non-empty ``id`` not seen before, else continues the previous call;
     * ``finish_reason`` is the last non-null one; ``usage`` the last non-null top-level object;
+    * a lone surrogate escaped in a string (``"\\ud800"``, which ``json.loads`` accepts) becomes
+      U+FFFD, so text, tool calls and errors are always valid Unicode;
     * a chunk with a top-level ``error`` (or any ``event: error``) records a :class:`StreamError`
       (the first one wins) and its choices and usage are still applied; an ``event: error``
       whose data is not JSON becomes an error with that data as the message;
@@ -191,6 +193,10 @@ class ChatStreamDecoder:
         except ValueError as exc:
             payload, problem = data, f"is not valid JSON ({exc})"
         else:
+            if has_surrogate_escape(data):
+                # A surrogate escape (rare: emoji from a server that escapes all non-ASCII,
+                # or a lone one): the slow path, so that no lone surrogate gets further.
+                payload = mend_surrogates(payload)
             if not isinstance(payload, dict):
                 problem = "is not a JSON object"
         if problem is not None:

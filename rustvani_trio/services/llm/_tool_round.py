@@ -26,7 +26,7 @@ from ...frames import (
 from ...processor import FrameProcessor
 from ._chat_types import StreamResult
 from ._config import OpenAILLMConfig
-from ._text import excerpt
+from ._text import excerpt, has_surrogate_escape, mend_surrogates
 from ._toolset import Toolset
 from .function_registry import FunctionCallParams, FunctionRegistry, ToolCallOutput
 
@@ -149,6 +149,8 @@ class ToolRound:
                 f"Error: the arguments for {name!r} are not valid JSON ({exc.msg} at position "
                 f"{exc.pos}). Call the function again with a JSON object."
             )
+        if has_surrogate_escape(raw_args):
+            parsed = mend_surrogates(parsed)
         if not isinstance(parsed, dict):
             return ToolCallOutput(
                 f"Error: the arguments for {name!r} must be a JSON object, "
