@@ -40,6 +40,8 @@ from rustvani_trio.processor import FrameProcessor
 from rustvani_trio.services.llm._chat_decoder import ChatStreamDecoder
 from rustvani_trio.services.llm.function_registry import FunctionRegistry
 from rustvani_trio.services.llm.openai import (
+    LLMAnswerCutShort,
+    LLMRequestError,
     OpenAILLMConfig,
     OpenAILLMHandler,
     RetryPolicy,
@@ -737,3 +739,83 @@ async def test_lone_surrogates_in_parsed_arguments_are_replaced() -> None:
     assert turns.errors == []
     assert got == [{"a": "\ufffd"}]
     assert turns.text == "ok"
+
+
+# =========================================================================== review: kinds
+
+
+async def _respond_with(conn: Conn, raw: bytes, hold: float = 0.0) -> None:
+    await conn.send(raw)
+    await trio.sleep(hold)  # the connection stays open that long
+
+
+def _sse(*events: bytes, last_chunk: bool = True) -> bytes:
+    return SSE_HEAD + b"".join(chunk(e) for e in events) + (LAST_CHUNK if last_chunk else b"")
+
+
+@pytest.mark.parametrize(
+    ("raw", "kind", "status"),
+    [
+        (b"HTTP/1.1 500 Oops\r\ncontent-length: 4\r\n\r\noops", "http", 500),
+        (_sse(delta({"content": "Hi"})), "protocol", None),  # ended without finish / [DONE]
+        (_sse(b"data: {not json\n\n"), "protocol", None),
+        (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 6\r\n\r\n<html>",
+            "protocol",
+            200,
+        ),
+        (_sse(event({"error": {"message": "overloaded"}})), "stream", None),
+        (_sse(b"event: error\ndata: overloaded\n\n"), "stream", None),
+        (SSE_HEAD + chunk(b": keep-alive\n\n"), "timeout", None),
+        (SSE_HEAD + b"zz\r\n", "connection", None),  # a broken chunked encoding
+    ],
+    ids=[
+        "http",
+        "incomplete",
+        "invalid-json",
+        "not-a-stream",
+        "error-chunk",
+        "error-event",
+        "timeout",
+        "connection",
+    ],
+)
+async def test_each_failure_attaches_an_llm_request_error_with_its_kind(
+    autojump_clock: trio.testing.MockClock, raw: bytes, kind: str, status: int | None
+) -> None:
+    async with raw_server(functools.partial(_respond_with, raw=raw, hold=60.0)) as server:
+        turns = await run_turns(server.url, retry=NO_RETRY, first_token_timeout=5.0)
+    (error,) = turns.errors
+    assert isinstance(error.exception, LLMRequestError), error
+    assert error.exception.kind == kind, error.error
+    assert error.exception.status == status
+    assert str(error.exception) in error.error
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        (f"http://127.0.0.1:{closed_port()}/v1", "connection"),
+        ("ftp://example.invalid/v1", "config"),
+    ],
+    ids=["refused", "invalid-url"],
+)
+async def test_connection_and_config_failures_have_their_kind(url: str, kind: str) -> None:
+    turns = await run_turns(url, retry=NO_RETRY)
+    (error,) = turns.errors
+    assert isinstance(error.exception, LLMRequestError)
+    assert error.exception.kind == kind
+
+
+@pytest.mark.parametrize("reason", ["length", "content_filter"])
+async def test_an_answer_cut_short_is_told_apart_from_a_failure(reason: str) -> None:
+    raw = _sse(delta({"content": "Once upon a"}), delta({}, reason), DONE)
+    async with raw_server(functools.partial(_respond_with, raw=raw)) as server:
+        turns = await run_turns(server.url)
+    assert turns.text == "Once upon a"  # the answer was delivered
+    (error,) = turns.errors
+    assert not error.fatal
+    assert isinstance(error.exception, LLMAnswerCutShort)
+    assert not isinstance(error.exception, LLMRequestError)
+    assert error.exception.kind == reason == error.exception.finish_reason
+    assert f"(finish_reason '{reason}')" in error.error

@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Literal, NoReturn, TypeAlias
 
 import httpx
 
@@ -27,6 +27,8 @@ from ._text import excerpt, redact_url
 
 __all__ = [
     "ERROR_BODY_BYTES",
+    "LLMAnswerCutShort",
+    "LLMErrorKind",
     "LLMRequestError",
     "map_exceptions",
     "not_a_stream_error",
@@ -38,21 +40,58 @@ __all__ = [
 ERROR_BODY_BYTES = 64 * 1024
 
 
+#: How a request failed (:attr:`LLMRequestError.kind`).
+LLMErrorKind: TypeAlias = Literal["config", "connection", "timeout", "http", "protocol", "stream"]
+
+
 class LLMRequestError(RustvaniError):
-    """A request failed; ``retryable`` says whether another attempt may help."""
+    """A request failed. Attached as the ``exception`` of the ErrorFrame that reports it.
+
+    ``kind`` says how, so that no caller has to parse the message:
+
+    * ``"config"``: it could not be sent as configured (an invalid ``base_url``, a header that
+      is not valid HTTP, no client yet);
+    * ``"connection"``: connecting failed, or the connection broke;
+    * ``"timeout"``: ``connect_timeout``, ``first_token_timeout``, ``chunk_timeout`` or
+      ``request_timeout`` passed;
+    * ``"http"``: the server answered with an error status (in ``status``);
+    * ``"protocol"``: what came back is no complete chat-completions stream (not an event
+      stream, invalid data, a line over the limit, a body that could not be decoded, a stream
+      that ended before it was complete);
+    * ``"stream"``: the server reported an error inside the stream (an error event).
+
+    ``retryable`` says whether another attempt may help, ``retry_after`` is the server's
+    ``Retry-After`` in seconds, if it sent one.
+    """
 
     def __init__(
         self,
         message: str,
         *,
+        kind: LLMErrorKind,
         status: int | None = None,
         retryable: bool = False,
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
+        self.kind: LLMErrorKind = kind
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class LLMAnswerCutShort(RustvaniError):
+    """Not a failure: the answer was delivered, but the model stopped before it was done.
+
+    Attached as the ``exception`` of the (non-fatal) ErrorFrame that reports it. ``kind`` is
+    the ``finish_reason``: ``"length"`` (the token limit: ``max_completion_tokens`` or the
+    context window) or ``"content_filter"`` (the provider's filter).
+    """
+
+    def __init__(self, message: str, *, kind: Literal["length", "content_filter"]) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.finish_reason: str = kind
 
 
 def _raise_detached(error: LLMRequestError) -> NoReturn:
@@ -75,12 +114,14 @@ def map_exceptions(cfg: OpenAILLMConfig) -> Iterator[None]:
         raise LLMRequestError(
             f"connection to {url} timed out ({type(exc).__name__}, "
             f"connect_timeout={cfg.connect_timeout}s)",
+            kind="timeout",
             retryable=True,
         ) from exc
     except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
         raise LLMRequestError(
             f"invalid base_url {url!r}: {_detail(exc)}; it should look like "
-            "'https://api.openai.com/v1'"
+            "'https://api.openai.com/v1'",
+            kind="config",
         ) from exc
     except httpx.LocalProtocolError as exc:
         # Our own request was refused before it was sent; h11's message quotes the offending
@@ -88,12 +129,14 @@ def map_exceptions(cfg: OpenAILLMConfig) -> Iterator[None]:
         _raise_detached(
             LLMRequestError(
                 f"the request to {url} could not be sent ({type(exc).__name__}: a header or "
-                "the body is not valid HTTP)"
+                "the body is not valid HTTP)",
+                kind="config",
             )
         )
     except httpx.TransportError as exc:
         raise LLMRequestError(
             f"connection to {url} failed: {type(exc).__name__}: {_detail(exc)}",
+            kind="connection",
             retryable=True,
         ) from exc
 
@@ -161,6 +204,7 @@ def status_error(
         text = f"HTTP {status} from {redact_url(cfg.chat_completions_url())}: {msg}"
     return LLMRequestError(
         text,
+        kind="http",
         status=status,
         retryable=cfg.retry.should_retry_status(status),
         retry_after=parse_retry_after(headers.get("retry-after")),
@@ -186,5 +230,6 @@ def not_a_stream_error(
     return LLMRequestError(
         f"{redact_url(cfg.chat_completions_url())} answered HTTP 200 with {what}: "
         f"{server_message(body, cut=cut)}",
+        kind="protocol",
         status=200,
     )

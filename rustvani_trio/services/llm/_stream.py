@@ -231,7 +231,9 @@ async def stream_answer(
                 drains.start_soon(stream.drain)
                 handed_off = True
         except SSEProtocolError as exc:
-            raise LLMRequestError(f"the server sent an invalid stream: {exc}") from exc
+            raise LLMRequestError(
+                f"the server sent an invalid stream: {exc}", kind="protocol"
+            ) from exc
         finally:
             if not handed_off:
                 await stream.aclose()
@@ -254,15 +256,18 @@ async def _check_response(stream: _Body, cfg: OpenAILLMConfig) -> None:
 def _timeout_error(cfg: OpenAILLMConfig, *, streaming: bool, total_passed: bool) -> LLMRequestError:
     if total_passed:
         return LLMRequestError(
-            f"the request took longer than request_timeout={cfg.request_timeout}s"
+            f"the request took longer than request_timeout={cfg.request_timeout}s",
+            kind="timeout",
         )
     if streaming:
         return LLMRequestError(
             f"no content from the server for {cfg.chunk_timeout}s (chunk_timeout); "
             "the stream stalled",
+            kind="timeout",
             retryable=True,
         )
     return LLMRequestError(
         f"no first token within first_token_timeout={cfg.first_token_timeout}s",
+        kind="timeout",
         retryable=True,
     )
