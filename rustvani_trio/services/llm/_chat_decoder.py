@@ -64,7 +64,8 @@ class ChatStreamDecoder:
       U+FFFD, so text, tool calls and errors are always valid Unicode;
     * a chunk with a top-level ``error`` (or any ``event: error``) records a :class:`StreamError`
       (the first one wins) and its choices and usage are still applied; an ``event: error``
-      whose data is not JSON becomes an error with that data as the message;
+      whose data is not JSON becomes an error with that data as the message, and one without
+      data an error without a message;
     * any other payload that is not a JSON object raises :class:`SSEProtocolError`.
 
     This class does not judge truncation: at end of input a caller should treat
@@ -93,7 +94,7 @@ class ChatStreamDecoder:
     )
 
     def __init__(self, *, max_event_chars: int = MAX_EVENT_CHARS) -> None:
-        self._sse = SSEDecoder(max_event_chars=max_event_chars)
+        self._sse = SSEDecoder(max_event_chars=max_event_chars, typed_without_data=True)
         self._result = StreamResult()
         # Text pieces are joined lazily (in ``result``) so that a long stream stays linear-time.
         self._text_parts: list[str] = []

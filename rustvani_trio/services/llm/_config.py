@@ -6,12 +6,14 @@ line that wrote it, not in the middle of a conversation.
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import random
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import attrs
 
@@ -133,6 +135,19 @@ def _of(kind: type, wanted: str) -> Any:
     return check
 
 
+_SECRET_NAME = re.compile(r"key|token|secret|sig|pass|auth|cred|session", re.IGNORECASE)
+
+
+def _userinfo(url: str) -> str:
+    """The ``user:password`` of ``url`` ("" when it has none)."""
+    try:
+        netloc = urlsplit(url.strip()).netloc
+    except ValueError:
+        return ""
+    userinfo, at, _host = netloc.rpartition("@")
+    return userinfo if at else ""
+
+
 def _secret_repr(value: str) -> str:
     return "'***'" if value else "''"
 
@@ -225,6 +240,16 @@ class OpenAILLMConfig:
         values.update(overrides)
         return cls(**values)
 
+    def __attrs_post_init__(self) -> None:
+        if self.api_key and self.auth_header == "bearer" and _userinfo(self.base_url):
+            # Both are an Authorization header: httpx would send the URL's and drop the key.
+            raise ValueError(
+                "base_url has credentials (user:password@) and api_key is set: both would be "
+                "the Authorization header, so one would be lost; send the key another way "
+                "(auth_header='api-key', or a header in extra_headers) or leave api_key empty "
+                "(the credentials are not shown here)"
+            )
+
     @property
     def context_window(self) -> int | None:
         """``context_window_tokens``, or the model table's default."""
@@ -234,9 +259,19 @@ class OpenAILLMConfig:
         """The endpoint URL (with any user-info: :func:`redact_url` it before showing it)."""
         return self.base_url.rstrip("/") + "/chat/completions"
 
+    def request_url(self) -> str:
+        """The endpoint URL without user-info (which :meth:`headers` sends as Basic auth
+        instead), so that it can be logged (httpx logs every request's URL)."""
+        return redact_url(self.chat_completions_url())
+
     def headers(self) -> dict[str, str]:
         """Request headers (auth and extras)."""
         headers = {"Accept": "text/event-stream"}
+        userinfo = _userinfo(self.base_url)
+        if userinfo:
+            user, _, password = userinfo.partition(":")
+            pair = f"{unquote(user)}:{unquote(password)}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         if self.api_key:
             if self.auth_header == "api-key":
                 headers["api-key"] = self.api_key
@@ -244,3 +279,14 @@ class OpenAILLMConfig:
                 headers["Authorization"] = f"Bearer {self.api_key}"
         headers.update(self.extra_headers)
         return headers
+
+    def secret_values(self) -> tuple[str, ...]:
+        """What no message may show: the API key, the header values, query values whose name
+        says secret (``key``, ``token``, ``sig``, ...), and the base_url's user-info."""
+        values = [self.api_key, *self.extra_headers.values()]
+        values += [v for k, v in self.extra_query.items() if _SECRET_NAME.search(k)]
+        userinfo = _userinfo(self.base_url)
+        if userinfo:
+            for part in userinfo.split(":", 1):
+                values += [part, unquote(part)]
+        return tuple(v for v in dict.fromkeys(values) if v)

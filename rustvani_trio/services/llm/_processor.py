@@ -30,10 +30,10 @@ from ...frames import (
 from ...processor import FrameProcessor
 from ...tools.base import BuiltinTool
 from ._chat_types import ContentDelta, ReasoningDelta, StreamDelta
-from ._errors import LLMAnswerCutShort, LLMRequestError
+from ._errors import LLMAnswerCutShort, LLMRequestError, safe_text
 from ._handler import AfterRound, OpenAILLMHandler, TransitionHook
 from ._stream import Answer, http_timeouts, open_client, stream_answer
-from ._text import excerpt
+from ._text import describe, excerpt
 from ._tool_round import ToolRound
 from ._toolset import Toolset
 
@@ -133,7 +133,8 @@ class OpenAILLMProcessor(FrameProcessor):
             except Exception as exc:
                 # A failed turn (a transition hook that raised, ...) is still closed, so the
                 # aggregators commit and the next turn works.
-                await self.push_error(f"the turn failed: {_describe(exc)}", exception=exc)
+                message = safe_text(describe(exc), self.handler.config)
+                await self.push_error(f"the turn failed: {message}", exception=exc)
             await self.stop_processing_metrics()
             await self.push_frame(LLMFullResponseEnd())
 
@@ -255,7 +256,10 @@ class OpenAILLMProcessor(FrameProcessor):
         result = answer.result
         if result.error is not None:
             exc = LLMRequestError(
-                f"the LLM stream reported an error: {excerpt(result.error.message)}",
+                safe_text(
+                    f"the LLM stream reported an error: {excerpt(result.error.message)}",
+                    self.handler.config,
+                ),
                 kind="stream",
             )
             await self.push_error(str(exc), exception=exc)
@@ -311,11 +315,3 @@ class OpenAILLMProcessor(FrameProcessor):
                 model=excerpt(model, 100) if model else self.handler.config.model,
                 interrupted=interrupted,
             )
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message`` of an exception, or of each exception inside a group (a failure in a
-    tool round's nursery arrives wrapped in one)."""
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(inner) for inner in exc.exceptions)
-    return f"{type(exc).__name__}: {exc}"

@@ -3,16 +3,26 @@
 :func:`excerpt` shortens and escapes: a server's 10 MiB message does not become a 10 MiB
 ErrorFrame, a line break in it cannot forge a log line, and terminal escapes or bidirectional
 overrides never reach a terminal. :func:`redact_url` drops the user-info (``user:secret@``)
-from a URL. :func:`mend_surrogates` replaces lone surrogates (which ``json.loads`` produces
+from a URL, :func:`hide_secrets` the API key and other configured secrets (a server may
+echo them). :func:`mend_surrogates` replaces lone surrogates (which ``json.loads`` produces
 from ``"\\ud800"`` and which no encoder accepts) with U+FFFD.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any, Final
 
-__all__ = ["EXCERPT_CHARS", "excerpt", "has_surrogate_escape", "mend_surrogates", "redact_url"]
+__all__ = [
+    "EXCERPT_CHARS",
+    "describe",
+    "excerpt",
+    "has_surrogate_escape",
+    "hide_secrets",
+    "mend_surrogates",
+    "redact_url",
+]
 
 #: How much of a server's text goes into a message.
 EXCERPT_CHARS: Final = 300
@@ -35,6 +45,40 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     if len(text) > limit:
         text = f"{text[:limit]}... ({len(text)} characters)"
     return text.translate(_ESCAPES)
+
+
+#: The shortest start of a secret that :func:`hide_secrets` hides where it is not followed by
+#: the rest (the text was cut there).
+SECRET_FRAGMENT: Final = 8
+
+
+def hide_secrets(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of each secret replaced by ``***``, and also each start
+    of one (its first :data:`SECRET_FRAGMENT` characters or more: a cut text may end with
+    one). A secret shorter than that is hidden only where it occurs whole."""
+    for secret in secrets:
+        size = len(secret)
+        if size < SECRET_FRAGMENT:
+            if size >= 4:
+                text = text.replace(secret, "***")
+            continue
+        head = secret[:SECRET_FRAGMENT]
+        start = text.find(head)
+        while start != -1:
+            end = start + SECRET_FRAGMENT
+            while end < len(text) and end - start < size and text[end] == secret[end - start]:
+                end += 1
+            text = f"{text[:start]}***{text[end:]}"
+            start = text.find(head, start + 3)
+    return text
+
+
+def describe(exc: BaseException, limit: int = 1000) -> str:
+    """``Type: message`` of an exception (of each one inside a group), each message cut to
+    ``limit`` characters and escaped: a tool's or a hook's exception may carry any text."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(describe(inner, limit) for inner in exc.exceptions[:10])
+    return f"{type(exc).__name__}: {excerpt(str(exc), limit)}"
 
 
 def redact_url(url: str) -> str:

@@ -26,7 +26,7 @@ from ...frames import (
 from ...processor import FrameProcessor
 from ._chat_types import StreamResult
 from ._config import OpenAILLMConfig
-from ._text import excerpt, has_surrogate_escape, mend_surrogates
+from ._text import describe, excerpt, has_surrogate_escape, mend_surrogates
 from ._toolset import Toolset
 from .function_registry import FunctionCallParams, FunctionRegistry, ToolCallOutput
 
@@ -172,7 +172,7 @@ class ToolRound:
             except Exception as exc:
                 await self.host.push_error(
                     f"function {name!r} (call {excerpt(call.tool_call_id, 100)}) failed: "
-                    f"{type(exc).__name__}: {exc}",
+                    f"{describe(exc)}",
                     exception=exc,
                 )
                 return ToolCallOutput(
