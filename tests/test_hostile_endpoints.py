@@ -15,6 +15,7 @@ import functools
 import gzip
 import json
 import logging
+import re
 import socket
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +34,7 @@ from rustvani_trio.frames import (
     ErrorFrame,
     Frame,
     FrameDirection,
+    FunctionCallInProgress,
     FunctionCallResult,
     LLMContextFrame,
     LLMFullResponseEnd,
@@ -1122,3 +1124,65 @@ async def test_a_tool_exception_with_a_huge_multi_line_message_is_shortened_and_
     assert_safe(message)
     assert len(message) < 2000
     assert turns.text == "ok"
+
+
+# =========================================================================== review: tool calls
+
+
+def _calls_without_ids() -> list[bytes]:
+    """Two calls without ids, their fragments out of index order (index 1 first)."""
+    return [
+        delta({"tool_calls": [{"index": 1, "function": {"name": "g", "arguments": '{"b"'}}]}),
+        delta({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": '{"a":'}}]}),
+        delta({"tool_calls": [{"index": 1, "function": {"arguments": ":2}"}}]}),
+        delta({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+        delta({}, "tool_calls"),
+        DONE,
+    ]
+
+
+def _call_ids(context: LLMContext) -> list[str]:
+    return [c["id"] for m in context.messages if m.get("tool_calls") for c in m["tool_calls"]]
+
+
+async def test_generated_tool_call_ids_are_unique_across_turns() -> None:
+    got: list[str] = []
+    registry = FunctionRegistry()
+    registry.register("f", lambda args: got.append("f" + args) or "ok")
+    registry.register("g", lambda args: got.append("g" + args) or "ok")
+
+    async def respond(conn: Conn) -> None:
+        await conn.stream_events(_calls_without_ids() if conn.index % 2 == 0 else text_stream("k"))
+
+    context = new_context()
+    async with raw_server(respond) as server:
+        for _ in range(2):
+            frames = [LLMContextFrame(context=context)]
+            result = await run_test([make_llm(server.url, registry)], frames)
+            assert result.upstream_of(ErrorFrame) == []
+    assert got == ['f{"a":1}', 'g{"b":2}'] * 2  # in index order, each turn
+    ids = _call_ids(context)
+    assert len(ids) == 4 and len(set(ids)) == 4
+    assert all(re.fullmatch(r"call_[0-9a-f]{24}", i) for i in ids), ids
+    results = [m["tool_call_id"] for m in context.messages if m["role"] == "tool"]
+    assert results == ids
+
+
+async def test_an_id_the_model_repeats_in_a_later_round_is_made_unique() -> None:
+    registry = FunctionRegistry()
+    registry.register("f", lambda _args: "ok")
+    call = {"index": 0, "id": "call_0", "function": {"name": "f", "arguments": "{}"}}
+    twice = [delta({"tool_calls": [call, {**call, "index": 1}]}), delta({}, "tool_calls"), DONE]
+
+    async def respond(conn: Conn) -> None:
+        await conn.stream_events(twice if conn.index < 2 else text_stream("done"))
+
+    context = new_context()
+    async with raw_server(respond) as server:
+        result = await run_test(
+            [make_llm(server.url, registry)], [LLMContextFrame(context=context)]
+        )
+    assert result.upstream_of(ErrorFrame) == []
+    assert _call_ids(context) == ["call_0", "call_0_2", "call_0_3", "call_0_4"]
+    in_progress = [f.tool_call_id for f in result.downstream_of(FunctionCallInProgress)]
+    assert in_progress == ["call_0", "call_0_2", "call_0_3", "call_0_4"]
