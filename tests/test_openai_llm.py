@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -59,6 +60,7 @@ from rustvani_trio.frames import (
 )
 from rustvani_trio.pipeline import Pipeline
 from rustvani_trio.processor import FrameProcessor
+from rustvani_trio.services.llm._errors import parse_retry_after
 from rustvani_trio.services.llm.openai import (
     CONTEXT_WINDOWS,
     OpenAILLMConfig,
@@ -999,6 +1001,39 @@ async def test_retry_after_as_an_http_date(autojump_clock: trio.testing.MockCloc
         elapsed = trio.current_time() - start
     assert joined(result.downstream, LLMText) == "ok"
     assert 4.5 <= elapsed <= 6.5  # the date has a one-second resolution
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "7"}, 7.0),
+        ({"retry-after": " 1.5 "}, 1.5),
+        ({"retry-after-ms": "250", "retry-after": "3"}, 0.25),  # OpenAI's and Azure's
+        ({"retry-after-ms": "soon", "retry-after": "3"}, 3.0),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # in the past
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 -0000"}, 0.0),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "inf"}, None),
+        ({"retry-after": "-5"}, None),
+        ({"retry-after": "1_0"}, None),
+        ({"retry-after": "0x10"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_values(headers: dict[str, str], seconds: float | None) -> None:
+    assert parse_retry_after(httpx.Headers(headers)) == seconds
+
+
+async def test_retry_after_ms_is_preferred(autojump_clock: trio.testing.MockClock) -> None:
+    policy = RetryPolicy(initial_delay=0.01, jitter=0.0)
+    headers = {"Retry-After": "20", "retry-after-ms": "1500"}
+    async with open_scripted_server() as server:
+        server.add_replies([ErrorReply(429, "slow down", headers=headers), TextReply(["ok"])])
+        start = trio.current_time()
+        result = await one_turn(server, retry=policy)
+        elapsed = trio.current_time() - start
+    assert joined(result.downstream, LLMText) == "ok"
+    assert 1.5 <= elapsed < 1.6
 
 
 async def test_no_retry_once_reasoning_was_streamed() -> None:

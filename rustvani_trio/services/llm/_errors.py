@@ -12,11 +12,12 @@ ever part of one.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Literal, NoReturn, TypeAlias
 
@@ -158,18 +159,27 @@ def safe_text(text: str, cfg: OpenAILLMConfig) -> str:
     return hide_secrets(text, cfg.secret_values())
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (a number or an HTTP date), or ``None``."""
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+
+
+def parse_retry_after(headers: httpx.Headers | Mapping[str, str]) -> float | None:
+    """Seconds the server asks to wait, or ``None``: ``retry-after-ms`` (OpenAI's and Azure's,
+    in milliseconds) if valid, else ``Retry-After`` (seconds, or an HTTP date; one in the past
+    is 0). Anything else (``nan``, ``-1``, ``1_0``) is ignored."""
+    millis = (headers.get("retry-after-ms") or "").strip()
+    if _SECONDS.fullmatch(millis):
+        return float(millis) / 1000
+    value = (headers.get("retry-after") or "").strip()
     if not value:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    if _SECONDS.fullmatch(value):
+        return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # "-0000": UTC, as RFC 5322 says
+        when = when.replace(tzinfo=datetime.UTC)
     return max(when.timestamp() - time.time(), 0.0)
 
 
@@ -254,7 +264,7 @@ def status_error(
         kind="http",
         status=status,
         retryable=cfg.retry.should_retry_status(status),
-        retry_after=parse_retry_after(headers.get("retry-after")),
+        retry_after=parse_retry_after(headers),
     )
 
 
