@@ -45,7 +45,7 @@ from rustvani_trio.processor import FrameProcessor
 from rustvani_trio.services.llm._body import ERROR_BODY_SECONDS
 from rustvani_trio.services.llm._chat_decoder import ChatStreamDecoder
 from rustvani_trio.services.llm._stream import FINISH_GRACE_SECONDS
-from rustvani_trio.services.llm.function_registry import FunctionRegistry
+from rustvani_trio.services.llm.function_registry import FunctionCallParams, FunctionRegistry
 from rustvani_trio.services.llm.openai import (
     LLMAnswerCutShort,
     LLMRequestError,
@@ -1186,3 +1186,21 @@ async def test_an_id_the_model_repeats_in_a_later_round_is_made_unique() -> None
     assert _call_ids(context) == ["call_0", "call_0_2", "call_0_3", "call_0_4"]
     in_progress = [f.tool_call_id for f in result.downstream_of(FunctionCallInProgress)]
     assert in_progress == ["call_0", "call_0_2", "call_0_3", "call_0_4"]
+
+
+async def test_a_rich_function_reports_an_error_naming_the_processor() -> None:
+    registry = FunctionRegistry()
+
+    async def f(params: FunctionCallParams) -> str:
+        assert params.processor_name == LLM
+        await params.push_error("the cache is stale")
+        return "ok, from the stale cache"
+
+    registry.register("f", f, rich=True)
+    first = [*tool_stream()]
+    async with raw_server(functools.partial(_answer_in_turns, first=first)) as server:
+        turns = await run_turns(server.url, registry=registry)
+    (error,) = turns.errors  # (run_turns keeps the errors that name the processor)
+    assert error.error == "function 'f' (call call_1): the cache is stale"
+    results = [f.result for f in turns.downstream if isinstance(f, FunctionCallResult)]
+    assert results == ["ok, from the stale cache"] and turns.text == "ok"

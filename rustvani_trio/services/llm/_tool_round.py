@@ -185,6 +185,7 @@ class ToolRound:
             raw_arguments=raw_args or "{}",
             context=context,
             push_frame=self.host.push_frame,
+            processor_name=self.host.name,
         )
         with trio.move_on_after(limit) as scope:
             try:
