@@ -73,9 +73,9 @@ class ChatStreamDecoder:
     error) as a stream that was cut off.
 
     Reading :attr:`result` joins the text received since the last read: a caller that streams
-    reads :attr:`progress`, :attr:`done`, :attr:`error` and :attr:`ended` per read (each
-    constant-time) and :attr:`result` once at the end, so a long answer costs the same per
-    event as a short one.
+    reads :attr:`progress`, :attr:`ended` and :attr:`finished` per read (plain attributes)
+    and :attr:`result` once at the end, so a long answer costs the same per event as a short
+    one.
     """
 
     __slots__ = (
@@ -90,6 +90,8 @@ class ChatStreamDecoder:
         "_sse",
         "_text_parts",
         "_tool_data",
+        "ended",
+        "finished",
         "progress",
     )
 
@@ -110,6 +112,10 @@ class ChatStreamDecoder:
         #: is measured by (keep-alive comments, empty deltas and role-only chunks do not
         #: count).
         self.progress = 0
+        #: Whether the stream needs no more input: ``[DONE]`` or an error arrived.
+        self.ended = False
+        #: Whether a ``finish_reason`` arrived (only usage and ``[DONE]`` normally follow).
+        self.finished = False
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -133,12 +139,6 @@ class ChatStreamDecoder:
     def error(self) -> StreamError | None:
         """The first error the stream reported, if any."""
         return self._result.error
-
-    @property
-    def ended(self) -> bool:
-        """Whether the stream needs no more input: ``[DONE]`` or an error arrived."""
-        result = self._result
-        return result.done or result.error is not None
 
     @property
     def is_complete(self) -> bool:
@@ -183,7 +183,7 @@ class ChatStreamDecoder:
             return []
         data = event.data
         if data == _DONE or (data[:1] != "{" and data.strip() == _DONE):
-            result.done = True
+            result.done = self.ended = True
             return []
         is_error_event = event.event == "error"
         if not is_error_event and not data.strip():
@@ -194,7 +194,7 @@ class ChatStreamDecoder:
         except ValueError as exc:
             payload, problem = data, f"is not valid JSON ({exc})"
         else:
-            if has_surrogate_escape(data):
+            if "\\" in data and has_surrogate_escape(data):  # (memchr first: cheap)
                 # A surrogate escape (rare: emoji from a server that escapes all non-ASCII,
                 # or a lone one): the slow path, so that no lone surrogate gets further.
                 payload = mend_surrogates(payload)
@@ -209,6 +209,7 @@ class ChatStreamDecoder:
             result.chunks += 1
             if result.error is None:
                 result.error = make_error(payload)
+                self.ended = True
             return []
         return self._apply_chunk(payload, is_error_event)
 
@@ -222,6 +223,7 @@ class ChatStreamDecoder:
         error = chunk.get("error")
         if (error is not None or is_error_event) and result.error is None:
             result.error = make_error(chunk if error is None else error)
+            self.ended = True
 
         if result.model is None:
             model = chunk.get("model")
@@ -248,6 +250,7 @@ class ChatStreamDecoder:
         finish_reason = choice.get("finish_reason")
         if isinstance(finish_reason, str) and finish_reason:
             self._result.finish_reason = finish_reason
+            self.finished = True
 
         delta = choice.get("delta")
         if not isinstance(delta, dict):

@@ -182,7 +182,7 @@ async def stream_answer(
                         scope.deadline = min(total, now + chunk_timeout)
                     if decoder.ended:
                         break
-                    if not finishing and decoder.is_complete:
+                    if decoder.finished and not finishing:
                         # The finish_reason arrived: only usage and [DONE] are left to come.
                         finishing = True
                         chunk_timeout = min(chunk_timeout, FINISH_GRACE_SECONDS)
