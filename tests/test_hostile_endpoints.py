@@ -1204,3 +1204,40 @@ async def test_a_rich_function_reports_an_error_naming_the_processor() -> None:
     assert error.error == "function 'f' (call call_1): the cache is stale"
     results = [f.result for f in turns.downstream if isinstance(f, FunctionCallResult)]
     assert results == ["ok, from the stale cache"] and turns.text == "ok"
+
+
+async def test_reading_the_start_of_a_body_cut_into_single_bytes_stays_linear(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rustvani_trio.services.llm import _body
+
+    looked_at: list[int] = []
+    verdict = _body._verdict
+
+    def counting(head: bytes) -> bool | None:
+        looked_at.append(len(head))
+        return verdict(head)
+
+    monkeypatch.setattr(_body, "_verdict", counting)
+    blank = 20_000
+
+    async def respond(conn: Conn) -> None:
+        await conn.send(SSE_HEAD + b"".join(chunk(b"\n") for _ in range(blank)))
+        await conn.send(b"".join(chunk(e) for e in text_stream("ok")) + LAST_CHUNK)
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url, retry=NO_RETRY)
+    assert turns.errors == [] and turns.text == "ok"
+    assert sum(looked_at) < 50 * blank  # not the quadratic 2e8 of re-reading the whole head
+
+
+async def test_a_byte_order_mark_cut_between_reads_is_no_reason_to_refuse_the_stream() -> None:
+    async def respond(conn: Conn) -> None:
+        await conn.send(SSE_HEAD + chunk(b"\xef"))
+        await trio.sleep(0.01)
+        await conn.send(chunk(b"\xbb\xbf") + b"".join(chunk(e) for e in text_stream("ok")))
+        await conn.send(LAST_CHUNK)
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url, retry=NO_RETRY)
+    assert turns.errors == [] and turns.text == "ok"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rustvani_trio.services.llm._chat_decoder import ChatStreamDecoder
+from rustvani_trio.services.llm._chat_decoder import MAX_TOOL_CALLS, ChatStreamDecoder
 from rustvani_trio.services.llm._chat_types import (
     ContentDelta,
     ReasoningDelta,
@@ -725,3 +725,12 @@ def test_lone_surrogates_in_error_events_are_replaced() -> None:
     decoder.feed(_raw_event('"string \\udbff"', event="error"))
     error = decoder.finish().error
     assert error is not None and error.message == "string \ufffd"
+
+
+def test_an_answer_with_too_many_tool_calls_is_refused() -> None:
+    calls = [{"index": i, "id": f"c{i}", "function": {"name": "f"}} for i in range(MAX_TOOL_CALLS)]
+    decoder = ChatStreamDecoder()
+    decoder.feed(_chunk(tool_calls=calls))
+    assert len(decoder.result.tool_calls) == MAX_TOOL_CALLS  # up to the limit: fine
+    with pytest.raises(SSEProtocolError, match=f"more than {MAX_TOOL_CALLS} tool calls"):
+        decoder.feed(_tool(index=MAX_TOOL_CALLS, id="one-more", function={"name": "f"}))

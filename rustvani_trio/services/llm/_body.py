@@ -38,6 +38,7 @@ DRAIN_SECONDS: Final = 0.25
 ERROR_BODY_SECONDS: Final = 5.0
 
 _BOM: Final = b"\xef\xbb\xbf"
+_BLANK: Final = frozenset(b" \t\r\n")
 _SSE_STARTS: Final = (b"data:", b"event:", b"id:", b"retry:", b":")
 
 
@@ -63,19 +64,30 @@ class Body:
 
     async def read_head(self) -> tuple[bytes, bool]:
         """The first bytes of the body: enough to tell what it is (up to the error body's
-        cap), and whether the body ended there."""
-        head = b""
+        cap), and whether the body ended there. Linear in what it reads, however the body is
+        cut (a byte at a time, say)."""
+        head = bytearray()
+        blank = 0  # the leading byte-order mark and white space seen so far
         async for chunk in self._raw:
             head += chunk
-            if _verdict(head) is not None or len(head) >= ERROR_BODY_BYTES:
-                self._head = head
-                return head, False
-        self._head = head
-        return head, True
+            if blank == 0 and head.startswith(_BOM):
+                blank = len(_BOM)
+            while blank < len(head) and head[blank] in _BLANK:
+                blank += 1
+            if (
+                _verdict(bytes(head[blank : blank + 8])) is not None
+                or len(head) >= ERROR_BODY_BYTES
+            ):
+                break
+        else:
+            self._head = bytes(head)
+            return self._head, True
+        self._head = bytes(head)
+        return self._head, False
 
     async def read_capped(self, limit: int) -> tuple[bytes, str | None]:
-        """Up to ``limit`` bytes of the rest of the body (read for at most
-        :data:`ERROR_BODY_SECONDS`), and why it is not all of it, if it is not."""
+        """Up to ``limit`` bytes of the body (what :meth:`read_head` read included), read for
+        at most :data:`ERROR_BODY_SECONDS`, and why it is not all of it, if it is not."""
         parts: list[bytes] = []
         size = 0
         with trio.move_on_after(ERROR_BODY_SECONDS):
@@ -122,6 +134,8 @@ def _verdict(head: bytes) -> bool | None:
     """Whether a body that starts with ``head`` is an event stream: ``True`` (an SSE field or
     comment), ``False`` (anything else: JSON, HTML, text), or ``None`` (nothing yet but
     blank lines, or the start of a field name: more bytes will tell)."""
+    if _BOM.startswith(head):
+        return None  # nothing yet, or a byte-order mark cut between reads
     start = head.removeprefix(_BOM).lstrip()
     if not start:
         return None

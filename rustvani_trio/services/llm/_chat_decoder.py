@@ -25,9 +25,12 @@ from ._chat_types import (
 from ._sse import MAX_EVENT_CHARS, SSEDecoder, SSEEvent, SSEProtocolError
 from ._text import excerpt, has_surrogate_escape, mend_surrogates
 
-__all__ = ["ChatStreamDecoder"]
+__all__ = ["MAX_TOOL_CALLS", "ChatStreamDecoder"]
 
 _DONE: Final = "[DONE]"
+#: The most tool calls one answer may hold (each becomes a task in the tool round): far above
+#: what a model sends, far below what would hurt.
+MAX_TOOL_CALLS: Final = 1024
 
 
 class _PendingCall:
@@ -66,7 +69,8 @@ class ChatStreamDecoder:
       (the first one wins) and its choices and usage are still applied; an ``event: error``
       whose data is not JSON becomes an error with that data as the message, and one without
       data an error without a message;
-    * any other payload that is not a JSON object raises :class:`SSEProtocolError`.
+    * any other payload that is not a JSON object raises :class:`SSEProtocolError`, and so does
+      an answer with more than :data:`MAX_TOOL_CALLS` tool calls.
 
     This class does not judge truncation: at end of input a caller should treat
     ``not done and finish_reason is None and error is None`` (i.e. ``not is_complete`` and no
@@ -291,6 +295,10 @@ class ChatStreamDecoder:
                     self._apply_tool_fragment(fragment)
 
     def _new_call(self, index: int | None) -> _PendingCall:
+        if len(self._calls) >= MAX_TOOL_CALLS:
+            raise SSEProtocolError(
+                f"the answer has more than {MAX_TOOL_CALLS} tool calls; the stream was abandoned"
+            )
         call = _PendingCall(index)
         self._calls.append(call)
         self._calls_dirty = True
