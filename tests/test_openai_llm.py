@@ -17,6 +17,7 @@ happened. Tests that stream tokens and interrupt them use real time with small d
 from __future__ import annotations
 
 import contextlib
+import datetime
 import email.utils
 import io
 import itertools
@@ -373,6 +374,50 @@ def test_header_values_that_cannot_be_sent_are_refused_without_showing_them() ->
     assert "hidden-value" not in str(info.value)
     assert "hidden" not in repr(OpenAILLMConfig(extra_headers={"x-api-key": "hidden"}))
     assert "sk-hidden" not in repr(OpenAILLMConfig(api_key="sk-hidden"))
+
+
+@pytest.mark.parametrize(
+    ("headers", "words"),
+    [
+        ({"X-Title": "Caf\u00e9 bot"}, ["X-Title", "other than ASCII", "percent-encode"]),
+        ({"Bad Name": "v"}, ["'Bad Name'", "no HTTP header name"]),
+        ({"X-Key:": "v"}, ["no HTTP header name"]),
+        ({"": "v"}, ["no HTTP header name"]),
+    ],
+    ids=["non-ascii-value", "space-in-name", "colon-in-name", "empty-name"],
+)
+def test_headers_httpx_cannot_send_are_refused_where_the_config_is_built(
+    headers: dict[str, str], words: list[str]
+) -> None:
+    # They were accepted, then every turn failed with "the turn failed: UnicodeEncodeError"
+    # (or a LocalProtocolError) before a request was sent.
+    with pytest.raises(ValueError) as info:
+        OpenAILLMConfig(extra_headers=headers)
+    for word in words:
+        assert word in str(info.value)
+    assert "Caf" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"when": datetime.datetime(2025, 1, 1)}, ["JSON values only", "datetime"]),
+        ({"top_k": float("nan")}, ["JSON values only", "not JSON compliant"]),
+        ({"ids": {1, 2}}, ["JSON values only", "set"]),
+        ({"stream": False}, ["may not set 'stream'"]),
+        ({"messages": []}, ["may not set 'messages'"]),
+    ],
+    ids=["datetime", "nan", "set", "stream", "messages"],
+)
+def test_an_extra_body_that_no_request_could_carry_is_refused(
+    body: dict[str, Any], words: list[str]
+) -> None:
+    # It was accepted; then every turn failed ("the turn failed: TypeError: ... not JSON
+    # serializable"), sent NaN (which is no JSON), or got no stream back.
+    with pytest.raises(ValueError) as info:
+        OpenAILLMConfig(extra_body=body)
+    for word in words:
+        assert word in str(info.value)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ line that wrote it, not in the middle of a conversation.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import os
 import random
@@ -26,7 +27,7 @@ from ..._validators import (
     optional,
     positive,
 )
-from ._text import redact_url
+from ._text import excerpt, redact_url
 
 __all__ = ["CONTEXT_WINDOWS", "OpenAILLMConfig", "RetryPolicy", "context_window_for_model"]
 
@@ -91,6 +92,8 @@ class RetryPolicy:
 
 # Printable ASCII without white space: what a key may hold (never shown in a message).
 _KEY = re.compile(r"[\x21-\x7e]*")
+# An HTTP header name (RFC 9110's token).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # What a header value may not hold: line breaks and other control characters.
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -109,20 +112,41 @@ def _api_key(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
 
 
 def _headers(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-    """A mapping of str to str whose values can go into an HTTP header (never shown)."""
+    """A mapping of str to str whose names and values can go into an HTTP header (values are
+    never shown)."""
     mapping_of_str(inst, attr, value)
     for key, item in value.items():
+        if not _TOKEN.fullmatch(key):
+            raise ValueError(
+                f"{attr.name} has the name {excerpt(key, 60)!r}, which is no HTTP header name "
+                "(letters, digits and !#$%&'*+-.^_`|~ only)"
+            )
         if _BAD_HEADER_VALUE.search(item) or item.strip() != item:
             raise ValueError(
                 f"{attr.name}[{key!r}] has a line break, a control character or white space at "
                 "its start or end; strip it (the value is not shown here)"
             )
+        if not item.isascii():
+            # httpx encodes header values as ASCII: every request would fail.
+            raise ValueError(
+                f"{attr.name}[{key!r}] has characters other than ASCII, which a header cannot "
+                "carry; percent-encode them (the value is not shown here)"
+            )
 
 
 def _json_object(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-    """A mapping with str keys (merged into the JSON body)."""
+    """A mapping with str keys and JSON values (merged into the JSON body), which leaves
+    ``stream`` and ``messages`` to the handler."""
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise TypeError(f"{attr.name} must be a mapping with str keys, got {value!r}")
+    for key in ("stream", "messages"):
+        if key in value:
+            raise ValueError(f"{attr.name} may not set {key!r}: the handler sets it")
+    try:
+        json.dumps(dict(value), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        # (Every request would fail, or send NaN, which is no JSON.)
+        raise ValueError(f"{attr.name} must hold JSON values only: {exc}") from None
 
 
 def _of(kind: type, wanted: str) -> Any:
