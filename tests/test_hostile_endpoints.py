@@ -1241,3 +1241,24 @@ async def test_a_byte_order_mark_cut_between_reads_is_no_reason_to_refuse_the_st
     async with raw_server(respond) as server:
         turns = await run_turns(server.url, retry=NO_RETRY)
     assert turns.errors == [] and turns.text == "ok"
+
+
+@pytest.mark.parametrize(
+    ("base_url", "why"),
+    [
+        ("ws://127.0.0.1:9/v1", "must start with https://"),  # httpx went to port 80
+        ("http://127.0.0.1:9/v1?api-version=1", "put query parameters in extra_query"),
+        ("http://127.0.0.1:9/v1 ", "white space"),  # the path became '/v1 /chat/completions'
+        ("http://127.0.0.1:99999/v1", "Port out of range"),  # retried as a connection error
+    ],
+    ids=["ws", "query", "trailing-space", "port"],
+)
+async def test_an_unusable_base_url_is_named_and_not_retried(
+    autojump_clock: trio.testing.MockClock, base_url: str, why: str
+) -> None:
+    start = trio.current_time()
+    turns = await run_turns(base_url, retry=RetryPolicy(max_attempts=3, initial_delay=1.0))
+    (error,) = turns.errors
+    assert f"invalid base_url {base_url!r}: " in error.error and why in error.error
+    assert isinstance(error.exception, LLMRequestError) and error.exception.kind == "config"
+    assert trio.current_time() == start  # no retry

@@ -7,6 +7,7 @@ line that wrote it, not in the middle of a conversation.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import os
@@ -29,7 +30,13 @@ from ..._validators import (
 )
 from ._text import excerpt, redact_url
 
-__all__ = ["CONTEXT_WINDOWS", "OpenAILLMConfig", "RetryPolicy", "context_window_for_model"]
+__all__ = [
+    "CONTEXT_WINDOWS",
+    "OpenAILLMConfig",
+    "RetryPolicy",
+    "base_url_problem",
+    "context_window_for_model",
+]
 
 # The seed's table: prefixes matched on the lowercased model name after its last "/".
 CONTEXT_WINDOWS: tuple[tuple[str, int], ...] = (
@@ -170,6 +177,27 @@ def _userinfo(url: str) -> str:
         return ""
     userinfo, at, _host = netloc.rpartition("@")
     return userinfo if at else ""
+
+
+@functools.lru_cache(maxsize=64)
+def base_url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a base_url (an http(s) URL with a host, without white
+    space, query or fragment: the endpoint's path is appended to it), or ``None``. Checked
+    per request (cached), so that a wrong one fails its turns with a clear error."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError as exc:
+        return f"it does not parse ({excerpt(redact_url(str(exc)), 100)})"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "it has white space or a control character (from an environment variable?)"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "it must start with https:// (or http://)"
+    if not parts.hostname:
+        return "it has no host"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "it has a query or a fragment (put query parameters in extra_query)"
+    return None
 
 
 def _secret_repr(value: str) -> str:

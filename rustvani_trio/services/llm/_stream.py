@@ -40,9 +40,10 @@ from ...frames import LLMTokenUsage
 from ._body import DRAIN_SECONDS, Body, check_response
 from ._chat_decoder import ChatStreamDecoder
 from ._chat_types import StreamDelta, StreamResult
-from ._config import OpenAILLMConfig
+from ._config import OpenAILLMConfig, base_url_problem
 from ._errors import LLMRequestError, map_exceptions, safe_text
 from ._sse import SSEProtocolError
+from ._text import excerpt, redact_url
 
 __all__ = [
     "DRAIN_SECONDS",
@@ -148,6 +149,13 @@ async def stream_answer(
     chunk_timeout = cfg.chunk_timeout
     streaming = False
     with scope, map_exceptions(cfg):
+        problem = base_url_problem(cfg.base_url)
+        if problem is not None:
+            raise LLMRequestError(
+                f"invalid base_url {excerpt(redact_url(cfg.base_url), 200)!r}: {problem}; it "
+                "should look like 'https://api.openai.com/v1'",
+                kind="config",
+            )
         request = client.build_request(
             "POST",
             cfg.request_url(),
