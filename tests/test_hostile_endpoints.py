@@ -44,7 +44,13 @@ from rustvani_trio.frames import (
 from rustvani_trio.processor import FrameProcessor
 from rustvani_trio.services.llm._body import ERROR_BODY_SECONDS
 from rustvani_trio.services.llm._chat_decoder import ChatStreamDecoder
-from rustvani_trio.services.llm._stream import FINISH_GRACE_SECONDS
+from rustvani_trio.services.llm._stream import (
+    FINISH_GRACE_SECONDS,
+    Answer,
+    http_timeouts,
+    open_client,
+    stream_answer,
+)
 from rustvani_trio.services.llm.function_registry import FunctionCallParams, FunctionRegistry
 from rustvani_trio.services.llm.openai import (
     LLMAnswerCutShort,
@@ -1068,17 +1074,26 @@ async def test_a_server_that_echoes_the_api_key_never_gets_it_shown(
 
 async def test_header_and_secret_query_values_are_hidden_too() -> None:
     token = "portkey-7f3a9c2e1b"
-    body = f"bad headers: x-portkey-api-key={token} sig=sigsecret-42 api-version=2024-10-21"
+    body = (
+        f"bad headers: x-portkey-api-key={token} sig=sigsecret-42 api-version=2024-10-21, "
+        "content type application/json, organization org-1234567890"
+    )
     raw = _response("400 Bad Request", {}, body.encode())
     async with raw_server(functools.partial(_respond_with, raw=raw)) as server:
         turns = await run_turns(
             server.url,
-            extra_headers={"x-portkey-api-key": token},
+            extra_headers={
+                "x-portkey-api-key": token,
+                "Content-Type": "application/json",
+                "OpenAI-Organization": "org-1234567890",
+            },
             extra_query={"sig": "sigsecret-42", "api-version": "2024-10-21"},
         )
     message = one_error(turns)
     assert token not in message and "sigsecret" not in message
-    assert "api-version=2024-10-21" in message  # not a secret: still shown
+    # Values whose names say nothing secret stay readable.
+    assert "api-version=2024-10-21" in message
+    assert "application/json" in message and "org-1234567890" in message
 
 
 async def test_credentials_in_base_url_are_sent_as_basic_auth_and_never_logged(
@@ -1262,3 +1277,47 @@ async def test_an_unusable_base_url_is_named_and_not_retried(
     assert f"invalid base_url {base_url!r}: " in error.error and why in error.error
     assert isinstance(error.exception, LLMRequestError) and error.exception.kind == "config"
     assert trio.current_time() == start  # no retry
+
+
+@pytest.mark.parametrize(
+    "head",
+    [SSE_HEAD, b"HTTP/1.1 500 Oops\r\ncontent-length: 1000\r\n\r\nupstream"],
+    ids=["waiting-for-the-first-bytes", "reading-an-error-body"],
+)
+async def test_cancelling_a_request_before_its_body_is_judged_closes_the_connection(
+    autojump_clock: trio.testing.MockClock, head: bytes
+) -> None:
+    closed = trio.Event()
+
+    async def respond(conn: Conn) -> None:
+        await conn.send(head)
+        while await conn.stream.receive_some():  # until the client closes
+            pass
+        closed.set()
+
+    async with raw_server(respond) as server:
+        cfg = OpenAILLMConfig(base_url=server.url, api_key="sk-test")
+        async with open_client(cfg) as client:
+            with trio.move_on_after(2.0) as scope:  # an interruption, say
+                await stream_answer(
+                    client,
+                    cfg,
+                    {"model": "m", "messages": []},
+                    Answer(),
+                    emit=_ignore,
+                    first_delta=_nothing,
+                    http_timeouts=http_timeouts(cfg),
+                )
+            assert scope.cancelled_caught
+            cancelled_at = trio.current_time()
+            with trio.fail_after(1.0):
+                await closed.wait()
+    assert trio.current_time() - cancelled_at < 0.01
+
+
+async def _ignore(_delta: object) -> None:
+    pass
+
+
+async def _nothing() -> None:
+    pass

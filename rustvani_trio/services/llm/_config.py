@@ -166,7 +166,7 @@ def _of(kind: type, wanted: str) -> Any:
     return check
 
 
-_SECRET_NAME = re.compile(r"key|token|secret|sig|pass|auth|cred|session", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"key|token|secret|sig|pass|auth|cred|session|cookie", re.IGNORECASE)
 
 
 def _userinfo(url: str) -> str:
@@ -333,10 +333,13 @@ class OpenAILLMConfig:
         return headers
 
     def secret_values(self) -> tuple[str, ...]:
-        """What no message may show: the API key, the header values, query values whose name
-        says secret (``key``, ``token``, ``sig``, ...), and the base_url's user-info."""
-        values = [self.api_key, *self.extra_headers.values()]
-        values += [v for k, v in self.extra_query.items() if _SECRET_NAME.search(k)]
+        """What no message may show: the API key, header and query values whose name says
+        secret (``key``, ``token``, ``auth``, ``sig``, ``cookie``, ...), and the base_url's
+        user-info. (Other values, such as ``application/json`` or an organization id, may
+        appear in a server's message and stay readable.)"""
+        values = [self.api_key]
+        for extra in (self.extra_headers, self.extra_query):
+            values += [v for k, v in extra.items() if _SECRET_NAME.search(k)]
         userinfo = _userinfo(self.base_url)
         if userinfo:
             for part in userinfo.split(":", 1):
