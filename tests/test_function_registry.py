@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from rustvani_trio.context import FunctionSchema, LLMContext
-from rustvani_trio.frames import Frame, FrameDirection
+from rustvani_trio.frames import ErrorFrame, Frame, FrameDirection
 from rustvani_trio.services.llm.function_registry import (
     FunctionCallParams,
     FunctionEntry,
@@ -242,3 +242,28 @@ def test_tool_call_output_defaults() -> None:
     assert out.summary == "summary"
     assert out.raw is None
     assert ToolCallOutput("s", [1]) == ToolCallOutput("s", [1])
+
+
+async def test_push_error_names_the_processor_the_function_and_the_call() -> None:
+    pushed: list[tuple[Frame, FrameDirection]] = []
+
+    async def push(frame: Frame, direction: FrameDirection) -> None:
+        pushed.append((frame, direction))
+
+    p = FunctionCallParams(
+        function_name="lookup",
+        tool_call_id="call_9",
+        arguments={},
+        raw_arguments="{}",
+        context=LLMContext(),
+        push_frame=push,
+        processor_name="llm#1",
+    )
+    cause = ValueError("row 3 is bad")
+    await p.push_error("the cache is stale\nsecond line", exception=cause)
+    ((frame, direction),) = pushed
+    assert direction is FrameDirection.UPSTREAM
+    assert isinstance(frame, ErrorFrame)
+    assert frame.error == "function 'lookup' (call call_9): the cache is stale\\nsecond line"
+    assert frame.processor == "llm#1" and frame.exception is cause and not frame.fatal
+    assert params().processor_name is None  # built outside a processor

@@ -17,6 +17,7 @@ happened. Tests that stream tokens and interrupt them use real time with small d
 from __future__ import annotations
 
 import contextlib
+import datetime
 import email.utils
 import io
 import itertools
@@ -33,6 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -59,6 +61,7 @@ from rustvani_trio.frames import (
 )
 from rustvani_trio.pipeline import Pipeline
 from rustvani_trio.processor import FrameProcessor
+from rustvani_trio.services.llm._errors import parse_retry_after
 from rustvani_trio.services.llm.openai import (
     CONTEXT_WINDOWS,
     OpenAILLMConfig,
@@ -371,6 +374,50 @@ def test_header_values_that_cannot_be_sent_are_refused_without_showing_them() ->
     assert "hidden-value" not in str(info.value)
     assert "hidden" not in repr(OpenAILLMConfig(extra_headers={"x-api-key": "hidden"}))
     assert "sk-hidden" not in repr(OpenAILLMConfig(api_key="sk-hidden"))
+
+
+@pytest.mark.parametrize(
+    ("headers", "words"),
+    [
+        ({"X-Title": "Caf\u00e9 bot"}, ["X-Title", "other than ASCII", "percent-encode"]),
+        ({"Bad Name": "v"}, ["'Bad Name'", "no HTTP header name"]),
+        ({"X-Key:": "v"}, ["no HTTP header name"]),
+        ({"": "v"}, ["no HTTP header name"]),
+    ],
+    ids=["non-ascii-value", "space-in-name", "colon-in-name", "empty-name"],
+)
+def test_headers_httpx_cannot_send_are_refused_where_the_config_is_built(
+    headers: dict[str, str], words: list[str]
+) -> None:
+    # They were accepted, then every turn failed with "the turn failed: UnicodeEncodeError"
+    # (or a LocalProtocolError) before a request was sent.
+    with pytest.raises(ValueError) as info:
+        OpenAILLMConfig(extra_headers=headers)
+    for word in words:
+        assert word in str(info.value)
+    assert "Caf" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"when": datetime.datetime(2025, 1, 1)}, ["JSON values only", "datetime"]),
+        ({"top_k": float("nan")}, ["JSON values only", "not JSON compliant"]),
+        ({"ids": {1, 2}}, ["JSON values only", "set"]),
+        ({"stream": False}, ["may not set 'stream'"]),
+        ({"messages": []}, ["may not set 'messages'"]),
+    ],
+    ids=["datetime", "nan", "set", "stream", "messages"],
+)
+def test_an_extra_body_that_no_request_could_carry_is_refused(
+    body: dict[str, Any], words: list[str]
+) -> None:
+    # It was accepted; then every turn failed ("the turn failed: TypeError: ... not JSON
+    # serializable"), sent NaN (which is no JSON), or got no stream back.
+    with pytest.raises(ValueError) as info:
+        OpenAILLMConfig(extra_body=body)
+    for word in words:
+        assert word in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -999,6 +1046,39 @@ async def test_retry_after_as_an_http_date(autojump_clock: trio.testing.MockCloc
         elapsed = trio.current_time() - start
     assert joined(result.downstream, LLMText) == "ok"
     assert 4.5 <= elapsed <= 6.5  # the date has a one-second resolution
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "7"}, 7.0),
+        ({"retry-after": " 1.5 "}, 1.5),
+        ({"retry-after-ms": "250", "retry-after": "3"}, 0.25),  # OpenAI's and Azure's
+        ({"retry-after-ms": "soon", "retry-after": "3"}, 3.0),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # in the past
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 -0000"}, 0.0),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "inf"}, None),
+        ({"retry-after": "-5"}, None),
+        ({"retry-after": "1_0"}, None),
+        ({"retry-after": "0x10"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_values(headers: dict[str, str], seconds: float | None) -> None:
+    assert parse_retry_after(httpx.Headers(headers)) == seconds
+
+
+async def test_retry_after_ms_is_preferred(autojump_clock: trio.testing.MockClock) -> None:
+    policy = RetryPolicy(initial_delay=0.01, jitter=0.0)
+    headers = {"Retry-After": "20", "retry-after-ms": "1500"}
+    async with open_scripted_server() as server:
+        server.add_replies([ErrorReply(429, "slow down", headers=headers), TextReply(["ok"])])
+        start = trio.current_time()
+        result = await one_turn(server, retry=policy)
+        elapsed = trio.current_time() - start
+    assert joined(result.downstream, LLMText) == "ok"
+    assert 1.5 <= elapsed < 1.6
 
 
 async def test_no_retry_once_reasoning_was_streamed() -> None:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rustvani_trio.services.llm._chat_decoder import ChatStreamDecoder
+from rustvani_trio.services.llm._chat_decoder import MAX_TOOL_CALLS, ChatStreamDecoder
 from rustvani_trio.services.llm._chat_types import (
     ContentDelta,
     ReasoningDelta,
@@ -667,3 +667,70 @@ def test_lines_and_events_at_the_limit_are_fine() -> None:
     two_lines = b"data: " + b"x" * 50 + b"\ndata:" + b"y" * 50 + b"\n\n"
     (event,) = SSEDecoder(max_event_chars=100).feed(two_lines)
     assert event.data == "x" * 50 + "\n" + "y" * 50  # 100 characters of data: at the limit
+
+
+# ----------------------------------------------------------------------- lone surrogates
+
+
+def _raw_event(payload_json: str, event: str | None = None) -> bytes:
+    """An event whose data is ``payload_json`` as written (escapes kept as they are)."""
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload_json}\n\n".encode()
+
+
+def test_lone_surrogate_escapes_become_the_replacement_character() -> None:
+    # json.loads accepts "\ud800" and returns a lone surrogate, which no encoder accepts.
+    decoder = ChatStreamDecoder()
+    deltas = decoder.feed(
+        _raw_event(
+            '{"model": "m\\ud800", "choices": [{"index": 0, "delta": '
+            '{"content": "bad \\ud800 here \\uDC00", "reasoning_content": "r\\udfff", '
+            '"refusal": "\\ud83d"}}]}'
+        )
+        + _raw_event(
+            '{"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, '
+            '"id": "c\\udc00", "function": {"name": "f\\ud800", '
+            '"arguments": "{\\"a\\": \\"\\ud800\\"}"}}]}}]}'
+        )
+    )
+    assert deltas == [
+        ReasoningDelta(text="r\ufffd"),
+        ContentDelta(text="bad \ufffd here \ufffd"),
+        RefusalDelta(text="\ufffd"),
+    ]
+    result = decoder.finish()
+    assert result.model == "m\ufffd"
+    (call,) = result.tool_calls
+    assert (call.id, call.name, call.arguments) == ("c\ufffd", "f\ufffd", '{"a": "\ufffd"}')
+    for text in (result.text, result.reasoning, result.refusal, call.arguments):
+        assert text is not None
+        text.encode("utf-8")  # valid Unicode: no surrogate left
+
+
+def test_valid_surrogate_pairs_and_escaped_backslashes_are_kept() -> None:
+    decoder = ChatStreamDecoder()
+    deltas = decoder.feed(
+        _raw_event('{"choices": [{"index": 0, "delta": {"content": "\\ud83d\\ude00 \\\\ud800"}}]}')
+    )
+    assert deltas == [ContentDelta(text="\U0001f600 \\ud800")]
+
+
+def test_lone_surrogates_in_error_events_are_replaced() -> None:
+    decoder = ChatStreamDecoder()
+    decoder.feed(_raw_event('{"error": {"message": "oops \\ud800"}}'))
+    assert decoder.finish().error == StreamError(
+        message="oops \ufffd", raw={"message": "oops \ufffd"}
+    )
+    decoder = ChatStreamDecoder()
+    decoder.feed(_raw_event('"string \\udbff"', event="error"))
+    error = decoder.finish().error
+    assert error is not None and error.message == "string \ufffd"
+
+
+def test_an_answer_with_too_many_tool_calls_is_refused() -> None:
+    calls = [{"index": i, "id": f"c{i}", "function": {"name": "f"}} for i in range(MAX_TOOL_CALLS)]
+    decoder = ChatStreamDecoder()
+    decoder.feed(_chunk(tool_calls=calls))
+    assert len(decoder.result.tool_calls) == MAX_TOOL_CALLS  # up to the limit: fine
+    with pytest.raises(SSEProtocolError, match=f"more than {MAX_TOOL_CALLS} tool calls"):
+        decoder.feed(_tool(index=MAX_TOOL_CALLS, id="one-more", function={"name": "f"}))

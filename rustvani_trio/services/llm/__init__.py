@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from ._config import OpenAILLMConfig as OpenAILLMConfig
     from ._config import RetryPolicy as RetryPolicy
     from ._config import context_window_for_model as context_window_for_model
+    from ._errors import LLMAnswerCutShort as LLMAnswerCutShort
+    from ._errors import LLMErrorKind as LLMErrorKind
     from ._errors import LLMRequestError as LLMRequestError
     from ._handler import AfterRound as AfterRound
     from ._handler import OpenAILLMHandler as OpenAILLMHandler
@@ -28,6 +30,8 @@ _LAZY = {
     "OpenAILLMConfig": "_config",
     "RetryPolicy": "_config",
     "context_window_for_model": "_config",
+    "LLMAnswerCutShort": "_errors",
+    "LLMErrorKind": "_errors",
     "LLMRequestError": "_errors",
     "AfterRound": "_handler",
     "OpenAILLMHandler": "_handler",

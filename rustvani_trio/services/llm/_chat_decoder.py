@@ -23,11 +23,14 @@ from ._chat_types import (
     make_error,
 )
 from ._sse import MAX_EVENT_CHARS, SSEDecoder, SSEEvent, SSEProtocolError
-from ._text import excerpt
+from ._text import excerpt, has_surrogate_escape, mend_surrogates
 
-__all__ = ["ChatStreamDecoder"]
+__all__ = ["MAX_TOOL_CALLS", "ChatStreamDecoder"]
 
 _DONE: Final = "[DONE]"
+#: The most tool calls one answer may hold (each becomes a task in the tool round): far above
+#: what a model sends, far below what would hurt.
+MAX_TOOL_CALLS: Final = 1024
 
 
 class _PendingCall:
@@ -60,19 +63,23 @@ class ChatStreamDecoder:
       ``arguments`` concatenates the string fragments. A fragment without ``index`` starts a new
       call when it carries a non-empty ``id`` not seen before, else continues the previous call;
     * ``finish_reason`` is the last non-null one; ``usage`` the last non-null top-level object;
+    * a lone surrogate escaped in a string (``"\\ud800"``, which ``json.loads`` accepts) becomes
+      U+FFFD, so text, tool calls and errors are always valid Unicode;
     * a chunk with a top-level ``error`` (or any ``event: error``) records a :class:`StreamError`
       (the first one wins) and its choices and usage are still applied; an ``event: error``
-      whose data is not JSON becomes an error with that data as the message;
-    * any other payload that is not a JSON object raises :class:`SSEProtocolError`.
+      whose data is not JSON becomes an error with that data as the message, and one without
+      data an error without a message;
+    * any other payload that is not a JSON object raises :class:`SSEProtocolError`, and so does
+      an answer with more than :data:`MAX_TOOL_CALLS` tool calls.
 
     This class does not judge truncation: at end of input a caller should treat
     ``not done and finish_reason is None and error is None`` (i.e. ``not is_complete`` and no
     error) as a stream that was cut off.
 
     Reading :attr:`result` joins the text received since the last read: a caller that streams
-    reads :attr:`progress`, :attr:`done`, :attr:`error` and :attr:`ended` per read (each
-    constant-time) and :attr:`result` once at the end, so a long answer costs the same per
-    event as a short one.
+    reads :attr:`progress`, :attr:`ended` and :attr:`finished` per read (plain attributes)
+    and :attr:`result` once at the end, so a long answer costs the same per event as a short
+    one.
     """
 
     __slots__ = (
@@ -87,11 +94,13 @@ class ChatStreamDecoder:
         "_sse",
         "_text_parts",
         "_tool_data",
+        "ended",
+        "finished",
         "progress",
     )
 
     def __init__(self, *, max_event_chars: int = MAX_EVENT_CHARS) -> None:
-        self._sse = SSEDecoder(max_event_chars=max_event_chars)
+        self._sse = SSEDecoder(max_event_chars=max_event_chars, typed_without_data=True)
         self._result = StreamResult()
         # Text pieces are joined lazily (in ``result``) so that a long stream stays linear-time.
         self._text_parts: list[str] = []
@@ -107,6 +116,10 @@ class ChatStreamDecoder:
         #: is measured by (keep-alive comments, empty deltas and role-only chunks do not
         #: count).
         self.progress = 0
+        #: Whether the stream needs no more input: ``[DONE]`` or an error arrived.
+        self.ended = False
+        #: Whether a ``finish_reason`` arrived (only usage and ``[DONE]`` normally follow).
+        self.finished = False
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -130,12 +143,6 @@ class ChatStreamDecoder:
     def error(self) -> StreamError | None:
         """The first error the stream reported, if any."""
         return self._result.error
-
-    @property
-    def ended(self) -> bool:
-        """Whether the stream needs no more input: ``[DONE]`` or an error arrived."""
-        result = self._result
-        return result.done or result.error is not None
 
     @property
     def is_complete(self) -> bool:
@@ -180,7 +187,7 @@ class ChatStreamDecoder:
             return []
         data = event.data
         if data == _DONE or (data[:1] != "{" and data.strip() == _DONE):
-            result.done = True
+            result.done = self.ended = True
             return []
         is_error_event = event.event == "error"
         if not is_error_event and not data.strip():
@@ -191,6 +198,10 @@ class ChatStreamDecoder:
         except ValueError as exc:
             payload, problem = data, f"is not valid JSON ({exc})"
         else:
+            if "\\" in data and has_surrogate_escape(data):  # (memchr first: cheap)
+                # A surrogate escape (rare: emoji from a server that escapes all non-ASCII,
+                # or a lone one): the slow path, so that no lone surrogate gets further.
+                payload = mend_surrogates(payload)
             if not isinstance(payload, dict):
                 problem = "is not a JSON object"
         if problem is not None:
@@ -202,6 +213,7 @@ class ChatStreamDecoder:
             result.chunks += 1
             if result.error is None:
                 result.error = make_error(payload)
+                self.ended = True
             return []
         return self._apply_chunk(payload, is_error_event)
 
@@ -215,6 +227,7 @@ class ChatStreamDecoder:
         error = chunk.get("error")
         if (error is not None or is_error_event) and result.error is None:
             result.error = make_error(chunk if error is None else error)
+            self.ended = True
 
         if result.model is None:
             model = chunk.get("model")
@@ -241,6 +254,7 @@ class ChatStreamDecoder:
         finish_reason = choice.get("finish_reason")
         if isinstance(finish_reason, str) and finish_reason:
             self._result.finish_reason = finish_reason
+            self.finished = True
 
         delta = choice.get("delta")
         if not isinstance(delta, dict):
@@ -281,6 +295,10 @@ class ChatStreamDecoder:
                     self._apply_tool_fragment(fragment)
 
     def _new_call(self, index: int | None) -> _PendingCall:
+        if len(self._calls) >= MAX_TOOL_CALLS:
+            raise SSEProtocolError(
+                f"the answer has more than {MAX_TOOL_CALLS} tool calls; the stream was abandoned"
+            )
         call = _PendingCall(index)
         self._calls.append(call)
         self._calls_dirty = True

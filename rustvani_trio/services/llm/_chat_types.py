@@ -119,4 +119,6 @@ def make_error(obj: object) -> StreamError:
             raw=obj,
         )
     message = obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False, default=str)
+    if not message.strip():
+        message = "(the server sent no message)"
     return StreamError(message=message, raw={"message": message})

@@ -6,12 +6,16 @@ line that wrote it, not in the middle of a conversation.
 
 from __future__ import annotations
 
+import base64
+import functools
+import json
 import math
 import os
 import random
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import attrs
 
@@ -24,9 +28,15 @@ from ..._validators import (
     optional,
     positive,
 )
-from ._text import redact_url
+from ._text import excerpt, redact_url
 
-__all__ = ["CONTEXT_WINDOWS", "OpenAILLMConfig", "RetryPolicy", "context_window_for_model"]
+__all__ = [
+    "CONTEXT_WINDOWS",
+    "OpenAILLMConfig",
+    "RetryPolicy",
+    "base_url_problem",
+    "context_window_for_model",
+]
 
 # The seed's table: prefixes matched on the lowercased model name after its last "/".
 CONTEXT_WINDOWS: tuple[tuple[str, int], ...] = (
@@ -89,6 +99,8 @@ class RetryPolicy:
 
 # Printable ASCII without white space: what a key may hold (never shown in a message).
 _KEY = re.compile(r"[\x21-\x7e]*")
+# An HTTP header name (RFC 9110's token).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # What a header value may not hold: line breaks and other control characters.
 _BAD_HEADER_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -107,20 +119,41 @@ def _api_key(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
 
 
 def _headers(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-    """A mapping of str to str whose values can go into an HTTP header (never shown)."""
+    """A mapping of str to str whose names and values can go into an HTTP header (values are
+    never shown)."""
     mapping_of_str(inst, attr, value)
     for key, item in value.items():
+        if not _TOKEN.fullmatch(key):
+            raise ValueError(
+                f"{attr.name} has the name {excerpt(key, 60)!r}, which is no HTTP header name "
+                "(letters, digits and !#$%&'*+-.^_`|~ only)"
+            )
         if _BAD_HEADER_VALUE.search(item) or item.strip() != item:
             raise ValueError(
                 f"{attr.name}[{key!r}] has a line break, a control character or white space at "
                 "its start or end; strip it (the value is not shown here)"
             )
+        if not item.isascii():
+            # httpx encodes header values as ASCII: every request would fail.
+            raise ValueError(
+                f"{attr.name}[{key!r}] has characters other than ASCII, which a header cannot "
+                "carry; percent-encode them (the value is not shown here)"
+            )
 
 
 def _json_object(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
-    """A mapping with str keys (merged into the JSON body)."""
+    """A mapping with str keys and JSON values (merged into the JSON body), which leaves
+    ``stream`` and ``messages`` to the handler."""
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise TypeError(f"{attr.name} must be a mapping with str keys, got {value!r}")
+    for key in ("stream", "messages"):
+        if key in value:
+            raise ValueError(f"{attr.name} may not set {key!r}: the handler sets it")
+    try:
+        json.dumps(dict(value), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        # (Every request would fail, or send NaN, which is no JSON.)
+        raise ValueError(f"{attr.name} must hold JSON values only: {exc}") from None
 
 
 def _of(kind: type, wanted: str) -> Any:
@@ -131,6 +164,40 @@ def _of(kind: type, wanted: str) -> Any:
             raise TypeError(f"{attr.name} must be {wanted}, got {value!r}")
 
     return check
+
+
+_SECRET_NAME = re.compile(r"key|token|secret|sig|pass|auth|cred|session|cookie", re.IGNORECASE)
+
+
+def _userinfo(url: str) -> str:
+    """The ``user:password`` of ``url`` ("" when it has none)."""
+    try:
+        netloc = urlsplit(url.strip()).netloc
+    except ValueError:
+        return ""
+    userinfo, at, _host = netloc.rpartition("@")
+    return userinfo if at else ""
+
+
+@functools.lru_cache(maxsize=64)
+def base_url_problem(url: str) -> str | None:
+    """What makes ``url`` unusable as a base_url (an http(s) URL with a host, without white
+    space, query or fragment: the endpoint's path is appended to it), or ``None``. Checked
+    per request (cached), so that a wrong one fails its turns with a clear error."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError as exc:
+        return f"it does not parse ({excerpt(redact_url(str(exc)), 100)})"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "it has white space or a control character (from an environment variable?)"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "it must start with https:// (or http://)"
+    if not parts.hostname:
+        return "it has no host"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        return "it has a query or a fragment (put query parameters in extra_query)"
+    return None
 
 
 def _secret_repr(value: str) -> str:
@@ -225,6 +292,16 @@ class OpenAILLMConfig:
         values.update(overrides)
         return cls(**values)
 
+    def __attrs_post_init__(self) -> None:
+        if self.api_key and self.auth_header == "bearer" and _userinfo(self.base_url):
+            # Both are an Authorization header: httpx would send the URL's and drop the key.
+            raise ValueError(
+                "base_url has credentials (user:password@) and api_key is set: both would be "
+                "the Authorization header, so one would be lost; send the key another way "
+                "(auth_header='api-key', or a header in extra_headers) or leave api_key empty "
+                "(the credentials are not shown here)"
+            )
+
     @property
     def context_window(self) -> int | None:
         """``context_window_tokens``, or the model table's default."""
@@ -234,9 +311,19 @@ class OpenAILLMConfig:
         """The endpoint URL (with any user-info: :func:`redact_url` it before showing it)."""
         return self.base_url.rstrip("/") + "/chat/completions"
 
+    def request_url(self) -> str:
+        """The endpoint URL without user-info (which :meth:`headers` sends as Basic auth
+        instead), so that it can be logged (httpx logs every request's URL)."""
+        return redact_url(self.chat_completions_url())
+
     def headers(self) -> dict[str, str]:
         """Request headers (auth and extras)."""
         headers = {"Accept": "text/event-stream"}
+        userinfo = _userinfo(self.base_url)
+        if userinfo:
+            user, _, password = userinfo.partition(":")
+            pair = f"{unquote(user)}:{unquote(password)}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
         if self.api_key:
             if self.auth_header == "api-key":
                 headers["api-key"] = self.api_key
@@ -244,3 +331,17 @@ class OpenAILLMConfig:
                 headers["Authorization"] = f"Bearer {self.api_key}"
         headers.update(self.extra_headers)
         return headers
+
+    def secret_values(self) -> tuple[str, ...]:
+        """What no message may show: the API key, header and query values whose name says
+        secret (``key``, ``token``, ``auth``, ``sig``, ``cookie``, ...), and the base_url's
+        user-info. (Other values, such as ``application/json`` or an organization id, may
+        appear in a server's message and stay readable.)"""
+        values = [self.api_key]
+        for extra in (self.extra_headers, self.extra_query):
+            values += [v for k, v in extra.items() if _SECRET_NAME.search(k)]
+        userinfo = _userinfo(self.base_url)
+        if userinfo:
+            for part in userinfo.split(":", 1):
+                values += [part, unquote(part)]
+        return tuple(v for v in dict.fromkeys(values) if v)

@@ -30,10 +30,10 @@ from ...frames import (
 from ...processor import FrameProcessor
 from ...tools.base import BuiltinTool
 from ._chat_types import ContentDelta, ReasoningDelta, StreamDelta
-from ._errors import LLMRequestError
+from ._errors import LLMAnswerCutShort, LLMRequestError, safe_text
 from ._handler import AfterRound, OpenAILLMHandler, TransitionHook
 from ._stream import Answer, http_timeouts, open_client, stream_answer
-from ._text import excerpt
+from ._text import describe, excerpt
 from ._tool_round import ToolRound
 from ._toolset import Toolset
 
@@ -133,7 +133,8 @@ class OpenAILLMProcessor(FrameProcessor):
             except Exception as exc:
                 # A failed turn (a transition hook that raised, ...) is still closed, so the
                 # aggregators commit and the next turn works.
-                await self.push_error(f"the turn failed: {_describe(exc)}", exception=exc)
+                message = safe_text(describe(exc), self.handler.config)
+                await self.push_error(f"the turn failed: {message}", exception=exc)
             await self.stop_processing_metrics()
             await self.push_frame(LLMFullResponseEnd())
 
@@ -227,7 +228,7 @@ class OpenAILLMProcessor(FrameProcessor):
     async def _stream(self, body: dict[str, Any], answer: Answer, drains: trio.Nursery) -> None:
         client = self._client
         if client is None:
-            raise LLMRequestError("the LLM client is not open (no StartFrame yet?)")
+            raise LLMRequestError("the LLM client is not open (no StartFrame yet?)", kind="config")
         self.start_ttfb_metrics()
         await stream_answer(
             client,
@@ -251,28 +252,41 @@ class OpenAILLMProcessor(FrameProcessor):
         await self.push_frame(frame)
 
     async def _check_finish(self, answer: Answer) -> Answer | None:
+        """Report what is wrong with a finished answer; ``None`` when it is unusable."""
         result = answer.result
         if result.error is not None:
-            await self.push_error(
-                f"the LLM stream reported an error: {excerpt(result.error.message)}"
+            exc = LLMRequestError(
+                safe_text(
+                    f"the LLM stream reported an error: {excerpt(result.error.message)}",
+                    self.handler.config,
+                ),
+                kind="stream",
             )
+            await self.push_error(str(exc), exception=exc)
             return None
         if not result.done and result.finish_reason is None:
-            await self.push_error(
+            exc = LLMRequestError(
                 "the LLM stream ended before it was complete (no [DONE] and no finish_reason); "
-                "the answer may be cut short"
+                "the answer may be cut short",
+                kind="protocol",
             )
+            await self.push_error(str(exc), exception=exc)
             return None
+        cut: LLMAnswerCutShort | None = None
         if result.finish_reason == "length":
-            await self.push_error(
+            cut = LLMAnswerCutShort(
                 "the answer was cut off by the token limit (finish_reason 'length'); raise "
-                "max_completion_tokens or shorten the context"
+                "max_completion_tokens or shorten the context",
+                kind="length",
             )
         elif result.finish_reason == "content_filter":
-            await self.push_error(
+            cut = LLMAnswerCutShort(
                 "the answer was stopped by the provider's content filter "
-                "(finish_reason 'content_filter')"
+                "(finish_reason 'content_filter')",
+                kind="content_filter",
             )
+        if cut is not None:
+            await self.push_error(str(cut), exception=cut)
         return answer
 
     def _report_usage(
@@ -301,11 +315,3 @@ class OpenAILLMProcessor(FrameProcessor):
                 model=excerpt(model, 100) if model else self.handler.config.model,
                 interrupted=interrupted,
             )
-
-
-def _describe(exc: BaseException) -> str:
-    """``Type: message`` of an exception, or of each exception inside a group (a failure in a
-    tool round's nursery arrives wrapped in one)."""
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(inner) for inner in exc.exceptions)
-    return f"{type(exc).__name__}: {exc}"

@@ -68,6 +68,10 @@ class SSEDecoder:
     Invalid UTF-8 is replaced with U+FFFD rather than raising. A line, or the data of one
     event, longer than ``max_event_chars`` raises :class:`SSEProtocolError` (memory stays
     bounded whatever the server sends).
+
+    With ``typed_without_data=True`` (a departure from the spec, which drops them), an event
+    that set a type but no data (``event: error`` and a blank line) is dispatched too, with
+    ``data=""``: a server that reports an error that way is heard.
     """
 
     __slots__ = (
@@ -80,15 +84,19 @@ class SSEDecoder:
         "_partial",
         "_partial_chars",
         "_pending_cr",
+        "_typed_without_data",
         "_utf8",
         "comments",
         "last_event_id",
         "retry",
     )
 
-    def __init__(self, *, max_event_chars: int = MAX_EVENT_CHARS) -> None:
+    def __init__(
+        self, *, max_event_chars: int = MAX_EVENT_CHARS, typed_without_data: bool = False
+    ) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._max = max_event_chars
+        self._typed_without_data = typed_without_data
         # Pieces of the current, not yet terminated line (never contain CR or LF).
         self._partial: list[str] = []
         self._partial_chars = 0
@@ -208,6 +216,8 @@ class SSEDecoder:
                     )
                     data.clear()
                     self._data_chars = 0
+                elif self._event_type and self._typed_without_data:
+                    events.append(SSEEvent(event=self._event_type, data="", id=self.last_event_id))
                 self._event_type = ""
             elif line.startswith("data:"):
                 value = line[6:] if line[5:6] == " " else line[5:]

@@ -6,13 +6,17 @@ so it can be driven (and tested) alone. Its deadlines live in one cancel scope p
 * ``first_token_timeout`` from sending the request until the first event with content or
   tool-call data;
 * then ``chunk_timeout`` from the last such event: keep-alive comments, empty deltas or a byte
-  now and then do not count as progress;
+  now and then do not count as progress; once the ``finish_reason`` arrived, at most
+  :data:`FINISH_GRACE_SECONDS` (only the usage chunk and ``[DONE]`` are left to come, and the
+  answer stands without them);
 * ``request_timeout`` for the whole request.
 
 Time spent emitting (waiting on the pipeline's backpressure) is excluded from all three, and
 httpx's read timeout is off; connect, write and pool timeouts are ``connect_timeout``.
 
-The answer is released the moment ``[DONE]`` (or an error event) arrives. The rest of the body
+What came back is checked first (:mod:`._body`): an error status, or a body that is no event
+stream, is an :class:`LLMRequestError` with the server's message. The answer is released the
+moment ``[DONE]`` (or an error event) arrives. The rest of the body
 (normally just the end of the chunked encoding) is read in ``drains``, a nursery of the
 caller's, so that the connection can go back to the pool; that read is bounded, and a failure
 in it only means that the connection is not reused.
@@ -24,8 +28,8 @@ import functools
 import logging
 import math
 import ssl
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from typing import Any, Final, cast
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
 
 import attrs
 import certifi
@@ -33,24 +37,28 @@ import httpx
 import trio
 
 from ...frames import LLMTokenUsage
+from ._body import DRAIN_SECONDS, Body, check_response
 from ._chat_decoder import ChatStreamDecoder
 from ._chat_types import StreamDelta, StreamResult
-from ._config import OpenAILLMConfig
-from ._errors import (
-    ERROR_BODY_BYTES,
-    LLMRequestError,
-    map_exceptions,
-    not_a_stream_error,
-    status_error,
-)
+from ._config import OpenAILLMConfig, base_url_problem
+from ._errors import LLMRequestError, map_exceptions, safe_text
 from ._sse import SSEProtocolError
+from ._text import excerpt, redact_url
 
-__all__ = ["DRAIN_SECONDS", "Answer", "http_timeouts", "open_client", "stream_answer"]
+__all__ = [
+    "DRAIN_SECONDS",
+    "FINISH_GRACE_SECONDS",
+    "Answer",
+    "http_timeouts",
+    "open_client",
+    "stream_answer",
+]
 
 logger = logging.getLogger("rustvani_trio")
 
-#: How long the end of a finished body may take to arrive before its connection is dropped.
-DRAIN_SECONDS: Final = 0.25
+#: Once the ``finish_reason`` arrived, how long the rest (the usage chunk, ``[DONE]``) may
+#: keep the answer waiting without an event that carries data.
+FINISH_GRACE_SECONDS: Final = 1.0
 
 
 @functools.cache
@@ -115,49 +123,6 @@ def _count(value: Any) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
-class _Body:
-    """An open streamed response and its one byte iterator (read by one task at a time)."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.response = response
-        self.chunks = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
-
-    async def read_capped(self, limit: int) -> tuple[bytes, bool]:
-        """Up to ``limit`` bytes of the body, and whether there was more."""
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in self.chunks:
-            parts.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                return b"".join(parts)[:limit], True
-        return b"".join(parts), False
-
-    async def drain(self) -> None:
-        """Read the rest (bounded) so that the connection is reused, then close."""
-        try:
-            with trio.move_on_after(DRAIN_SECONDS) as scope:
-                async for _rest in self.chunks:
-                    pass
-            if scope.cancelled_caught:
-                logger.debug("the body went on after [DONE]; its connection is not reused")
-        except httpx.HTTPError as exc:
-            logger.debug(
-                "reading the end of a finished body failed (%s); its connection is not reused",
-                type(exc).__name__,
-            )
-        except Exception as exc:  # best effort: the answer was delivered whatever happens here
-            logger.warning("reading the end of a finished body failed: %r", exc, exc_info=exc)
-        finally:
-            await self.aclose()
-
-    async def aclose(self) -> None:
-        try:
-            await self.chunks.aclose()
-        finally:
-            await self.response.aclose()
-
-
 async def stream_answer(
     client: httpx.AsyncClient,
     cfg: OpenAILLMConfig,
@@ -184,19 +149,27 @@ async def stream_answer(
     chunk_timeout = cfg.chunk_timeout
     streaming = False
     with scope, map_exceptions(cfg):
+        problem = base_url_problem(cfg.base_url)
+        if problem is not None:
+            raise LLMRequestError(
+                f"invalid base_url {excerpt(redact_url(cfg.base_url), 200)!r}: {problem}; it "
+                "should look like 'https://api.openai.com/v1'",
+                kind="config",
+            )
         request = client.build_request(
             "POST",
-            cfg.chat_completions_url(),
+            cfg.request_url(),
             json=body,
             headers=cfg.headers(),
             params=dict(cfg.extra_query) or None,
             timeout=http_timeouts,
         )
-        stream = _Body(await client.send(request, stream=True))
+        stream = Body(await client.send(request, stream=True))
         handed_off = False
         try:
-            await _check_response(stream, cfg)
+            await check_response(stream, cfg)
             progress = 0
+            finishing = False
             try:
                 async for chunk in stream.chunks:
                     deltas = decoder.feed(chunk)
@@ -217,12 +190,17 @@ async def stream_answer(
                         scope.deadline = min(total, now + chunk_timeout)
                     if decoder.ended:
                         break
+                    if decoder.finished and not finishing:
+                        # The finish_reason arrived: only usage and [DONE] are left to come.
+                        finishing = True
+                        chunk_timeout = min(chunk_timeout, FINISH_GRACE_SECONDS)
+                        scope.deadline = min(scope.deadline, trio.current_time() + chunk_timeout)
                 else:
                     scope.deadline = math.inf  # the body is over: no stall from here on
                     for delta in decoder.close():
                         answer.emitted += 1
                         await emit(delta)
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, httpx.DecodingError) as exc:
                 if not decoder.is_complete:
                     raise
                 # The finish_reason arrived: the answer stands without [DONE].
@@ -231,7 +209,9 @@ async def stream_answer(
                 drains.start_soon(stream.drain)
                 handed_off = True
         except SSEProtocolError as exc:
-            raise LLMRequestError(f"the server sent an invalid stream: {exc}") from exc
+            raise LLMRequestError(
+                safe_text(f"the server sent an invalid stream: {exc}", cfg), kind="protocol"
+            ) from exc
         finally:
             if not handed_off:
                 await stream.aclose()
@@ -239,30 +219,21 @@ async def stream_answer(
         raise _timeout_error(cfg, streaming=streaming, total_passed=trio.current_time() >= total)
 
 
-async def _check_response(stream: _Body, cfg: OpenAILLMConfig) -> None:
-    """Raise for a status other than 200, or for a 200 that is not an event stream."""
-    response = stream.response
-    if response.status_code != 200:
-        raw, cut = await stream.read_capped(ERROR_BODY_BYTES)
-        raise status_error(response.status_code, raw, response.headers, cfg, cut=cut)
-    content_type = response.headers.get("content-type", "")
-    if content_type and not content_type.lower().startswith("text/event-stream"):
-        raw, cut = await stream.read_capped(ERROR_BODY_BYTES)
-        raise not_a_stream_error(content_type, raw, cfg, cut=cut)
-
-
 def _timeout_error(cfg: OpenAILLMConfig, *, streaming: bool, total_passed: bool) -> LLMRequestError:
     if total_passed:
         return LLMRequestError(
-            f"the request took longer than request_timeout={cfg.request_timeout}s"
+            f"the request took longer than request_timeout={cfg.request_timeout}s",
+            kind="timeout",
         )
     if streaming:
         return LLMRequestError(
             f"no content from the server for {cfg.chunk_timeout}s (chunk_timeout); "
             "the stream stalled",
+            kind="timeout",
             retryable=True,
         )
     return LLMRequestError(
         f"no first token within first_token_timeout={cfg.first_token_timeout}s",
+        kind="timeout",
         retryable=True,
     )

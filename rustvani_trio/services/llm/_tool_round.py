@@ -10,6 +10,8 @@ else (an interruption, a cancel), so the context never holds a call without its 
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Mapping
 
 import attrs
 import trio
@@ -26,11 +28,23 @@ from ...frames import (
 from ...processor import FrameProcessor
 from ._chat_types import StreamResult
 from ._config import OpenAILLMConfig
-from ._text import excerpt
+from ._text import describe, excerpt, has_surrogate_escape, mend_surrogates
 from ._toolset import Toolset
 from .function_registry import FunctionCallParams, FunctionRegistry, ToolCallOutput
 
 __all__ = ["ToolRound"]
+
+
+def _ids_in(context: LLMContext) -> set[str]:
+    """The tool-call ids the conversation already holds."""
+    ids: set[str] = set()
+    for message in context.messages:
+        for call in message.get("tool_calls") or ():
+            if isinstance(call, Mapping) and isinstance(call.get("id"), str):
+                ids.add(call["id"])
+        if isinstance(message.get("tool_call_id"), str):
+            ids.add(message["tool_call_id"])
+    return ids
 
 
 @attrs.define
@@ -54,7 +68,7 @@ class ToolRound:
     async def run(self, context: LLMContext, result: StreamResult, number: int) -> None:
         """Run round ``number`` of the calls in ``result`` and commit it to ``context``."""
         host = self.host
-        calls = await self._calls_of(result, number)
+        calls = await self._calls_of(result, context)
         with context.begin_round() as staged:
             staged.set_assistant(
                 result.text or None,
@@ -90,14 +104,21 @@ class ToolRound:
             staged.commit()
         await host.push_frame(FunctionCallEnd(round=number))
 
-    async def _calls_of(self, result: StreamResult, number: int) -> list[FunctionCallInfo]:
-        """The round's calls, each with a unique id (generated where the model sent none)."""
+    async def _calls_of(self, result: StreamResult, context: LLMContext) -> list[FunctionCallInfo]:
+        """The round's calls, each with an id unique in the conversation: one is generated
+        where the model sent none (``call_`` and 24 random hex digits, as OpenAI's look), and
+        an id the model sent again (in this round, or in an earlier one: some servers number
+        their calls from 0 in every answer) gets a suffix, so that consumers that key by id
+        never mix two calls up."""
         calls: list[FunctionCallInfo] = []
-        seen: set[str] = set()
-        for i, accum in enumerate(result.tool_calls):
-            call_id = accum.id or f"call_r{number}_{i}"
-            while call_id in seen:
-                call_id += "_dup"
+        seen = _ids_in(context)
+        for accum in result.tool_calls:
+            call_id = accum.id or f"call_{secrets.token_hex(12)}"
+            if call_id in seen:
+                suffix = 2
+                while f"{call_id}_{suffix}" in seen:
+                    suffix += 1
+                call_id = f"{call_id}_{suffix}"
             seen.add(call_id)
             name = accum.name
             if not name:
@@ -149,6 +170,8 @@ class ToolRound:
                 f"Error: the arguments for {name!r} are not valid JSON ({exc.msg} at position "
                 f"{exc.pos}). Call the function again with a JSON object."
             )
+        if has_surrogate_escape(raw_args):
+            parsed = mend_surrogates(parsed)
         if not isinstance(parsed, dict):
             return ToolCallOutput(
                 f"Error: the arguments for {name!r} must be a JSON object, "
@@ -162,6 +185,7 @@ class ToolRound:
             raw_arguments=raw_args or "{}",
             context=context,
             push_frame=self.host.push_frame,
+            processor_name=self.host.name,
         )
         with trio.move_on_after(limit) as scope:
             try:
@@ -170,7 +194,7 @@ class ToolRound:
             except Exception as exc:
                 await self.host.push_error(
                     f"function {name!r} (call {excerpt(call.tool_call_id, 100)}) failed: "
-                    f"{type(exc).__name__}: {exc}",
+                    f"{describe(exc)}",
                     exception=exc,
                 )
                 return ToolCallOutput(

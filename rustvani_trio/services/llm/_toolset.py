@@ -16,6 +16,7 @@ import trio
 from ...frames import ErrorFrame, FrameDirection
 from ...processor import FrameProcessor
 from ...tools.base import BuiltinTool
+from ._text import describe, excerpt
 
 __all__ = ["Toolset"]
 
@@ -83,11 +84,15 @@ class Toolset:
             host = self._host
             # Logged too: after a run cancelled from outside nobody reads the ErrorFrame.
             logger.warning(
-                "%s: tool %r on_cancel failed: %s", host.name, tool.name, exc, exc_info=exc
+                "%s: tool %r on_cancel failed: %s",
+                host.name,
+                tool.name,
+                excerpt(str(exc), 1000),
+                exc_info=exc,
             )
             host.push_frame_nowait(
                 ErrorFrame(
-                    error=f"tool {tool.name!r} on_cancel failed: {type(exc).__name__}: {exc}",
+                    error=f"tool {tool.name!r} on_cancel failed: {describe(exc)}",
                     processor=host.name,
                     exception=exc,
                 ),
@@ -103,7 +108,7 @@ class Toolset:
                 await hook()
             except Exception as exc:
                 await self._host.push_error(
-                    f"tool {tool.name!r} failed to {what}: {type(exc).__name__}: {exc}",
+                    f"tool {tool.name!r} failed to {what}: {describe(exc)}",
                     exception=exc,
                 )
                 return False

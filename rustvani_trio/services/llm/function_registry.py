@@ -24,10 +24,12 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import attrs
 
 from ...context import FunctionSchema
+from ...frames import ErrorFrame, FrameDirection
+from ._text import excerpt
 
 if TYPE_CHECKING:
     from ...context import LLMContext
-    from ...frames import Frame, FrameDirection
+    from ...frames import Frame
 
 __all__ = [
     "FunctionCallParams",
@@ -51,7 +53,14 @@ class ToolCallOutput:
 
 @attrs.frozen(kw_only=True)
 class FunctionCallParams:
-    """What a rich handler receives."""
+    """What a rich handler receives: the call (``function_name``, ``tool_call_id``, the parsed
+    ``arguments`` and the ``raw_arguments`` text), the conversation's ``context``, a way to
+    push frames (``push_frame(frame, direction)``) and the name of the processor running the
+    call (``processor_name``; ``None`` when the call was made outside one, as in a test).
+
+    A function that wants to report a problem without failing (the model gets its result as
+    usual) calls :meth:`push_error`.
+    """
 
     function_name: str
     tool_call_id: str
@@ -59,6 +68,17 @@ class FunctionCallParams:
     raw_arguments: str
     context: LLMContext
     push_frame: Callable[[Frame, FrameDirection], Awaitable[None]]
+    processor_name: str | None = None
+
+    async def push_error(self, message: str, *, exception: BaseException | None = None) -> None:
+        """Push a non-fatal :class:`~rustvani_trio.frames.ErrorFrame` upstream, naming the
+        processor, the function and the call: ``function 'f' (call c1): <message>``. The
+        message is cut to 1000 characters and escaped to one line, as the handler's own."""
+        text = excerpt(
+            f"function {self.function_name!r} (call {self.tool_call_id}): {message}", 1000
+        )
+        frame = ErrorFrame(error=text, processor=self.processor_name, exception=exception)
+        await self.push_frame(frame, FrameDirection.UPSTREAM)
 
 
 HandlerResult: TypeAlias = "str | ToolCallOutput"

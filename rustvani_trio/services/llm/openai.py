@@ -26,6 +26,8 @@ from ._config import CONTEXT_WINDOWS as CONTEXT_WINDOWS
 from ._config import OpenAILLMConfig as OpenAILLMConfig
 from ._config import RetryPolicy as RetryPolicy
 from ._config import context_window_for_model as context_window_for_model
+from ._errors import LLMAnswerCutShort as LLMAnswerCutShort
+from ._errors import LLMErrorKind as LLMErrorKind
 from ._errors import LLMRequestError as LLMRequestError
 from ._handler import AfterRound as AfterRound
 from ._handler import OpenAILLMHandler as OpenAILLMHandler
@@ -35,6 +37,8 @@ from ._processor import OpenAILLMProcessor as OpenAILLMProcessor
 __all__ = [
     "CONTEXT_WINDOWS",
     "AfterRound",
+    "LLMAnswerCutShort",
+    "LLMErrorKind",
     "LLMRequestError",
     "OpenAILLMConfig",
     "OpenAILLMHandler",
