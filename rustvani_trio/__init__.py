@@ -98,6 +98,8 @@ if TYPE_CHECKING:
     from .dhara import NodeConfig as NodeConfig
     from .dhara import TransitionResult as TransitionResult
     from .services.llm.openai import AfterRound as AfterRound
+    from .services.llm.openai import LLMAnswerCutShort as LLMAnswerCutShort
+    from .services.llm.openai import LLMErrorKind as LLMErrorKind
     from .services.llm.openai import LLMRequestError as LLMRequestError
     from .services.llm.openai import OpenAILLMConfig as OpenAILLMConfig
     from .services.llm.openai import OpenAILLMHandler as OpenAILLMHandler
@@ -112,6 +114,8 @@ __version__ = "0.1.0"
 # Names loaded on first use: name -> (module that defines it, the extra it needs).
 _LAZY: dict[str, tuple[str, str | None]] = {
     "AfterRound": (".services.llm.openai", None),
+    "LLMAnswerCutShort": (".services.llm.openai", None),
+    "LLMErrorKind": (".services.llm.openai", None),
     "LLMRequestError": (".services.llm.openai", None),
     "OpenAILLMConfig": (".services.llm.openai", None),
     "OpenAILLMHandler": (".services.llm.openai", None),
@@ -187,9 +191,11 @@ __all__ = [
     "InterruptionTaskFrame",
     "InvalidMessageError",
     "InvalidToolError",
+    "LLMAnswerCutShort",
     "LLMAssistantAggregator",
     "LLMContext",
     "LLMContextFrame",
+    "LLMErrorKind",
     "LLMFullResponseEnd",
     "LLMFullResponseStart",
     "LLMMessagesAppendFrame",

@@ -121,10 +121,17 @@ class OpenAILLMHandler:
         """Run ``hook(context)`` (sync or async) after each committed tool round, before the
         next request; it may change the system prompt, messages, tools, tool_choice and the
         registry. Returning :attr:`AfterRound.END_TURN` closes the turn without asking the
-        model again. ``None`` removes the hook."""
+        model again. ``None`` removes the hook.
+
+        A hook object with an ``attach_to_handler(handler)`` method is told which handler it
+        was set on (a conversation flow uses it to adopt the handler's function registry).
+        """
         if hook is not None and not callable(hook):
             raise TypeError(f"the transition hook must be callable or None, got {hook!r}")
         self._transition_hook = hook
+        attach = getattr(hook, "attach_to_handler", None)
+        if callable(attach):
+            attach(self)
         return self
 
     def into_processor(self, *, name: str | None = None) -> OpenAILLMProcessor:
