@@ -114,9 +114,13 @@ def _setup_sql(stmt: Statement) -> str:
         begin = "BEGIN READ ONLY" if stmt.read_only else "BEGIN READ WRITE"
     ms = int(stmt.timeout_ms)
     # Our own constant text (one round trip); the model's SQL never goes this way.
+    # standard_conforming_strings: the parser (layer 3) reads literals as PostgreSQL does
+    # with it on; off (a legacy setting of a database or role), the server would read
+    # 'x\'' differently and run what the parser took for the inside of a string.
     return (
         f"{begin}; SET LOCAL statement_timeout = {ms}; "
         f"SET LOCAL idle_in_transaction_session_timeout = {max(ms * 3, 10_000)}; "
+        "SET LOCAL standard_conforming_strings = on; "
         "SET LOCAL IntervalStyle = iso_8601; SET LOCAL DateStyle = 'ISO, YMD'"
     )
 

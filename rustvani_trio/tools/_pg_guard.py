@@ -12,7 +12,10 @@ statement anywhere (writable CTEs included) and no call of a denied function any
 tree: file and large-object access, ``dblink``, ``set_config``, sleeps, advisory locks,
 signalling other backends, sequences, functions that run a query given as text, and more
 (:data:`DENIED_FUNCTIONS`, :data:`DENIED_PREFIXES`). The walk covers the whole tree, so a
-function in ``FROM`` (``LATERAL pg_ls_dir(...)``) or in a sub-select is found like any other.
+function in ``FROM`` (``LATERAL pg_ls_dir(...)``), in a sub-select or called by attribute
+notation (``(expr).pg_read_file`` is ``pg_read_file(expr)``) is found like any other. Queries
+longer than :data:`MAX_QUERY_CHARS` are refused before parsing: libpg_query overflows its C
+stack on very deep expressions (a segmentation fault, not an error).
 
 This layer is defence in depth, not the boundary on its own: a function can also be reached
 through an operator, a view or a user-defined function, which only the role (layer 4) and the
@@ -33,6 +36,7 @@ __all__ = [
     "DENIED_FUNCTIONS",
     "DENIED_PREFIXES",
     "DENIED_RELATIONS",
+    "MAX_QUERY_CHARS",
     "CheckedStatement",
     "QueryRefused",
     "check_statement",
@@ -89,8 +93,25 @@ DENIED_FUNCTIONS: frozenset[str] = frozenset(
         "database_to_xml",
         "database_to_xml_and_xmlschema",
         "ts_stat",
+        "ts_rewrite",  # (its two-argument form runs the query given as text)
+        "connectby",  # tablefunc's crosstab* and connectby run queries given as text
         "loread",
         "lowrite",
+        # server configuration files
+        "pg_hba_file_rules",
+        "pg_ident_file_mappings",
+        "pg_show_all_file_settings",
+        "pg_logdir_ls",
+        # writes a READ ONLY transaction does not stop (index maintenance, the OID counter,
+        # WAL), and session state DISCARD ALL does not reset (the random seed)
+        "brin_summarize_new_values",
+        "brin_summarize_range",
+        "brin_desummarize_range",
+        "gin_clean_pending_list",
+        "pg_nextoid",
+        "pg_stop_making_pinned_objects",
+        "pg_log_standby_snapshot",
+        "setseed",
     }
 )
 
@@ -111,6 +132,10 @@ DENIED_PREFIXES: tuple[str, ...] = (
     "pg_logical_",
     "pg_create_",
     "binary_upgrade_",
+    "crosstab",
+    "pg_rotate_logfile",
+    "pg_stat_statements_reset",
+    "heap_force_",  # pg_surgery
 )
 
 #: Catalogs that hold secrets (password hashes, user-mapping options): refused by name even
@@ -129,6 +154,9 @@ DENIED_RELATIONS: frozenset[str] = frozenset(
         "pg_subscription",
     }
 )
+
+#: Longer statements are refused before parsing (see :func:`check_statement`).
+MAX_QUERY_CHARS = 20_000
 
 _READ_STATEMENT = "SelectStmt"
 _WRITE_STATEMENTS = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt"})
@@ -160,6 +188,11 @@ def _parse(sql: str) -> list[dict[str, Any]]:
     except pgparse.PGQueryError as exc:
         where = f" at character {exc.position}" if getattr(exc, "position", 0) else ""
         raise QueryRefused(f"the SQL does not parse: {exc.message}{where}") from None
+    except RecursionError:  # (pgparse decodes libpg_query's JSON tree recursively)
+        raise QueryRefused(
+            "the query is nested too deeply (hundreds of levels of operators, sub-selects or "
+            "parentheses); write it flatter"
+        ) from None
     if not isinstance(tree, list):  # pragma: no cover - pgparse always returns a list
         raise QueryRefused("the SQL could not be parsed")
     return tree
@@ -223,11 +256,16 @@ def _check_tree(tree: Any, *, allow_writes: bool) -> bool:
                     f"the function {'.'.join(names)}() is not allowed (it reaches files, "
                     "settings, locks, other sessions or runs other statements)"
                 )
-        elif kind == "ColumnRef":
-            # attribute notation (``t.func``) calls a function too
-            for name in _names(body.get("fields")):
+        elif kind in ("ColumnRef", "A_Indirection"):
+            # Attribute notation calls a function: ``t.func`` and ``(expr).func`` are
+            # ``func(t)`` and ``func(expr)``. (A single name is a column, never a call.)
+            names = _names(body.get("fields"))[1:] or _names(body.get("indirection"))
+            for name in names:
                 if function_denied(name):
-                    raise QueryRefused(f"the name {name!r} is not allowed in a query")
+                    raise QueryRefused(
+                        f"the name {name!r} is not allowed in a query (attribute notation "
+                        f"calls the function {name}())"
+                    )
         elif kind == "RangeVar":
             rel = str(body.get("relname", "")).lower()
             if rel in DENIED_RELATIONS:
@@ -243,6 +281,15 @@ def check_statement(sql: str, *, allow_writes: bool = False) -> CheckedStatement
         raise QueryRefused("the query is empty")
     if "\x00" in sql:
         raise QueryRefused("the query contains a NUL character")
+    if len(sql) > MAX_QUERY_CHARS:
+        # libpg_query recurses once per level of an expression like 1+1+1+... and overflows
+        # the C stack (a segmentation fault, not an error) from about 60,000 levels on an
+        # 8 MB stack; a length cap bounds the depth (at most one level per two characters)
+        # far below that. Deeper than a few hundred levels is refused anyway (_parse).
+        raise QueryRefused(
+            f"the query is too long ({len(sql)} characters; at most {MAX_QUERY_CHARS}); "
+            "write a shorter one (bind long value lists as params)"
+        )
     tree = _parse(sql)
     if not tree:
         raise QueryRefused("the query is empty (only comments or semicolons)")

@@ -1,0 +1,144 @@
+"""Regression tests for ways past the safety layers found by a hostile review (each failed
+before its fix). They use the read-only role, the normal setup: every one of these attacks
+worked against it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from rustvani_trio.tools._pg_guard import MAX_QUERY_CHARS, QueryRefused, check_statement
+from rustvani_trio.tools.postgres import NeonPostgresTool
+
+from .helpers import PgDatabase, started
+
+# ------------------------------------------------------------------------------ the parser
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        # attribute notation on an expression calls the function: (x).f is f(x)
+        "SELECT (pg_backend_pid()).pg_terminate_backend",
+        "SELECT ('/etc/passwd'::text).pg_read_file",
+        "SELECT ((4242)::bigint).pg_advisory_lock",
+        "SELECT x FROM (SELECT 1 AS x) s WHERE ((s.x)::int).pg_cancel_backend",
+        # functions that run a query given as text
+        "SELECT ts_rewrite('a'::tsquery, 'SELECT ''a''::tsquery, ''b''::tsquery')",
+        "SELECT * FROM crosstab('SELECT 1, 2, 3') AS t(a int, b int)",
+        "SELECT * FROM connectby('t', 'id', 'parent', '1', 0) AS t(id text, p text, l int)",
+        # server configuration files (a superuser or a granted role could read them)
+        "SELECT * FROM pg_hba_file_rules()",
+        "SELECT * FROM pg_catalog.pg_show_all_file_settings()",
+        "SELECT * FROM pg_ident_file_mappings()",
+        "SELECT * FROM pg_logdir_ls()",
+        # writes that a READ ONLY transaction does not stop, and state that outlives a call
+        "SELECT brin_summarize_new_values('i'::regclass)",
+        "SELECT brin_summarize_range('i'::regclass, 0)",
+        "SELECT brin_desummarize_range('i'::regclass, 0)",
+        "SELECT gin_clean_pending_list('i'::regclass)",
+        "SELECT pg_stat_statements_reset()",
+        "SELECT pg_rotate_logfile_old()",
+        "SELECT heap_force_kill('t'::regclass, ARRAY['(0,1)']::tid[])",
+        "SELECT setseed(0.5)",
+    ],
+)
+def test_the_parser_refuses_functions_it_used_to_miss(query: str) -> None:
+    with pytest.raises(QueryRefused, match="not allowed"):
+        check_statement(query)
+
+
+def test_a_column_whose_name_starts_like_a_denied_function_can_be_read() -> None:
+    # A single name is a column (or a whole-row reference), never a call.
+    assert check_statement("SELECT lo_id, pg_sleep_ms FROM t").sql.startswith("SELECT")
+    with pytest.raises(QueryRefused):  # t.f is f(t)
+        check_statement("SELECT t.pg_read_file FROM (SELECT '/etc/passwd'::text) t(x)")
+
+
+def test_deep_nesting_is_refused_not_a_crash() -> None:
+    deep = "SELECT " + "+".join(["1"] * 2000)  # a RecursionError in pgparse's JSON
+    with pytest.raises(QueryRefused, match="nested too deeply"):
+        check_statement(deep)
+    with pytest.raises(QueryRefused, match="too long"):
+        check_statement("SELECT " + " " * MAX_QUERY_CHARS + "1")
+
+
+def test_a_query_that_used_to_crash_the_process_is_refused() -> None:
+    """``SELECT 1+1+...`` with 70,000 terms overflows libpg_query's C stack: a segmentation
+    fault that took the whole process (a voice agent) down. Run in a child process so that a
+    regression fails this test instead of killing the test run."""
+    code = (
+        "from rustvani_trio.tools._pg_guard import QueryRefused, check_statement\n"
+        "try:\n"
+        "    check_statement('SELECT ' + '+'.join(['1'] * 70000))\n"
+        "except QueryRefused as exc:\n"
+        "    print('refused:', exc.reason)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    assert done.stdout.startswith("refused: the query is too long")
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def _victim(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(url, autocommit=True, application_name="rvt-victim")
+
+
+def _alive(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT ({pid}).pg_terminate_backend AS killed",
+        "SELECT ts_rewrite('a'::tsquery, 'SELECT ''a''::tsquery, ''b''::tsquery "
+        "FROM pg_terminate_backend({pid})') AS killed",
+    ],
+    ids=["attribute notation", "ts_rewrite"],
+)
+async def test_the_read_only_role_cannot_kill_another_session_of_its_own(
+    pg_db: PgDatabase, query: str
+) -> None:
+    """PostgreSQL lets a role terminate its own role's other sessions (another user's
+    conversation, another app instance on the same role)."""
+    with _victim(pg_db.reader_url) as victim:
+        async with started(NeonPostgresTool.from_url(pg_db.reader_url)) as call:
+            out = await call("pg_query", query=query.format(pid=victim.info.backend_pid))
+        assert out.summary.startswith("Error:") and "not allowed" in out.summary, out.summary
+        assert _alive(victim)
+
+
+async def test_standard_conforming_strings_off_cannot_split_parser_and_server(
+    pg_db: PgDatabase,
+) -> None:
+    """With ``standard_conforming_strings = off`` (a legacy setting an administrator may have
+    on a database or role) the server reads ``'x\\''`` as a whole string where the parser
+    (always on) reads on: a call hidden in what the parser takes for a literal ran. The tool
+    now forces the setting on for the model's statement."""
+    url = pg_db.reader_url + "?options=-c%20standard_conforming_strings%3Doff"
+    with _victim(pg_db.reader_url) as victim:
+        call_text = f"pg_terminate_backend({victim.info.backend_pid})"
+        query = f"SELECT 'x\\'', {call_text} -- '"
+        literal = f"x\\', {call_text} -- "  # what the setting on makes of it
+        check_statement(query)  # the parser sees no call: it is all one literal to it
+        async with started(NeonPostgresTool.from_url(url)) as call:
+            out = await call("pg_query", query=query)
+            setting = "SELECT current_setting('standard_conforming_strings') AS s"
+            after = await call("pg_query", query=setting)
+        assert out.raw["rows"] == [[literal]], out.summary  # type: ignore[index]
+        assert _alive(victim)
+        assert after.raw["rows"] == [["on"]]  # type: ignore[index]
+    with psycopg.connect(url) as conn:  # (the setting did reach the session)
+        assert conn.execute("SHOW standard_conforming_strings").fetchone() == ("off",)
