@@ -109,6 +109,7 @@ class PgFunctions:
                 timeout_ms=self.config.statement_timeout_ms,
                 secrets=self._secrets,
                 position_offset=offset,
+                wrap=self._layers.wrap,
             )
             if is_unavailable(exc):
                 text += ". Try again later"
