@@ -259,7 +259,9 @@ class PgFunctions:
             raise QueryRefused(f"top_k must be an integer from 1 to {cfg.fetch_cap}")
         types = {c.name: c.base_type for c in table.columns}
         select = args.get("select_columns") or [c.name for c in table.columns if not c.is_vector]
-        if not isinstance(select, list) or any(c not in types for c in select):
+        if not isinstance(select, list) or not all(
+            isinstance(c, str) and c in types for c in select
+        ):
             raise QueryRefused(
                 f"select_columns must name columns of {table.qualified}: {', '.join(types)}"
             )
