@@ -116,6 +116,9 @@ class NeonPostgresConfig:
         max_value_chars / max_raw_value_chars: long values are cut, with a marker, at this
             many characters for the model / for user interfaces.
         max_summary_chars: the model's table stops growing past this many characters.
+        max_result_bytes: a query whose rows come to more than this many bytes (as
+            PostgreSQL sizes them) is stopped on the server and refused, so that no query
+            can fill the agent's memory (about three times this much travels as text).
     """
 
     url: str = attrs.field(validator=_check_url, repr=lambda u: repr(redact_url(u)))
@@ -134,6 +137,7 @@ class NeonPostgresConfig:
     max_value_chars: int = attrs.field(default=200, kw_only=True, validator=at_least(8))
     max_raw_value_chars: int = attrs.field(default=10_000, kw_only=True, validator=at_least(8))
     max_summary_chars: int = attrs.field(default=6_000, kw_only=True, validator=at_least(200))
+    max_result_bytes: int = attrs.field(default=16 * 2**20, kw_only=True, validator=at_least(1024))
 
     @property
     def fetch_cap(self) -> int:
