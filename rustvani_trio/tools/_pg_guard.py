@@ -112,6 +112,8 @@ DENIED_FUNCTIONS: frozenset[str] = frozenset(
         "pg_stop_making_pinned_objects",
         "pg_log_standby_snapshot",
         "setseed",
+        # every setting, custom ones included (see _SECRET_SETTINGS)
+        "pg_show_all_settings",
     }
 )
 
@@ -152,6 +154,9 @@ DENIED_RELATIONS: frozenset[str] = frozenset(
         "pg_ident_file_mappings",
         "pg_file_settings",
         "pg_subscription",
+        # settings, where secrets live (see _check_setting)
+        "pg_settings",
+        "pg_db_role_setting",
     }
 )
 
@@ -222,6 +227,23 @@ def _names(items: Any) -> list[str]:
     return out
 
 
+_SECRET_SETTINGS = (
+    "custom settings (a name with a dot) are where secrets are kept (ALTER DATABASE ... SET "
+    "app.settings.jwt_secret = ...), so only built-in settings can be read, by a literal name: "
+    "current_setting('TimeZone')"
+)
+
+
+def _check_setting(body: dict[str, Any]) -> None:
+    """``current_setting`` only of a built-in setting named by a literal."""
+    args = body.get("args") or []
+    first = args[0] if isinstance(args, list) and args else None
+    const = first.get("A_Const") if isinstance(first, dict) else None
+    name = const.get("sval", {}).get("sval") if isinstance(const, dict) else None
+    if not isinstance(name, str) or "." in name:
+        raise QueryRefused(f"this current_setting() call is not allowed: {_SECRET_SETTINGS}")
+
+
 def function_denied(name: str) -> bool:
     """Whether a function name (unqualified, any case) is on the deny-list."""
     low = name.lower()
@@ -252,10 +274,15 @@ def _check_tree(tree: Any, *, allow_writes: bool) -> bool:
         elif kind == "FuncCall":
             names = _names(body.get("funcname"))
             if names and function_denied(names[-1]):
-                raise QueryRefused(
-                    f"the function {'.'.join(names)}() is not allowed (it reaches files, "
-                    "settings, locks, other sessions or runs other statements)"
+                why = (
+                    _SECRET_SETTINGS
+                    if names[-1].lower() == "pg_show_all_settings"
+                    else "it reaches files, settings, locks, other sessions or runs other "
+                    "statements"
                 )
+                raise QueryRefused(f"the function {'.'.join(names)}() is not allowed ({why})")
+            if names and names[-1].lower() == "current_setting":
+                _check_setting(body)
         elif kind in ("ColumnRef", "A_Indirection"):
             # Attribute notation calls a function: ``t.func`` and ``(expr).func`` are
             # ``func(t)`` and ``func(expr)``. (A single name is a column, never a call.)
@@ -269,7 +296,8 @@ def _check_tree(tree: Any, *, allow_writes: bool) -> bool:
         elif kind == "RangeVar":
             rel = str(body.get("relname", "")).lower()
             if rel in DENIED_RELATIONS:
-                raise QueryRefused(f"the catalog {rel} is not readable through this tool")
+                why = f" ({_SECRET_SETTINGS})" if "setting" in rel else " (it holds secrets)"
+                raise QueryRefused(f"the catalog {rel} is not readable through this tool{why}")
     return writes
 
 

@@ -212,3 +212,60 @@ async def test_a_huge_result_is_refused_on_the_server_not_loaded(pg_db: PgDataba
         bad = await call("pg_query", query="SELECT nme FROM customers")
         assert "at character 8" in bad.summary, bad.summary
         assert call.errors and len(call.errors) == 4
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT current_setting('app.settings.jwt_secret')",
+        "SELECT current_setting('app.settings.jwt_secret', true)",
+        "SELECT current_setting(name) FROM (VALUES ('app.secret')) v(name)",
+        "SELECT current_setting('app' || '.secret')",
+        "SELECT name, setting FROM pg_settings",
+        "SELECT * FROM pg_catalog.pg_show_all_settings()",
+        "SELECT setconfig FROM pg_db_role_setting",
+    ],
+)
+def test_settings_that_may_hold_secrets_are_refused(query: str) -> None:
+    """Custom settings are where secrets live (``ALTER DATABASE ... SET
+    app.settings.jwt_secret = ...`` is a documented pattern of PostgREST / Supabase), and
+    every role can read them; the model cannot."""
+    with pytest.raises(QueryRefused, match="secret"):
+        check_statement(query)
+
+
+def test_built_in_settings_can_still_be_read() -> None:
+    check_statement("SELECT current_setting('TimeZone'), current_setting('server_version_num')")
+
+
+async def test_a_secret_kept_in_a_database_setting_does_not_reach_the_model(
+    pg_db: PgDatabase,
+) -> None:
+    with psycopg.connect(pg_db.admin_url, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("ALTER ROLE {} SET app.settings.jwt_secret = 'sekrit-jwt-key'").format(
+                psycopg.sql.Identifier(pg_db.reader_role)
+            )
+        )
+    try:
+        async with started(NeonPostgresTool.from_url(pg_db.reader_url)) as reader:
+            outs = [
+                await reader("pg_query", query=q)
+                for q in (
+                    "SELECT current_setting('app.settings.jwt_secret')",
+                    "SELECT setting FROM pg_settings WHERE name LIKE 'app.%'",
+                    "SELECT setconfig::text FROM pg_db_role_setting",
+                )
+            ]
+        assert all(o.summary.startswith("Error:") for o in outs), [o.summary for o in outs]
+        assert not any("sekrit" in o.summary for o in outs)
+    finally:
+        with psycopg.connect(pg_db.admin_url, autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("ALTER ROLE {} RESET app.settings.jwt_secret").format(
+                    psycopg.sql.Identifier(pg_db.reader_role)
+                )
+            )
