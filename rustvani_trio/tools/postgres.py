@@ -267,9 +267,9 @@ class NeonPostgresTool(PgFunctions, BuiltinTool):
                 application_name="rustvani-trio",
             ) as conn:
                 report = inspect_role(conn, cfg.schemas)
-                if report.superuser and layers.role_check and not cfg.allow_superuser:
+                if report.can_be_superuser and layers.role_check and not cfg.allow_superuser:
                     raise PostgresToolError(
-                        f"refusing to connect as the superuser {report.user!r}: a superuser can "
+                        f"refusing to connect as {report.superuser_phrase()}: a superuser can "
                         "read server files, run programs and change settings even inside a "
                         f"read-only transaction. To fix it, {role_command_hint()}. (Or set "
                         "allow_superuser=True to accept the risk.)"
@@ -294,8 +294,8 @@ class NeonPostgresTool(PgFunctions, BuiltinTool):
             ) from None
         self.role = report
         self.warnings = []
-        if report.superuser:
-            self.warnings.append(f"connected as the superuser {report.user!r} (allow_superuser)")
+        if report.can_be_superuser:
+            self.warnings.append(f"connected as {report.superuser_phrase()} (allow_superuser)")
         elif cfg.read_only and report.risks:
             self.warnings.append(
                 f"the role {report.user!r} is not read-only: {'; '.join(report.risks)}. "

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
 import psycopg
+import psycopg.conninfo
+import psycopg.sql
 import pytest
 
 from rustvani_trio.tools._pg_guard import MAX_QUERY_CHARS, QueryRefused, check_statement
-from rustvani_trio.tools.postgres import NeonPostgresTool
+from rustvani_trio.tools.postgres import NeonPostgresTool, PostgresToolError, create_readonly_role
 
 from .helpers import Caller, PgDatabase, started
 
@@ -268,4 +271,63 @@ async def test_a_secret_kept_in_a_database_setting_does_not_reach_the_model(
                 psycopg.sql.SQL("ALTER ROLE {} RESET app.settings.jwt_secret").format(
                     psycopg.sql.Identifier(pg_db.reader_role)
                 )
+            )
+
+
+# ------------------------------------------------------------------------------ the role
+
+
+async def test_a_role_that_can_become_a_superuser_is_refused_like_one(pg_db: PgDatabase) -> None:
+    """A member of a superuser role is one ``SET ROLE`` away from being a superuser (only the
+    parser stood in the way); it was accepted without a word."""
+    role = f"{pg_db.reader_role}_su"
+    ident = psycopg.sql.Identifier(role)
+    admin_user = psycopg.conninfo.conninfo_to_dict(pg_db.admin_url).get("user") or "postgres"
+    with psycopg.connect(pg_db.admin_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE ROLE {} LOGIN NOINHERIT").format(ident))
+        conn.execute(
+            psycopg.sql.SQL("GRANT {} TO {}").format(psycopg.sql.Identifier(admin_user), ident)
+        )
+    try:
+        url = pg_db.reader_url.replace(f"{pg_db.reader_role}:", f"{role}:")
+        tool = NeonPostgresTool.from_url(url)
+        with pytest.raises(PostgresToolError, match="can become the superuser") as info:
+            await tool.on_start()
+        assert "create-role" in str(info.value) and "allow_superuser=True" in str(info.value)
+        allowed = NeonPostgresTool.from_url(url, allow_superuser=True)
+        async with started(allowed):
+            assert allowed.warnings and "can become the superuser" in allowed.warnings[0]
+    finally:
+        with psycopg.connect(pg_db.admin_url, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("DROP ROLE {}").format(ident))
+
+
+def test_the_role_helper_sends_no_password_in_clear(
+    pg_db: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ALTER ROLE ... PASSWORD 'clear text'`` lands in the server's log (log_statement =
+    ddl or all) and in pg_stat_activity; the helper sends a SCRAM verifier instead."""
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def recording(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(query if isinstance(query, str) else query.as_string(self))
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", recording)
+    role = f"{pg_db.reader_role}_pw"
+    try:
+        url = create_readonly_role(pg_db.admin_url, role, password="Clear-Text-PW-1")
+        assert "Clear-Text-PW-1" in url  # the URL to connect with has it, of course
+        assert sent and not any("Clear-Text-PW-1" in s for s in sent), sent
+        assert any("PASSWORD 'SCRAM-SHA-256$" in s for s in sent), sent
+        monkeypatch.setattr(psycopg.Connection, "execute", execute)
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+    finally:
+        monkeypatch.setattr(psycopg.Connection, "execute", execute)
+        with psycopg.connect(pg_db.admin_url, autocommit=True) as conn:
+            conn.execute(psycopg.sql.SQL("DROP OWNED BY {}").format(psycopg.sql.Identifier(role)))
+            conn.execute(
+                psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(role))
             )
