@@ -301,13 +301,16 @@ class Executor:
             conn.close()
 
     @staticmethod
-    def _send_cancel(call: _Call, timeout: float) -> None:
+    def _send_cancel(call: _Call, timeout: float) -> bool:
+        """Ask the server to cancel the call's statement; False when the call holds no
+        connection (still waiting for one, or done with it): nothing runs on its behalf."""
         with call.lock:
             call.cancelled = True
             conn = call.conn
             if conn is not None:
                 with contextlib.suppress(psycopg.Error):
                     conn.cancel_safe(timeout=timeout)
+        return conn is not None
 
     async def run(self, job: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``job`` in a worker thread on a pooled connection. If cancelled: cancel the
@@ -340,14 +343,18 @@ class Executor:
             # see ``cancelled`` before it runs anything and hand its connection straight back.
             return
         # Repeat: the worker may not have started its statement when the first request went.
+        # A worker still waiting for a connection is not waited for: it sees ``cancelled``
+        # once it has one and hands it straight back, unused.
         while not done.is_set():
-            await trio.to_thread.run_sync(
+            holds_connection = await trio.to_thread.run_sync(
                 self._send_cancel,
                 call,
                 self.cancel_grace,
                 limiter=self._cancel_limiter,
                 abandon_on_cancel=True,
             )
+            if not holds_connection:
+                return
             with trio.move_on_after(0.05):
                 await done.wait()
 

@@ -4,12 +4,15 @@ database that is down, and secrets that never show."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Awaitable
 
 import pytest
 import trio
+from psycopg.pq import TransactionStatus
 
+from rustvani_trio.tools._pg_exec import Executor
 from rustvani_trio.tools.postgres import NeonPostgresTool, PostgresUnavailableError
 
 from .helpers import (
@@ -171,3 +174,51 @@ async def test_the_password_never_shows_in_errors_or_logs(
     assert call.errors  # the failing ones were reported
     assert not any(READER_PASSWORD in t for t in texts), texts
     assert READER_PASSWORD not in repr(tool) and READER_PASSWORD not in repr(tool.config)
+
+
+class _SlowPool:
+    """A pool whose getconn blocks until ``release`` is set (a database slow to accept
+    connections, a pool growing towards a remote server)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.returned: list[object] = []
+        self.handed_back = threading.Event()
+
+    def getconn(self) -> object:
+        self.entered.set()
+        self.release.wait(10)
+        return _FakeConn()
+
+    def putconn(self, conn: object) -> None:
+        self.returned.append(conn)
+        self.handed_back.set()
+
+
+class _FakeConn:
+    class info:  # mimics psycopg's conn.info
+        transaction_status = TransactionStatus.IDLE
+
+    def execute(self, *_args: object, **_kwargs: object) -> None:
+        pass
+
+
+async def test_cancelling_a_call_that_waits_for_a_connection_is_prompt() -> None:
+    """A call whose worker was still waiting for a connection took the whole cancel grace
+    (2 s) to unwind: the canceller kept waiting for a statement that had not started. It
+    now returns at once; the worker hands the connection back unused when it gets one."""
+    pool = _SlowPool()
+    ran: list[object] = []
+    executor = Executor(pool, size=2)  # type: ignore[arg-type]
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(executor.run, ran.append)
+            await trio.to_thread.run_sync(pool.entered.wait, 5)
+            begun = time.perf_counter()
+            scope.cancel()
+    elapsed = time.perf_counter() - begun
+    assert elapsed < 0.5, f"the cancelled call took {elapsed:.3f}s to return"
+    pool.release.set()
+    assert await trio.to_thread.run_sync(pool.handed_back.wait, 5)
+    assert ran == [] and len(pool.returned) == 1  # never used, handed back
