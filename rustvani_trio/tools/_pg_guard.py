@@ -288,6 +288,10 @@ def _check_tree(tree: Any, *, allow_writes: bool) -> bool:
             # ``func(t)`` and ``func(expr)``. (A single name is a column, never a call.)
             names = _names(body.get("fields"))[1:] or _names(body.get("indirection"))
             for name in names:
+                if name.lower() == "current_setting":  # (a name computed at run time)
+                    raise QueryRefused(
+                        f"current_setting by attribute notation is not allowed: {_SECRET_SETTINGS}"
+                    )
                 if function_denied(name):
                     raise QueryRefused(
                         f"the name {name!r} is not allowed in a query (attribute notation "

@@ -227,6 +227,8 @@ async def test_a_huge_result_is_refused_on_the_server_not_loaded(pg_db: PgDataba
         "SELECT current_setting('app.settings.jwt_secret', true)",
         "SELECT current_setting(name) FROM (VALUES ('app.secret')) v(name)",
         "SELECT current_setting('app' || '.secret')",
+        "SELECT ('app.settings.jwt_secret'::text).current_setting",
+        "SELECT s.current_setting FROM (SELECT 'app.secret'::text) s(x)",
         "SELECT name, setting FROM pg_settings",
         "SELECT * FROM pg_catalog.pg_show_all_settings()",
         "SELECT setconfig FROM pg_db_role_setting",
