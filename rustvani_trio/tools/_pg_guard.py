@@ -95,6 +95,7 @@ DENIED_FUNCTIONS: frozenset[str] = frozenset(
         "ts_stat",
         "ts_rewrite",  # (its two-argument form runs the query given as text)
         "connectby",  # tablefunc's crosstab* and connectby run queries given as text
+        "http",  # pgsql-http: http(('GET', url, ...)::http_request)
         "loread",
         "lowrite",
         # server configuration files
@@ -138,6 +139,11 @@ DENIED_PREFIXES: tuple[str, ...] = (
     "pg_rotate_logfile",
     "pg_stat_statements_reset",
     "heap_force_",  # pg_surgery
+    # extensions that reach outside the transaction: pg_background runs SQL in a worker with
+    # its own transaction; pgsql-http and pg_net (net.http_get) make HTTP requests from the
+    # server (a way to send data out, or to reach internal services)
+    "pg_background",
+    "http_",
 )
 
 #: Catalogs that hold secrets (password hashes, user-mapping options): refused by name even

