@@ -8,7 +8,7 @@ import psycopg
 from psycopg import errors
 from psycopg_pool import PoolTimeout
 
-from ._pg_values import redact
+from ._pg_values import redact, wrap_untrusted_line
 
 __all__ = ["describe_error", "is_unavailable"]
 
@@ -23,11 +23,18 @@ def is_unavailable(exc: BaseException) -> bool:
 
 
 def describe_error(
-    exc: psycopg.Error, *, timeout_ms: int, secrets: Sequence[str], position_offset: int = 0
+    exc: psycopg.Error,
+    *,
+    timeout_ms: int,
+    secrets: Sequence[str],
+    position_offset: int = 0,
+    wrap: bool = True,
 ) -> str:
     """One or two sentences: what PostgreSQL said, and what to do about it.
     ``position_offset`` is subtracted from the error's character position (the text the tool
-    put before the model's SQL)."""
+    put before the model's SQL). With ``wrap``, PostgreSQL's own message (which often quotes
+    a row's value: ``invalid input syntax for type integer: "..."``) is one line, cut and
+    marked as untrusted data, like the rows."""
     diag = exc.diag
     primary = diag.message_primary or (str(exc).splitlines() or [type(exc).__name__])[0]
     state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
@@ -48,12 +55,13 @@ def describe_error(
     elif is_unavailable(exc):
         text = f"database unavailable: {primary}"
     else:
-        text = f"{primary}{state}"
+        said = primary
+        if diag.message_hint:
+            said += f". Hint: {diag.message_hint.rstrip('.')}"
+        text = f"{wrap_untrusted_line(said) if wrap else said}{state}"
         position = int(diag.statement_position or 0) - position_offset
         if position > 0:
             text += f" at character {position}"
-        if diag.message_hint:
-            text += f". Hint: {diag.message_hint.rstrip('.')}"
         if isinstance(exc, errors.UndefinedTable | errors.UndefinedColumn):
             text += ". Call pg_schema to see the tables and columns"
     return redact(text, secrets)

@@ -28,13 +28,52 @@ from psycopg import RawCursor, RawServerCursor
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
+from ._pg_guard import QueryRefused
 from ._pg_values import adapters, to_json_value
 
-__all__ = ["Column", "Executor", "Layers", "QueryResult", "Statement", "make_pool", "run_statement"]
+__all__ = [
+    "CURSOR_SQL_OFFSET",
+    "Column",
+    "Executor",
+    "Layers",
+    "QueryResult",
+    "Statement",
+    "guarded_sql",
+    "make_pool",
+    "run_statement",
+]
 
 T = TypeVar("T")
 
 _CURSOR_NAME = "rustvani_trio_cursor"
+
+# The size guard: a running total of the rows' sizes, and a failing cast (whose message the
+# tool recognizes) once it passes the budget. ``rvt_q.*`` is the whole row even when the
+# model's query has a column called rvt_q (a bare ``rvt_q`` would then be that column).
+_TOO_LARGE = "rvt-result-too-large"
+_GUARD_HEAD = (
+    "SELECT * FROM (SELECT *, pg_catalog.sum(pg_catalog.pg_column_size(rvt_q.*)) "
+    'OVER (ROWS UNBOUNDED PRECEDING) AS "rvt result bytes" FROM (\n'
+)
+
+
+def guarded_sql(sql: str, max_bytes: int) -> str:
+    """``sql`` wrapped so that the server stops it, with an error, once its rows come to more
+    than ``max_bytes`` (PostgreSQL's sizes of the rows, in the query's order); the rows get
+    one more column, the running total, which :func:`run_statement` leaves out.
+
+    A server-side cursor fetches lazily, so the statement never produces more than the rows
+    fetched (plus the one that passes the budget): no client memory beyond ``max_bytes``
+    (about three times that as text on the wire), whatever the model's query computes."""
+    return (
+        f'{_GUARD_HEAD}{sql}\n) AS rvt_q) AS rvt_w WHERE CASE WHEN rvt_w."rvt result bytes" <= '
+        f"{int(max_bytes)} THEN true ELSE ('{_TOO_LARGE} ' || rvt_w.\"rvt result bytes\")::int "
+        "IS NULL END"
+    )
+
+
+#: Where the model's SQL starts in the text the server sees (for error positions).
+CURSOR_SQL_OFFSET = len(f'DECLARE "{_CURSOR_NAME}" CURSOR FOR ') + len(_GUARD_HEAD)
 
 
 @attrs.frozen(kw_only=True)
@@ -78,6 +117,7 @@ class Statement:
     params: Sequence[Any] = ()
     limit: int
     timeout_ms: int
+    max_bytes: int = 16 * 2**20
     read_only: bool = True
     writes: bool = False
     layers: Layers = Layers()
@@ -114,9 +154,13 @@ def _setup_sql(stmt: Statement) -> str:
         begin = "BEGIN READ ONLY" if stmt.read_only else "BEGIN READ WRITE"
     ms = int(stmt.timeout_ms)
     # Our own constant text (one round trip); the model's SQL never goes this way.
+    # standard_conforming_strings: the parser (layer 3) reads literals as PostgreSQL does
+    # with it on; off (a legacy setting of a database or role), the server would read
+    # 'x\'' differently and run what the parser took for the inside of a string.
     return (
         f"{begin}; SET LOCAL statement_timeout = {ms}; "
         f"SET LOCAL idle_in_transaction_session_timeout = {max(ms * 3, 10_000)}; "
+        "SET LOCAL standard_conforming_strings = on; "
         "SET LOCAL IntervalStyle = iso_8601; SET LOCAL DateStyle = 'ISO, YMD'"
     )
 
@@ -149,11 +193,11 @@ def run_statement(
         params = list(stmt.params)
         if stmt.layers.cursor and not stmt.writes:
             scur = RawServerCursor(conn, _CURSOR_NAME)
-            scur.execute(stmt.sql, params)
-            raw = scur.fetchmany(stmt.limit + 1)
+            scur.execute(guarded_sql(stmt.sql, stmt.max_bytes), params)
+            raw = _fetch_guarded(scur, stmt.limit + 1, stmt.max_bytes)
             rowcount = len(raw)
             res = scur.pgresult
-            names = [c.name for c in scur.description or ()]
+            names = [c.name for c in scur.description or ()][:-1]  # (not the running total)
         else:
             # The extended protocol all the same: a prepared statement holds one command.
             cur = RawCursor(conn)
@@ -185,6 +229,24 @@ def run_statement(
         if scur is not None:  # after the ROLLBACK, which ended the cursor: no CLOSE sent
             with contextlib.suppress(psycopg.Error):
                 scur.close()
+
+
+def _fetch_guarded(scur: RawServerCursor[Any], count: int, max_bytes: int) -> list[tuple[Any, ...]]:
+    """Up to ``count`` rows of a :func:`guarded_sql` cursor, without the running total."""
+    try:
+        rows = scur.fetchmany(count)
+    except psycopg.errors.InvalidTextRepresentation as exc:
+        message = exc.diag.message_primary or ""
+        if _TOO_LARGE not in message:
+            raise
+        size = message.split(_TOO_LARGE, 1)[1].strip(' "')
+        raise QueryRefused(
+            f"the result is larger than the tool takes ({max_bytes} bytes; the rows came to "
+            f"{size} bytes before it stopped them): select fewer or shorter columns (e.g. "
+            "left(body, 500) instead of a long text, no large binary or JSON values) or fewer "
+            "rows (a WHERE clause, a LIMIT)"
+        ) from None
+    return [row[:-1] for row in rows]
 
 
 @attrs.define
@@ -239,13 +301,16 @@ class Executor:
             conn.close()
 
     @staticmethod
-    def _send_cancel(call: _Call, timeout: float) -> None:
+    def _send_cancel(call: _Call, timeout: float) -> bool:
+        """Ask the server to cancel the call's statement; False when the call holds no
+        connection (still waiting for one, or done with it): nothing runs on its behalf."""
         with call.lock:
             call.cancelled = True
             conn = call.conn
             if conn is not None:
                 with contextlib.suppress(psycopg.Error):
                     conn.cancel_safe(timeout=timeout)
+        return conn is not None
 
     async def run(self, job: Callable[[psycopg.Connection[Any]], T]) -> T:
         """Run ``job`` in a worker thread on a pooled connection. If cancelled: cancel the
@@ -278,14 +343,18 @@ class Executor:
             # see ``cancelled`` before it runs anything and hand its connection straight back.
             return
         # Repeat: the worker may not have started its statement when the first request went.
+        # A worker still waiting for a connection is not waited for: it sees ``cancelled``
+        # once it has one and hands it straight back, unused.
         while not done.is_set():
-            await trio.to_thread.run_sync(
+            holds_connection = await trio.to_thread.run_sync(
                 self._send_cancel,
                 call,
                 self.cancel_grace,
                 limiter=self._cancel_limiter,
                 abandon_on_cancel=True,
             )
+            if not holds_connection:
+                return
             with trio.move_on_after(0.05):
                 await done.wait()
 

@@ -23,7 +23,7 @@ import trio
 from ..frames import ErrorFrame, FrameDirection
 from ..services.llm.function_registry import FunctionCallParams, ToolCallOutput
 from ._pg_errors import describe_error, is_unavailable
-from ._pg_exec import Executor, Layers, QueryResult, Statement, run_statement
+from ._pg_exec import CURSOR_SQL_OFFSET, Executor, Layers, QueryResult, Statement, run_statement
 from ._pg_guard import CheckedStatement, QueryRefused, check_statement
 from ._pg_refine import build_refine, build_vector_search, vector_text
 from ._pg_results import ResultCache, raw_result, summarize
@@ -38,8 +38,6 @@ __all__ = ["PgFunctions"]
 logger = logging.getLogger("rustvani_trio.tools.postgres")
 
 _MAX_PARAMS = 100
-# What the server cursor puts before the model's SQL (error positions are shifted back by it).
-_DECLARE_PREFIX = len('DECLARE "rustvani_trio_cursor" CURSOR FOR ')
 
 Handler = Callable[[Executor, Mapping[str, Any]], Awaitable[ToolCallOutput]]
 
@@ -103,12 +101,15 @@ class PgFunctions:
         except _Failure as exc:
             text = str(exc)
         except psycopg.Error as exc:
-            offset = _DECLARE_PREFIX if name == "pg_query" and self._layers.cursor else 10**6
+            # (the cursor's text puts the model's SQL at CURSOR_SQL_OFFSET; other functions'
+            # SQL is the tool's, whose positions mean nothing to the model)
+            offset = CURSOR_SQL_OFFSET if name == "pg_query" and self._layers.cursor else 10**6
             text = describe_error(
                 exc,
                 timeout_ms=self.config.statement_timeout_ms,
                 secrets=self._secrets,
                 position_offset=offset,
+                wrap=self._layers.wrap,
             )
             if is_unavailable(exc):
                 text += ". Try again later"
@@ -137,6 +138,7 @@ class PgFunctions:
             params=params,
             limit=cfg.fetch_cap,
             timeout_ms=cfg.statement_timeout_ms,
+            max_bytes=cfg.max_result_bytes,
             read_only=cfg.read_only,
             writes=checked.writes,
             layers=self._layers,
@@ -258,7 +260,9 @@ class PgFunctions:
             raise QueryRefused(f"top_k must be an integer from 1 to {cfg.fetch_cap}")
         types = {c.name: c.base_type for c in table.columns}
         select = args.get("select_columns") or [c.name for c in table.columns if not c.is_vector]
-        if not isinstance(select, list) or any(c not in types for c in select):
+        if not isinstance(select, list) or not all(
+            isinstance(c, str) and c in types for c in select
+        ):
             raise QueryRefused(
                 f"select_columns must name columns of {table.qualified}: {', '.join(types)}"
             )

@@ -12,7 +12,10 @@ statement anywhere (writable CTEs included) and no call of a denied function any
 tree: file and large-object access, ``dblink``, ``set_config``, sleeps, advisory locks,
 signalling other backends, sequences, functions that run a query given as text, and more
 (:data:`DENIED_FUNCTIONS`, :data:`DENIED_PREFIXES`). The walk covers the whole tree, so a
-function in ``FROM`` (``LATERAL pg_ls_dir(...)``) or in a sub-select is found like any other.
+function in ``FROM`` (``LATERAL pg_ls_dir(...)``), in a sub-select or called by attribute
+notation (``(expr).pg_read_file`` is ``pg_read_file(expr)``) is found like any other. Queries
+longer than :data:`MAX_QUERY_CHARS` are refused before parsing: libpg_query overflows its C
+stack on very deep expressions (a segmentation fault, not an error).
 
 This layer is defence in depth, not the boundary on its own: a function can also be reached
 through an operator, a view or a user-defined function, which only the role (layer 4) and the
@@ -33,6 +36,7 @@ __all__ = [
     "DENIED_FUNCTIONS",
     "DENIED_PREFIXES",
     "DENIED_RELATIONS",
+    "MAX_QUERY_CHARS",
     "CheckedStatement",
     "QueryRefused",
     "check_statement",
@@ -89,8 +93,28 @@ DENIED_FUNCTIONS: frozenset[str] = frozenset(
         "database_to_xml",
         "database_to_xml_and_xmlschema",
         "ts_stat",
+        "ts_rewrite",  # (its two-argument form runs the query given as text)
+        "connectby",  # tablefunc's crosstab* and connectby run queries given as text
+        "http",  # pgsql-http: http(('GET', url, ...)::http_request)
         "loread",
         "lowrite",
+        # server configuration files
+        "pg_hba_file_rules",
+        "pg_ident_file_mappings",
+        "pg_show_all_file_settings",
+        "pg_logdir_ls",
+        # writes a READ ONLY transaction does not stop (index maintenance, the OID counter,
+        # WAL), and session state DISCARD ALL does not reset (the random seed)
+        "brin_summarize_new_values",
+        "brin_summarize_range",
+        "brin_desummarize_range",
+        "gin_clean_pending_list",
+        "pg_nextoid",
+        "pg_stop_making_pinned_objects",
+        "pg_log_standby_snapshot",
+        "setseed",
+        # every setting, custom ones included (see _SECRET_SETTINGS)
+        "pg_show_all_settings",
     }
 )
 
@@ -111,6 +135,15 @@ DENIED_PREFIXES: tuple[str, ...] = (
     "pg_logical_",
     "pg_create_",
     "binary_upgrade_",
+    "crosstab",
+    "pg_rotate_logfile",
+    "pg_stat_statements_reset",
+    "heap_force_",  # pg_surgery
+    # extensions that reach outside the transaction: pg_background runs SQL in a worker with
+    # its own transaction; pgsql-http and pg_net (net.http_get) make HTTP requests from the
+    # server (a way to send data out, or to reach internal services)
+    "pg_background",
+    "http_",
 )
 
 #: Catalogs that hold secrets (password hashes, user-mapping options): refused by name even
@@ -127,8 +160,14 @@ DENIED_RELATIONS: frozenset[str] = frozenset(
         "pg_ident_file_mappings",
         "pg_file_settings",
         "pg_subscription",
+        # settings, where secrets live (see _check_setting)
+        "pg_settings",
+        "pg_db_role_setting",
     }
 )
+
+#: Longer statements are refused before parsing (see :func:`check_statement`).
+MAX_QUERY_CHARS = 20_000
 
 _READ_STATEMENT = "SelectStmt"
 _WRITE_STATEMENTS = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt"})
@@ -160,6 +199,11 @@ def _parse(sql: str) -> list[dict[str, Any]]:
     except pgparse.PGQueryError as exc:
         where = f" at character {exc.position}" if getattr(exc, "position", 0) else ""
         raise QueryRefused(f"the SQL does not parse: {exc.message}{where}") from None
+    except RecursionError:  # (pgparse decodes libpg_query's JSON tree recursively)
+        raise QueryRefused(
+            "the query is nested too deeply (hundreds of levels of operators, sub-selects or "
+            "parentheses); write it flatter"
+        ) from None
     if not isinstance(tree, list):  # pragma: no cover - pgparse always returns a list
         raise QueryRefused("the SQL could not be parsed")
     return tree
@@ -187,6 +231,23 @@ def _names(items: Any) -> list[str]:
             if isinstance(item, dict) and isinstance(item.get("String"), dict):
                 out.append(str(item["String"].get("sval", "")))
     return out
+
+
+_SECRET_SETTINGS = (
+    "custom settings (a name with a dot) are where secrets are kept (ALTER DATABASE ... SET "
+    "app.settings.jwt_secret = ...), so only built-in settings can be read, by a literal name: "
+    "current_setting('TimeZone')"
+)
+
+
+def _check_setting(body: dict[str, Any]) -> None:
+    """``current_setting`` only of a built-in setting named by a literal."""
+    args = body.get("args") or []
+    first = args[0] if isinstance(args, list) and args else None
+    const = first.get("A_Const") if isinstance(first, dict) else None
+    name = const.get("sval", {}).get("sval") if isinstance(const, dict) else None
+    if not isinstance(name, str) or "." in name:
+        raise QueryRefused(f"this current_setting() call is not allowed: {_SECRET_SETTINGS}")
 
 
 def function_denied(name: str) -> bool:
@@ -219,19 +280,34 @@ def _check_tree(tree: Any, *, allow_writes: bool) -> bool:
         elif kind == "FuncCall":
             names = _names(body.get("funcname"))
             if names and function_denied(names[-1]):
-                raise QueryRefused(
-                    f"the function {'.'.join(names)}() is not allowed (it reaches files, "
-                    "settings, locks, other sessions or runs other statements)"
+                why = (
+                    _SECRET_SETTINGS
+                    if names[-1].lower() == "pg_show_all_settings"
+                    else "it reaches files, settings, locks, other sessions or runs other "
+                    "statements"
                 )
-        elif kind == "ColumnRef":
-            # attribute notation (``t.func``) calls a function too
-            for name in _names(body.get("fields")):
+                raise QueryRefused(f"the function {'.'.join(names)}() is not allowed ({why})")
+            if names and names[-1].lower() == "current_setting":
+                _check_setting(body)
+        elif kind in ("ColumnRef", "A_Indirection"):
+            # Attribute notation calls a function: ``t.func`` and ``(expr).func`` are
+            # ``func(t)`` and ``func(expr)``. (A single name is a column, never a call.)
+            names = _names(body.get("fields"))[1:] or _names(body.get("indirection"))
+            for name in names:
+                if name.lower() == "current_setting":  # (a name computed at run time)
+                    raise QueryRefused(
+                        f"current_setting by attribute notation is not allowed: {_SECRET_SETTINGS}"
+                    )
                 if function_denied(name):
-                    raise QueryRefused(f"the name {name!r} is not allowed in a query")
+                    raise QueryRefused(
+                        f"the name {name!r} is not allowed in a query (attribute notation "
+                        f"calls the function {name}())"
+                    )
         elif kind == "RangeVar":
             rel = str(body.get("relname", "")).lower()
             if rel in DENIED_RELATIONS:
-                raise QueryRefused(f"the catalog {rel} is not readable through this tool")
+                why = f" ({_SECRET_SETTINGS})" if "setting" in rel else " (it holds secrets)"
+                raise QueryRefused(f"the catalog {rel} is not readable through this tool{why}")
     return writes
 
 
@@ -243,6 +319,15 @@ def check_statement(sql: str, *, allow_writes: bool = False) -> CheckedStatement
         raise QueryRefused("the query is empty")
     if "\x00" in sql:
         raise QueryRefused("the query contains a NUL character")
+    if len(sql) > MAX_QUERY_CHARS:
+        # libpg_query recurses once per level of an expression like 1+1+1+... and overflows
+        # the C stack (a segmentation fault, not an error) from about 60,000 levels on an
+        # 8 MB stack; a length cap bounds the depth (at most one level per two characters)
+        # far below that. Deeper than a few hundred levels is refused anyway (_parse).
+        raise QueryRefused(
+            f"the query is too long ({len(sql)} characters; at most {MAX_QUERY_CHARS}); "
+            "write a shorter one (bind long value lists as params)"
+        )
     tree = _parse(sql)
     if not tree:
         raise QueryRefused("the query is empty (only comments or semicolons)")

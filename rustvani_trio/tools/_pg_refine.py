@@ -59,6 +59,17 @@ def _scalar_text(value: Any, column: str) -> str:
     )
 
 
+# Types whose name without a modifier means length 1 (``character`` is char(1), ``bit`` is
+# bit(1)): a value cast to them is cut ('ab' -> 'a'). Cast to the unlimited form instead.
+_UNSIZED = {"character": "bpchar", "bit": "bit varying"}
+
+
+def _cast_type(base: str) -> str:
+    """The type a bound value is cast to for a column of type ``base``."""
+    element, brackets = (base[:-2], "[]") if base.endswith("[]") else (base, "")
+    return _UNSIZED.get(element, element) + brackets
+
+
 def _is_json(base: str) -> bool:
     return base in ("json", "jsonb")
 
@@ -108,7 +119,7 @@ def _filters(
         params.append(None)  # the value's slot ($n), filled below
         slot = len(params)
         pos = sql.SQL(f"${slot}")
-        typ = sql.SQL(base)
+        typ = sql.SQL(_cast_type(base))
         if op in ("like", "ilike"):
             params[slot - 1] = _scalar_text(value, name)
             out.append(sql.SQL("{}::text {} {}::text").format(col, sql.SQL(OPERATORS[op]), pos))

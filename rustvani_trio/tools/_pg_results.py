@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 
 from ._pg_exec import Column, QueryResult
-from ._pg_values import cut_value, render_table, wrap_untrusted
+from ._pg_values import cut_value, one_line, render_table, wrap_untrusted
 
 __all__ = ["ResultCache", "ResultSet", "raw_result", "summarize"]
 
@@ -120,7 +120,7 @@ def summarize(
 ) -> str:
     """What the model reads: the result set's id and size, then (wrapped as untrusted data)
     the columns with their types and the first rows as a compact table."""
-    cols = ", ".join(f"{c.name} {c.type}" for c in rs.columns) or "(no columns)"
+    cols = ", ".join(f"{one_line(c.name)} {c.type}" for c in rs.columns) or "(no columns)"
     table, shown = render_table(
         [c.name for c in rs.columns],
         result.rows[:max_rows],

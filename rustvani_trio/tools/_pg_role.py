@@ -129,10 +129,13 @@ def create_readonly_role(
             cur.execute("SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1", [role])
             exists = cur.fetchone() is not None
             database = conn.info.dbname
+            # The server gets a verifier (SCRAM-SHA-256, or what password_encryption says),
+            # never the password: statements can be logged and are shown in pg_stat_activity.
+            verifier = conn.pgconn.encrypt_password(password.encode(), role.encode()).decode()
             with conn.transaction():
                 for stmt in readonly_role_sql(
                     role,
-                    password=password,
+                    password=verifier,
                     database=database,
                     schemas=schemas,
                     statement_timeout_ms=statement_timeout_ms,
@@ -148,11 +151,25 @@ def create_readonly_role(
 
 @attrs.frozen
 class RoleReport:
-    """What the connected role can do: ``superuser``, and ``risks`` (each a phrase)."""
+    """What the connected role can do: ``superuser``, and ``risks`` (each a phrase);
+    ``superuser_roles`` are the superusers it is a member of (one ``SET ROLE`` away)."""
 
     user: str
     superuser: bool
     risks: tuple[str, ...]
+    superuser_roles: tuple[str, ...] = ()
+
+    @property
+    def can_be_superuser(self) -> bool:
+        """Whether the role is a superuser or can become one."""
+        return self.superuser or bool(self.superuser_roles)
+
+    def superuser_phrase(self) -> str:
+        """``the superuser 'x'`` or ``the role 'y', which can become the superuser 'x'``."""
+        if self.superuser:
+            return f"the superuser {self.user!r}"
+        names = ", ".join(repr(r) for r in self.superuser_roles)
+        return f"the role {self.user!r}, which can become the superuser {names} (SET ROLE)"
 
 
 _REPORT = """
@@ -167,7 +184,10 @@ SELECT r.rolname, r.rolsuper, r.rolcreaterole, r.rolcreatedb, r.rolbypassrls, r.
         ORDER BY 1 LIMIT 5),
   ARRAY(SELECT n.nspname FROM pg_catalog.pg_namespace n
         WHERE n.nspname = ANY($1::text[]) AND has_schema_privilege(n.oid, 'CREATE')),
-  has_database_privilege(current_database(), 'CREATE')
+  has_database_privilege(current_database(), 'CREATE'),
+  ARRAY(SELECT s.rolname FROM pg_catalog.pg_roles s
+        WHERE s.rolsuper AND s.rolname <> current_user
+          AND pg_has_role(current_user, s.oid, 'MEMBER') ORDER BY 1)
 FROM pg_catalog.pg_roles r WHERE r.rolname = current_user
 """
 
@@ -179,7 +199,9 @@ def inspect_role(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> RoleR
     row = cur.fetchone()
     if row is None:  # pragma: no cover - current_user always has a pg_roles row
         return RoleReport("?", False, ())
-    user, sup, createrole, createdb, bypassrls, repl, ro, members, writable, create, dbcreate = row
+    user, sup, createrole, createdb, bypassrls, repl, ro, members, writable, create = row[:10]
+    dbcreate, superuser_roles = row[10:]
+    superusers = tuple(str(r) for r in superuser_roles or ())
     risks: list[str] = []
     if createrole:
         risks.append("it can create roles (CREATEROLE)")
@@ -201,7 +223,7 @@ def inspect_role(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> RoleR
         risks.append("it can create schemas in the database")
     if ro != "on":
         risks.append("its default_transaction_read_only is off")
-    return RoleReport(str(user), bool(sup), tuple(risks))
+    return RoleReport(str(user), bool(sup), tuple(risks), superusers)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

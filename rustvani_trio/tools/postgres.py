@@ -116,6 +116,9 @@ class NeonPostgresConfig:
         max_value_chars / max_raw_value_chars: long values are cut, with a marker, at this
             many characters for the model / for user interfaces.
         max_summary_chars: the model's table stops growing past this many characters.
+        max_result_bytes: a query whose rows come to more than this many bytes (as
+            PostgreSQL sizes them) is stopped on the server and refused, so that no query
+            can fill the agent's memory (about three times this much travels as text).
     """
 
     url: str = attrs.field(validator=_check_url, repr=lambda u: repr(redact_url(u)))
@@ -134,6 +137,7 @@ class NeonPostgresConfig:
     max_value_chars: int = attrs.field(default=200, kw_only=True, validator=at_least(8))
     max_raw_value_chars: int = attrs.field(default=10_000, kw_only=True, validator=at_least(8))
     max_summary_chars: int = attrs.field(default=6_000, kw_only=True, validator=at_least(200))
+    max_result_bytes: int = attrs.field(default=16 * 2**20, kw_only=True, validator=at_least(1024))
 
     @property
     def fetch_cap(self) -> int:
@@ -263,9 +267,9 @@ class NeonPostgresTool(PgFunctions, BuiltinTool):
                 application_name="rustvani-trio",
             ) as conn:
                 report = inspect_role(conn, cfg.schemas)
-                if report.superuser and layers.role_check and not cfg.allow_superuser:
+                if report.can_be_superuser and layers.role_check and not cfg.allow_superuser:
                     raise PostgresToolError(
-                        f"refusing to connect as the superuser {report.user!r}: a superuser can "
+                        f"refusing to connect as {report.superuser_phrase()}: a superuser can "
                         "read server files, run programs and change settings even inside a "
                         f"read-only transaction. To fix it, {role_command_hint()}. (Or set "
                         "allow_superuser=True to accept the risk.)"
@@ -290,8 +294,8 @@ class NeonPostgresTool(PgFunctions, BuiltinTool):
             ) from None
         self.role = report
         self.warnings = []
-        if report.superuser:
-            self.warnings.append(f"connected as the superuser {report.user!r} (allow_superuser)")
+        if report.can_be_superuser:
+            self.warnings.append(f"connected as {report.superuser_phrase()} (allow_superuser)")
         elif cfg.read_only and report.risks:
             self.warnings.append(
                 f"the role {report.user!r} is not read-only: {'; '.join(report.risks)}. "

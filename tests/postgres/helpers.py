@@ -293,8 +293,33 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0)
             await trio.sleep(0.01)
 
 
+def is_model_query(query: object) -> bool:
+    """Whether ``query`` (pg_stat_activity's text) is the model's statement: it runs as a
+    FETCH from the tool's cursor. (The tool's own statements, such as the role check and
+    the schema introspection at start, are not: a test that waits for the model's query to
+    run must not mistake them for it.)"""
+    return isinstance(query, str) and query.startswith("FETCH") and "rustvani_trio_cursor" in query
+
+
 async def query_is_running(url: str) -> bool:
-    """Whether a tool connection is running a statement (the model's query runs as a FETCH
-    from the tool's cursor, and shows so in pg_stat_activity)."""
+    """Whether a tool connection is running the model's query (see :func:`is_model_query`)."""
     backends = await trio.to_thread.run_sync(tool_backends, url)
-    return any(state == "active" for _pid, state, _q in backends)
+    return any(state == "active" and is_model_query(q) for _pid, state, q in backends)
+
+
+async def backends_settle(
+    url: str, check: Callable[[list[tuple[Any, ...]]], bool], within: float = 5.0
+) -> list[tuple[Any, ...]]:
+    """The tool's backends once ``check(backends)`` holds; fails after ``within`` seconds.
+
+    A backend leaves pg_stat_activity only when its server process has exited, which happens
+    after the client closed the connection (tens of milliseconds later on a loaded machine):
+    a closed connection is seen to go; a leaked one never goes, and fails the check."""
+    backends: list[tuple[Any, ...]] = []
+    with trio.move_on_after(within):
+        while True:
+            backends = await trio.to_thread.run_sync(tool_backends, url)
+            if check(backends):
+                return backends
+            await trio.sleep(0.01)
+    raise AssertionError(f"the tool's backends did not settle within {within}s: {backends}")

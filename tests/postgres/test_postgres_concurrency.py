@@ -4,18 +4,22 @@ database that is down, and secrets that never show."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Awaitable
 
 import pytest
 import trio
+from psycopg.pq import TransactionStatus
 
+from rustvani_trio.tools._pg_exec import Executor
 from rustvani_trio.tools.postgres import NeonPostgresTool, PostgresUnavailableError
 
 from .helpers import (
     READER_PASSWORD,
     Caller,
     PgDatabase,
+    backends_settle,
     eventually,
     query_is_running,
     settled_pool_stats,
@@ -120,10 +124,13 @@ async def test_fifty_concurrent_queries_share_the_pool_without_leaks(pg_db: PgDa
         assert stats["pool_size"] <= 4 and stats["pool_available"] == stats["pool_size"]
         assert stats["requests_num"] >= 50 and stats.get("requests_errors", 0) == 0
         assert stats.get("connections_lost", 0) == 0
-        assert len(await _backends(pg_db.admin_url)) <= 4
+        # At most the pool's four connections (the start's own probe connection, closed
+        # before the pool opened, may take a moment to leave pg_stat_activity).
+        await backends_settle(pg_db.admin_url, lambda backends: len(backends) <= 4)
         result_ids = sorted({rs for rs in tool._results.ids()})
         assert len(result_ids) == tool.config.max_result_sets  # ids are unique, oldest evicted
-    assert await _backends(pg_db.admin_url) == []  # on_stop closed every connection
+    # on_stop closed every connection: each backend goes (a leaked connection would stay).
+    await backends_settle(pg_db.admin_url, lambda backends: backends == [])
 
 
 async def test_a_database_that_is_down_is_reported_and_never_blocks(
@@ -167,3 +174,51 @@ async def test_the_password_never_shows_in_errors_or_logs(
     assert call.errors  # the failing ones were reported
     assert not any(READER_PASSWORD in t for t in texts), texts
     assert READER_PASSWORD not in repr(tool) and READER_PASSWORD not in repr(tool.config)
+
+
+class _SlowPool:
+    """A pool whose getconn blocks until ``release`` is set (a database slow to accept
+    connections, a pool growing towards a remote server)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.returned: list[object] = []
+        self.handed_back = threading.Event()
+
+    def getconn(self) -> object:
+        self.entered.set()
+        self.release.wait(10)
+        return _FakeConn()
+
+    def putconn(self, conn: object) -> None:
+        self.returned.append(conn)
+        self.handed_back.set()
+
+
+class _FakeConn:
+    class info:  # mimics psycopg's conn.info
+        transaction_status = TransactionStatus.IDLE
+
+    def execute(self, *_args: object, **_kwargs: object) -> None:
+        pass
+
+
+async def test_cancelling_a_call_that_waits_for_a_connection_is_prompt() -> None:
+    """A call whose worker was still waiting for a connection took the whole cancel grace
+    (2 s) to unwind: the canceller kept waiting for a statement that had not started. It
+    now returns at once; the worker hands the connection back unused when it gets one."""
+    pool = _SlowPool()
+    ran: list[object] = []
+    executor = Executor(pool, size=2)  # type: ignore[arg-type]
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(executor.run, ran.append)
+            await trio.to_thread.run_sync(pool.entered.wait, 5)
+            begun = time.perf_counter()
+            scope.cancel()
+    elapsed = time.perf_counter() - begun
+    assert elapsed < 0.5, f"the cancelled call took {elapsed:.3f}s to return"
+    pool.release.set()
+    assert await trio.to_thread.run_sync(pool.handed_back.wait, 5)
+    assert ran == [] and len(pool.returned) == 1  # never used, handed back

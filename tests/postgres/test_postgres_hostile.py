@@ -90,6 +90,13 @@ ATTEMPTS: list[Attempt] = [
     ),
     q("rows from", "SELECT * FROM ROWS FROM (pg_stat_file('/etc/passwd'))"),
     q("attribute notation", "SELECT t.pg_read_file FROM (SELECT '/etc/passwd'::text) t(x)"),
+    q("attribute notation on an expression", "SELECT ('/etc/passwd'::text).pg_read_file"),
+    q(
+        "ts_rewrite runs a query",
+        "SELECT ts_rewrite('a'::tsquery, 'SELECT pg_read_file(''/etc/passwd'')::tsquery, "
+        "''b''::tsquery')",
+    ),
+    q("deeply nested", "SELECT " + "+".join(["1"] * 3000)),
     # large objects, collations
     q("lo_import", "SELECT lo_import('/etc/passwd')"),
     q("lo_from_bytea", "SELECT lo_from_bytea(0, 'x')"),

@@ -95,16 +95,20 @@ def test_parser_with_writes_allowed_still_refuses_ddl_and_denied_functions() -> 
 
 async def test_cursor_and_extended_protocol_alone(pg_db: PgDatabase) -> None:
     """No parser, no read-only transaction, a superuser: the server-side cursor and the
-    extended protocol refuse writes on their own."""
+    extended protocol refuse writes on their own. (The cursor's query holds the model's SQL
+    as a sub-select, inside the size guard: a sub-select in FROM cannot hold a write at all,
+    and a data-modifying WITH must be at the top level; without the guard the cursor itself
+    refuses it, "DECLARE CURSOR must not contain data-modifying statements in WITH".)"""
     before = fingerprint(pg_db)
     tool = NeonPostgresTool.from_url(pg_db.admin_url, allow_superuser=True)
     tool._layers = Layers(parser=False, read_only_transaction=False, role_check=False)
     async with started(tool) as call:
         cases = {
             "WITH d AS (DELETE FROM orders RETURNING *) SELECT * FROM d": (
-                "DECLARE CURSOR must not contain data-modifying statements in WITH"
+                "WITH clause containing a data-modifying statement must be at the top level"
             ),
-            "SELECT 1; DELETE FROM orders": "cannot insert multiple commands",
+            "SELECT 1; DELETE FROM orders": "syntax error",
+            "SELECT 1) AS x; DELETE FROM orders; SELECT * FROM (SELECT 1": "syntax error",
             "SELECT * INTO stolen FROM customers": "SELECT ... INTO is not allowed here",
             "DELETE FROM orders": "syntax error",
         }

@@ -118,6 +118,12 @@ async def test_vector_search_refuses_bad_input(vec_db: PgDatabase) -> None:
             ({**base, "query_vector": [0.1] * VEC_DIMS, "top_k": 0}, "top_k"),
             ({**base, "query_vector": [0.1] * VEC_DIMS, "distance_metric": "dot"}, "metric"),
             ({**base, "query_vector": [0.1] * VEC_DIMS, "select_columns": ["x"]}, "select_columns"),
+            # (an unhashable name raised TypeError out of the call)
+            ({**base, "query_vector": [0.1] * VEC_DIMS, "select_columns": [["id"]]}, "columns"),
+            ({**base, "query_vector": [float("nan")] * VEC_DIMS}, "only finite numbers"),
+            ({**base, "query_vector": [float("inf")] * VEC_DIMS}, "only finite numbers"),
+            ({**base, "query_vector": {"0": 1.0}}, "list of numbers"),
+            ({**base, "query_vector": [0.1] * VEC_DIMS, "distance_metric": ["l2"]}, "metric"),
             ({**base, "table": "plain"}, "is not a vector column"),
             ({**base, "table": 'documents" ; DROP TABLE plain; --'}, "unknown table"),
             ({**base, "vector_column": "title"}, "is not a vector column"),
@@ -203,3 +209,26 @@ async def test_a_turn_with_a_real_embedding_model(vec_db: PgDatabase) -> None:
     finally:
         with psycopg.connect(vec_db.admin_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
+
+
+async def test_an_embedder_that_fails_or_lies_is_reported(vec_db: PgDatabase) -> None:
+    def broken(_text: str) -> Sequence[float]:
+        raise RuntimeError("model file missing")
+
+    def short(_text: str) -> Sequence[float]:
+        return [0.5] * (VEC_DIMS - 1)
+
+    def nan(_text: str) -> Sequence[float]:
+        return [float("nan")] * VEC_DIMS
+
+    base = {"table": "documents", "vector_column": "embedding", "query": "curry"}
+    for embedder, expected in (
+        (broken, "the embedder failed: RuntimeError: model file missing"),
+        (short, f"the vector has {VEC_DIMS - 1} dimensions; the column has {VEC_DIMS}"),
+        (nan, "only finite numbers"),
+    ):
+        tool = NeonPostgresTool.from_url(vec_db.reader_url, embedder=embedder)
+        async with started(tool) as call:
+            out = await call("pg_vector_search", **base)
+            assert out.summary.startswith("Error:") and expected in out.summary, out.summary
+            assert len(call.errors) == 1
