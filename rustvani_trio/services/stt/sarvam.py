@@ -18,8 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
-from typing import Any
 from urllib.parse import urlencode
 
 import attrs
@@ -27,6 +25,7 @@ import attrs
 from ...audio.pcm import silence
 from ._base import STTService
 from ._ws import WebSocketOptions, WebSocketService
+from ._ws_options import ProviderConfig
 
 __all__ = ["SarvamSTTConfig", "SarvamSTTService"]
 
@@ -39,7 +38,7 @@ def _rate(_inst: object, _attr: object, value: int) -> None:
 
 
 @attrs.frozen(kw_only=True)
-class SarvamSTTConfig:
+class SarvamSTTConfig(ProviderConfig):
     """Sarvam STT settings.
 
     Attributes:
@@ -54,7 +53,8 @@ class SarvamSTTConfig:
         options: timeouts, keep-alive (default every 20 s) and reconnect policy.
     """
 
-    api_key: str = attrs.field(repr=False)
+    env_var = "SARVAM_API_KEY"
+
     language_code: str = "en-IN"
     model: str = "saarika:v2.5"
     mode: str | None = None
@@ -64,16 +64,6 @@ class SarvamSTTConfig:
     url: str = "wss://api.sarvam.ai/speech-to-text/ws"
     final_timeout: float = 2.0
     options: WebSocketOptions = attrs.Factory(lambda: WebSocketOptions(keepalive_interval=20.0))
-
-    @api_key.validator
-    def _check_key(self, _attr: attrs.Attribute[str], value: str) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("SarvamSTTConfig.api_key is empty (set SARVAM_API_KEY)")
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> SarvamSTTConfig:
-        """Read ``SARVAM_API_KEY`` from the environment."""
-        return cls(api_key=os.environ.get("SARVAM_API_KEY", ""), **overrides)
 
 
 class SarvamSTTService(STTService, WebSocketService):

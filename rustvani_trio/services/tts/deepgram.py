@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from typing import Any
 from urllib.parse import urlencode
 
 import attrs
@@ -21,6 +19,7 @@ import trio
 
 from ..._validators import positive
 from ..stt._ws import WebSocketOptions, WebSocketService
+from ..stt._ws_options import ProviderConfig
 from ._base import TTSService
 
 __all__ = ["DeepgramTTSConfig", "DeepgramTTSService"]
@@ -29,7 +28,7 @@ logger = logging.getLogger("rustvani_trio")
 
 
 @attrs.frozen(kw_only=True)
-class DeepgramTTSConfig:
+class DeepgramTTSConfig(ProviderConfig):
     """Deepgram TTS settings.
 
     Attributes:
@@ -41,22 +40,13 @@ class DeepgramTTSConfig:
         options: connection timeouts, keep-alive and reconnect policy.
     """
 
-    api_key: str = attrs.field(repr=False)
+    env_var = "DEEPGRAM_API_KEY"
+
     voice: str = "aura-2-helena-en"
     sample_rate: int = attrs.field(default=24000, validator=positive)
     base_url: str = "wss://api.deepgram.com"
     mip_opt_out: bool | None = None
     options: WebSocketOptions = attrs.Factory(WebSocketOptions)
-
-    @api_key.validator
-    def _check_key(self, _attr: attrs.Attribute[str], value: str) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("DeepgramTTSConfig.api_key is empty (set DEEPGRAM_API_KEY)")
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> DeepgramTTSConfig:
-        """Read ``DEEPGRAM_API_KEY`` from the environment."""
-        return cls(api_key=os.environ.get("DEEPGRAM_API_KEY", ""), **overrides)
 
 
 class DeepgramTTSService(TTSService, WebSocketService):

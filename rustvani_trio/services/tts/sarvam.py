@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,6 +24,7 @@ import trio
 
 from ...audio.pcm import strip_wav_header
 from ..stt._ws import WebSocketOptions, WebSocketService
+from ..stt._ws_options import ProviderConfig
 from ._base import TTSService
 
 __all__ = ["SarvamTTSConfig", "SarvamTTSService"]
@@ -33,7 +33,7 @@ logger = logging.getLogger("rustvani_trio")
 
 
 @attrs.frozen(kw_only=True)
-class SarvamTTSConfig:
+class SarvamTTSConfig(ProviderConfig):
     """Sarvam TTS settings.
 
     Attributes:
@@ -49,7 +49,8 @@ class SarvamTTSConfig:
         options: timeouts, keep-alive (a ping every 20 s by default) and reconnect policy.
     """
 
-    api_key: str = attrs.field(repr=False)
+    env_var = "SARVAM_API_KEY"
+
     model: str = "bulbul:v2"
     language_code: str = "en-IN"
     speaker: str = "anushka"
@@ -60,16 +61,6 @@ class SarvamTTSConfig:
     url: str = "wss://api.sarvam.ai/text-to-speech/ws"
     extra_config: dict[str, Any] = attrs.Factory(dict)
     options: WebSocketOptions = attrs.Factory(lambda: WebSocketOptions(keepalive_interval=20.0))
-
-    @api_key.validator
-    def _check_key(self, _attr: attrs.Attribute[str], value: str) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("SarvamTTSConfig.api_key is empty (set SARVAM_API_KEY)")
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> SarvamTTSConfig:
-        """Read ``SARVAM_API_KEY`` from the environment."""
-        return cls(api_key=os.environ.get("SARVAM_API_KEY", ""), **overrides)
 
 
 class SarvamTTSService(TTSService, WebSocketService):
