@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 import attrs
 
 from ...audio.pcm import silence
+from . import _sarvam as sarvam
 from ._base import STTService
 from ._ws import WebSocketOptions, WebSocketService
 from ._ws_options import ProviderConfig
@@ -94,7 +95,7 @@ class SarvamSTTService(STTService, WebSocketService):
         return f"{c.url}?{urlencode(query)}"
 
     def ws_headers(self) -> list[tuple[str, str]]:
-        return [("Api-Subscription-Key", self.config.api_key)]
+        return [(sarvam.KEY_HEADER, self.config.api_key)]
 
     def secrets(self) -> tuple[str, ...]:
         return (self.config.api_key,)
@@ -122,17 +123,13 @@ class SarvamSTTService(STTService, WebSocketService):
     async def on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
             return
-        payload = json.loads(message)
-        kind = payload.get("type")
-        data = payload.get("data") or {}
+        kind, data = sarvam.envelope(message)
         if kind == "data":
             self.reply_complete()
             text = str(data.get("transcript") or "")
             await self.push_transcript(text, final=True, language=data.get("language_code"))
         elif kind == "error":
-            text = data.get("message") or data.get("error") or message
-            code = data.get("code")
-            await self.report(f"{text}" + (f" (code {code})" if code is not None else ""))
+            await self.report(sarvam.error_text(data, message))
             await self.final_received()
         elif kind == "events":
             logger.debug("%s: Sarvam VAD %s", self.name, data.get("signal_type"))
