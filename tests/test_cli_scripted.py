@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import trio
+import trio.testing
 
 from rustvani_trio import EndFrame, FrameProcessor, Pipeline, PipelineTask, TextFrame
 from rustvani_trio._cli import scene_chat
@@ -51,3 +52,15 @@ async def test_errors_are_printed_on_stderr_as_they_come(
         f"{prefix}[error from picky: cannot take 'two']\n"
     )
     assert captured.out == ""
+
+
+async def test_the_demo_weather_tool_takes_a_city_or_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    pune = await scene_chat.get_weather('{"city": " Pune "}')
+    assert (pune.summary, pune.raw) == (
+        "Pune: 31 °C, sunny",
+        {"city": "Pune", "temp_c": 31, "sky": "sunny"},
+    )
+    for empty in ("", "{}", '{"city": ""}'):
+        assert (await scene_chat.get_weather(empty)).summary == "somewhere: 21 °C, clear"

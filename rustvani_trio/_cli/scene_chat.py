@@ -62,8 +62,9 @@ _FAKE_WEATHER = {"paris": (18, "light rain"), "pune": (31, "sunny"), "oslo": (4,
 
 
 async def get_weather(args: str) -> ToolCallOutput:
-    """A demo tool: canned weather (the raw part is for UIs, the summary for the model)."""
-    city = str(json.loads(args).get("city", "")).strip() or "somewhere"
+    """A demo tool: canned weather (the raw part is for UIs, the summary for the model).
+    Empty arguments mean no city (the chat server's page uses this tool too)."""
+    city = str(json.loads(args or "{}").get("city", "")).strip() or "somewhere"
     temp, sky = _FAKE_WEATHER.get(city.lower(), (21, "clear"))
     await trio.sleep(0.05)  # pretend to call a weather service
     return ToolCallOutput(
