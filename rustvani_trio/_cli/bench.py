@@ -13,42 +13,43 @@ import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
+
+N = TypeVar("N", int, float)
 
 HELP = "benchmark an OpenAI-compatible endpoint through a pipeline and as a raw stream"
 
 
-def _parts(text: str, example: str) -> list[str]:
-    parts = [part.strip() for part in text.split(",")]
-    if not all(parts):
-        raise argparse.ArgumentTypeError(f"an empty item in {text!r}: expected e.g. {example}")
-    return parts
+def _numbers(
+    convert: Callable[[str], N], valid: Callable[[N], bool], kind: str, example: str, bound: str
+) -> Callable[[str], tuple[N, ...]]:
+    """A parser of comma-separated numbers (``"1,8,32"``) for ``type=``: each item made with
+    ``convert`` (an error says ``expected <kind> like <example>``) and checked with ``valid``
+    (``expected <bound>``)."""
+
+    def parse(text: str) -> tuple[N, ...]:
+        parts = [part.strip() for part in text.split(",")]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"an empty item in {text!r}: expected e.g. {example}")
+        try:
+            values = tuple(convert(part) for part in parts)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {kind} like {example}, got {text!r}"
+            ) from None
+        if not all(valid(v) for v in values):
+            raise argparse.ArgumentTypeError(f"expected {bound}, got {text!r}")
+        return values
+
+    return parse
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    parts = _parts(text, "1,8,32")
-    try:
-        values = tuple(int(part) for part in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected whole numbers like 1,8,32, got {text!r}"
-        ) from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected numbers >= 1 like 1,8,32, got {text!r}")
-    return values
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    parts = _parts(text, "2 or 1,5,10")
-    try:
-        values = tuple(float(part) for part in parts)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers like 2 or 1,5,10, got {text!r}"
-        ) from None
-    if not values or any(not 0 < v < math.inf for v in values):
-        raise argparse.ArgumentTypeError(f"expected rates > 0 (and finite), got {text!r}")
-    return values
+#: ``--concurrency``: whole numbers >= 1
+_ints = _numbers(int, lambda v: v >= 1, "whole numbers", "1,8,32", "numbers >= 1 like 1,8,32")
+#: ``--rate``: finite numbers > 0
+_floats = _numbers(
+    float, lambda v: 0 < v < math.inf, "numbers", "2 or 1,5,10", "rates > 0 (and finite)"
+)
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from ..aggregators import create_context_aggregators
 from ..context import FunctionSchema, LLMContext
 from ..frames import (
     EndFrame,
-    ErrorFrame,
     Frame,
     FrameDirection,
     FunctionCallInProgress,
@@ -41,13 +40,8 @@ from ..processor import FrameProcessor
 from ..services.llm.function_registry import FunctionRegistry, ToolCallOutput
 from ..services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
 from ..task import PipelineParams, PipelineTask
-from ..testing.server import (
-    RecordedRequest,
-    ScriptedToolCall,
-    TextReply,
-    ToolCallReply,
-    open_scripted_server,
-)
+from ..testing.server import RecordedRequest, ScriptedToolCall, TextReply, ToolCallReply
+from ._scripted import open_scripted_llm, print_errors
 
 TITLE = "chat: a scripted model streams an answer and calls a tool"
 REQUIRES: str | None = None
@@ -68,8 +62,9 @@ _FAKE_WEATHER = {"paris": (18, "light rain"), "pune": (31, "sunny"), "oslo": (4,
 
 
 async def get_weather(args: str) -> ToolCallOutput:
-    """A demo tool: canned weather (the raw part is for UIs, the summary for the model)."""
-    city = str(json.loads(args).get("city", "")).strip() or "somewhere"
+    """A demo tool: canned weather (the raw part is for UIs, the summary for the model).
+    Empty arguments mean no city (the chat server's page uses this tool too)."""
+    city = str(json.loads(args or "{}").get("city", "")).strip() or "somewhere"
     temp, sky = _FAKE_WEATHER.get(city.lower(), (21, "clear"))
     await trio.sleep(0.05)  # pretend to call a weather service
     return ToolCallOutput(
@@ -191,10 +186,7 @@ async def _converse(
         params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
     )
 
-    @task.event_handler("on_error")
-    def show_error(_task: PipelineTask, frame: ErrorFrame) -> None:
-        print(f"\n  [error from {frame.processor}: {frame.error}]", file=sys.stderr)
-
+    print_errors(task)
     async with trio.open_nursery() as nursery:
         await nursery.start(task.run)
         if lines is not None:
@@ -272,13 +264,7 @@ async def run() -> None:
 async def demo() -> None:
     """A scripted conversation with a tool call."""
     print("rustvani-trio demo: a scripted OpenAI-compatible server on 127.0.0.1 (no key needed)\n")
-    async with open_scripted_server(default_reply=scripted_assistant) as server:
-        config = OpenAILLMConfig(
-            api_key="demo",
-            base_url=server.base_url,
-            model="scripted-model",
-            context_window_tokens=32_000,
-        )
+    async with open_scripted_llm(scripted_assistant) as (server, config):
         context = await _converse(config, DEMO_LINES)
         print(
             f"\n{len(server.requests)} HTTP requests served; the context now holds "
@@ -302,11 +288,5 @@ async def chat() -> None:
         "Falling back to the scripted server on 127.0.0.1.\n"
         f"({QUIT_HINT})"
     )
-    async with open_scripted_server(default_reply=scripted_assistant) as server:
-        config = OpenAILLMConfig(
-            api_key="demo",
-            base_url=server.base_url,
-            model="scripted-model",
-            context_window_tokens=32_000,
-        )
+    async with open_scripted_llm(scripted_assistant) as (_server, config):
         await _converse(config, None)

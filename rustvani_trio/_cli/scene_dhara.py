@@ -15,7 +15,6 @@ from ..aggregators import create_context_aggregators
 from ..context import LLMContext
 from ..frames import (
     EndFrame,
-    ErrorFrame,
     Frame,
     FrameDirection,
     FunctionCallInProgress,
@@ -27,9 +26,10 @@ from ..frames import (
 from ..pipeline import Pipeline
 from ..processor import FrameProcessor
 from ..services.llm.function_registry import FunctionRegistry
-from ..services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
+from ..services.llm.openai import OpenAILLMHandler
 from ..task import PipelineTask
-from ..testing import RecordedRequest, Reply, open_scripted_server
+from ..testing import RecordedRequest, Reply
+from ._scripted import open_scripted_llm, print_errors
 
 TITLE = "dhara: a pizza order moves through its conversation flow (greeting -> menu -> ...)"
 REQUIRES: str | None = "dhara"
@@ -108,16 +108,10 @@ async def run() -> None:
     print(
         "The pizza flow from rustvani_trio/dhara/examples/pizza.json, scripted model on 127.0.0.1\n"
     )
-    async with open_scripted_server(default_reply=model) as server:
+    async with open_scripted_llm(model) as (server, config):
         context = LLMContext()
         registry = FunctionRegistry()
         dhara = pizza.build_from_file(context, registry)
-        config = OpenAILLMConfig(
-            api_key="demo",
-            base_url=server.base_url,
-            model="scripted-model",
-            context_window_tokens=32_000,
-        )
         llm = OpenAILLMHandler.with_registry(config, registry)
         llm.set_transition_hook(dhara.create_transition_hook())
         user, assistant = create_context_aggregators(context, text_mode=True)
@@ -129,10 +123,7 @@ async def run() -> None:
         finished = trio.Event()
         task.add_event_handler("on_pipeline_finished", lambda _task, _reason: finished.set())
 
-        @task.event_handler("on_error")
-        def show_error(_task: PipelineTask, frame: ErrorFrame) -> None:
-            print(f"  [error from {frame.processor}: {frame.error}]", file=sys.stderr)
-
+        print_errors(task, prefix="  ")
         async with trio.open_nursery() as nursery:
             await nursery.start(task.run)
             ended = printer.turn_ended

@@ -26,7 +26,6 @@ from ..aggregators import create_context_aggregators
 from ..context import LLMContext
 from ..frames import (
     EndFrame,
-    ErrorFrame,
     Frame,
     FrameDirection,
     FunctionCallRawResult,
@@ -39,15 +38,10 @@ from ..frames import (
 )
 from ..pipeline import Pipeline
 from ..processor import FrameProcessor
-from ..services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
+from ..services.llm.openai import OpenAILLMHandler
 from ..task import PipelineTask
-from ..testing.server import (
-    RecordedRequest,
-    ScriptedToolCall,
-    TextReply,
-    ToolCallReply,
-    open_scripted_server,
-)
+from ..testing.server import RecordedRequest, ScriptedToolCall, TextReply, ToolCallReply
+from ._scripted import open_scripted_llm, print_errors
 
 TITLE = "postgres: a scripted model answers from a seeded database through the Postgres tool"
 REQUIRES: str | None = "db-postgres-embedded"
@@ -210,13 +204,7 @@ class _Printer(FrameProcessor):
 async def _converse(reader_url: str, embed: Callable[[str], list[float]]) -> int:
     from ..tools.postgres import NeonPostgresTool
 
-    async with open_scripted_server(default_reply=scripted_model) as server:
-        config = OpenAILLMConfig(
-            api_key="demo",
-            base_url=server.base_url,
-            model="scripted-model",
-            context_window_tokens=32_000,
-        )
+    async with open_scripted_llm(scripted_model) as (server, config):
         llm = OpenAILLMHandler(config)
         llm.add_tool(NeonPostgresTool.from_url(reader_url, embedder=embed))
         context = LLMContext([{"role": "system", "content": "Answer from the database."}])
@@ -224,10 +212,7 @@ async def _converse(reader_url: str, embed: Callable[[str], list[float]]) -> int
         printer = _Printer()
         task = PipelineTask(Pipeline([user, llm.into_processor(name="llm"), printer, assistant]))
 
-        @task.event_handler("on_error")
-        def show_error(_task: PipelineTask, frame: ErrorFrame) -> None:
-            print(f"\n  [error from {frame.processor}: {frame.error}]", file=sys.stderr)
-
+        print_errors(task)
         async with trio.open_nursery() as nursery:
             await nursery.start(task.run)
             print(f"user> {QUESTION}")

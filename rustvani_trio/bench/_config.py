@@ -9,6 +9,8 @@ from typing import Any
 import attrs
 import httpx
 
+from .._validators import non_empty_str
+
 __all__ = ["SCRIPTED", "BenchConfig", "Level"]
 
 SCRIPTED = "scripted"
@@ -42,11 +44,6 @@ def _at_least(low: float) -> Any:
             raise ValueError(f"{attr.name} must be >= {low:g} (and finite), got {value!r}")
 
     return check
-
-
-def _non_empty(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{attr.name} must be a non-empty string, got {value!r}")
 
 
 def _http_url(_inst: Any, attr: attrs.Attribute[Any], value: str) -> None:
@@ -120,8 +117,8 @@ class BenchConfig:
             token limit, or never ends its stream).
     """
 
-    base_url: str = attrs.field(validator=[_non_empty, _http_url])
-    model: str = attrs.field(validator=_non_empty)
+    base_url: str = attrs.field(validator=[non_empty_str, _http_url])
+    model: str = attrs.field(validator=non_empty_str)
     api_key: str = attrs.field(default="", repr=False, validator=_header_safe)
     api_key_env: str | None = None
     concurrency: tuple[int, ...] = attrs.field(

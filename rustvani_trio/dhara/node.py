@@ -27,6 +27,10 @@ import attrs
 from ..context import FunctionSchema, ToolChoice, ToolSpec
 from ..services.llm.function_registry import ToolCallOutput
 from ._handlers import handler_arity
+from ._strategy import DEFAULT_SUMMARY_PROMPT as DEFAULT_SUMMARY_PROMPT
+from ._strategy import ContextStrategy as ContextStrategy
+from ._strategy import ContextStrategyConfig as ContextStrategyConfig
+from ._strategy import strategy_config
 
 if TYPE_CHECKING:
     from .call import DharaContext
@@ -49,56 +53,6 @@ TASK_ROLES = frozenset({"system", "user", "assistant"})
 
 #: What the model sees from a function that only transitions.
 ACK = "OK"
-
-DEFAULT_SUMMARY_PROMPT = (
-    "Summarise the conversation so far in a few sentences: what the user wants, what was "
-    "decided and any facts (names, numbers, choices) needed to continue."
-)
-
-
-class ContextStrategy(enum.Enum):
-    """What happens to the conversation's messages when a node is entered."""
-
-    #: Keep every message; the node's task messages are appended.
-    APPEND = "append"
-    #: Keep only the system prompt (the persona); drop the rest.
-    RESET = "reset"
-    #: Like RESET, plus a summary of the dropped conversation (a bounded request; on timeout
-    #: or failure it falls back to RESET and reports it).
-    RESET_WITH_SUMMARY = "reset_with_summary"
-
-    @classmethod
-    def parse(cls, value: str | ContextStrategy) -> ContextStrategy:
-        """``"append"``, ``"Reset"``, ``"reset_with_summary"``, ``"ResetWithSummary"``, ...
-        (case, ``-`` and ``_`` do not matter)."""
-        if isinstance(value, ContextStrategy):
-            return value
-        key = str(value).replace("-", "").replace("_", "").lower()
-        for member in cls:
-            if member.value.replace("_", "") == key:
-                return member
-        raise ValueError(
-            f"unknown context strategy {value!r}; expected append, reset or reset_with_summary"
-        )
-
-
-def _parse_strategy(value: str | ContextStrategy) -> ContextStrategy:
-    return ContextStrategy.parse(value)
-
-
-@attrs.frozen(kw_only=True)
-class ContextStrategyConfig:
-    """A context strategy with its summary instruction (used by RESET_WITH_SUMMARY)."""
-
-    strategy: ContextStrategy = attrs.field(converter=_parse_strategy)
-    summary_prompt: str = DEFAULT_SUMMARY_PROMPT
-
-
-def _strategy(value: ContextStrategy | ContextStrategyConfig | str) -> ContextStrategyConfig:
-    if isinstance(value, ContextStrategyConfig):
-        return value
-    return ContextStrategyConfig(strategy=ContextStrategy.parse(value))
-
 
 ActionHandler: TypeAlias = Callable[["DharaContext"], "Awaitable[None] | None"]
 
@@ -214,7 +168,7 @@ class NodeConfig:
     tool_choice: ToolChoice = attrs.field(default=None, kw_only=True)
     context_strategy: ContextStrategyConfig = attrs.field(
         default=ContextStrategyConfig(strategy=ContextStrategy.APPEND),
-        converter=_strategy,
+        converter=strategy_config,
         kw_only=True,
     )
     respond_immediately: bool = attrs.field(default=True, kw_only=True)

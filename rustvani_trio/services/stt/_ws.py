@@ -7,8 +7,9 @@ run, in a *service task* started in the run's nursery at StartFrame:
   URL, never logged (every message is passed through :meth:`WebSocketService.redact`);
 * three tasks per connection: a reader (``on_message``), a writer (an outbound queue, so
   frame handling never waits on the network; each send under ``send_timeout``, so a server
-  that stops reading is detected), and a watchdog (``idle_timeout`` while a reply is
-  awaited; keep-alives after ``keepalive_interval`` without a send);
+  that stops reading is detected), and the connection's clocks (``_ws_clock``:
+  ``idle_timeout`` while a reply is awaited; keep-alives after ``keepalive_interval``
+  without a send);
 * a lost connection is reopened with exponential backoff and jitter; after
   ``max_attempts`` failures (or at once for a rejected key) the error is reported and the
   service waits until something is sent again;
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import math
 import random
 from collections import deque
 from typing import ClassVar
@@ -32,6 +32,7 @@ import trio_websocket
 
 from ...frames import CancelFrame, EndFrame, StartFrame
 from ...processor import FrameProcessor
+from ._ws_clock import ConnectionClock
 from ._ws_connect import (
     CONNECT_ERRORS,
     ConnectFailed,
@@ -68,7 +69,7 @@ class WebSocketService(FrameProcessor):
 
     def __init__(self, *, options: WebSocketOptions | None = None, name: str | None = None) -> None:
         super().__init__(name=name)
-        self.options = options if options is not None else WebSocketOptions()
+        self._clock = ConnectionClock(options if options is not None else WebSocketOptions())
         self._queue: deque[Message] = deque()
         self._dropped = 0
         self._wake = trio.Event()
@@ -78,14 +79,20 @@ class WebSocketService(FrameProcessor):
         self._service_scope: trio.CancelScope | None = None
         self._service_done: trio.Event | None = None
         self._session_scope: trio.CancelScope | None = None
-        self._idle_scope: trio.CancelScope | None = None
-        self._keepalive_scope: trio.CancelScope | None = None
         self._closing = False
         self._aborting = False
-        self._reply_deadline = math.inf
         self._rng = random.Random()
         #: connections opened so far in this run (for tests and logs)
         self.connection_count = 0
+
+    @property
+    def options(self) -> WebSocketOptions:
+        """Timeouts, limits and the reconnect policy."""
+        return self._clock.options
+
+    @options.setter
+    def options(self, value: WebSocketOptions) -> None:
+        self._clock.options = value
 
     # ------------------------------------------------------------------ subclass API
 
@@ -164,7 +171,7 @@ class WebSocketService(FrameProcessor):
             raise trio_websocket.ConnectionClosed(None)
         with trio.fail_after(self.options.send_timeout):
             await conn.send_message(message)
-        self._sent()
+        self._clock.sent()
 
     def set_ready(self) -> None:
         """Queued messages may go out on this connection."""
@@ -178,15 +185,11 @@ class WebSocketService(FrameProcessor):
 
     def expect_reply(self) -> None:
         """A reply is awaited: the provider must say something within ``idle_timeout``."""
-        self._reply_deadline = trio.current_time() + self.options.idle_timeout
-        if self._idle_scope is not None:
-            self._idle_scope.deadline = self._reply_deadline
+        self._clock.expect_reply()
 
     def reply_complete(self) -> None:
         """Nothing is awaited any more."""
-        self._reply_deadline = math.inf
-        if self._idle_scope is not None:
-            self._idle_scope.deadline = math.inf
+        self._clock.reply_complete()
 
     async def reconnect(self) -> None:
         """Drop the current connection (unsent messages are kept) and open a new one."""
@@ -275,7 +278,7 @@ class WebSocketService(FrameProcessor):
         suffix = f" ({lost} message(s) not sent)" if lost else ""
         await self.report(message + suffix)
         self._demand = trio.Event()  # the next send tries again
-        self._reply_deadline = math.inf
+        self._clock.reply_complete()
         self.on_disconnected()  # release whatever waited for this provider
 
     async def _session(self) -> _Outcome:
@@ -303,10 +306,17 @@ class WebSocketService(FrameProcessor):
         try:
             with trio.CancelScope() as session:
                 self._session_scope = session
+
+                def late_reply() -> None:
+                    outcome.error = f"no reply within idle_timeout={self.options.idle_timeout}s"
+                    session.cancel()
+
                 async with trio.open_nursery() as tasks:
                     tasks.start_soon(self._reader, conn, outcome, session)
                     tasks.start_soon(self._writer, conn, outcome, session)
-                    tasks.start_soon(self._watchdog, outcome, session)
+                    tasks.start_soon(
+                        self._clock.watch, self._ready, self.send_keepalive, late_reply
+                    )
                     try:
                         await self.on_connected()
                     except trio_websocket.ConnectionClosed:
@@ -316,8 +326,8 @@ class WebSocketService(FrameProcessor):
                         session.cancel()
         finally:
             self._conn = None
-            self._session_scope = self._idle_scope = self._keepalive_scope = None
-            self._reply_deadline = math.inf
+            self._session_scope = None
+            self._clock.stop()
             self.on_disconnected()
             if not self._aborting:
                 with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
@@ -330,8 +340,7 @@ class WebSocketService(FrameProcessor):
         try:
             while True:
                 message = await conn.get_message()
-                if self._reply_deadline != math.inf:
-                    self.expect_reply()  # the provider is talking: the idle clock restarts
+                self._clock.heard()  # the provider is talking: an awaited reply's clock restarts
                 try:
                     await self.on_message(message)
                 except Exception as exc:
@@ -375,32 +384,6 @@ class WebSocketService(FrameProcessor):
                 except trio_websocket.ConnectionClosed:
                     queue.appendleft(message)
                     return  # the reader reports why
-                self._sent()
+                self._clock.sent()
             self._wake = trio.Event()
             await self._wake.wait()
-
-    def _sent(self) -> None:
-        if self._keepalive_scope is not None and self.options.keepalive_interval is not None:
-            self._keepalive_scope.deadline = trio.current_time() + self.options.keepalive_interval
-
-    async def _watchdog(self, outcome: _Outcome, session: trio.CancelScope) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._idle_watch, outcome, session)
-            if self.options.keepalive_interval is not None:
-                nursery.start_soon(self._keepalive_loop, self.options.keepalive_interval)
-
-    async def _idle_watch(self, outcome: _Outcome, session: trio.CancelScope) -> None:
-        with trio.CancelScope(deadline=self._reply_deadline) as idle:
-            self._idle_scope = idle
-            await trio.sleep_forever()
-        if idle.cancelled_caught:
-            outcome.error = f"no reply within idle_timeout={self.options.idle_timeout}s"
-            session.cancel()
-
-    async def _keepalive_loop(self, interval: float) -> None:
-        await self._ready.wait()
-        while True:
-            with trio.CancelScope(deadline=trio.current_time() + interval) as wait:
-                self._keepalive_scope = wait
-                await trio.sleep_forever()
-            await self.send_keepalive()

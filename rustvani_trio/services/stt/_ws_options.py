@@ -1,14 +1,40 @@
-"""Options of a provider connection: timeouts, limits and the reconnect policy (private)."""
+"""Options of a provider connection: the key, timeouts, limits and the reconnect policy
+(private)."""
 
 from __future__ import annotations
 
+import os
 import random
+from typing import Any, ClassVar, Self
 
 import attrs
 
 from ..._validators import non_negative, positive
 
-__all__ = ["ReconnectPolicy", "WebSocketOptions"]
+__all__ = ["ProviderConfig", "ReconnectPolicy", "WebSocketOptions"]
+
+
+@attrs.frozen(kw_only=True)
+class ProviderConfig:
+    """The base of a cloud provider's config: the API key, read from ``env_var`` by
+    :meth:`from_env`, refused at construction when empty. Subclasses set ``env_var`` and add
+    their own fields (all with defaults)."""
+
+    #: the environment variable :meth:`from_env` reads the key from (named in the error)
+    env_var: ClassVar[str]
+
+    api_key: str = attrs.field(repr=False)
+
+    @api_key.validator
+    def _check_key(self, _attr: attrs.Attribute[str], value: str) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"{type(self).__name__}.api_key is empty (set {self.env_var})")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Self:
+        """The config with the key read from the environment variable ``env_var``
+        (``SARVAM_API_KEY``, ``DEEPGRAM_API_KEY``, ...); ``overrides`` set other fields."""
+        return cls(api_key=os.environ.get(cls.env_var, ""), **overrides)
 
 
 @attrs.frozen(kw_only=True)

@@ -18,15 +18,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
-from typing import Any
 from urllib.parse import urlencode
 
 import attrs
 
 from ...audio.pcm import silence
+from . import _sarvam as sarvam
 from ._base import STTService
 from ._ws import WebSocketOptions, WebSocketService
+from ._ws_options import ProviderConfig
 
 __all__ = ["SarvamSTTConfig", "SarvamSTTService"]
 
@@ -39,7 +39,7 @@ def _rate(_inst: object, _attr: object, value: int) -> None:
 
 
 @attrs.frozen(kw_only=True)
-class SarvamSTTConfig:
+class SarvamSTTConfig(ProviderConfig):
     """Sarvam STT settings.
 
     Attributes:
@@ -54,7 +54,8 @@ class SarvamSTTConfig:
         options: timeouts, keep-alive (default every 20 s) and reconnect policy.
     """
 
-    api_key: str = attrs.field(repr=False)
+    env_var = "SARVAM_API_KEY"
+
     language_code: str = "en-IN"
     model: str = "saarika:v2.5"
     mode: str | None = None
@@ -64,16 +65,6 @@ class SarvamSTTConfig:
     url: str = "wss://api.sarvam.ai/speech-to-text/ws"
     final_timeout: float = 2.0
     options: WebSocketOptions = attrs.Factory(lambda: WebSocketOptions(keepalive_interval=20.0))
-
-    @api_key.validator
-    def _check_key(self, _attr: attrs.Attribute[str], value: str) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("SarvamSTTConfig.api_key is empty (set SARVAM_API_KEY)")
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> SarvamSTTConfig:
-        """Read ``SARVAM_API_KEY`` from the environment."""
-        return cls(api_key=os.environ.get("SARVAM_API_KEY", ""), **overrides)
 
 
 class SarvamSTTService(STTService, WebSocketService):
@@ -104,7 +95,7 @@ class SarvamSTTService(STTService, WebSocketService):
         return f"{c.url}?{urlencode(query)}"
 
     def ws_headers(self) -> list[tuple[str, str]]:
-        return [("Api-Subscription-Key", self.config.api_key)]
+        return [(sarvam.KEY_HEADER, self.config.api_key)]
 
     def secrets(self) -> tuple[str, ...]:
         return (self.config.api_key,)
@@ -132,17 +123,13 @@ class SarvamSTTService(STTService, WebSocketService):
     async def on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
             return
-        payload = json.loads(message)
-        kind = payload.get("type")
-        data = payload.get("data") or {}
+        kind, data = sarvam.envelope(message)
         if kind == "data":
             self.reply_complete()
             text = str(data.get("transcript") or "")
             await self.push_transcript(text, final=True, language=data.get("language_code"))
         elif kind == "error":
-            text = data.get("message") or data.get("error") or message
-            code = data.get("code")
-            await self.report(f"{text}" + (f" (code {code})" if code is not None else ""))
+            await self.report(sarvam.error_text(data, message))
             await self.final_received()
         elif kind == "events":
             logger.debug("%s: Sarvam VAD %s", self.name, data.get("signal_type"))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import time
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +28,7 @@ import trio
 
 from ._base import STTService
 from ._ws import WebSocketOptions, WebSocketService
+from ._ws_options import ProviderConfig
 
 __all__ = ["SixtyDbSTTConfig", "SixtyDbSTTService"]
 
@@ -36,7 +36,7 @@ logger = logging.getLogger("rustvani_trio")
 
 
 @attrs.frozen(kw_only=True)
-class SixtyDbSTTConfig:
+class SixtyDbSTTConfig(ProviderConfig):
     """60db STT settings.
 
     Attributes:
@@ -50,7 +50,8 @@ class SixtyDbSTTConfig:
         options: timeouts and reconnect policy.
     """
 
-    api_key: str = attrs.field(repr=False)
+    env_var = "SIXTYDB_API_KEY"
+
     languages: tuple[str, ...] = ("en",)
     sample_rate: int = 16000
     utterance_end_ms: int = 500
@@ -58,16 +59,6 @@ class SixtyDbSTTConfig:
     continuous_mode: bool = True
     url: str = "wss://api.60db.ai/ws/stt"
     options: WebSocketOptions = attrs.Factory(WebSocketOptions)
-
-    @api_key.validator
-    def _check_key(self, _attr: attrs.Attribute[str], value: str) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("SixtyDbSTTConfig.api_key is empty (set SIXTYDB_API_KEY)")
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> SixtyDbSTTConfig:
-        """Read ``SIXTYDB_API_KEY`` from the environment."""
-        return cls(api_key=os.environ.get("SIXTYDB_API_KEY", ""), **overrides)
 
 
 class SixtyDbSTTService(STTService, WebSocketService):

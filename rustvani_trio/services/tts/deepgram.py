@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from typing import Any
 from urllib.parse import urlencode
 
 import attrs
-import trio
 
 from ..._validators import positive
-from ..stt._ws import WebSocketOptions, WebSocketService
-from ._base import TTSService
+from ..stt._ws import WebSocketOptions
+from ..stt._ws_options import ProviderConfig
+from ._ws_tts import WebSocketTTSService
 
 __all__ = ["DeepgramTTSConfig", "DeepgramTTSService"]
 
@@ -29,7 +27,7 @@ logger = logging.getLogger("rustvani_trio")
 
 
 @attrs.frozen(kw_only=True)
-class DeepgramTTSConfig:
+class DeepgramTTSConfig(ProviderConfig):
     """Deepgram TTS settings.
 
     Attributes:
@@ -41,25 +39,16 @@ class DeepgramTTSConfig:
         options: connection timeouts, keep-alive and reconnect policy.
     """
 
-    api_key: str = attrs.field(repr=False)
+    env_var = "DEEPGRAM_API_KEY"
+
     voice: str = "aura-2-helena-en"
     sample_rate: int = attrs.field(default=24000, validator=positive)
     base_url: str = "wss://api.deepgram.com"
     mip_opt_out: bool | None = None
     options: WebSocketOptions = attrs.Factory(WebSocketOptions)
 
-    @api_key.validator
-    def _check_key(self, _attr: attrs.Attribute[str], value: str) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("DeepgramTTSConfig.api_key is empty (set DEEPGRAM_API_KEY)")
 
-    @classmethod
-    def from_env(cls, **overrides: Any) -> DeepgramTTSConfig:
-        """Read ``DEEPGRAM_API_KEY`` from the environment."""
-        return cls(api_key=os.environ.get("DEEPGRAM_API_KEY", ""), **overrides)
-
-
-class DeepgramTTSService(TTSService, WebSocketService):
+class DeepgramTTSService(WebSocketTTSService):
     """Deepgram streaming TTS as a processor (see :class:`TTSService` for the frames)."""
 
     service = "Deepgram TTS"
@@ -67,7 +56,6 @@ class DeepgramTTSService(TTSService, WebSocketService):
     def __init__(self, config: DeepgramTTSConfig, *, name: str | None = None) -> None:
         super().__init__(sample_rate=config.sample_rate, options=config.options, name=name or None)
         self.config = config
-        self._flushed: trio.Event | None = None
         self._clearing = False
 
     def ws_url(self) -> str:
@@ -91,18 +79,11 @@ class DeepgramTTSService(TTSService, WebSocketService):
     async def run_tts(self, text: str) -> None:
         self.send(json.dumps({"type": "Speak", "text": text}))
 
-    async def flush_tts(self) -> None:
-        self._flushed = flushed = trio.Event()
-        self.send(json.dumps({"type": "Flush"}))
-        self.expect_reply()
-        await flushed.wait()
-        self.reply_complete()
+    def flush_message(self) -> str:
+        return json.dumps({"type": "Flush"})
 
     async def stop_tts(self) -> None:
-        self.reply_complete()
-        self.clear_queue()  # sentences not sent yet are simply not sent
-        if self._flushed is not None:
-            self._flushed.set()
+        self.abandon_answer()  # sentences not sent yet are simply not sent
         if self.connected:
             self._clearing = True
             self.send(json.dumps({"type": "Clear"}))
@@ -117,8 +98,7 @@ class DeepgramTTSService(TTSService, WebSocketService):
         data = json.loads(message)
         kind = data.get("type")
         if kind == "Flushed":
-            if self._flushed is not None:
-                self._flushed.set()
+            self.answer_done()
         elif kind == "Cleared":
             self._clearing = False
         elif kind == "Warning":
@@ -128,8 +108,7 @@ class DeepgramTTSService(TTSService, WebSocketService):
             text = data.get("err_msg") or data.get("description") or message
             code = data.get("err_code")
             await self.report(f"{text}" + (f" ({code})" if code else ""))
-            if self._flushed is not None:
-                self._flushed.set()
+            self.answer_done()
         elif kind != "Metadata":
             logger.debug("%s: unexpected message %r", self.name, self.redact(message[:200]))
 
@@ -142,8 +121,7 @@ class DeepgramTTSService(TTSService, WebSocketService):
 
     def on_disconnected(self) -> None:
         self._clearing = False
-        if self._flushed is not None:
-            self._flushed.set()  # the answer cannot complete on this connection
+        super().on_disconnected()
 
     async def before_close(self) -> None:
         self.send(json.dumps({"type": "Close"}))

@@ -16,16 +16,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 from typing import Any
 from urllib.parse import urlencode
 
 import attrs
-import trio
 
 from ...audio.pcm import strip_wav_header
-from ..stt._ws import WebSocketOptions, WebSocketService
-from ._base import TTSService
+from ..stt import _sarvam as sarvam
+from ..stt._ws import WebSocketOptions
+from ..stt._ws_options import ProviderConfig
+from ._ws_tts import WebSocketTTSService
 
 __all__ = ["SarvamTTSConfig", "SarvamTTSService"]
 
@@ -33,7 +33,7 @@ logger = logging.getLogger("rustvani_trio")
 
 
 @attrs.frozen(kw_only=True)
-class SarvamTTSConfig:
+class SarvamTTSConfig(ProviderConfig):
     """Sarvam TTS settings.
 
     Attributes:
@@ -49,7 +49,8 @@ class SarvamTTSConfig:
         options: timeouts, keep-alive (a ping every 20 s by default) and reconnect policy.
     """
 
-    api_key: str = attrs.field(repr=False)
+    env_var = "SARVAM_API_KEY"
+
     model: str = "bulbul:v2"
     language_code: str = "en-IN"
     speaker: str = "anushka"
@@ -61,18 +62,8 @@ class SarvamTTSConfig:
     extra_config: dict[str, Any] = attrs.Factory(dict)
     options: WebSocketOptions = attrs.Factory(lambda: WebSocketOptions(keepalive_interval=20.0))
 
-    @api_key.validator
-    def _check_key(self, _attr: attrs.Attribute[str], value: str) -> None:
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("SarvamTTSConfig.api_key is empty (set SARVAM_API_KEY)")
 
-    @classmethod
-    def from_env(cls, **overrides: Any) -> SarvamTTSConfig:
-        """Read ``SARVAM_API_KEY`` from the environment."""
-        return cls(api_key=os.environ.get("SARVAM_API_KEY", ""), **overrides)
-
-
-class SarvamTTSService(TTSService, WebSocketService):
+class SarvamTTSService(WebSocketTTSService):
     """Sarvam streaming TTS as a processor (see :class:`TTSService` for the frames)."""
 
     service = "Sarvam TTS"
@@ -80,14 +71,13 @@ class SarvamTTSService(TTSService, WebSocketService):
     def __init__(self, config: SarvamTTSConfig, *, name: str | None = None) -> None:
         super().__init__(sample_rate=config.sample_rate, options=config.options, name=name)
         self.config = config
-        self._done: trio.Event | None = None
 
     def ws_url(self) -> str:
         query = urlencode({"model": self.config.model, "send_completion_event": "true"})
         return f"{self.config.url}?{query}"
 
     def ws_headers(self) -> list[tuple[str, str]]:
-        return [("Api-Subscription-Key", self.config.api_key)]
+        return [(sarvam.KEY_HEADER, self.config.api_key)]
 
     def secrets(self) -> tuple[str, ...]:
         return (self.config.api_key,)
@@ -114,48 +104,31 @@ class SarvamTTSService(TTSService, WebSocketService):
         if any(ch.isalnum() for ch in text):  # Sarvam rejects punctuation-only text
             self.send(json.dumps({"type": "text", "data": {"text": text}}))
 
-    async def flush_tts(self) -> None:
-        self._done = done = trio.Event()
-        self.send(json.dumps({"type": "flush"}))
-        self.expect_reply()
-        await done.wait()
-        self.reply_complete()
+    def flush_message(self) -> str:
+        return json.dumps({"type": "flush"})
 
     async def stop_tts(self) -> None:
-        self.reply_complete()
-        self.clear_queue()
-        self._release_connection()
+        self.abandon_answer()
         await self.reconnect()  # Sarvam has no cancel message: a new connection is silent
 
     async def send_keepalive(self) -> None:
         self.send(json.dumps({"type": "ping"}))
-
-    def _release_connection(self) -> None:
-        if self._done is not None:
-            self._done.set()
 
     # ------------------------------------------------------------------ WebSocketService
 
     async def on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
             return
-        payload = json.loads(message)
-        kind = payload.get("type")
-        data = payload.get("data") or {}
+        kind, data = sarvam.envelope(message)
         if kind == "audio":
             audio = data.get("audio")
             if audio:
                 await self.push_audio(strip_wav_header(base64.b64decode(audio)))
         elif kind == "event":
             if data.get("event_type") == "final":
-                self._release_connection()
+                self.answer_done()
         elif kind == "error":
-            text = data.get("message") or message
-            code = data.get("code")
-            await self.report(f"{text}" + (f" (code {code})" if code is not None else ""))
-            self._release_connection()
+            await self.report(sarvam.error_text(data, message))
+            self.answer_done()
         else:
             logger.debug("%s: unexpected message %r", self.name, self.redact(message[:200]))
-
-    def on_disconnected(self) -> None:
-        self._release_connection()

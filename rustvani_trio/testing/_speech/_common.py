@@ -1,13 +1,19 @@
-"""Pieces shared by the scripted provider fakes: faults, and audio for a text."""
+"""Pieces shared by the scripted provider fakes: faults, reading a client's messages under
+them, audio for a text, and serving a fake."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import trio
 
-from ._wsserver import FakeSocket
+from ._wsserver import FakeSocket, Message, ServerHandle, open_ws_server
 
-__all__ = ["Faults", "audio_for", "idle_watch"]
+__all__ = ["ClientMessages", "Faults", "audio_for", "serve_fake"]
 
 
 @attrs.define
@@ -45,15 +51,71 @@ def audio_for(text: str, sample_rate: int, secs_per_char: float = 0.01) -> bytes
     return bytes((i * 7) & 0xFF if i % 2 == 0 else 0x10 for i in range(2 * samples))
 
 
-async def idle_watch(sock: FakeSocket, faults: Faults, activity: list[float]) -> None:
-    """Close ``sock`` once the client was silent for ``faults.idle_close_after`` seconds
-    (``activity[0]`` holds the time of the last client message)."""
-    limit = faults.idle_close_after
-    if limit is None:
-        return
-    while sock.is_open:
-        remaining = activity[0] + limit - trio.current_time()
-        if remaining <= 0:
-            await sock.close(1000, "idle timeout")
+@attrs.define(eq=False)
+class ClientMessages:
+    """A fake's reading of one connection, under the faults that act on reading: after
+    ``faults.stop_reading_after`` messages it stops reading, and :meth:`idle_watch` (run
+    beside the reading) closes the connection once the client was silent for
+    ``faults.idle_close_after`` seconds."""
+
+    sock: FakeSocket
+    faults: Faults
+    #: messages received so far on this connection
+    count: int = 0
+    #: when the client last sent something
+    last: float = attrs.Factory(trio.current_time)
+
+    async def receive(self) -> Message | None:
+        """The client's next message, or ``None`` once it closed the connection."""
+        message = await self.sock.receive()
+        if message is not None:
+            self.last = trio.current_time()
+            self.count += 1
+            limit = self.faults.stop_reading_after
+            if limit is not None and self.count >= limit:
+                await self.sock.stop_reading()
+        return message
+
+    async def receive_json(self) -> dict[str, Any] | None:
+        """The client's next text message parsed as JSON (binary messages are skipped)."""
+        while (message := await self.receive()) is not None:
+            if isinstance(message, str):
+                value: dict[str, Any] = json.loads(message)
+                return value
+        return None
+
+    async def idle_watch(self) -> None:
+        """Close the connection once the client was silent for ``idle_close_after``."""
+        limit = self.faults.idle_close_after
+        if limit is None:
             return
-        await trio.sleep(remaining)
+        while self.sock.is_open:
+            remaining = self.last + limit - trio.current_time()
+            if remaining <= 0:
+                await self.sock.close(1000, "idle timeout")
+                return
+            await trio.sleep(remaining)
+
+
+class Fake(Protocol):
+    """What :func:`serve_fake` serves: a script per connection, a handshake check, and a
+    place for the running server."""
+
+    server: ServerHandle | None
+
+    async def __call__(self, sock: FakeSocket) -> None: ...
+
+    def authorize(self, path: str, headers: dict[str, str]) -> tuple[int, bytes] | None: ...
+
+
+F = TypeVar("F", bound=Fake)
+
+
+@asynccontextmanager
+async def serve_fake(fake: F) -> AsyncIterator[F]:
+    """Serve ``fake`` on 127.0.0.1 for the block; ``fake.server`` is the running server
+    (``fake.server.url`` its address) and ``fake.authorize`` checks each handshake."""
+    async with open_ws_server(fake) as server:
+        server.authorize = fake.authorize
+        fake.server = server
+        yield fake

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import attrs
 import trio
 
-from ._common import Faults, audio_for, idle_watch
-from ._wsserver import FakeSocket, ServerHandle, open_ws_server
+from ._common import ClientMessages, Faults, audio_for, serve_fake
+from ._wsserver import FakeSocket, ServerHandle
 
 __all__ = ["FakeDeepgramTTS", "open_fake_deepgram_tts"]
 
@@ -47,24 +46,16 @@ class FakeDeepgramTTS:
         return None
 
     async def __call__(self, sock: FakeSocket) -> None:
-        activity = [trio.current_time()]
+        client = ClientMessages(sock, self.faults)
         buffer: list[str] = []
         sent_on_conn = [0]
-        received = 0
         faults = self.faults
         jobs_send, jobs_recv = trio.open_memory_channel[tuple[str, str]](math.inf)
         worker_scope = trio.CancelScope()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(idle_watch, sock, faults, activity)
+            nursery.start_soon(client.idle_watch)
             nursery.start_soon(self._worker, sock, jobs_recv, sent_on_conn, worker_scope)
-            while True:
-                message = await sock.receive()
-                if message is None:
-                    break
-                activity[0] = trio.current_time()
-                received += 1
-                if faults.stop_reading_after is not None and received >= faults.stop_reading_after:
-                    await sock.stop_reading()
+            while (message := await client.receive()) is not None:
                 if not isinstance(message, str):
                     continue
                 data: dict[str, Any] = json.loads(message)
@@ -135,13 +126,8 @@ class FakeDeepgramTTS:
                     await trio.sleep(faults.chunk_delay)
 
 
-@asynccontextmanager
-async def open_fake_deepgram_tts(
+def open_fake_deepgram_tts(
     fake: FakeDeepgramTTS | None = None,
-) -> AsyncIterator[FakeDeepgramTTS]:
+) -> AbstractAsyncContextManager[FakeDeepgramTTS]:
     """Serve a :class:`FakeDeepgramTTS` on 127.0.0.1; its ``server.url`` is the base URL."""
-    fake = fake if fake is not None else FakeDeepgramTTS()
-    async with open_ws_server(fake) as server:
-        server.authorize = fake.authorize
-        fake.server = server
-        yield fake
+    return serve_fake(fake if fake is not None else FakeDeepgramTTS())

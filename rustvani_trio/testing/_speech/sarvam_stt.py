@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import attrs
 import trio
 
-from ._common import Faults, idle_watch
-from ._wsserver import FakeSocket, ServerHandle, open_ws_server
+from ._common import ClientMessages, Faults, serve_fake
+from ._wsserver import FakeSocket, ServerHandle
 
 __all__ = ["FakeSarvamSTT", "open_fake_sarvam_stt"]
 
@@ -44,21 +43,16 @@ class FakeSarvamSTT:
         return None
 
     async def __call__(self, sock: FakeSocket) -> None:
-        activity = [trio.current_time()]
+        client = ClientMessages(sock, self.faults)
         faults = self.faults
         pending = 0.0
-        received = 0
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(idle_watch, sock, faults, activity)
-            while True:
-                message = await sock.receive()
-                if message is None:
-                    break
-                activity[0] = trio.current_time()
-                received += 1
-                if faults.stop_reading_after is not None and received >= faults.stop_reading_after:
-                    await sock.stop_reading()
-                if faults.drop_after_chunks is not None and received >= faults.drop_after_chunks:
+            nursery.start_soon(client.idle_watch)
+            while (message := await client.receive()) is not None:
+                if (
+                    faults.drop_after_chunks is not None
+                    and client.count >= faults.drop_after_chunks
+                ):
                     faults.drop_after_chunks = None
                     await sock.drop()
                     break
@@ -94,11 +88,8 @@ class FakeSarvamSTT:
         await sock.send_json({"type": "data", "data": reply})
 
 
-@asynccontextmanager
-async def open_fake_sarvam_stt(fake: FakeSarvamSTT | None = None) -> AsyncIterator[FakeSarvamSTT]:
+def open_fake_sarvam_stt(
+    fake: FakeSarvamSTT | None = None,
+) -> AbstractAsyncContextManager[FakeSarvamSTT]:
     """Serve a :class:`FakeSarvamSTT` on 127.0.0.1; its ``server.url`` is the endpoint."""
-    fake = fake if fake is not None else FakeSarvamSTT()
-    async with open_ws_server(fake) as server:
-        server.authorize = fake.authorize
-        fake.server = server
-        yield fake
+    return serve_fake(fake if fake is not None else FakeSarvamSTT())

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import attrs
 import trio
 
 from ...audio.pcm import wav_bytes
-from ._common import Faults, audio_for, idle_watch
-from ._wsserver import FakeSocket, ServerHandle, open_ws_server
+from ._common import ClientMessages, Faults, audio_for, serve_fake
+from ._wsserver import FakeSocket, ServerHandle
 
 __all__ = ["FakeSarvamTTS", "open_fake_sarvam_tts"]
 
@@ -39,17 +38,13 @@ class FakeSarvamTTS:
         return None
 
     async def __call__(self, sock: FakeSocket) -> None:
-        activity = [trio.current_time()]
+        client = ClientMessages(sock, self.faults)
         faults = self.faults
         config: dict[str, Any] | None = None
         buffer: list[str] = []
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(idle_watch, sock, faults, activity)
-            while True:
-                data = await sock.receive_json()
-                if data is None:
-                    break
-                activity[0] = trio.current_time()
+            nursery.start_soon(client.idle_watch)
+            while (data := await client.receive_json()) is not None:
                 kind = data.get("type")
                 if config is None and kind != "config":
                     await sock.send_json(
@@ -88,11 +83,8 @@ class FakeSarvamTTS:
         await sock.send_json({"type": "event", "data": {"event_type": "final"}})
 
 
-@asynccontextmanager
-async def open_fake_sarvam_tts(fake: FakeSarvamTTS | None = None) -> AsyncIterator[FakeSarvamTTS]:
+def open_fake_sarvam_tts(
+    fake: FakeSarvamTTS | None = None,
+) -> AbstractAsyncContextManager[FakeSarvamTTS]:
     """Serve a :class:`FakeSarvamTTS` on 127.0.0.1; its ``server.url`` is the endpoint."""
-    fake = fake if fake is not None else FakeSarvamTTS()
-    async with open_ws_server(fake) as server:
-        server.authorize = fake.authorize
-        fake.server = server
-        yield fake
+    return serve_fake(fake if fake is not None else FakeSarvamTTS())

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import attrs
@@ -12,8 +11,8 @@ import trio
 import trio.lowlevel
 
 from ...audio.pcm import level_dbfs
-from ._common import Faults
-from ._wsserver import FakeSocket, ServerHandle, open_ws_server
+from ._common import Faults, serve_fake
+from ._wsserver import FakeSocket, ServerHandle
 
 __all__ = ["FakeSixtyDbSTT", "open_fake_sixtydb_stt"]
 
@@ -35,6 +34,10 @@ class FakeSixtyDbSTT:
     starts: list[dict[str, Any]] = attrs.Factory(list)
     audio_before_session: int = 0
     stops: int = 0
+
+    def authorize(self, path: str, headers: dict[str, str]) -> tuple[int, bytes] | None:
+        """Every handshake is accepted: 60db checks the key after its greeting."""
+        return None
 
     async def __call__(self, sock: FakeSocket) -> None:
         for greeting in self.greeting_order:
@@ -113,12 +116,8 @@ class FakeSixtyDbSTT:
         )
 
 
-@asynccontextmanager
-async def open_fake_sixtydb_stt(
+def open_fake_sixtydb_stt(
     fake: FakeSixtyDbSTT | None = None,
-) -> AsyncIterator[FakeSixtyDbSTT]:
+) -> AbstractAsyncContextManager[FakeSixtyDbSTT]:
     """Serve a :class:`FakeSixtyDbSTT` on 127.0.0.1; its ``server.url`` is the endpoint."""
-    fake = fake if fake is not None else FakeSixtyDbSTT()
-    async with open_ws_server(fake) as server:
-        fake.server = server
-        yield fake
+    return serve_fake(fake if fake is not None else FakeSixtyDbSTT())
