@@ -33,14 +33,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 import trio
-from trio.lowlevel import checkpoint_if_cancelled
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
 
 from ._element import PipelineElement
 from ._lanes import LaneStatistics
+from ._metrics import ProcessorMetrics
 from ._processor_run import ProcessorRun
+from ._run_base import RunBase
 from ._stopwatch import Stopwatch
 from .exceptions import RustvaniError
 from .frames import (
@@ -50,13 +52,8 @@ from .frames import (
     Frame,
     FrameDirection,
     InterruptionFrame,
-    LLMTokenUsage,
-    LLMUsageMetricsData,
-    MetricsData,
-    MetricsFrame,
-    ProcessingMetricsData,
     StartFrame,
-    TTFBMetricsData,
+    SystemFrame,
 )
 from .observer import BaseObserver, FramePushed
 
@@ -78,6 +75,10 @@ DEFAULT_MAX_BUFFER = 64
 
 _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
+_YIELD_EVERY = 64
+"""A push that did not have to wait is not a schedule point, except every this many pushes:
+a burst goes through in one task switch, and a task that pushes in a loop still lets others
+run."""
 
 
 class ProcessorNotLinkedError(RustvaniError, RuntimeError):
@@ -97,7 +98,7 @@ def _check_seconds(name: str, value: object, *, optional: bool = False) -> None:
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
 
 
-class FrameProcessor(PipelineElement):
+class FrameProcessor(PipelineElement, ProcessorMetrics):
     """The unit of work of a pipeline.
 
     Subclass it and override :meth:`process_frame`; the default forwards every frame in the
@@ -116,6 +117,10 @@ class FrameProcessor(PipelineElement):
         stop_timeout: how long :meth:`on_stop` may take before it is abandoned and reported
             (``None``: no limit).
     """
+
+    _arrival_marks: ClassVar[tuple[type[SystemFrame], ...]] = ()
+    """System frame types whose arrival also puts a private marker in the process lane (for a
+    processor whose handling of them must be ordered with its data; see aggregators.py)."""
 
     def __init__(
         self,
@@ -141,11 +146,13 @@ class FrameProcessor(PipelineElement):
 
     def _attach(self, nursery: trio.Nursery | None, observers: tuple[BaseObserver, ...]) -> None:
         """Start a fresh run (a task attaches its processors; ``__init__`` with no nursery)."""
-        self._processor_run = run = ProcessorRun(self, nursery)
-        # Bound here, so that the hot path (a neighbour pushing) costs one attribute lookup.
-        self._enqueue = run.enqueue
-        self._enqueue_nowait = run.enqueue_nowait
+        self._processor_run = run = self._new_run(nursery)
+        # Bound here for the task's own input (the hot path, a neighbour pushing, reads the
+        # run directly).
+        self._enqueue: Callable[[Frame, FrameDirection], Awaitable[None]] = run.enqueue
+        self._enqueue_nowait: Callable[[Frame, FrameDirection], None] = run.enqueue_nowait
         self._observers = observers
+        self._unyielded = 0  # pushes since the last one that was a schedule point
         # The last frame pushed each way: pushing it again at once is a mistake (see push_frame).
         self._last_pushed_down: Frame | None = None
         self._last_pushed_up: Frame | None = None
@@ -153,6 +160,9 @@ class FrameProcessor(PipelineElement):
         self._ttfb_watch = Stopwatch()
         self._ttfb_reported = False
         self._processing_watch = Stopwatch()
+
+    def _new_run(self, nursery: trio.Nursery | None) -> RunBase:
+        return ProcessorRun(self, nursery)
 
     # ------------------------------------------------------------------ state
 
@@ -168,8 +178,9 @@ class FrameProcessor(PipelineElement):
         if value < 1:
             raise ValueError(f"max_buffer must be at least 1, got {value}")
         self._max_buffer = value
-        if hasattr(self, "_processor_run"):
-            self._processor_run.lanes.max_buffer = value
+        run = getattr(self, "_processor_run", None)
+        if isinstance(run, ProcessorRun):
+            run.lanes.max_buffer = value
 
     @property
     def pipeline_task(self) -> PipelineTask | None:
@@ -214,29 +225,9 @@ class FrameProcessor(PipelineElement):
     def _task_name(self, async_fn: Callable[..., object]) -> str:
         return f"{self.name}.{getattr(async_fn, '__name__', 'task')}"
 
-    @property
-    def start_frame(self) -> StartFrame | None:
-        """The StartFrame of the current run (its settings), or ``None`` before it arrives."""
-        return self._processor_run.start_frame
-
-    @property
-    def interruptions_allowed(self) -> bool:
-        """Whether the run allows interruptions (from the StartFrame)."""
-        return (start := self._processor_run.start_frame) is not None and start.allow_interruptions
-
-    @property
-    def metrics_enabled(self) -> bool:
-        """Whether the run asked for TTFB and processing metrics."""
-        return (start := self._processor_run.start_frame) is not None and start.enable_metrics
-
-    @property
-    def usage_metrics_enabled(self) -> bool:
-        """Whether the run asked for token usage metrics."""
-        return (start := self._processor_run.start_frame) is not None and start.enable_usage_metrics
-
     def statistics(self) -> LaneStatistics:
         """A snapshot of this processor's lanes: backlog, blocked senders, interruption drops."""
-        return self._processor_run.lanes.statistics()
+        return self._processor_run.statistics()
 
     # ------------------------------------------------------------------ linking
 
@@ -279,7 +270,15 @@ class FrameProcessor(PipelineElement):
         Downstream control and data frames may wait for room in the neighbour's lane
         (backpressure); system frames and upstream frames never wait. If the calling code has
         been cancelled (an interruption), this raises ``trio.Cancelled`` before sending, so
-        nothing from interrupted work leaks out.
+        nothing from interrupted work leaks out. Observers are told once the frame has been
+        delivered.
+
+        A push that does not wait for room is not a schedule point (except every 64th): the
+        neighbour handles what was pushed when this task next waits, so a burst costs one
+        task switch rather than one per frame. A system frame other than an interruption or a
+        cancel, pushed to a neighbour with frames waiting in its process lane, lets the
+        neighbour take those first (one schedule point): system frames overtake data stuck
+        behind work in progress, not data that was about to be taken.
 
         Pushing the frame just pushed the same way again is refused with a warning (once per
         processor): the usual cause is calling ``super().process_frame(frame, direction)``,
@@ -295,17 +294,56 @@ class FrameProcessor(PipelineElement):
             dest = self._prev
         else:
             _bad_direction(direction)
+        await checkpoint_if_cancelled()
         if dest is None:
-            await checkpoint_if_cancelled()
             await self._push_past_edge(frame, direction)
         else:
-            if self._observers:
-                self._notify_observers(frame, direction, dest)
-            await dest._enqueue(frame, direction)
+            run = dest._processor_run
+            if isinstance(run, ProcessorRun):
+                if run.lanes.down_pending >= run.lanes.max_buffer and run.needs_room(
+                    frame, direction
+                ):
+                    await run.wait_for_room()
+                elif (
+                    run.queued and isinstance(frame, SystemFrame) and run.lets_data_go_first(frame)
+                ):
+                    await checkpoint()
+                run.put(frame, direction)
+                if self._observers:
+                    self._notify_observers(frame, direction, dest)
+                self._unyielded += 1
+                if self._unyielded >= _YIELD_EVERY:
+                    self._unyielded = 0
+                    await cancel_shielded_checkpoint()
+            else:  # an inline processor: it runs here, in this task
+                if self._observers:
+                    self._notify_observers(frame, direction, dest)
+                await run.take(frame, direction)
         if direction is _DOWN:
             self._last_pushed_down = frame
         else:
             self._last_pushed_up = frame
+
+    async def _deliver(self, frame: Frame, direction: FrameDirection) -> None:
+        """Deliver a frame an inline chain ending here produced to the processor with lanes
+        beyond it (the part of :meth:`push_frame` after its checks)."""
+        dest = self._next if direction is _DOWN else self._prev
+        if dest is None:
+            await self._push_past_edge(frame, direction)
+            return
+        run = dest._processor_run
+        assert isinstance(run, ProcessorRun)
+        if run.needs_room(frame, direction):
+            await run.wait_for_room()
+        elif run.queued and isinstance(frame, SystemFrame) and run.lets_data_go_first(frame):
+            await checkpoint()
+        run.put(frame, direction)
+        if self._observers:
+            self._notify_observers(frame, direction, dest)
+        self._unyielded += 1
+        if self._unyielded >= _YIELD_EVERY:
+            self._unyielded = 0
+            await cancel_shielded_checkpoint()
 
     def push_frame_nowait(self, frame: Frame, direction: FrameDirection = _DOWN) -> None:
         """Send ``frame`` without waiting, even from cancelled code.
@@ -323,9 +361,26 @@ class FrameProcessor(PipelineElement):
             raise ProcessorNotLinkedError(
                 f"{self.name} has no {direction.value} neighbour for {frame.name}"
             )
+        run = dest._processor_run
+        if isinstance(run, ProcessorRun):
+            run.put(frame, direction)
+            if self._observers:
+                self._notify_observers(frame, direction, dest)
+        else:
+            if self._observers:
+                self._notify_observers(frame, direction, dest)
+            run.take_nowait(frame, direction)
+
+    def _deliver_nowait(self, frame: Frame, direction: FrameDirection) -> None:
+        """:meth:`_deliver` without waiting."""
+        dest = self._next if direction is _DOWN else self._prev
+        if dest is None:
+            raise ProcessorNotLinkedError(
+                f"{self.name} has no {direction.value} neighbour for {frame.name}"
+            )
+        dest._processor_run.take_nowait(frame, direction)
         if self._observers:
             self._notify_observers(frame, direction, dest)
-        dest._enqueue_nowait(frame, direction)
 
     async def push_error(
         self, message: str, *, fatal: bool = False, exception: BaseException | None = None
@@ -367,46 +422,3 @@ class FrameProcessor(PipelineElement):
         )
         for observer in self._observers:
             observer.on_push_frame(event)
-
-    # ------------------------------------------------------------------ metrics
-
-    def start_ttfb_metrics(self) -> None:
-        """Start timing a time-to-first-byte measurement (no-op when metrics are off)."""
-        start = self._processor_run.start_frame
-        if self.metrics_enabled and not (
-            self._ttfb_reported and start is not None and start.report_only_initial_ttfb
-        ):
-            self._ttfb_watch.start()
-
-    async def stop_ttfb_metrics(self) -> float | None:
-        """Stop the TTFB timer and push a MetricsFrame; returns the value (or ``None``)."""
-        value = self._ttfb_watch.stop()
-        if value is not None:
-            self._ttfb_reported = True
-            await self._push_metrics(TTFBMetricsData(processor=self.name, value=value))
-        return value
-
-    def start_processing_metrics(self) -> None:
-        """Start timing one unit of processing (no-op when metrics are off)."""
-        if self.metrics_enabled:
-            self._processing_watch.start()
-
-    async def stop_processing_metrics(self) -> float | None:
-        """Stop the processing timer and push a MetricsFrame; returns the value (or ``None``)."""
-        value = self._processing_watch.stop()
-        if value is not None:
-            await self._push_metrics(ProcessingMetricsData(processor=self.name, value=value))
-        return value
-
-    def push_usage_metrics_nowait(
-        self, usage: LLMTokenUsage, *, model: str | None = None, interrupted: bool = False
-    ) -> None:
-        """Report token usage (works from cancelled code, e.g. an interrupted request)."""
-        if self.usage_metrics_enabled:
-            data = LLMUsageMetricsData(
-                processor=self.name, value=usage, model=model, interrupted=interrupted
-            )
-            self.push_frame_nowait(MetricsFrame(data=(data,)))
-
-    async def _push_metrics(self, data: MetricsData) -> None:
-        await self.push_frame(MetricsFrame(data=(data,)))

@@ -235,7 +235,7 @@ class PipelineTask:
                 self._nursery = nursery
                 for p in self.processors():
                     p._attach(nursery, self._observers)
-                    nursery.start_soon(p._processor_run.system_loop, name=f"{p.name}.system")
+                    p._processor_run.start()
                 start = StartFrame(
                     allow_interruptions=params.allow_interruptions,
                     enable_metrics=params.enable_metrics,
