@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -66,7 +65,6 @@ KEPT = (UninterruptibleFrame, TranscriptionFrame)
 """Frames an interruption neither drains nor cuts short (user transcripts are user input)."""
 _IDLE, _RUNNING, _ENDING, _ENDED = Phase.IDLE, Phase.RUNNING, Phase.ENDING, Phase.ENDED
 _CANCELLING, _CANCELLED = Phase.CANCELLING, Phase.CANCELLED
-F = TypeVar("F", bound=Frame)
 
 
 @attrs.frozen(kw_only=True)
@@ -385,18 +383,6 @@ class ProcessorRun(RunBase):
             self.in_kept = False
 
     # ------------------------------------------------------------------ hooks
-
-    async def _run_hook(
-        self, hook: Callable[[F], Awaitable[None]], frame: F, deadline: float
-    ) -> bool:
-        """Run a lifecycle hook until ``deadline``; an exception it raises is reported as an
-        ErrorFrame. Returns whether the deadline cut it short."""
-        with trio.move_on_at(deadline) as scope:
-            try:
-                await hook(frame)
-            except Exception as exc:
-                await self.report_exception(exc, frame)
-        return scope.cancelled_caught
 
     async def _run_on_stop(self, frame: EndFrame, mark: int) -> None:
         """``on_stop``, once the system frames that arrived before the EndFrame (input audio,

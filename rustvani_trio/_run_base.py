@@ -9,7 +9,8 @@ neighbour's task) both derive from :class:`RunBase`.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
@@ -25,6 +26,7 @@ __all__ = ["RunBase"]
 logger = logging.getLogger("rustvani_trio")
 
 _UP = FrameDirection.UPSTREAM
+F = TypeVar("F", bound=Frame)
 
 
 class RunBase:
@@ -86,6 +88,18 @@ class RunBase:
                 await proc.on_cancel(CancelFrame(reason=reason))
             except Exception as exc:
                 logger.warning("%s: on_cancel failed: %s", proc.name, exc, exc_info=exc)
+
+    async def _run_hook(
+        self, hook: Callable[[F], Awaitable[None]], frame: F, deadline: float
+    ) -> bool:
+        """Run a lifecycle hook until ``deadline``; an exception it raises is reported as an
+        ErrorFrame. Returns whether the deadline cut it short."""
+        with trio.move_on_at(deadline) as scope:
+            try:
+                await hook(frame)
+            except Exception as exc:
+                await self.report_exception(exc, frame)
+        return scope.cancelled_caught
 
     def error_frame(self, exc: Exception, frame: Frame, *, fatal: bool = False) -> ErrorFrame:
         """The ErrorFrame reporting ``exc``, raised while handling ``frame``."""

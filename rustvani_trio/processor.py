@@ -63,6 +63,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_BUFFER",
     "FrameProcessor",
+    "InlineOutput",
+    "InlineProcessor",
     "LaneStatistics",
     "PipelineElement",
     "ProcessorNotLinkedError",
@@ -75,7 +77,7 @@ DEFAULT_MAX_BUFFER = 64
 
 _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
-_YIELD_EVERY = 64
+YIELD_EVERY = 64
 """A push that did not have to wait is not a schedule point, except every this many pushes:
 a burst goes through in one task switch, and a task that pushes in a loop still lets others
 run."""
@@ -312,7 +314,7 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
                 if self._observers:
                     self._notify_observers(frame, direction, dest)
                 self._unyielded += 1
-                if self._unyielded >= _YIELD_EVERY:
+                if self._unyielded >= YIELD_EVERY:
                     self._unyielded = 0
                     await cancel_shielded_checkpoint()
             else:  # an inline processor: it runs here, in this task
@@ -323,27 +325,6 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
             self._last_pushed_down = frame
         else:
             self._last_pushed_up = frame
-
-    async def _deliver(self, frame: Frame, direction: FrameDirection) -> None:
-        """Deliver a frame an inline chain ending here produced to the processor with lanes
-        beyond it (the part of :meth:`push_frame` after its checks)."""
-        dest = self._next if direction is _DOWN else self._prev
-        if dest is None:
-            await self._push_past_edge(frame, direction)
-            return
-        run = dest._processor_run
-        assert isinstance(run, ProcessorRun)
-        if run.needs_room(frame, direction):
-            await run.wait_for_room()
-        elif run.queued and isinstance(frame, SystemFrame) and run.lets_data_go_first(frame):
-            await checkpoint()
-        run.put(frame, direction)
-        if self._observers:
-            self._notify_observers(frame, direction, dest)
-        self._unyielded += 1
-        if self._unyielded >= _YIELD_EVERY:
-            self._unyielded = 0
-            await cancel_shielded_checkpoint()
 
     def push_frame_nowait(self, frame: Frame, direction: FrameDirection = _DOWN) -> None:
         """Send ``frame`` without waiting, even from cancelled code.
@@ -370,17 +351,6 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
             if self._observers:
                 self._notify_observers(frame, direction, dest)
             run.take_nowait(frame, direction)
-
-    def _deliver_nowait(self, frame: Frame, direction: FrameDirection) -> None:
-        """:meth:`_deliver` without waiting."""
-        dest = self._next if direction is _DOWN else self._prev
-        if dest is None:
-            raise ProcessorNotLinkedError(
-                f"{self.name} has no {direction.value} neighbour for {frame.name}"
-            )
-        dest._processor_run.take_nowait(frame, direction)
-        if self._observers:
-            self._notify_observers(frame, direction, dest)
 
     async def push_error(
         self, message: str, *, fatal: bool = False, exception: BaseException | None = None
@@ -422,3 +392,8 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
         )
         for observer in self._observers:
             observer.on_push_frame(event)
+
+
+# The inline kind of processor (defined beside this module, which it derives from).
+from ._inline import InlineOutput as InlineOutput  # noqa: E402
+from ._inline import InlineProcessor as InlineProcessor  # noqa: E402
