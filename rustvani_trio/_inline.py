@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import trio
-from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._lifecycle import Phase
 from ._processor_run import ProcessorRun
@@ -52,6 +52,7 @@ _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
 _ENDS = (EndFrame, StopFrame)
 _LIFECYCLE = (StartFrame, CancelFrame, InterruptionFrame)
+_SPECIAL = (SystemFrame, EndFrame, StopFrame)
 _RUNNING, _ENDED, _CANCELLED = Phase.RUNNING, Phase.ENDED, Phase.CANCELLED
 _ASYNC_HOOKS = ("process_frame", "on_start", "on_stop", "on_cancel", "on_interruption")
 _SYNC_HOOKS = ("process", "started", "ending", "interrupted", "cancelled")
@@ -142,8 +143,6 @@ async def _deliver(last: FrameProcessor, frame: Frame, direction: FrameDirection
     assert isinstance(run, ProcessorRun)
     if run.needs_room(frame, direction):
         await run.wait_for_room()
-    elif run.queued and isinstance(frame, SystemFrame) and run.lets_data_go_first(frame):
-        await checkpoint()
     run.put(frame, direction)
     if last._observers:
         last._notify_observers(frame, direction, dest)
@@ -185,24 +184,37 @@ class InlineRun(RunBase):
         # The end of the inline chain each way: what leaves it is delivered from there.
         self.last_down = _chain_end(proc, _DOWN)
         self.last_up = _chain_end(proc, _UP)
+        self.chain_down: list[InlineRun] | None = None
+        self.chain_up: list[InlineRun] | None = None
+        # ``process``, or None where the class keeps the default (which forwards unchanged).
+        overridden = type(proc).process is not InlineProcessor.process
+        self.process: Callable[[Frame, FrameDirection], InlineOutput] | None = (
+            proc.process if overridden else None
+        )
 
     # ------------------------------------------------------------------ taking frames in
 
+    def chain_exit(self, direction: FrameDirection) -> FrameProcessor:
+        return self.last_down if direction is _DOWN else self.last_up
+
     async def take(self, frame: Frame, direction: FrameDirection) -> None:
-        out: list[Frame] = []
-        self.flow(frame, direction, out)
-        if out:
-            last = self.last_down if direction is _DOWN else self.last_up
-            await _deliver(last, out[0], direction)
-            for more in out[1:]:
-                await checkpoint_if_cancelled()  # as for each push of a processor
-                await _deliver(last, more, direction)
+        left = self.flow(frame, direction)
+        if isinstance(left, list):
+            await self.deliver_all(left, direction)
+        elif left is not None:
+            await _deliver(self.chain_exit(direction), left, direction)
+
+    async def deliver_all(self, frames: list[Frame], direction: FrameDirection) -> None:
+        last = self.chain_exit(direction)
+        await _deliver(last, frames[0], direction)
+        for more in frames[1:]:
+            await checkpoint_if_cancelled()  # as for each push of a processor
+            await _deliver(last, more, direction)
 
     def take_nowait(self, frame: Frame, direction: FrameDirection) -> None:
-        out: list[Frame] = []
-        self.flow(frame, direction, out)
-        last = self.last_down if direction is _DOWN else self.last_up
-        for item in out:
+        left = self.flow(frame, direction)
+        last = self.chain_exit(direction)
+        for item in left if isinstance(left, list) else () if left is None else (left,):
             _deliver_nowait(last, item, direction)
 
     async def enqueue(self, frame: Frame, direction: FrameDirection) -> None:
@@ -214,81 +226,125 @@ class InlineRun(RunBase):
 
     # ------------------------------------------------------------------ handling
 
-    def flow(self, frame: Frame, direction: FrameDirection, out: list[Frame]) -> None:
-        """Handle ``frame`` here and in the inline processors after this one; append to
-        ``out`` what leaves the chain."""
+    def flow(
+        self,
+        frame: Frame,
+        direction: FrameDirection,
+        i: int = 0,
+        chain: list[InlineRun] | None = None,
+    ) -> Frame | list[Frame] | None:
+        """Pass ``frame`` through this inline processor and those after it (``chain[i:]``):
+        what leaves the chain, one frame, several or none. One loop for the common case of
+        one frame in, one out; a recursion per frame where a processor returns several."""
+        if chain is None:
+            chain = self.chain_down if direction is _DOWN else self.chain_up
+            if chain is None:
+                chain = self._resolve_chain(direction)
+        n = len(chain)
+        observers = bool(self.iproc._observers)
+        down = direction is _DOWN
+        plain = down and not isinstance(frame, _SPECIAL)
+        while i < n:
+            run = chain[i]
+            if i and observers:
+                chain[i - 1].iproc._notify_observers(frame, direction, run.iproc)
+            i += 1
+            if plain and run.phase is _RUNNING:
+                process = run.process
+                if process is None:  # the default: forward unchanged
+                    continue
+                try:
+                    result = process(frame, direction)
+                except Exception as exc:
+                    run._report(exc, frame)
+                    return None
+            else:
+                result = run._stage(frame, direction)
+            if result is frame:
+                continue
+            if isinstance(result, Frame):
+                frame = result
+                plain = down and not isinstance(frame, _SPECIAL)
+                continue
+            if result is None:
+                return None
+            out: list[Frame] = []
+            for item in run._frames_of(result, frame):
+                left = self.flow(item, direction, i, chain)
+                if isinstance(left, list):
+                    out.extend(left)
+                elif left is not None:
+                    out.append(left)
+            return out or None
+        return frame
+
+    def _resolve_chain(self, direction: FrameDirection) -> list[InlineRun]:
+        """This run and those of the inline processors after it in ``direction`` (read once
+        per run, when every processor of the run has its run)."""
+        chain: list[InlineRun] = [self]
+        proc: FrameProcessor = self.iproc
+        while True:
+            nxt = proc._next if direction is _DOWN else proc._prev
+            if nxt is None or not isinstance(nxt._processor_run, InlineRun):
+                break
+            chain.append(nxt._processor_run)
+            proc = nxt
+        if direction is _DOWN:
+            self.chain_down = chain
+        else:
+            self.chain_up = chain
+        return chain
+
+    def _stage(self, frame: Frame, direction: FrameDirection) -> InlineOutput:
+        """Everything but a plain frame travelling downstream: what to forward from here."""
         if isinstance(frame, SystemFrame):
             if isinstance(frame, _LIFECYCLE):
-                self._lifecycle(frame, direction, out)
-                return
+                return self._lifecycle(frame)
         elif direction is _DOWN:
             if self.phase is not _RUNNING:
                 self._refuse(frame)
-                return
+                return None
             if isinstance(frame, _ENDS):
-                self._end(frame, out)
-                return
+                return self._end(frame)
         else:
             if not self.phase.takes_upstream:
                 self._refuse(frame)
-                return
+                return None
             if isinstance(frame, _ENDS):  # not shown to process(), as in any processor
-                self.forward(frame, direction, out)
-                return
+                return frame
         try:
-            result = self.iproc.process(frame, direction)
+            return self.iproc.process(frame, direction)
         except Exception as exc:
             self._report(exc, frame)
-            return
-        self._forward_all(result, frame, direction, out)
+            return None
 
-    def forward(self, frame: Frame, direction: FrameDirection, out: list[Frame]) -> None:
-        """Pass ``frame`` to the next processor in ``direction``: inline ones at once."""
-        proc = self.iproc
-        nxt = proc._next if direction is _DOWN else proc._prev
-        run = None if nxt is None else nxt._processor_run
-        if isinstance(run, InlineRun):
-            if proc._observers:
-                assert nxt is not None
-                proc._notify_observers(frame, direction, nxt)
-            run.flow(frame, direction, out)
-        else:
-            out.append(frame)
-
-    def _forward_all(
-        self, result: InlineOutput, source: Frame, direction: FrameDirection, out: list[Frame]
-    ) -> None:
-        if result is None:
-            return
-        if isinstance(result, Frame):
-            self.forward(result, direction, out)
-            return
+    def _frames_of(self, result: InlineOutput, source: Frame) -> Sequence[Frame]:
+        """``result`` (not a single frame) as frames to forward; what is not frames is
+        reported and nothing is forwarded."""
         if isinstance(result, str | bytes) or not isinstance(result, Sequence):
-            self._report(
-                TypeError(
-                    f"{self.iproc.name} returned {result!r:.80}; an inline processor returns "
-                    "a Frame, a sequence of frames, or None"
-                ),
-                source,
-            )
-            return
-        for item in result:
-            if not isinstance(item, Frame):
-                self._report(
-                    TypeError(f"{self.iproc.name} returned {item!r:.80} among its frames"),
-                    source,
-                )
-                return
-            self.forward(item, direction, out)
+            problem = f"returned {result!r:.80}"
+        elif all(isinstance(item, Frame) for item in result):
+            return result
+        else:
+            bad = next(item for item in result if not isinstance(item, Frame))
+            problem = f"returned {bad!r:.80} among its frames"
+        self._report(
+            TypeError(
+                f"{self.iproc.name} {problem}; an inline processor returns a Frame, a "
+                "sequence of frames, or None"
+            ),
+            source,
+        )
+        return ()
 
-    def _lifecycle(self, frame: SystemFrame, direction: FrameDirection, out: list[Frame]) -> None:
+    def _lifecycle(self, frame: SystemFrame) -> Frame | None:
         proc = self.iproc
         if isinstance(frame, StartFrame):
             if self.start_frame is not None:
                 self._error(f"{proc.name} received a second StartFrame; ignored")
-                return
+                return None
             if self.phase.cancelling:
-                return
+                return None
             self.phase = _RUNNING
             self.start_frame = frame
             try:
@@ -297,7 +353,7 @@ class InlineRun(RunBase):
                 self._report(exc, frame, fatal=True)
         elif isinstance(frame, CancelFrame):
             if self.phase is _CANCELLED:
-                return
+                return None
             self.phase = _CANCELLED
             if self.start_frame is not None:
                 try:
@@ -309,19 +365,23 @@ class InlineRun(RunBase):
                 proc.interrupted(frame)
             except Exception as exc:
                 self._report(exc, frame)
-        self.forward(frame, direction, out)
+        return frame
 
-    def _end(self, frame: Frame, out: list[Frame]) -> None:
+    def _end(self, frame: Frame) -> InlineOutput:
         """An EndFrame or StopFrame travelling downstream: the stream ends here."""
         self.phase = _ENDED
-        if isinstance(frame, EndFrame):
-            try:
-                result = self.iproc.ending(frame)
-            except Exception as exc:
-                self._report(exc, frame)
-            else:
-                self._forward_all(result, frame, _DOWN, out)
-        self.forward(frame, _DOWN, out)
+        if not isinstance(frame, EndFrame):
+            return frame
+        try:
+            flushed = self.iproc.ending(frame)
+        except Exception as exc:
+            self._report(exc, frame)
+            return frame
+        if flushed is None:
+            return frame
+        if isinstance(flushed, Frame):
+            return [flushed, frame]
+        return [*self._frames_of(flushed, frame), frame]
 
     def _refuse(self, frame: Frame) -> None:
         """A frame arrived when the processor cannot take it: say so, never drop silently."""

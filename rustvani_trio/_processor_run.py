@@ -95,6 +95,8 @@ class ProcessorRun(RunBase):
         self.taken = ParkingLot()  # where the system loop waits until it has taken its frame
         self.marks: tuple[type[SystemFrame], ...] = proc._arrival_marks
         self.queued = self.lanes.process.items  # the process lane's frames, for a quick look
+        self.busy = False  # the process loop holds a frame (handles it, or waits for it)
+        self.took = ParkingLot()  # where the system loop waits until it takes the next one
 
     def statistics(self) -> LaneStatistics:
         return self.lanes.statistics()
@@ -121,13 +123,6 @@ class ProcessorRun(RunBase):
             and self.phase is _RUNNING
             and not isinstance(frame, SystemFrame)
         )
-
-    @staticmethod
-    def lets_data_go_first(frame: SystemFrame) -> bool:
-        """Whether a sender of ``frame`` gives the frames waiting in the process lane one
-        schedule point to be taken first (not for an interruption or a cancel, which must
-        act at once)."""
-        return not isinstance(frame, InterruptionFrame | CancelFrame)
 
     async def wait_for_room(self) -> None:
         """Wait until the process lane has room for one more downstream frame (or takes no
@@ -220,8 +215,20 @@ class ProcessorRun(RunBase):
         proc = self.proc
         lane = self.lanes.system
         handled = self.system_handled
+        queued = self.queued
         while True:
             frame, direction = await lane.get()
+            if (
+                queued
+                and queued[0][2] <= self.system_done  # arrived before this frame
+                and not self.busy
+                and not self.interruptions
+                and not self.phase.cancelling
+                and not isinstance(frame, InterruptionFrame | CancelFrame)
+            ):
+                # The process loop is free and about to take a frame that arrived before this
+                # one: it goes first. (A frame stuck behind one being handled is overtaken.)
+                await self.took.park()
             if isinstance(frame, StartFrame):
                 await self._handle_start(frame, direction)
             elif isinstance(frame, CancelFrame):
@@ -329,8 +336,12 @@ class ProcessorRun(RunBase):
                         lanes.down_pending -= 1
                         if lanes.space:
                             lanes.space.unpark()
+                    self.busy = True
+                    if self.took:
+                        self.took.unpark_all()
                     if isinstance(frame, KEPT):
                         await self._handle_kept(frame, direction, mark)
+                        self.busy = False
                         continue
                     handling = frame
                     if mark > self.system_done:
@@ -340,7 +351,9 @@ class ProcessorRun(RunBase):
                     except Exception as exc:
                         await self.report_exception(exc, frame)
                     handling = None
+                    self.busy = False
             self.process_scope = None
+            self.busy = False
             if handling is not None and not self.phase.cancelling:
                 lanes.count_drop(handling, "its handling was cut short")
             while self.interruptions and not self.phase.cancelling:

@@ -60,6 +60,22 @@ class RunBase:
         """:meth:`take` without waiting."""
         raise NotImplementedError
 
+    # An inline processor's run: push_frame runs it in the pusher's task.
+
+    def flow(self, frame: Frame, direction: FrameDirection) -> Frame | list[Frame] | None:
+        """Handle ``frame`` here and in the inline processors after this one: what leaves
+        the chain (one frame, several, or none)."""
+        raise NotImplementedError
+
+    def chain_exit(self, direction: FrameDirection) -> FrameProcessor:
+        """The last inline processor of the chain that starts here: what leaves the chain
+        is delivered from there."""
+        raise NotImplementedError
+
+    async def deliver_all(self, frames: list[Frame], direction: FrameDirection) -> None:
+        """Deliver several frames that left the chain, in order."""
+        raise NotImplementedError
+
     def statistics(self) -> LaneStatistics:
         """A snapshot of the lanes (none, for a processor without lanes)."""
         return LaneStatistics(

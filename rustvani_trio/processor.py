@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 import trio
-from trio.lowlevel import cancel_shielded_checkpoint, checkpoint, checkpoint_if_cancelled
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._element import PipelineElement
 from ._lanes import LaneStatistics
@@ -277,10 +277,7 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
 
         A push that does not wait for room is not a schedule point (except every 64th): the
         neighbour handles what was pushed when this task next waits, so a burst costs one
-        task switch rather than one per frame. A system frame other than an interruption or a
-        cancel, pushed to a neighbour with frames waiting in its process lane, lets the
-        neighbour take those first (one schedule point): system frames overtake data stuck
-        behind work in progress, not data that was about to be taken.
+        task switch rather than one per frame.
 
         Pushing the frame just pushed the same way again is refused with a warning (once per
         processor): the usual cause is calling ``super().process_frame(frame, direction)``,
@@ -297,30 +294,39 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
         else:
             _bad_direction(direction)
         await checkpoint_if_cancelled()
-        if dest is None:
+        sender: FrameProcessor = self
+        item = frame
+        run = None if dest is None else dest._processor_run
+        if run is not None and not isinstance(run, ProcessorRun):
+            # An inline processor: it runs here, in this task. What leaves its chain is
+            # delivered from the chain's last processor, as if that one had pushed it.
+            if self._observers and dest is not None:
+                self._notify_observers(frame, direction, dest)
+            left = run.flow(frame, direction)
+            sender = run.chain_exit(direction)
+            if isinstance(left, list):
+                await run.deliver_all(left, direction)
+                left = None
+            if left is None:
+                run = None
+            else:
+                item = left
+                dest = sender._next if direction is _DOWN else sender._prev
+                run = None if dest is None else dest._processor_run
+                if run is None:
+                    await sender._push_past_edge(item, direction)
+        elif run is None:
             await self._push_past_edge(frame, direction)
-        else:
-            run = dest._processor_run
-            if isinstance(run, ProcessorRun):
-                if run.lanes.down_pending >= run.lanes.max_buffer and run.needs_room(
-                    frame, direction
-                ):
-                    await run.wait_for_room()
-                elif (
-                    run.queued and isinstance(frame, SystemFrame) and run.lets_data_go_first(frame)
-                ):
-                    await checkpoint()
-                run.put(frame, direction)
-                if self._observers:
-                    self._notify_observers(frame, direction, dest)
-                self._unyielded += 1
-                if self._unyielded >= YIELD_EVERY:
-                    self._unyielded = 0
-                    await cancel_shielded_checkpoint()
-            else:  # an inline processor: it runs here, in this task
-                if self._observers:
-                    self._notify_observers(frame, direction, dest)
-                await run.take(frame, direction)
+        if isinstance(run, ProcessorRun):
+            if run.lanes.down_pending >= run.lanes.max_buffer and run.needs_room(item, direction):
+                await run.wait_for_room()
+            run.put(item, direction)
+            if sender._observers and dest is not None:
+                sender._notify_observers(item, direction, dest)
+            self._unyielded += 1
+            if self._unyielded >= YIELD_EVERY:
+                self._unyielded = 0
+                await cancel_shielded_checkpoint()
         if direction is _DOWN:
             self._last_pushed_down = frame
         else:
