@@ -77,10 +77,11 @@ DEFAULT_MAX_BUFFER = 64
 
 _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
-YIELD_EVERY = 64
+YIELD_EVERY = 16
 """A push that did not have to wait is not a schedule point, except every this many pushes:
-a burst goes through in one task switch, and a task that pushes in a loop still lets others
-run."""
+a burst costs a task switch per 16 frames, not per frame, while the first frames of a burst
+still go on through a chain of processors before the whole burst was pushed (first-token
+latency), and a task that pushes in a loop still lets others run."""
 
 
 class ProcessorNotLinkedError(RustvaniError, RuntimeError):
@@ -275,9 +276,9 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
         nothing from interrupted work leaks out. Observers are told once the frame has been
         delivered.
 
-        A push that does not wait for room is not a schedule point (except every 64th): the
-        neighbour handles what was pushed when this task next waits, so a burst costs one
-        task switch rather than one per frame.
+        A push that does not wait for room is not a schedule point (except every 16th): the
+        neighbour handles what was pushed when this task next waits, so a burst costs a task
+        switch per 16 frames rather than one per frame.
 
         Pushing the frame just pushed the same way again is refused with a warning (once per
         processor): the usual cause is calling ``super().process_frame(frame, direction)``,
