@@ -32,6 +32,7 @@ the frame; :meth:`FrameProcessor.process_frame` sees every other frame.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
@@ -40,6 +41,7 @@ from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._element import PipelineElement
 from ._lanes import LaneStatistics
+from ._lifecycle import Phase
 from ._metrics import ProcessorMetrics
 from ._processor_run import ProcessorRun
 from ._run_base import RunBase
@@ -358,6 +360,21 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
             if self._observers:
                 self._notify_observers(frame, direction, dest)
             run.take_nowait(frame, direction)
+
+    def downstream_room(self) -> float:
+        """How many control or data frames :meth:`push_frame` can send downstream right now
+        without waiting for room (``math.inf`` when none would wait: the neighbour takes no
+        more, or the frames leave the pipeline). Past inline processors, the room is the one
+        of the processor with lanes after them (which they may fill faster, if they turn one
+        frame into several)."""
+        dest = self._next
+        run = None if dest is None else dest._processor_run
+        if run is not None and not isinstance(run, ProcessorRun):
+            dest = run.chain_exit(_DOWN)._next
+            run = None if dest is None else dest._processor_run
+        if not isinstance(run, ProcessorRun) or run.phase is not Phase.RUNNING:
+            return math.inf
+        return max(0, run.lanes.max_buffer - run.lanes.down_pending)
 
     async def push_error(
         self, message: str, *, fatal: bool = False, exception: BaseException | None = None

@@ -313,3 +313,40 @@ def test_an_inline_processor_cannot_override_the_async_hooks() -> None:
         class AlsoBad(InlineProcessor):
             async def on_interruption(self, frame: InterruptionFrame) -> None:
                 pass
+
+
+async def test_downstream_room_counts_the_lane_past_inline_processors(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class Blocked(FrameProcessor):
+        def __init__(self) -> None:
+            super().__init__(name="blocked", max_buffer=3)
+            self.release = trio.Event()
+
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TextFrame):
+                await self.release.wait()
+            await self.push_frame(frame, direction)
+
+    class Probe(FrameProcessor):
+        def __init__(self) -> None:
+            super().__init__(name="probe")
+            self.room: list[float] = []
+
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TextFrame) and frame.text == "go":
+                for i in range(3):  # pushes that do not wait are not schedule points
+                    self.room.append(self.downstream_room())
+                    await self.push_frame(TextFrame(text=str(i)))
+                self.room.append(self.downstream_room())
+                return
+            await self.push_frame(frame, direction)
+
+    probe, blocked = Probe(), Blocked()
+    async with live([probe, Tap(), Upper(), blocked]) as run:
+        await run.send(TextFrame(text="go"))
+        await trio.sleep(1)
+        assert probe.room == [3, 2, 1, 0]
+        blocked.release.set()
+    assert texts(run.downstream) == ["0", "1", "2", "FLUSHED"]  # (Tap flushes, Upper shouts)
+    assert probe.downstream_room() == float("inf")  # the run has ended
