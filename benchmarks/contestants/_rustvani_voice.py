@@ -26,7 +26,13 @@ from rustvani_trio.frames import (
     LLMText,
     OutputAudioRawFrame,
 )
-from rustvani_trio.processor import FrameProcessor, InlineOutput, InlineProcessor
+from rustvani_trio.processor import FrameProcessor
+
+try:  # (absent before the inline processors landed: only the "lanes" configuration runs)
+    from rustvani_trio.processor import InlineOutput, InlineProcessor
+except ImportError:  # pragma: no cover
+    InlineProcessor = FrameProcessor  # type: ignore[misc,assignment]
+    InlineOutput = Any  # type: ignore[misc]
 
 from .._common import (
     AUDIO_CHUNK,
@@ -156,6 +162,8 @@ async def voice(params: dict[str, Any]) -> Samples:
     context = LLMContext(messages=[])
     user, assistant = create_context_aggregators(context, text_mode=True)
     inline = params.get("inline", True)
+    if inline and InlineProcessor is FrameProcessor:
+        raise RuntimeError("this rustvani-trio has no inline processors")
     steps = [InlineFilter(), InlineSentences()] if inline else [LaneFilter(), LaneSentences()]
     sink = AudioSink()
     run_ = _Run([user, llm, *steps, FakeTTS(), sink, assistant])
