@@ -1,9 +1,13 @@
-"""What a processor's run asked for (its StartFrame's settings) and its TTFB, processing and
-usage metrics (a mixin of :class:`~rustvani_trio.processor.FrameProcessor`)."""
+"""What a processor's run asked for (its StartFrame's settings), the tasks it starts in the
+run's nursery, and its TTFB, processing and usage metrics (a mixin of
+:class:`~rustvani_trio.processor.FrameProcessor`)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
+
+import trio
 
 from ._stopwatch import Stopwatch
 from .frames import (
@@ -42,6 +46,38 @@ class ProcessorMetrics:
         def push_frame_nowait(
             self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
         ) -> None: ...
+
+    def start_task_soon(
+        self, async_fn: Callable[..., Awaitable[object]], *args: object, name: str | None = None
+    ) -> None:
+        """Start ``async_fn(*args)`` in the nursery of the run this processor is in, for
+        long-lived work of its own (a provider's connection, a timer), like
+        ``nursery.start_soon``. The task ends with the run; cancel it sooner with a cancel scope
+        of its own.
+
+        Raises:
+            RuntimeError: the processor is not running (use it from ``on_start`` on).
+        """
+        self._run_nursery().start_soon(async_fn, *args, name=name or self._task_name(async_fn))
+
+    async def start_task(
+        self, async_fn: Callable[..., Awaitable[object]], *args: object, name: str | None = None
+    ) -> object:
+        """Like :meth:`start_task_soon`, but as ``nursery.start``: waits until the task calls
+        ``task_status.started(value)`` and returns ``value``."""
+        nursery = self._run_nursery()
+        return await nursery.start(async_fn, *args, name=name or self._task_name(async_fn))
+
+    def _run_nursery(self) -> trio.Nursery:
+        nursery = self._processor_run.nursery
+        if nursery is None or self.start_frame is None:
+            raise RuntimeError(
+                f"{self.name} is not running in a PipelineTask; start tasks from on_start on"
+            )
+        return nursery
+
+    def _task_name(self, async_fn: Callable[..., object]) -> str:
+        return f"{self.name}.{getattr(async_fn, '__name__', 'task')}"
 
     @property
     def start_frame(self) -> StartFrame | None:

@@ -13,6 +13,11 @@ Every processor has two inbound lanes:
   that waits. Frames travelling upstream never block their sender. With no cycle of blocking
   sends, the graph cannot deadlock.
 
+A control or data frame is handled only after the system frames that arrived before it at the
+same processor (so a system frame's handling must not wait for a data frame that arrives after
+it); a system frame overtakes the frames stuck behind one being handled, not those a free
+process task was about to take.
+
 The process task handles frames inside a cancel scope. An :class:`InterruptionFrame` (or a
 :class:`CancelFrame`) arriving in the system lane cancels that scope, which stops exactly the
 in-flight work (an HTTP stream, tool calls, a query), and drains the process lane, keeping only
@@ -27,6 +32,10 @@ Lifecycle frames (Start, End, Stop, Cancel, Interruption) are handled by the fra
 calls the hooks :meth:`FrameProcessor.on_start`, :meth:`~FrameProcessor.on_stop`,
 :meth:`~FrameProcessor.on_cancel` and :meth:`~FrameProcessor.on_interruption` and then forwards
 the frame; :meth:`FrameProcessor.process_frame` sees every other frame.
+
+For synchronous transforms, filters and taps, :class:`InlineProcessor` (defined in
+``_inline.py``, public here) has no lanes or tasks: it runs in the task of whoever pushes to
+it, for a few function calls per frame instead of a hop.
 """
 
 from __future__ import annotations
@@ -197,38 +206,6 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
         while isinstance(owner, PipelineElement):
             owner = owner._owner
         return owner if isinstance(owner, PipelineTask) else None
-
-    def start_task_soon(
-        self, async_fn: Callable[..., Awaitable[object]], *args: object, name: str | None = None
-    ) -> None:
-        """Start ``async_fn(*args)`` in the nursery of the run this processor is in, for
-        long-lived work of its own (a provider's connection, a timer), like
-        ``nursery.start_soon``. The task ends with the run; cancel it sooner with a cancel scope
-        of its own.
-
-        Raises:
-            RuntimeError: the processor is not running (use it from ``on_start`` on).
-        """
-        self._run_nursery().start_soon(async_fn, *args, name=name or self._task_name(async_fn))
-
-    async def start_task(
-        self, async_fn: Callable[..., Awaitable[object]], *args: object, name: str | None = None
-    ) -> object:
-        """Like :meth:`start_task_soon`, but as ``nursery.start``: waits until the task calls
-        ``task_status.started(value)`` and returns ``value``."""
-        nursery = self._run_nursery()
-        return await nursery.start(async_fn, *args, name=name or self._task_name(async_fn))
-
-    def _run_nursery(self) -> trio.Nursery:
-        nursery = self._processor_run.nursery
-        if nursery is None or self.start_frame is None:
-            raise RuntimeError(
-                f"{self.name} is not running in a PipelineTask; start tasks from on_start on"
-            )
-        return nursery
-
-    def _task_name(self, async_fn: Callable[..., object]) -> str:
-        return f"{self.name}.{getattr(async_fn, '__name__', 'task')}"
 
     def statistics(self) -> LaneStatistics:
         """A snapshot of this processor's lanes: backlog, blocked senders, interruption drops."""
