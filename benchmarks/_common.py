@@ -13,15 +13,19 @@ import gc
 import json
 import math
 import os
+import re
 import resource
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 __all__ = [
+    "AUDIO_CHUNK",
     "MARKER",
     "Samples",
+    "audio_chunks",
     "concurrency_samples",
+    "cpu_now",
     "decode_chunk",
     "emit",
     "interarrival_gaps",
@@ -29,7 +33,10 @@ __all__ = [
     "percentile",
     "rss_probe_start",
     "rss_probe_stop",
+    "split_sentences",
+    "strip_markdown",
     "summarize",
+    "voice_tokens",
 ]
 
 MARKER = "@@BENCH "
@@ -41,6 +48,10 @@ Samples = dict[str, list[float]]
 now = time.perf_counter
 """The one clock of every measurement: CLOCK_MONOTONIC on Linux, comparable across processes
 (trio.current_time() is not: trio adds a random offset)."""
+
+cpu_now = time.process_time
+"""The process's CPU time (user + system, all threads): what a turn costs the client, far less
+disturbed than wall time by other work on the machine."""
 
 
 def emit(payload: dict[str, Any]) -> None:
@@ -167,3 +178,44 @@ def decode_chunk(data: str) -> tuple[str | None, list[dict[str, Any]] | None, bo
         return None, None, False
     delta = choices[0].get("delta") or {}
     return delta.get("content") or None, delta.get("tool_calls"), False
+
+
+# --------------------------------------------------------------------------- voice token path
+# The work of the voice scenario's processors, the same in every contestant (each wraps it in
+# its own framework's processors): the framework is what differs.
+
+AUDIO_CHUNK = bytes(640)
+"""20 ms of 16 kHz 16-bit mono silence: one audio frame of the fake TTS."""
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def voice_tokens(n: int) -> list[str]:
+    """An answer of ``n`` tokens shaped like speech: a sentence ends every 12 tokens (and at
+    the last), and markdown emphasis (which the text filter removes) comes every 17."""
+    out: list[str] = []
+    for i in range(n):
+        word = f"w{i}"
+        if i % 17 == 5:
+            word = f"*{word}*"
+        if i % 12 == 11 or i == n - 1:
+            word += "."
+        out.append(word + " ")
+    return out
+
+
+def strip_markdown(text: str) -> str:
+    """The text filter: emphasis marks are not spoken."""
+    return text.replace("*", "")
+
+
+def split_sentences(buffer: str) -> tuple[list[str], str]:
+    """The sentence aggregator: the complete sentences of ``buffer`` and the rest."""
+    parts = _SENTENCE_END.split(buffer)
+    rest = parts.pop()
+    return [p for p in parts if p], rest
+
+
+def audio_chunks(sentence: str) -> int:
+    """The fake TTS: how many 20 ms audio frames a sentence becomes."""
+    return max(1, len(sentence) // 8)

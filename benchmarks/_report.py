@@ -129,6 +129,7 @@ def format_table(doc: dict[str, Any]) -> str:
 PANELS: tuple[tuple[str, str, str], ...] = (
     ("burst", "ttft_ms", "Burst: TTFT (ms)"),
     ("burst", "total_ms", "Burst: total (ms)"),
+    ("burst", "cpu_ms", "Burst: client CPU per turn (ms)"),
     ("paced", "ttft_ms", "Paced: TTFT (ms)"),
     ("hop", "us_per_frame", "Hop cost: µs per frame vs K"),
     ("interrupt", "disconnect_ms", "Interruption: server sees disconnect (ms)"),
@@ -138,6 +139,8 @@ PANELS: tuple[tuple[str, str, str], ...] = (
     ("slowsink", "peak_rss_mb", "Slow sink: peak RSS growth (MiB)"),
     ("slowsink", "max_backlog_frames", "Slow sink: max frames queued before the sink"),
     ("interrupt", "stop_ms", "Interruption: to last text frame at sink (ms)"),
+    ("voice", "cpu_us_per_token", "Voice token path: client CPU per token (µs)"),
+    ("voice", "ttfa_ms", "Voice token path: to first audio (ms)"),
 )
 
 
@@ -176,6 +179,8 @@ def write_plot(doc: dict[str, Any], path: Path) -> tuple[Path | None, str | None
             for c in contestants:
                 xs, ys = [], []
                 for cfg in configs:
+                    if "inline" in cfg or c not in result["configs"][cfg]["contestants"]:
+                        continue
                     m = result["configs"][cfg]["contestants"][c].get("metrics", {}).get(metric)
                     if m:
                         xs.append(float(cfg.split("=")[1]))

@@ -104,10 +104,7 @@ class FrameDirection(enum.Enum):
 
 
 _ids = itertools.count(1)
-
-
-def _next_id() -> int:
-    return next(_ids)
+_next_id = _ids.__next__  # a C call: frames are created per token
 
 
 def _now() -> float | None:

@@ -1,12 +1,21 @@
 """A processor's two inbound lanes, the downstream gate, and the drain.
 
-* The **system lane**: an unbounded memory channel; its sender never waits.
-* The **process lane**: one unbounded memory channel for both directions, FIFO. Backpressure
-  is a gate on the downstream direction only: a sender of a downstream frame parks (on a
+* The **system lane**: an unbounded queue; its sender never waits.
+* The **process lane**: one unbounded queue for both directions, FIFO. Backpressure is a gate
+  on the downstream direction only: a sender of a downstream frame parks (on a
   :class:`~trio.lowlevel.ParkingLot`) while ``max_buffer`` downstream frames already wait.
   Upstream frames never wait, so there is no cycle of blocking sends.
+
+Each lane is a :class:`Lane`: what an unbounded trio memory channel with one receiver does,
+without its generality (several receivers, closing, cloning), so that putting a frame is an
+append and taking one that is there is a ``popleft``, with no exception raised on the way.
 * The **drain** empties the process lane when an interruption or a cancel arrives, keeping
   the frames that must survive an interruption.
+
+Each item of the process lane carries, besides the frame and its direction, how many system
+frames had arrived before it (its *mark*): the process loop handles a frame only once that
+many system frames have been handled, so a frame never overtakes a system frame that arrived
+before it.
 
 The processor reads and writes these fields directly on its hot path; the methods here are the
 slow paths (waiting for room, draining) and :meth:`Lanes.statistics`.
@@ -15,20 +24,74 @@ slow paths (waiting for room, draining) and :meth:`Lanes.statistics`.
 from __future__ import annotations
 
 import logging
-import math
+from collections import deque
+from typing import Generic, TypeVar
 
 import attrs
 import trio
-from trio.lowlevel import ParkingLot, checkpoint_if_cancelled
+from trio.lowlevel import (
+    Abort,
+    ParkingLot,
+    Task,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
 
 from .frames import Frame, FrameDirection
 
-__all__ = ["LaneStatistics", "Lanes"]
+__all__ = ["Item", "Lane", "LaneStatistics", "Lanes", "SystemItem"]
 
 logger = logging.getLogger("rustvani_trio")
 
 _DOWN = FrameDirection.DOWNSTREAM
-Item = tuple[Frame, FrameDirection]
+SystemItem = tuple[Frame, FrameDirection]
+Item = tuple[Frame, FrameDirection, int]
+"""A process-lane item: the frame, its direction, and its mark (system frames before it)."""
+T = TypeVar("T")
+
+
+class Lane(Generic[T]):
+    """An unbounded FIFO with one reader: :meth:`put` never waits; the reader takes what is
+    there with :meth:`get_nowait` (``IndexError`` when empty) and waits with :meth:`wait`."""
+
+    __slots__ = ("items", "waiter")
+
+    def __init__(self) -> None:
+        self.items: deque[T] = deque()
+        self.waiter: Task | None = None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def put(self, item: T) -> None:
+        """Append ``item``, waking the reader if it waits."""
+        self.items.append(item)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            reschedule(waiter)
+
+    def get_nowait(self) -> T:
+        """The oldest item (``IndexError`` if there is none)."""
+        return self.items.popleft()
+
+    async def get(self) -> T:
+        """The oldest item, waiting for one if there is none (a cancel point only then)."""
+        items = self.items
+        while not items:
+            await self.wait()
+        return items.popleft()
+
+    async def wait(self) -> None:
+        """Wait until an item is put (the lane may have been emptied again by then)."""
+        self.waiter = current_task()
+        await wait_task_rescheduled(self._abort)
+
+    def _abort(self, _raise_cancel: object) -> Abort:
+        self.waiter = None
+        return Abort.SUCCEEDED
 
 
 @attrs.frozen(kw_only=True)
@@ -43,8 +106,8 @@ class LaneStatistics:
         max_buffer: the downstream bound of the process lane.
         blocked_senders: senders waiting for room in the process lane.
         dropped: frames an interruption took out of this processor's way in this run: drained
-            from the process lane, taken just before it arrived, or whose handling it cut
-            short (a cancel's drops are not counted: dropping everything is what it means).
+            from the process lane, or whose handling it cut short (a cancel's drops are not
+            counted: dropping everything is what it means).
     """
 
     system: int
@@ -58,23 +121,13 @@ class LaneStatistics:
 class Lanes:
     """The lanes of one processor for one run."""
 
-    __slots__ = (
-        "down_pending",
-        "dropped",
-        "max_buffer",
-        "owner",
-        "process_recv",
-        "process_send",
-        "space",
-        "system_recv",
-        "system_send",
-    )
+    __slots__ = ("down_pending", "dropped", "max_buffer", "owner", "process", "space", "system")
 
     def __init__(self, owner: str, max_buffer: int) -> None:
         self.owner = owner
         self.max_buffer = max_buffer
-        self.system_send, self.system_recv = trio.open_memory_channel[Item](math.inf)
-        self.process_send, self.process_recv = trio.open_memory_channel[Item](math.inf)
+        self.system: Lane[SystemItem] = Lane()
+        self.process: Lane[Item] = Lane()
         self.down_pending = 0
         """Downstream frames in the process lane (the gate counts these)."""
         self.space = ParkingLot()
@@ -103,11 +156,9 @@ class Lanes:
         """
         kept: list[Item] = []
         dropped = 0
-        while True:
-            try:
-                item = self.process_recv.receive_nowait()
-            except trio.WouldBlock:
-                break
+        items = self.process.items
+        while items:
+            item = items.popleft()
             if keep is not None and isinstance(item[0], keep):
                 kept.append(item)
             elif keep is not None:
@@ -120,7 +171,7 @@ class Lanes:
         for item in kept:
             if item[1] is _DOWN:
                 self.down_pending += 1
-            self.process_send.send_nowait(item)
+            items.append(item)
         self.space.unpark_all()
 
     def count_drop(self, frame: Frame, how: str) -> None:
@@ -131,8 +182,8 @@ class Lanes:
     def statistics(self) -> LaneStatistics:
         """A frozen snapshot of the lanes."""
         return LaneStatistics(
-            system=self.system_recv.statistics().current_buffer_used,
-            process=self.process_recv.statistics().current_buffer_used,
+            system=len(self.system),
+            process=len(self.process),
             downstream_waiting=self.down_pending,
             max_buffer=self.max_buffer,
             blocked_senders=len(self.space),

@@ -9,28 +9,36 @@ and the process loop, and the interruption hold.
   (an InterruptionFrame or CancelFrame cancels in-flight work and drains the process lane right
   there, so frames the sender pushes after it are not drained); a control or data frame goes to
   the process lane if the phase takes it, after waiting for room if it travels downstream, or
-  is refused and reported.
+  is refused and reported. Taking a frame in is synchronous (:meth:`ProcessorRun.put`); only
+  waiting for room suspends the sender.
 * **The system loop** handles system frames in arrival order: the lifecycle frames with their
   hooks, the others with ``process_frame``.
 * **The process loop** handles control and data frames one at a time, in a cancel scope per
-  interruption. After an interruption it waits until the interruption has been forwarded, so
+  interruption, each only once the system frames that arrived before it have been handled
+  (so an EndFrame never overtakes input audio, nor a transcript the "started speaking" signal
+  ahead of it). After an interruption it waits until the interruption has been forwarded, so
   that new output cannot overtake it downstream.
+
+Both loops take what is already queued without a schedule point and wait only when their lane
+is empty: a burst of frames costs one task switch, not one per frame.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
+import attrs
 import trio
 from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
 
-from ._lanes import Lanes
+from ._lanes import Lanes, LaneStatistics
 from ._lifecycle import Phase
+from ._run_base import RunBase
 from .frames import (
     CancelFrame,
+    ControlFrame,
     EndFrame,
     ErrorFrame,
     Frame,
@@ -46,7 +54,7 @@ from .frames import (
 if TYPE_CHECKING:
     from .processor import FrameProcessor
 
-__all__ = ["KEPT", "ProcessorRun"]
+__all__ = ["KEPT", "Arrived", "ProcessorRun"]
 
 logger = logging.getLogger("rustvani_trio")
 
@@ -57,46 +65,91 @@ KEPT = (UninterruptibleFrame, TranscriptionFrame)
 """Frames an interruption neither drains nor cuts short (user transcripts are user input)."""
 _IDLE, _RUNNING, _ENDING, _ENDED = Phase.IDLE, Phase.RUNNING, Phase.ENDING, Phase.ENDED
 _CANCELLING, _CANCELLED = Phase.CANCELLING, Phase.CANCELLED
-F = TypeVar("F", bound=Frame)
 
 
-class ProcessorRun:
+@attrs.frozen(kw_only=True)
+class Arrived(ControlFrame, UninterruptibleFrame):
+    """Private: put in the process lane when a system frame of one of the types a processor
+    lists in ``_arrival_marks`` arrives, so the processor can do the part of its handling that
+    must be ordered with the data (handled after the system frame itself; never drained)."""
+
+    frame: SystemFrame
+
+
+class ProcessorRun(RunBase):
     """The state and the loops of one processor for one run."""
 
     def __init__(self, proc: FrameProcessor, nursery: trio.Nursery | None) -> None:
-        self.proc = proc
-        self.nursery = nursery
+        super().__init__(proc, nursery)
         self.lanes = Lanes(proc.name, proc.max_buffer)
-        self.phase = _IDLE
-        self.start_frame: StartFrame | None = None  # set once on_start is entered
         self.start_scope: trio.CancelScope | None = None  # around on_start
         self.process_scope: trio.CancelScope | None = None  # around the process loop
         self.process_done: trio.Event | None = None  # set when the process task has returned
         self.in_kept = False  # handling a frame an interruption must not cut short
         self.interruptions = 0  # interruptions taken in and not yet forwarded
         self.resume = ParkingLot()  # where the process loop waits until they are
+        self.system_in = 0  # system frames taken in
+        self.system_done = 0  # system frames handled
+        self.system_handled = ParkingLot()  # where the process loop waits for them
+        self.waiting_for = 0  # the mark the process loop waits for (0: it does not wait)
+        self.taken = ParkingLot()  # where the system loop waits until it has taken its frame
+        self.marks: tuple[type[SystemFrame], ...] = proc._arrival_marks
+        self.queued = self.lanes.process.items  # the process lane's frames, for a quick look
+        self.busy = False  # the process loop holds a frame (handles it, or waits for it)
+        self.took = ParkingLot()  # where the system loop waits until it takes the next one
+
+    def statistics(self) -> LaneStatistics:
+        return self.lanes.statistics()
+
+    def start(self) -> None:
+        assert self.nursery is not None
+        self.nursery.start_soon(self.system_loop, name=f"{self.proc.name}.system")
 
     # ------------------------------------------------------------------ taking frames in
 
-    async def enqueue(self, frame: Frame, direction: FrameDirection) -> None:
-        """Take ``frame`` in, waiting for room if it is a downstream control or data frame."""
-        await checkpoint_if_cancelled()
+    def put(self, frame: Frame, direction: FrameDirection) -> None:
+        """Take ``frame`` in now (the caller waited for room if it had to)."""
         if isinstance(frame, SystemFrame):
             self._enqueue_system(frame, direction)
         else:
-            if direction is _DOWN:
-                lanes = self.lanes
-                while lanes.down_pending >= lanes.max_buffer and self.phase is _RUNNING:
-                    await lanes.wait_for_room()
             self._enqueue_process(frame, direction)
+
+    def needs_room(self, frame: Frame, direction: FrameDirection) -> bool:
+        """Whether a sender of ``frame`` must wait for room first."""
+        lanes = self.lanes
+        return (
+            direction is _DOWN
+            and lanes.down_pending >= lanes.max_buffer
+            and self.phase is _RUNNING
+            and not isinstance(frame, SystemFrame)
+        )
+
+    async def wait_for_room(self) -> None:
+        """Wait until the process lane has room for one more downstream frame (or takes no
+        more frames); raises ``trio.Cancelled`` if the sender is cancelled meanwhile."""
+        lanes = self.lanes
+        while lanes.down_pending >= lanes.max_buffer and self.phase is _RUNNING:
+            await lanes.wait_for_room()
+
+    async def enqueue(self, frame: Frame, direction: FrameDirection) -> None:
+        """Take ``frame`` in, waiting for room if it is a downstream control or data frame
+        (a checkpoint: for the task's own input)."""
+        await checkpoint_if_cancelled()
+        if self.needs_room(frame, direction):
+            await self.wait_for_room()
+        self.put(frame, direction)
         await cancel_shielded_checkpoint()
 
     def enqueue_nowait(self, frame: Frame, direction: FrameDirection) -> None:
         """Take ``frame`` in without waiting (ignoring backpressure)."""
-        if isinstance(frame, SystemFrame):
-            self._enqueue_system(frame, direction)
-        else:
-            self._enqueue_process(frame, direction)
+        self.put(frame, direction)
+
+    async def take(self, frame: Frame, direction: FrameDirection) -> None:
+        if self.needs_room(frame, direction):
+            await self.wait_for_room()
+        self.put(frame, direction)
+
+    take_nowait = enqueue_nowait
 
     def _enqueue_process(self, frame: Frame, direction: FrameDirection) -> None:
         if direction is _DOWN:
@@ -107,7 +160,7 @@ class ProcessorRun:
                 self.phase = _ENDING
         elif not self.phase.takes_upstream:
             return self._refuse(frame)
-        self.lanes.process_send.send_nowait((frame, direction))
+        self.lanes.process.put((frame, direction, self.system_in))
 
     def _enqueue_system(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, StartFrame):
@@ -129,7 +182,16 @@ class ProcessorRun:
                     scope.cancel()
             self.lanes.drain(None)
             self.resume.unpark_all()
-        self.lanes.system_send.send_nowait((frame, direction))
+        self._put_system(frame, direction)
+        marks = self.marks
+        if marks and direction is _DOWN and self.phase is _RUNNING and isinstance(frame, marks):
+            assert isinstance(frame, SystemFrame)
+            self.lanes.down_pending += 1
+            self.lanes.process.put((Arrived(frame=frame), _DOWN, self.system_in))
+
+    def _put_system(self, frame: Frame, direction: FrameDirection) -> None:
+        self.system_in += 1
+        self.lanes.system.put((frame, direction))
 
     def _refuse(self, frame: Frame) -> None:
         """A frame arrived when the processor cannot take it: say so, never drop silently."""
@@ -144,17 +206,29 @@ class ProcessorRun:
             why = "after EndFrame (it was pushed after the end of the stream)"
         message = f"{name} received {frame.name} {why}; the frame was dropped"
         logger.error(message)
-        error = ErrorFrame(error=message, processor=name)
-        self.lanes.system_send.send_nowait((error, _UP))
+        self._put_system(ErrorFrame(error=message, processor=name), _UP)
 
     # ------------------------------------------------------------------ the system loop
 
     async def system_loop(self) -> None:
         """Handles system frames at once, in arrival order."""
         proc = self.proc
-        recv = self.lanes.system_recv
+        lane = self.lanes.system
+        handled = self.system_handled
+        queued = self.queued
         while True:
-            frame, direction = await recv.receive()
+            frame, direction = await lane.get()
+            if (
+                queued
+                and queued[0][2] <= self.system_done  # arrived before this frame
+                and not self.busy
+                and not self.interruptions
+                and not self.phase.cancelling
+                and not isinstance(frame, InterruptionFrame | CancelFrame)
+            ):
+                # The process loop is free and about to take a frame that arrived before this
+                # one: it goes first. (A frame stuck behind one being handled is overtaken.)
+                await self.took.park()
             if isinstance(frame, StartFrame):
                 await self._handle_start(frame, direction)
             elif isinstance(frame, CancelFrame):
@@ -166,6 +240,12 @@ class ProcessorRun:
                     await proc.process_frame(frame, direction)
                 except Exception as exc:
                     await self.report_exception(exc, frame)
+            self.system_done += 1
+            if handled and self.system_done >= self.waiting_for:
+                # The process loop waited for this one: it goes first with the frame it holds
+                # (which arrived before the system frames still queued here).
+                handled.unpark_all()
+                await self.taken.park()
 
     async def _handle_start(self, frame: StartFrame, direction: FrameDirection) -> None:
         proc = self.proc
@@ -233,62 +313,81 @@ class ProcessorRun:
     async def _process_frames(self) -> None:
         proc = self.proc
         lanes = self.lanes
-        recv = lanes.process_recv
-        carried: tuple[Frame, FrameDirection] | None = None
+        lane = lanes.process
         while not self.phase.cancelling:
-            handling: Frame | None = None
+            handling: Frame | None = None  # being handled, or waiting for system frames
             with trio.CancelScope() as scope:
                 self.process_scope = scope
-                if carried is not None:
-                    frame, direction = carried
-                    carried = None
-                    await self._handle_kept(frame, direction)
                 # An interruption that arrived while an uninterruptible frame was handled
                 # (the scope was not cancelled) is forwarded before the next frame is taken,
                 # so that no new output overtakes it.
                 while not self.interruptions:
-                    frame, direction = await recv.receive()
+                    item = await lane.get()
+                    if scope.cancel_called:
+                        # The lane was drained as the interruption arrived, so this frame
+                        # came after it (or is one it keeps): it goes back, to be taken in a
+                        # fresh scope once the interruption has gone on (a later one may
+                        # still drain it). After a cancel, nothing is taken any more.
+                        if not self.phase.cancelling:
+                            lane.items.appendleft(item)
+                        break
+                    frame, direction, mark = item
                     if direction is _DOWN:
                         lanes.down_pending -= 1
                         if lanes.space:
                             lanes.space.unpark()
-                    if scope.cancel_called:
-                        # Taken just before an interruption (or a cancel) arrived.
-                        if self.phase.cancelling:
-                            pass
-                        elif isinstance(frame, KEPT):
-                            carried = (frame, direction)
-                        else:
-                            lanes.count_drop(frame, "taken just before it arrived")
-                        break
+                    self.busy = True
+                    if self.took:
+                        self.took.unpark_all()
                     if isinstance(frame, KEPT):
-                        await self._handle_kept(frame, direction)
+                        await self._handle_kept(frame, direction, mark)
+                        self.busy = False
                         continue
                     handling = frame
+                    if mark > self.system_done:
+                        await self._wait_for_system_frames(mark)
                     try:
                         await proc.process_frame(frame, direction)
                     except Exception as exc:
                         await self.report_exception(exc, frame)
                     handling = None
+                    self.busy = False
             self.process_scope = None
+            self.busy = False
             if handling is not None and not self.phase.cancelling:
                 lanes.count_drop(handling, "its handling was cut short")
             while self.interruptions and not self.phase.cancelling:
                 # Interrupted: wait until the interruption has gone on downstream.
                 await self.resume.park()
 
-    async def _handle_kept(self, frame: Frame, direction: FrameDirection) -> None:
+    async def _wait_for_system_frames(self, mark: int) -> None:
+        """Wait until the first ``mark`` system frames of the run have been handled; the
+        system loop then waits until this task has taken its frame on (so system frames that
+        arrived after the frame do not overtake it for nothing)."""
+        self.waiting_for = mark
+        try:
+            while self.system_done < mark:
+                await self.system_handled.park()
+        finally:
+            self.waiting_for = 0
+            self.taken.unpark_all()
+
+    async def _handle_kept(self, frame: Frame, direction: FrameDirection, mark: int) -> None:
         """A frame an interruption must not lose: handled without being cut short."""
         self.in_kept = True
         try:
             if isinstance(frame, _ENDS):
                 if direction is _DOWN:
                     if isinstance(frame, EndFrame):
-                        await self._run_on_stop(frame)
+                        await self._run_on_stop(frame, mark)
+                    elif mark > self.system_done:
+                        await self._wait_for_system_frames(mark)
                     if self.phase is _ENDING:
                         self.phase = _ENDED
                 await self.proc.push_frame(frame, direction)
             else:
+                if mark > self.system_done:
+                    await self._wait_for_system_frames(mark)
                 try:
                     await self.proc.process_frame(frame, direction)
                 except Exception as exc:
@@ -296,55 +395,21 @@ class ProcessorRun:
         finally:
             self.in_kept = False
 
-    # ------------------------------------------------------------------ hooks, errors
+    # ------------------------------------------------------------------ hooks
 
-    async def _run_hook(
-        self, hook: Callable[[F], Awaitable[None]], frame: F, deadline: float
-    ) -> bool:
-        """Run a lifecycle hook until ``deadline``; an exception it raises is reported as an
-        ErrorFrame. Returns whether the deadline cut it short."""
-        with trio.move_on_at(deadline) as scope:
-            try:
-                await hook(frame)
-            except Exception as exc:
-                await self.report_exception(exc, frame)
-        return scope.cancelled_caught
-
-    async def _run_on_stop(self, frame: EndFrame) -> None:
+    async def _run_on_stop(self, frame: EndFrame, mark: int) -> None:
+        """``on_stop``, once the system frames that arrived before the EndFrame (input audio,
+        say) have been handled; both within ``stop_timeout``."""
         proc = self.proc
+
+        async def stop(frame: EndFrame) -> None:
+            if mark > self.system_done:
+                await self._wait_for_system_frames(mark)
+            await proc.on_stop(frame)
+
         limit = math.inf if proc.stop_timeout is None else proc.stop_timeout
-        if await self._run_hook(proc.on_stop, frame, trio.current_time() + limit):
+        if await self._run_hook(stop, frame, trio.current_time() + limit):
             await proc.push_error(
                 f"{proc.name}: on_stop did not finish within stop_timeout={proc.stop_timeout}s; "
                 "it was abandoned"
             )
-
-    def owes_cancel_hook(self) -> bool:
-        """Started, and neither ended nor cancelled through the frames."""
-        return self.start_frame is not None and self.phase not in (_ENDED, _CANCELLED)
-
-    async def cancel_hook_after_run(self, reason: str) -> None:
-        """Run the cancel hook of a run that ended without the CancelFrame reaching this
-        processor (cancelled from outside, or ended by the task's watchdog): bounded by
-        ``cancel_timeout``, errors logged (nobody reads frames any more)."""
-        if not self.owes_cancel_hook():
-            return
-        self.phase = _CANCELLED
-        proc = self.proc
-        with trio.move_on_after(proc.cancel_timeout):
-            try:
-                await proc.on_cancel(CancelFrame(reason=reason))
-            except Exception as exc:
-                logger.warning("%s: on_cancel failed: %s", proc.name, exc, exc_info=exc)
-
-    async def report_exception(self, exc: Exception, frame: Frame, *, fatal: bool = False) -> None:
-        """Push an ErrorFrame upstream for an exception raised while handling ``frame``."""
-        proc = self.proc
-        logger.debug("%s failed handling %s", proc.name, frame.name, exc_info=exc)
-        message = f"{proc.name}: {type(exc).__name__}: {exc} (while handling {frame.name})"
-        error = ErrorFrame(error=message, fatal=fatal, processor=proc.name, exception=exc)
-        if proc._prev is not None:
-            # Without waiting, so the error is reported even from code being cancelled.
-            proc.push_frame_nowait(error, _UP)
-        else:
-            await proc.push_frame(error, _UP)

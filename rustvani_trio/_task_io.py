@@ -78,11 +78,17 @@ class TaskInput:
                 continue
             await self.deliver(entry(direction), frame, direction)
 
-    async def deliver(self, entry: FrameProcessor, frame: Frame, direction: FrameDirection) -> None:
-        """Put ``frame`` into the pipeline at ``entry``; one that could not go in (the caller
-        was cancelled first) is remembered and reported when the run ends."""
+    async def deliver(
+        self, entry: FrameProcessor, frame: Frame, direction: FrameDirection, *, past: bool = False
+    ) -> None:
+        """Put ``frame`` into the pipeline at ``entry`` (the task's source or sink), or with
+        ``past`` have ``entry`` push it on at once, past its own lanes; one that could not go
+        in (the caller was cancelled first) is remembered and reported when the run ends."""
         try:
-            await entry._enqueue(frame, direction)
+            if past:
+                await entry.push_frame(frame, direction)
+            else:
+                await entry._enqueue(frame, direction)
         except trio.Cancelled:  # raised only before the frame was sent
             self._undelivered.append(frame)
             raise

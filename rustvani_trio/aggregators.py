@@ -15,11 +15,10 @@ import logging
 
 import attrs
 
-from ._lifecycle import Phase
+from ._processor_run import Arrived
 from .context import LLMContext
 from .frames import (
     CancelFrame,
-    ControlFrame,
     EndFrame,
     Frame,
     FrameDirection,
@@ -33,7 +32,6 @@ from .frames import (
     LLMText,
     TextFrame,
     TranscriptionFrame,
-    UninterruptibleFrame,
     UserStartedSpeakingFrame,
     UserStoppedSpeakingFrame,
 )
@@ -43,14 +41,6 @@ __all__ = ["LLMAssistantAggregator", "LLMUserAggregator", "TurnState", "create_c
 
 _DOWN = FrameDirection.DOWNSTREAM
 logger = logging.getLogger("rustvani_trio")
-
-
-@attrs.frozen(kw_only=True)
-class _UserSpeaking(ControlFrame, UninterruptibleFrame):
-    """Private: a speaking signal, ordered with the transcripts in the user aggregator's lane
-    (uninterruptible, so an interruption cannot lose it)."""
-
-    started: bool
 
 
 @attrs.define
@@ -80,7 +70,15 @@ class LLMUserAggregator(FrameProcessor):
     * :class:`LLMMessagesAppendFrame` appends messages, and runs a turn if ``run_llm``.
     * When the user starts speaking (or, in text mode, sends a message) while the bot responds
       and the run allows interruptions, an :class:`InterruptionFrame` is pushed downstream.
+
+    The speaking signals are system frames: they are forwarded, and interrupt the bot, as they
+    arrive, while their effect on the turn (which utterance a transcript belongs to) is
+    ordered with the transcripts, as the signals and the transcripts arrived. A transcript
+    that arrives after a "started speaking" signal is handled after the signal (so it cannot
+    start a turn that the signal then interrupts).
     """
+
+    _arrival_marks = (UserStartedSpeakingFrame, UserStoppedSpeakingFrame)
 
     def __init__(
         self,
@@ -104,16 +102,14 @@ class LLMUserAggregator(FrameProcessor):
         elif isinstance(frame, TranscriptionFrame) or type(frame) is TextFrame:
             await self._user_text(frame.text)
         elif isinstance(frame, UserStartedSpeakingFrame):
-            # A system frame: the interruption goes out at once; the turn bookkeeping waits
-            # for the transcripts queued before it (a marker in our own process lane).
+            # A system frame: it goes on, and interrupts the bot, at once; the turn bookkeeping
+            # is done at its marker (below), put in our process lane as it arrived.
             await self.push_frame(frame, direction)
             await self._maybe_interrupt()
-            self._mark_speaking(started=True)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             await self.push_frame(frame, direction)
-            self._mark_speaking(started=False)
-        elif isinstance(frame, _UserSpeaking):
-            if frame.started:
+        elif isinstance(frame, Arrived):
+            if isinstance(frame.frame, UserStartedSpeakingFrame):
                 self._awaiting_transcript = False
             elif self._parts:
                 await self._run_turn()
@@ -125,12 +121,6 @@ class LLMUserAggregator(FrameProcessor):
                 await self._start_turn()
         else:
             await self.push_frame(frame, direction)
-
-    def _mark_speaking(self, *, started: bool) -> None:
-        """Queue a speaking marker behind the queued transcripts. After an EndFrame no turn can
-        start (``on_stop`` keeps what was said), so none is queued."""
-        if self._processor_run.phase is Phase.RUNNING:
-            self._enqueue_nowait(_UserSpeaking(started=started), _DOWN)
 
     async def on_stop(self, frame: EndFrame) -> None:
         if self._parts:
@@ -217,8 +207,13 @@ class LLMAssistantAggregator(FrameProcessor):
         await self.push_frame(frame, direction)
 
     async def on_interruption(self, frame: InterruptionFrame) -> None:
-        self.commit_interrupted()
-        self.state.discard_stale = False
+        if self.state.discard_stale:
+            # The pair's user side interrupted: it already committed the answer and ended the
+            # bot's turn; a turn it started since (the message that interrupted) goes on.
+            self.state.discard_stale = False
+            self._commit(interrupted=True)
+        else:
+            self.commit_interrupted()
 
     async def on_cancel(self, frame: CancelFrame) -> None:
         # A cancelled answer is kept like an interrupted one (as pipecat does): the user heard

@@ -13,6 +13,11 @@ Every processor has two inbound lanes:
   that waits. Frames travelling upstream never block their sender. With no cycle of blocking
   sends, the graph cannot deadlock.
 
+A control or data frame is handled only after the system frames that arrived before it at the
+same processor (so a system frame's handling must not wait for a data frame that arrives after
+it); a system frame overtakes the frames stuck behind one being handled, not those a free
+process task was about to take.
+
 The process task handles frames inside a cancel scope. An :class:`InterruptionFrame` (or a
 :class:`CancelFrame`) arriving in the system lane cancels that scope, which stops exactly the
 in-flight work (an HTTP stream, tool calls, a query), and drains the process lane, keeping only
@@ -27,20 +32,28 @@ Lifecycle frames (Start, End, Stop, Cancel, Interruption) are handled by the fra
 calls the hooks :meth:`FrameProcessor.on_start`, :meth:`~FrameProcessor.on_stop`,
 :meth:`~FrameProcessor.on_cancel` and :meth:`~FrameProcessor.on_interruption` and then forwards
 the frame; :meth:`FrameProcessor.process_frame` sees every other frame.
+
+For synchronous transforms, filters and taps, :class:`InlineProcessor` (defined in
+``_inline.py``, public here) has no lanes or tasks: it runs in the task of whoever pushes to
+it, for a few function calls per frame instead of a hop.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 import trio
-from trio.lowlevel import checkpoint_if_cancelled
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from ._element import PipelineElement
 from ._lanes import LaneStatistics
+from ._lifecycle import Phase
+from ._metrics import ProcessorMetrics
 from ._processor_run import ProcessorRun
+from ._run_base import RunBase
 from ._stopwatch import Stopwatch
 from .exceptions import RustvaniError
 from .frames import (
@@ -50,13 +63,8 @@ from .frames import (
     Frame,
     FrameDirection,
     InterruptionFrame,
-    LLMTokenUsage,
-    LLMUsageMetricsData,
-    MetricsData,
-    MetricsFrame,
-    ProcessingMetricsData,
     StartFrame,
-    TTFBMetricsData,
+    SystemFrame,
 )
 from .observer import BaseObserver, FramePushed
 
@@ -66,6 +74,8 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_BUFFER",
     "FrameProcessor",
+    "InlineOutput",
+    "InlineProcessor",
     "LaneStatistics",
     "PipelineElement",
     "ProcessorNotLinkedError",
@@ -78,6 +88,11 @@ DEFAULT_MAX_BUFFER = 64
 
 _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
+YIELD_EVERY = 16
+"""A push that did not have to wait is not a schedule point, except every this many pushes:
+a burst costs a task switch per 16 frames, not per frame, while the first frames of a burst
+still go on through a chain of processors before the whole burst was pushed (first-token
+latency), and a task that pushes in a loop still lets others run."""
 
 
 class ProcessorNotLinkedError(RustvaniError, RuntimeError):
@@ -97,7 +112,7 @@ def _check_seconds(name: str, value: object, *, optional: bool = False) -> None:
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
 
 
-class FrameProcessor(PipelineElement):
+class FrameProcessor(PipelineElement, ProcessorMetrics):
     """The unit of work of a pipeline.
 
     Subclass it and override :meth:`process_frame`; the default forwards every frame in the
@@ -116,6 +131,10 @@ class FrameProcessor(PipelineElement):
         stop_timeout: how long :meth:`on_stop` may take before it is abandoned and reported
             (``None``: no limit).
     """
+
+    _arrival_marks: ClassVar[tuple[type[SystemFrame], ...]] = ()
+    """System frame types whose arrival also puts a private marker in the process lane (for a
+    processor whose handling of them must be ordered with its data; see aggregators.py)."""
 
     def __init__(
         self,
@@ -141,11 +160,13 @@ class FrameProcessor(PipelineElement):
 
     def _attach(self, nursery: trio.Nursery | None, observers: tuple[BaseObserver, ...]) -> None:
         """Start a fresh run (a task attaches its processors; ``__init__`` with no nursery)."""
-        self._processor_run = run = ProcessorRun(self, nursery)
-        # Bound here, so that the hot path (a neighbour pushing) costs one attribute lookup.
-        self._enqueue = run.enqueue
-        self._enqueue_nowait = run.enqueue_nowait
+        self._processor_run = run = self._new_run(nursery)
+        # Bound here for the task's own input (the hot path, a neighbour pushing, reads the
+        # run directly).
+        self._enqueue: Callable[[Frame, FrameDirection], Awaitable[None]] = run.enqueue
+        self._enqueue_nowait: Callable[[Frame, FrameDirection], None] = run.enqueue_nowait
         self._observers = observers
+        self._unyielded = 0  # pushes since the last one that was a schedule point
         # The last frame pushed each way: pushing it again at once is a mistake (see push_frame).
         self._last_pushed_down: Frame | None = None
         self._last_pushed_up: Frame | None = None
@@ -153,6 +174,9 @@ class FrameProcessor(PipelineElement):
         self._ttfb_watch = Stopwatch()
         self._ttfb_reported = False
         self._processing_watch = Stopwatch()
+
+    def _new_run(self, nursery: trio.Nursery | None) -> RunBase:
+        return ProcessorRun(self, nursery)
 
     # ------------------------------------------------------------------ state
 
@@ -168,8 +192,9 @@ class FrameProcessor(PipelineElement):
         if value < 1:
             raise ValueError(f"max_buffer must be at least 1, got {value}")
         self._max_buffer = value
-        if hasattr(self, "_processor_run"):
-            self._processor_run.lanes.max_buffer = value
+        run = getattr(self, "_processor_run", None)
+        if isinstance(run, ProcessorRun):
+            run.lanes.max_buffer = value
 
     @property
     def pipeline_task(self) -> PipelineTask | None:
@@ -182,61 +207,9 @@ class FrameProcessor(PipelineElement):
             owner = owner._owner
         return owner if isinstance(owner, PipelineTask) else None
 
-    def start_task_soon(
-        self, async_fn: Callable[..., Awaitable[object]], *args: object, name: str | None = None
-    ) -> None:
-        """Start ``async_fn(*args)`` in the nursery of the run this processor is in, for
-        long-lived work of its own (a provider's connection, a timer), like
-        ``nursery.start_soon``. The task ends with the run; cancel it sooner with a cancel scope
-        of its own.
-
-        Raises:
-            RuntimeError: the processor is not running (use it from ``on_start`` on).
-        """
-        self._run_nursery().start_soon(async_fn, *args, name=name or self._task_name(async_fn))
-
-    async def start_task(
-        self, async_fn: Callable[..., Awaitable[object]], *args: object, name: str | None = None
-    ) -> object:
-        """Like :meth:`start_task_soon`, but as ``nursery.start``: waits until the task calls
-        ``task_status.started(value)`` and returns ``value``."""
-        nursery = self._run_nursery()
-        return await nursery.start(async_fn, *args, name=name or self._task_name(async_fn))
-
-    def _run_nursery(self) -> trio.Nursery:
-        nursery = self._processor_run.nursery
-        if nursery is None or self.start_frame is None:
-            raise RuntimeError(
-                f"{self.name} is not running in a PipelineTask; start tasks from on_start on"
-            )
-        return nursery
-
-    def _task_name(self, async_fn: Callable[..., object]) -> str:
-        return f"{self.name}.{getattr(async_fn, '__name__', 'task')}"
-
-    @property
-    def start_frame(self) -> StartFrame | None:
-        """The StartFrame of the current run (its settings), or ``None`` before it arrives."""
-        return self._processor_run.start_frame
-
-    @property
-    def interruptions_allowed(self) -> bool:
-        """Whether the run allows interruptions (from the StartFrame)."""
-        return (start := self._processor_run.start_frame) is not None and start.allow_interruptions
-
-    @property
-    def metrics_enabled(self) -> bool:
-        """Whether the run asked for TTFB and processing metrics."""
-        return (start := self._processor_run.start_frame) is not None and start.enable_metrics
-
-    @property
-    def usage_metrics_enabled(self) -> bool:
-        """Whether the run asked for token usage metrics."""
-        return (start := self._processor_run.start_frame) is not None and start.enable_usage_metrics
-
     def statistics(self) -> LaneStatistics:
         """A snapshot of this processor's lanes: backlog, blocked senders, interruption drops."""
-        return self._processor_run.lanes.statistics()
+        return self._processor_run.statistics()
 
     # ------------------------------------------------------------------ linking
 
@@ -279,7 +252,12 @@ class FrameProcessor(PipelineElement):
         Downstream control and data frames may wait for room in the neighbour's lane
         (backpressure); system frames and upstream frames never wait. If the calling code has
         been cancelled (an interruption), this raises ``trio.Cancelled`` before sending, so
-        nothing from interrupted work leaks out.
+        nothing from interrupted work leaks out. Observers are told once the frame has been
+        delivered.
+
+        A push that does not wait for room is not a schedule point (except every 16th): the
+        neighbour handles what was pushed when this task next waits, so a burst costs a task
+        switch per 16 frames rather than one per frame.
 
         Pushing the frame just pushed the same way again is refused with a warning (once per
         processor): the usual cause is calling ``super().process_frame(frame, direction)``,
@@ -295,13 +273,40 @@ class FrameProcessor(PipelineElement):
             dest = self._prev
         else:
             _bad_direction(direction)
-        if dest is None:
-            await checkpoint_if_cancelled()
-            await self._push_past_edge(frame, direction)
-        else:
-            if self._observers:
+        await checkpoint_if_cancelled()
+        sender: FrameProcessor = self
+        item = frame
+        run = None if dest is None else dest._processor_run
+        if run is not None and not isinstance(run, ProcessorRun):
+            # An inline processor: it runs here, in this task. What leaves its chain is
+            # delivered from the chain's last processor, as if that one had pushed it.
+            if self._observers and dest is not None:
                 self._notify_observers(frame, direction, dest)
-            await dest._enqueue(frame, direction)
+            left = run.flow(frame, direction)
+            sender = run.chain_exit(direction)
+            if isinstance(left, list):
+                await run.deliver_all(left, direction)
+                left = None
+            if left is None:
+                run = None
+            else:
+                item = left
+                dest = sender._next if direction is _DOWN else sender._prev
+                run = None if dest is None else dest._processor_run
+                if run is None:
+                    await sender._push_past_edge(item, direction)
+        elif run is None:
+            await self._push_past_edge(frame, direction)
+        if isinstance(run, ProcessorRun):
+            if run.lanes.down_pending >= run.lanes.max_buffer and run.needs_room(item, direction):
+                await run.wait_for_room()
+            run.put(item, direction)
+            if sender._observers and dest is not None:
+                sender._notify_observers(item, direction, dest)
+            self._unyielded += 1
+            if self._unyielded >= YIELD_EVERY:
+                self._unyielded = 0
+                await cancel_shielded_checkpoint()
         if direction is _DOWN:
             self._last_pushed_down = frame
         else:
@@ -323,9 +328,30 @@ class FrameProcessor(PipelineElement):
             raise ProcessorNotLinkedError(
                 f"{self.name} has no {direction.value} neighbour for {frame.name}"
             )
-        if self._observers:
-            self._notify_observers(frame, direction, dest)
-        dest._enqueue_nowait(frame, direction)
+        run = dest._processor_run
+        if isinstance(run, ProcessorRun):
+            run.put(frame, direction)
+            if self._observers:
+                self._notify_observers(frame, direction, dest)
+        else:
+            if self._observers:
+                self._notify_observers(frame, direction, dest)
+            run.take_nowait(frame, direction)
+
+    def downstream_room(self) -> float:
+        """How many control or data frames :meth:`push_frame` can send downstream right now
+        without waiting for room (``math.inf`` when none would wait: the neighbour takes no
+        more, or the frames leave the pipeline). Past inline processors, the room is the one
+        of the processor with lanes after them (which they may fill faster, if they turn one
+        frame into several)."""
+        dest = self._next
+        run = None if dest is None else dest._processor_run
+        if run is not None and not isinstance(run, ProcessorRun):
+            dest = run.chain_exit(_DOWN)._next
+            run = None if dest is None else dest._processor_run
+        if not isinstance(run, ProcessorRun) or run.phase is not Phase.RUNNING:
+            return math.inf
+        return max(0, run.lanes.max_buffer - run.lanes.down_pending)
 
     async def push_error(
         self, message: str, *, fatal: bool = False, exception: BaseException | None = None
@@ -368,45 +394,7 @@ class FrameProcessor(PipelineElement):
         for observer in self._observers:
             observer.on_push_frame(event)
 
-    # ------------------------------------------------------------------ metrics
 
-    def start_ttfb_metrics(self) -> None:
-        """Start timing a time-to-first-byte measurement (no-op when metrics are off)."""
-        start = self._processor_run.start_frame
-        if self.metrics_enabled and not (
-            self._ttfb_reported and start is not None and start.report_only_initial_ttfb
-        ):
-            self._ttfb_watch.start()
-
-    async def stop_ttfb_metrics(self) -> float | None:
-        """Stop the TTFB timer and push a MetricsFrame; returns the value (or ``None``)."""
-        value = self._ttfb_watch.stop()
-        if value is not None:
-            self._ttfb_reported = True
-            await self._push_metrics(TTFBMetricsData(processor=self.name, value=value))
-        return value
-
-    def start_processing_metrics(self) -> None:
-        """Start timing one unit of processing (no-op when metrics are off)."""
-        if self.metrics_enabled:
-            self._processing_watch.start()
-
-    async def stop_processing_metrics(self) -> float | None:
-        """Stop the processing timer and push a MetricsFrame; returns the value (or ``None``)."""
-        value = self._processing_watch.stop()
-        if value is not None:
-            await self._push_metrics(ProcessingMetricsData(processor=self.name, value=value))
-        return value
-
-    def push_usage_metrics_nowait(
-        self, usage: LLMTokenUsage, *, model: str | None = None, interrupted: bool = False
-    ) -> None:
-        """Report token usage (works from cancelled code, e.g. an interrupted request)."""
-        if self.usage_metrics_enabled:
-            data = LLMUsageMetricsData(
-                processor=self.name, value=usage, model=model, interrupted=interrupted
-            )
-            self.push_frame_nowait(MetricsFrame(data=(data,)))
-
-    async def _push_metrics(self, data: MetricsData) -> None:
-        await self.push_frame(MetricsFrame(data=(data,)))
+# The inline kind of processor (defined beside this module, which it derives from).
+from ._inline import InlineOutput as InlineOutput  # noqa: E402
+from ._inline import InlineProcessor as InlineProcessor  # noqa: E402

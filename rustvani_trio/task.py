@@ -192,7 +192,10 @@ class PipelineTask:
         if self._idle is not None:
             self._idle.touch()
         if isinstance(frame, SystemFrame) and self._started.is_set():
-            await self._input.deliver(self._entry(direction), frame, direction)
+            # At once, and past the source's (sink's) own lanes: one hop less for an
+            # interruption, which cancels the work it interrupts as it arrives.
+            await self._input.deliver(self._entry(direction), frame, direction, past=True)
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         self._input.put(frame, direction)
         await trio.lowlevel.checkpoint()
@@ -235,7 +238,7 @@ class PipelineTask:
                 self._nursery = nursery
                 for p in self.processors():
                     p._attach(nursery, self._observers)
-                    nursery.start_soon(p._processor_run.system_loop, name=f"{p.name}.system")
+                    p._processor_run.start()
                 start = StartFrame(
                     allow_interruptions=params.allow_interruptions,
                     enable_metrics=params.enable_metrics,
@@ -403,4 +406,4 @@ class PipelineTask:
         elif isinstance(frame, CancelTaskFrame):
             await self._begin_cancel(frame.reason)
         elif isinstance(frame, InterruptionTaskFrame):
-            self._source._enqueue_nowait(InterruptionFrame(), _DOWN)
+            self._source.push_frame_nowait(InterruptionFrame(), _DOWN)

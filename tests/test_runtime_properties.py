@@ -1,9 +1,11 @@
 """Property tests of the runtime: random pipelines, random frame sequences.
 
 Each hypothesis example runs its own ``trio.run`` under a ``MockClock`` (autojump), so virtual
-sleeps cost no real time. pytest-trio makes trio's scheduler deterministic under hypothesis and
-registers its random generator, so every example also explores a different (reproducible) order
-of the tasks within each scheduling batch.
+sleeps cost no real time. The pipelines mix processors with lanes and inline processors (which
+run in their upstream neighbour's task): the properties hold for both kinds. pytest-trio makes
+trio's scheduler deterministic under hypothesis and registers its random generator, so every
+example also explores a different (reproducible) order of the tasks within each scheduling
+batch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rustvani_trio import (
+    CancelFrame,
     DataFrame,
     EndFrame,
     ErrorFrame,
@@ -34,6 +37,7 @@ from rustvani_trio import (
     TranscriptionFrame,
     UninterruptibleFrame,
 )
+from rustvani_trio.processor import InlineOutput, InlineProcessor
 from rustvani_trio.testing import run_test
 from rustvani_trio.testing.strategies import frame_sequences
 
@@ -77,6 +81,8 @@ class Spec:
     arg: int
     max_buffer: int
     delay: float
+    inline: bool = False  # an InlineModel (no delay, no upmark: it cannot wait or push up)
+    hook: bool = True  # with an interruption hook (else an interruption may pass at once)
 
 
 @attrs.frozen(kw_only=True)
@@ -111,8 +117,11 @@ def apply(spec: Spec, name: str, frame: Frame) -> tuple[list[Frame], list[Frame]
     return [frame], []
 
 
-class ModelProcessor(FrameProcessor):
-    """Runs :func:`apply` on downstream process-lane frames; forwards everything else."""
+class HooklessModel(FrameProcessor):
+    """Runs :func:`apply` on downstream process-lane frames; forwards everything else. It has
+    no interruption hook, so an interruption may pass it in the pusher's task."""
+
+    counts_interruptions = False
 
     def __init__(self, spec: Spec, index: int) -> None:
         super().__init__(name=f"p{index}", max_buffer=spec.max_buffer)
@@ -120,9 +129,6 @@ class ModelProcessor(FrameProcessor):
         self.dropped: list[Frame] = []
         self.seen_system: list[Frame] = []
         self.interruptions = 0
-
-    async def on_interruption(self, frame: InterruptionFrame) -> None:
-        self.interruptions += 1
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         if isinstance(frame, SystemFrame):
@@ -145,13 +151,74 @@ class ModelProcessor(FrameProcessor):
             await self.push_frame(f, DOWN)
 
 
-specs = st.builds(
+class ModelProcessor(HooklessModel):
+    """:class:`HooklessModel` with an interruption hook (that counts interruptions)."""
+
+    counts_interruptions = True
+
+    async def on_interruption(self, frame: InterruptionFrame) -> None:
+        self.interruptions += 1
+
+
+class InlineModel(InlineProcessor):
+    """:class:`ModelProcessor`'s twin without lanes: :func:`apply` on downstream process-lane
+    frames, run in the pusher's task."""
+
+    counts_interruptions = True
+
+    def __init__(self, spec: Spec, index: int) -> None:
+        super().__init__(name=f"p{index}")
+        self.spec = spec
+        self.dropped: list[Frame] = []
+        self.seen_system: list[Frame] = []
+        self.interruptions = 0
+        self.starts = 0
+
+    def process(self, frame: Frame, direction: FrameDirection) -> InlineOutput:
+        if isinstance(frame, SystemFrame):
+            self.seen_system.append(frame)
+            return frame
+        if direction is UP:
+            return frame
+        down, up = apply(self.spec, self.name, frame)
+        assert not up
+        if not down:
+            self.dropped.append(frame)
+        return down
+
+    def started(self, frame: StartFrame) -> None:
+        self.starts += 1
+
+    def interrupted(self, frame: InterruptionFrame) -> None:
+        self.interruptions += 1
+
+    def cancelled(self, frame: CancelFrame) -> None:
+        raise AssertionError("these runs are never cancelled")
+
+
+def model(spec: Spec, index: int) -> HooklessModel | InlineModel:
+    if spec.inline:
+        return InlineModel(spec, index)
+    return ModelProcessor(spec, index) if spec.hook else HooklessModel(spec, index)
+
+
+lane_specs = st.builds(
     Spec,
     kind=st.sampled_from(["pass", "transform", "split", "drop", "upmark"]),
     arg=st.integers(min_value=2, max_value=4),
     max_buffer=st.sampled_from([1, 2, 3, 64]),
     delay=st.sampled_from([0.0, 0.0, 0.001, 0.01]),
+    hook=st.booleans(),
 )
+inline_specs = st.builds(
+    Spec,
+    kind=st.sampled_from(["pass", "transform", "split", "drop"]),
+    arg=st.integers(min_value=2, max_value=4),
+    max_buffer=st.just(64),
+    delay=st.just(0.0),
+    inline=st.just(True),
+)
+specs = st.one_of(lane_specs, inline_specs)
 
 
 @st.composite
@@ -210,7 +277,7 @@ def test_random_pipelines_keep_order_lose_nothing_and_end_cleanly(
     cuts = data.draw(nestings(len(pipeline_specs)))
 
     async def main() -> None:
-        procs = [ModelProcessor(spec, i) for i, spec in enumerate(pipeline_specs)]
+        procs = [model(spec, i) for i, spec in enumerate(pipeline_specs)]
         names = [p.name for p in procs]
         want_down, want_up, want_drops = expected(pipeline_specs, names, frames)
         before = all_tasks()
@@ -234,6 +301,7 @@ def test_random_pipelines_keep_order_lose_nothing_and_end_cleanly(
         # Every processor saw every system frame once (nothing duplicated on the way).
         for p in procs:
             assert [f for f in p.seen_system if not isinstance(f, StartFrame)] == want_system
+            assert not isinstance(p, InlineModel) or p.starts == 1
         # Drops are exactly the model's.
         for p in procs:
             assert p.dropped == want_drops.get(p.name, [])
@@ -333,7 +401,7 @@ def test_interruption_injected_anywhere_keeps_what_comes_after_it(
     cuts = data.draw(nestings(len(pipeline_specs) + 1))
 
     async def main() -> None:
-        procs = [ModelProcessor(spec, i) for i, spec in enumerate(pipeline_specs)]
+        procs = [model(spec, i) for i, spec in enumerate(pipeline_specs)]
         names = [p.name for p in procs]
         injector = Injector(list(after))
         upper, lower = procs[:k], procs[k:]
@@ -383,7 +451,7 @@ def test_interruption_injected_anywhere_keeps_what_comes_after_it(
         for p in upper:
             assert p.interruptions == 0
         for p in lower:
-            assert p.interruptions == 1
+            assert p.interruptions == (1 if p.counts_interruptions else 0)
         # Upstream: the upper part's markers all arrive; the lower part's: those of the
         # frames before the interruption may be cut, those after all arrive, in order.
         assert result.upstream_of(ErrorFrame) == []

@@ -18,5 +18,5 @@ CONTESTANTS: dict[str, tuple[str, str]] = {
 }
 """Every contestant: its worker module and the label used in the table and the plot."""
 
-LLM_SCENARIOS = ("burst", "paced", "interrupt", "tool", "concurrency", "slowsink")
-ALL_SCENARIOS = ("burst", "paced", "hop", "interrupt", "tool", "concurrency", "slowsink")
+LLM_SCENARIOS = ("burst", "paced", "interrupt", "tool", "concurrency", "slowsink", "voice")
+ALL_SCENARIOS = ("burst", "paced", "hop", "interrupt", "tool", "concurrency", "slowsink", "voice")

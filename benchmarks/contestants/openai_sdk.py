@@ -14,6 +14,7 @@ from openai import AsyncOpenAI
 from .._common import (
     Samples,
     concurrency_samples,
+    cpu_now,
     now,
     rss_probe_start,
     rss_probe_stop,
@@ -102,13 +103,14 @@ async def _warm(client: AsyncOpenAI, params: dict[str, Any]) -> None:
 
 
 async def _stream(params: dict[str, Any]) -> Samples:
-    out: Samples = {"ttft_ms": [], "total_ms": []}
+    out: Samples = {"ttft_ms": [], "total_ms": [], "cpu_ms": []}
     async with _client(params) as client:
         for turn in range(params["turns"] + 1):
             stamps: list[float] = []
-            t0 = now()
+            t0, c0 = now(), cpu_now()
             await _stream_request(client, params, _stamper(stamps))
             if turn and stamps:
+                out["cpu_ms"].append((cpu_now() - c0) * 1e3)
                 out["ttft_ms"].append((stamps[0] - t0) * 1e3)
                 out["total_ms"].append((stamps[-1] - t0) * 1e3)
     return out
@@ -135,7 +137,7 @@ async def _interrupt(params: dict[str, Any]) -> Samples:
 
 
 async def _tool(params: dict[str, Any]) -> Samples:
-    out: Samples = {"total_ms": [], "ttft_answer_ms": []}
+    out: Samples = {"total_ms": [], "ttft_answer_ms": [], "cpu_ms": []}
 
     async def handler(_args: str) -> str:
         await asyncio.sleep(0)
@@ -143,7 +145,7 @@ async def _tool(params: dict[str, Any]) -> Samples:
 
     async with _client(params) as client:
         for turn in range(params["turns"] + 1):
-            t0 = now()
+            t0, c0 = now(), cpu_now()
             messages: list[dict[str, Any]] = [{"role": "user", "content": "call the tool"}]
             calls: dict[int, dict[str, Any]] = {}
             await _stream_request(client, params, _ignore, messages, calls)
@@ -168,6 +170,7 @@ async def _tool(params: dict[str, Any]) -> Samples:
             answer = {**params, "tool_call": None}  # the second request streams text
             await _stream_request(client, answer, _stamper(stamps), messages)
             if turn and stamps:
+                out["cpu_ms"].append((cpu_now() - c0) * 1e3)
                 out["total_ms"].append((stamps[-1] - t0) * 1e3)
                 out["ttft_answer_ms"].append((stamps[0] - t0) * 1e3)
     return out

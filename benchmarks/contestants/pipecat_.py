@@ -38,6 +38,7 @@ from pipecat.workers.runner import WorkerRunner
 from .._common import (
     Samples,
     concurrency_samples,
+    cpu_now,
     now,
     rss_probe_start,
     rss_probe_stop,
@@ -47,7 +48,7 @@ logger.remove()
 logger.add(sys.stderr, level="WARNING")
 
 _DOWN = FrameDirection.DOWNSTREAM
-_ALL = ("burst", "paced", "hop", "interrupt", "tool", "concurrency", "slowsink")
+_ALL = ("burst", "paced", "hop", "interrupt", "tool", "concurrency", "slowsink", "voice")
 
 
 def capabilities(name: str) -> dict[str, str | None]:
@@ -55,6 +56,10 @@ def capabilities(name: str) -> dict[str, str | None]:
 
 
 def run(name: str, scenario: str, params: dict[str, Any]) -> Samples:
+    if scenario == "voice":
+        from ._pipecat_voice import voice
+
+        return asyncio.run(voice(params))
     fn = {
         "hop": _hop,
         "burst": _stream,
@@ -209,7 +214,7 @@ def _context(tools: ToolsSchema | None = None) -> LLMContext:
 
 
 async def _stream(params: dict[str, Any]) -> Samples:
-    out: Samples = {"ttft_ms": [], "total_ms": []}
+    out: Samples = {"ttft_ms": [], "total_ms": [], "cpu_ms": []}
     sink = Sink()
     run_ = _Run([_llm(params), *[PassThrough() for _ in range(params["k"])], sink])
     context = _context()
@@ -217,10 +222,11 @@ async def _stream(params: dict[str, Any]) -> Samples:
     async def body(worker: PipelineWorker) -> None:
         for turn in range(params["turns"] + 1):
             sink.arm()
-            t0 = now()
+            t0, c0 = now(), cpu_now()
             await worker.queue_frame(LLMContextFrame(context=context))
             await sink.done.wait()
             if turn:
+                out["cpu_ms"].append((cpu_now() - c0) * 1e3)
                 out["ttft_ms"].append((sink.stamps[0] - t0) * 1e3)
                 out["total_ms"].append((sink.stamps[-1] - t0) * 1e3)
 
@@ -272,7 +278,7 @@ async def _interrupt(params: dict[str, Any]) -> Samples:
 
 
 async def _tool(params: dict[str, Any]) -> Samples:
-    out: Samples = {"total_ms": [], "ttft_answer_ms": []}
+    out: Samples = {"total_ms": [], "ttft_answer_ms": [], "cpu_ms": []}
     name = params["tool_call"]["name"]
     tools = ToolsSchema(
         standard_tools=[
@@ -306,10 +312,11 @@ async def _tool(params: dict[str, Any]) -> Samples:
             settings.extra = ask_tool
             sink.arm()
             context.set_messages([{"role": "user", "content": "call the tool"}])
-            t0 = now()
+            t0, c0 = now(), cpu_now()
             await worker.queue_frame(LLMContextFrame(context=context))
             await sink.done.wait()
             if turn:
+                out["cpu_ms"].append((cpu_now() - c0) * 1e3)
                 out["total_ms"].append((sink.stamps[-1] - t0) * 1e3)
                 out["ttft_answer_ms"].append((sink.stamps[0] - t0) * 1e3)
 

@@ -2,7 +2,9 @@
 
 The hop-cost scenario needs only the runtime (``generator -> [K pass-through] -> sink``); the
 LLM scenarios need ``rustvani_trio.services.llm.openai`` and ``rustvani_trio.aggregators``,
-and are reported as skipped (with the import error) when those are missing.
+and are reported as skipped (with the import error) when those are missing. With ``inline``
+in the parameters, the K pass-through processors are inline ones (``InlineTap``). The voice
+scenario is in ``_rustvani_voice.py``.
 """
 
 from __future__ import annotations
@@ -24,18 +26,25 @@ from rustvani_trio.frames import (
 )
 from rustvani_trio.pipeline import Pipeline
 from rustvani_trio.processor import FrameProcessor
+
+try:  # (absent before the inline processors landed: the "inline" configurations fail)
+    from rustvani_trio.processor import InlineOutput, InlineProcessor
+except ImportError:  # pragma: no cover
+    InlineProcessor = FrameProcessor  # type: ignore[misc,assignment]
+    InlineOutput = Any  # type: ignore[misc]
 from rustvani_trio.task import PipelineParams, PipelineTask
 
 from .._common import (
     Samples,
     concurrency_samples,
+    cpu_now,
     now,
     rss_probe_start,
     rss_probe_stop,
 )
 
 _DOWN = FrameDirection.DOWNSTREAM
-_LLM = ("burst", "paced", "interrupt", "tool", "concurrency", "slowsink")
+_LLM = ("burst", "paced", "interrupt", "tool", "concurrency", "slowsink", "voice")
 
 try:
     from rustvani_trio.aggregators import LLMAssistantAggregator, LLMUserAggregator, TurnState
@@ -55,6 +64,10 @@ def capabilities(name: str) -> dict[str, str | None]:
 
 
 def run(name: str, scenario: str, params: dict[str, Any]) -> Samples:
+    if scenario == "voice":
+        from ._rustvani_voice import voice
+
+        return trio.run(voice, params)
     fn = {
         "hop": _hop,
         "burst": _stream,
@@ -75,6 +88,19 @@ class PassThrough(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await self.push_frame(frame, direction)
+
+
+class InlineTap(InlineProcessor):
+    """What a user writes for an inline processor that only looks at frames."""
+
+    def process(self, frame: Frame, direction: FrameDirection) -> InlineOutput:
+        return frame
+
+
+def pass_throughs(params: dict[str, Any]) -> list[FrameProcessor]:
+    """The K extra processors of a configuration: with lanes, or inline."""
+    kind = InlineTap if params.get("inline") else PassThrough
+    return [kind() for _ in range(params["k"])]
 
 
 class Counter(PassThrough):
@@ -214,18 +240,19 @@ def _user_says(text: str = "hi") -> TranscriptionFrame:
 
 
 async def _stream(params: dict[str, Any]) -> Samples:
-    out: Samples = {"ttft_ms": [], "total_ms": []}
+    out: Samples = {"ttft_ms": [], "total_ms": [], "cpu_ms": []}
     user, state = _user()
     sink = Sink(state=state)
-    run_ = _Run([user, _llm(params), *[PassThrough() for _ in range(params["k"])], sink])
+    run_ = _Run([user, _llm(params), *pass_throughs(params), sink])
     async with trio.open_nursery() as nursery:
         await run_.start(nursery)
         for turn in range(params["turns"] + 1):  # turn 0 warms up connection and code paths
             sink.arm()
-            t0 = now()
+            t0, c0 = now(), cpu_now()
             await run_.task.queue_frame(_user_says())
             await sink.done.wait()
             if turn:
+                out["cpu_ms"].append((cpu_now() - c0) * 1e3)
                 out["ttft_ms"].append((sink.stamps[0] - t0) * 1e3)
                 out["total_ms"].append((sink.stamps[-1] - t0) * 1e3)
         await run_.end()
@@ -249,7 +276,7 @@ async def _interrupt(params: dict[str, Any]) -> Samples:
     for _ in range(params["turns"]):
         user, state = _user()
         sink = Sink(state=state)
-        run_ = _Run([user, _llm(params), *[PassThrough() for _ in range(params["k"])], sink])
+        run_ = _Run([user, _llm(params), *pass_throughs(params), sink])
         async with trio.open_nursery() as nursery:
             await run_.start(nursery)
             sink.arm()
@@ -277,7 +304,7 @@ async def _tool(params: dict[str, Any]) -> Samples:
         from ._pg_tool import pg_tool_round
 
         return await pg_tool_round(params)
-    out: Samples = {"total_ms": [], "ttft_answer_ms": []}
+    out: Samples = {"total_ms": [], "ttft_answer_ms": [], "cpu_ms": []}
     registry = FunctionRegistry()
     llm: Any = _llm(params, registry)
     # The scripted server answers every request carrying x_script.tool_call with the tool
@@ -308,10 +335,11 @@ async def _tool(params: dict[str, Any]) -> Samples:
         for turn in range(params["turns"] + 1):
             llm.handler.config = ask_tool
             sink.arm()
-            t0 = now()
+            t0, c0 = now(), cpu_now()
             await run_.task.queue_frame(_user_says("call the tool"))
             await sink.done.wait()
             if turn:
+                out["cpu_ms"].append((cpu_now() - c0) * 1e3)
                 out["total_ms"].append((sink.stamps[-1] - t0) * 1e3)
                 out["ttft_answer_ms"].append((sink.stamps[0] - t0) * 1e3)
         await run_.end()
@@ -372,7 +400,7 @@ async def _hop(params: dict[str, Any]) -> Samples:
     out: Samples = {"us_per_frame": [], "frames_per_s": []}
     gen = Generator()
     sink = Sink()
-    run_ = _Run([gen, *[PassThrough() for _ in range(params["k"])], sink])
+    run_ = _Run([gen, *pass_throughs(params), sink])
     async with trio.open_nursery() as nursery:
         await run_.start(nursery)
         for n in (params["warmup_frames"], params["frames"]):

@@ -19,14 +19,19 @@ from httpx_sse import aconnect_sse
 
 from .._common import (
     Samples,
+    audio_chunks,
     concurrency_samples,
+    cpu_now,
     decode_chunk,
     now,
     rss_probe_start,
     rss_probe_stop,
+    split_sentences,
+    strip_markdown,
+    voice_tokens,
 )
 
-_LLM = ("burst", "paced", "interrupt", "tool", "concurrency", "slowsink")
+_LLM = ("burst", "paced", "interrupt", "tool", "concurrency", "slowsink", "voice")
 
 
 def capabilities(name: str) -> dict[str, str | None]:
@@ -45,6 +50,7 @@ def run(name: str, scenario: str, params: dict[str, Any]) -> Samples:
         "tool": _tool,
         "concurrency": _concurrency,
         "slowsink": _slowsink,
+        "voice": _voice,
     }[scenario]
     return trio.run(fn, params)
 
@@ -122,13 +128,14 @@ async def _warm(client: httpx.AsyncClient, params: dict[str, Any]) -> None:
 
 async def _stream(params: dict[str, Any]) -> Samples:
     """Burst / paced: TTFT and total time of one streamed answer, ``turns`` times."""
-    out: Samples = {"ttft_ms": [], "total_ms": []}
+    out: Samples = {"ttft_ms": [], "total_ms": [], "cpu_ms": []}
     async with _client(params) as client:
         for turn in range(params["turns"] + 1):  # turn 0 warms the connection up
             stamps: list[float] = []
-            t0 = now()
+            t0, c0 = now(), cpu_now()
             await _stream_request(client, _body(params), _stamper(stamps))
             if turn and stamps:
+                out["cpu_ms"].append((cpu_now() - c0) * 1e3)
                 out["ttft_ms"].append((stamps[0] - t0) * 1e3)
                 out["total_ms"].append((stamps[-1] - t0) * 1e3)
     return out
@@ -165,7 +172,7 @@ async def _interrupt(params: dict[str, Any]) -> Samples:
 
 async def _tool(params: dict[str, Any]) -> Samples:
     """One tool call, a trivial handler, a second request streaming the answer."""
-    out: Samples = {"total_ms": [], "ttft_answer_ms": []}
+    out: Samples = {"total_ms": [], "ttft_answer_ms": [], "cpu_ms": []}
 
     async def handler(_args: str) -> str:
         await trio.lowlevel.checkpoint()
@@ -173,7 +180,7 @@ async def _tool(params: dict[str, Any]) -> Samples:
 
     async with _client(params) as client:
         for turn in range(params["turns"] + 1):
-            t0 = now()
+            t0, c0 = now(), cpu_now()
             messages: list[dict[str, Any]] = [{"role": "user", "content": "call the tool"}]
             calls: dict[int, dict[str, Any]] = {}
             await _stream_request(client, _body(params, messages), _ignore, calls)
@@ -197,6 +204,7 @@ async def _tool(params: dict[str, Any]) -> Samples:
             answer = {**params, "tool_call": None}  # the second request streams text
             await _stream_request(client, _body(answer, messages), _stamper(stamps))
             if turn and stamps:
+                out["cpu_ms"].append((cpu_now() - c0) * 1e3)
                 out["total_ms"].append((stamps[-1] - t0) * 1e3)
                 out["ttft_answer_ms"].append((stamps[0] - t0) * 1e3)
     return out
@@ -237,6 +245,47 @@ async def _slowsink(params: dict[str, Any]) -> Samples:
         "max_backlog_frames": [0.0],  # a reader that does not read holds nothing
         "frames_at_sink": [float(consumed)],
     }
+
+
+async def _voice(params: dict[str, Any]) -> Samples:
+    """The voice token path's work with no framework: each content delta filtered, gathered
+    into sentences, each sentence turned into audio chunks, timestamped (the conversation's
+    messages kept as the aggregators would)."""
+    out: Samples = {"ttfa_ms": [], "total_ms": [], "cpu_us_per_token": [], "audio_frames": []}
+    tokens = voice_tokens(params["tokens"])
+    messages: list[dict[str, Any]] = []
+    async with _client(params) as client:
+        for turn in range(params["turns"] + 1):
+            stamps: list[float] = []
+            answer: list[str] = []
+            buffer = ""
+
+            def speak(sentence: str, stamps: list[float] = stamps) -> None:
+                for _ in range(audio_chunks(sentence)):
+                    stamps.append(now())  # one 20 ms chunk handed to the output
+
+            def on_text(text: str, answer: list[str] = answer) -> None:
+                nonlocal buffer
+                text = strip_markdown(text) if "*" in text else text
+                answer.append(text)
+                buffer += text
+                sentences, buffer = split_sentences(buffer)
+                for sentence in sentences:
+                    speak(sentence)
+
+            messages.append({"role": "user", "content": "hi"})
+            t0, c0 = now(), cpu_now()
+            body = _body({**params, "tokens": tokens}, list(messages))
+            await _stream_request(client, body, on_text)
+            if buffer.strip():
+                speak(buffer.strip())
+            messages.append({"role": "assistant", "content": "".join(answer)})
+            if turn and stamps:
+                out["cpu_us_per_token"].append((cpu_now() - c0) * 1e6 / len(tokens))
+                out["ttfa_ms"].append((stamps[0] - t0) * 1e3)
+                out["total_ms"].append((stamps[-1] - t0) * 1e3)
+                out["audio_frames"].append(float(len(stamps)))
+    return out
 
 
 async def _hop(params: dict[str, Any]) -> Samples:
