@@ -293,7 +293,5 @@ def build_scenarios(quick: bool) -> list[Scenario]:
                 "total_ms": "ms from the user message to the last audio frame at the sink",
                 "audio_frames": "audio frames at the sink per turn (the same for all)",
             },
-            # Not in the default set until tests/test_benchmarks_smoke.py expects it.
-            default=False,
         ),
     ]

@@ -83,6 +83,8 @@ from .observer import FramePushed as FramePushed
 from .observer import MetricsCollector as MetricsCollector
 from .pipeline import Pipeline as Pipeline
 from .processor import FrameProcessor as FrameProcessor
+from .processor import InlineOutput as InlineOutput
+from .processor import InlineProcessor as InlineProcessor
 from .services.llm.function_registry import FunctionCallParams as FunctionCallParams
 from .services.llm.function_registry import FunctionRegistry as FunctionRegistry
 from .services.llm.function_registry import ToolCallOutput as ToolCallOutput
@@ -186,6 +188,8 @@ __all__ = [
     "FunctionRegistry",
     "FunctionSchema",
     "HeartbeatFrame",
+    "InlineOutput",
+    "InlineProcessor",
     "InputAudioRawFrame",
     "InterruptionFrame",
     "InterruptionTaskFrame",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIOS = ("burst", "paced", "hop", "interrupt", "tool", "concurrency", "slowsink")
+SCENARIOS = ("burst", "paced", "hop", "interrupt", "tool", "concurrency", "slowsink", "voice")
 TRIO_ONLY = ("httpx", "channels", "rustvani")
 
 

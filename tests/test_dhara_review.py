@@ -383,9 +383,12 @@ async def test_one_manager_in_two_running_pipelines_is_refused(
     llm2.set_transition_hook(dhara.create_transition_hook())
     user2, assistant2 = create_context_aggregators(dhara.context, text_mode=True)
     second = PipelineTask(Pipeline([user2, dhara.processor(), llm2.into_processor(), assistant2]))
+    started = trio.Event()
+    first.add_event_handler("on_pipeline_started", lambda _task: started.set())
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             await nursery.start(first.run)
+            await started.wait()  # the first pipeline's Dhara processor has started
             with pytest.raises(PipelineFatalError, match="one manager per conversation"):
                 await second.run()
             await first.queue_frame(EndFrame())

@@ -20,7 +20,6 @@ from ...frames import (
     VADUserStoppedSpeakingFrame,
 )
 from ...processor import FrameProcessor
-from .._lanes import wait_for_queued_audio
 from ..pcm import level_dbfs, to_mono
 from ..resample import Resampler
 from ._machine import VadParams, VADState, VadStateMachine, volume_from_dbfs
@@ -105,7 +104,6 @@ class VADProcessor(FrameProcessor):
         self._probe_time = 0.0
         self._probed = 0
         self._limiter = trio.CapacityLimiter(1)
-        self._busy = False
         self._volume = 0.0
 
     @property
@@ -126,7 +124,6 @@ class VADProcessor(FrameProcessor):
         self._volume = 0.0
 
     async def on_stop(self, frame: EndFrame) -> None:
-        await wait_for_queued_audio(self, lambda: self._busy)
         if self._machine.state in (VADState.SPEAKING, VADState.STOPPING):
             self._machine.reset()
             await self._push_stopped()
@@ -135,12 +132,8 @@ class VADProcessor(FrameProcessor):
         if not (isinstance(frame, InputAudioRawFrame) and direction is _DOWN):
             await self.push_frame(frame, direction)
             return
-        self._busy = True
-        try:
-            await self.push_frame(frame, direction)
-            await self._analyze(frame)
-        finally:
-            self._busy = False
+        await self.push_frame(frame, direction)
+        await self._analyze(frame)
 
     async def _analyze(self, frame: InputAudioRawFrame) -> None:
         pcm = to_mono(frame.audio, frame.num_channels)

@@ -6,7 +6,6 @@ import abc
 
 import trio
 
-from ...audio._lanes import wait_for_queued_audio
 from ...audio.pcm import to_mono
 from ...audio.resample import Resampler
 from ...frames import (
@@ -55,7 +54,6 @@ class STTService(FrameProcessor):
         self.hold_stop_for_final = hold_stop_for_final
         self.final_timeout = final_timeout
         self._resampler: Resampler | None = None
-        self._busy = False
         self._awaiting_final = False
         self._held_stop: UserStoppedSpeakingFrame | None = None
         self._hold_id = 0
@@ -99,13 +97,9 @@ class STTService(FrameProcessor):
         if direction is not _DOWN:
             await self.push_frame(frame, direction)
         elif isinstance(frame, InputAudioRawFrame):
-            self._busy = True
-            try:
-                if self.audio_passthrough:
-                    await self.push_frame(frame, direction)
-                await self.run_stt(self._convert(frame))
-            finally:
-                self._busy = False
+            if self.audio_passthrough:
+                await self.push_frame(frame, direction)
+            await self.run_stt(self._convert(frame))
         elif isinstance(frame, VADUserStartedSpeakingFrame):
             await self.push_frame(frame, direction)
             self._held_stop = None  # the user went on: the turn continues
@@ -139,7 +133,6 @@ class STTService(FrameProcessor):
             await self.final_received()
 
     async def on_stop(self, frame: EndFrame) -> None:
-        await wait_for_queued_audio(self, lambda: self._busy)
         await super().on_stop(frame)
         held, self._held_stop = self._held_stop, None
         if held is not None:
