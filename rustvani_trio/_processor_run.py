@@ -322,7 +322,13 @@ class ProcessorRun(RunBase):
                 # (the scope was not cancelled) is forwarded before the next frame is taken,
                 # so that no new output overtakes it.
                 while not self.interruptions:
-                    item = await lane.get()
+                    if not lane.items:
+                        # Idle: whatever wakes this task starts a burst, whose first frame
+                        # should go on downstream at once.
+                        item = await lane.get()
+                        proc.yield_on_next_push()
+                    else:
+                        item = lane.get_nowait()
                     if scope.cancel_called:
                         # The lane was drained as the interruption arrived, so this frame
                         # came after it (or is one it keeps): it goes back, to be taken in a

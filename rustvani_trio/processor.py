@@ -90,9 +90,10 @@ _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
 YIELD_EVERY = 16
 """A push that did not have to wait is not a schedule point, except every this many pushes:
-a burst costs a task switch per 16 frames, not per frame, while the first frames of a burst
-still go on through a chain of processors before the whole burst was pushed (first-token
-latency), and a task that pushes in a loop still lets others run."""
+a burst costs a task switch per 16 frames, not per frame, and a task that pushes in a loop
+still lets others run. The first push after a processor was idle (its process task woke up,
+or an LLM response's first delta) is a schedule point too, so the first frame of a burst goes
+on through a chain of processors at once (first-token latency)."""
 
 
 class ProcessorNotLinkedError(RustvaniError, RuntimeError):
@@ -245,6 +246,12 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
         the process lane drained, before the frame is forwarded."""
 
     # ------------------------------------------------------------------ pushing
+
+    def yield_on_next_push(self) -> None:
+        """Make this processor's next push a schedule point, so the frame it sends is handled
+        downstream before this task goes on (for the first frame of a burst: a response's
+        first token)."""
+        self._unyielded = YIELD_EVERY - 1
 
     async def push_frame(self, frame: Frame, direction: FrameDirection = _DOWN) -> None:
         """Send ``frame`` to the neighbour in ``direction``.

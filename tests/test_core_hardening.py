@@ -481,3 +481,46 @@ async def test_a_cancelled_answer_is_kept_like_an_interrupted_one(
         {"role": "assistant", "content": "Hello wor"},
     ]
     assert context.interrupted_indices() == [2]
+
+
+# =========================================================================== schedule points
+
+
+async def test_a_push_is_a_schedule_point_only_when_armed_or_every_16th() -> None:
+    """Pushes that need not wait are not schedule points (a burst costs a task switch per 16
+    frames), except the first one after yield_on_next_push(): the first frame of a burst goes
+    on downstream at once (first-token latency). Every push is still a cancel point."""
+    from rustvani_trio.processor import YIELD_EVERY
+
+    producer, consumer = FrameProcessor(), FrameProcessor()
+    task = trio.lowlevel.current_task()
+
+    async def switched(frame: Frame) -> bool:
+        before = task._schedule_points
+        await producer.push_frame(frame)
+        return task._schedule_points != before
+
+    async with live([producer, consumer]):
+        producer.yield_on_next_push()
+        assert await switched(TextFrame(text="first"))
+        burst = [await switched(TextFrame(text=f"burst {i}")) for i in range(YIELD_EVERY - 1)]
+        assert burst == [False] * (YIELD_EVERY - 1)
+        assert await switched(TextFrame(text="the 16th"))
+
+
+async def test_a_processor_woken_from_idle_makes_its_first_push_a_schedule_point() -> None:
+    pushes: list[bool] = []
+
+    class Relay(FrameProcessor):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            armed = self._unyielded == YIELD_EVERY_MINUS_ONE
+            pushes.append(armed)
+            await self.push_frame(frame, direction)
+
+    from rustvani_trio.processor import YIELD_EVERY
+
+    YIELD_EVERY_MINUS_ONE = YIELD_EVERY - 1
+    async with live([Relay()]) as run:
+        await run.send(TextFrame(text="a"), settle=True)  # idle before it: armed
+        await run.send(TextFrame(text="b"), settle=True)  # idle again: armed
+    assert pushes[-2:] == [True, True]

@@ -236,10 +236,14 @@ class OpenAILLMProcessor(FrameProcessor):
             body,
             answer,
             emit=self._emit,
-            first_delta=self.stop_ttfb_metrics,
+            first_delta=self._first_delta,
             http_timeouts=self._timeout,
             drains=drains,
         )
+
+    async def _first_delta(self) -> None:
+        await self.stop_ttfb_metrics()
+        self.yield_on_next_push()  # the first token goes on before the rest of its read
 
     async def _emit(self, delta: StreamDelta) -> None:
         frame: Frame
