@@ -29,6 +29,7 @@ from ._lifecycle import RunEnd, TaskPhase
 from ._monitors import Heartbeats, IdleMonitor
 from ._params import PipelineParams
 from ._task_io import EventHandlers, Handler, TaskInput
+from ._text import excerpt
 from .exceptions import RustvaniError
 from .frames import (
     CancelFrame,
@@ -395,9 +396,16 @@ class PipelineTask:
             if self._events.has("on_error"):
                 await self._emit("on_error", frame)
             elif not frame.fatal:
-                logger.warning("%s: error from %s: %s", self.name, frame.processor, frame.error)
+                logger.warning(
+                    "%s: error from %s: %s", self.name, frame.processor, excerpt(frame.error, 1000)
+                )
             if frame.fatal:
-                logger.error("%s: fatal error from %s: %s", self.name, frame.processor, frame.error)
+                logger.error(
+                    "%s: fatal error from %s: %s",
+                    self.name,
+                    frame.processor,
+                    excerpt(frame.error, 1000),
+                )
                 if self._fatal is None:
                     self._fatal = frame
                 await self._begin_cancel(f"fatal error: {frame.error}")

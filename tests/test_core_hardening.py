@@ -524,3 +524,29 @@ async def test_a_processor_woken_from_idle_makes_its_first_push_a_schedule_point
         await run.send(TextFrame(text="a"), settle=True)  # idle before it: armed
         await run.send(TextFrame(text="b"), settle=True)  # idle again: armed
     assert pushes[-2:] == [True, True]
+
+
+class RaisesHostileText(FrameProcessor):
+    """Raises an exception whose text carries a forged log line and a terminal escape."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, TextFrame):
+            raise ValueError("bad\nCRITICAL root: forged line \x1b[2J" + "x" * 100_000)
+        await self.push_frame(frame, direction)
+
+
+async def test_the_task_logs_an_error_escaped_and_shortened(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A processor's error text (often a server's) cannot forge a log line, clear a terminal
+    or flood the log when the task logs it."""
+    task = PipelineTask(Pipeline([RaisesHostileText(name="hostile")]))
+    with caplog.at_level(logging.WARNING, logger="rustvani_trio"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(task.run)
+            await task.queue_frames([TextFrame(text="go"), EndFrame()])
+    logged = [r.getMessage() for r in caplog.records if "error from hostile" in r.getMessage()]
+    assert len(logged) == 1
+    assert "\n" not in logged[0] and "\x1b" not in logged[0]
+    assert "\\nCRITICAL root: forged line \\x1b[2J" in logged[0]
+    assert len(logged[0]) < 5_000

@@ -18,6 +18,7 @@ from typing import Final, cast
 import httpx
 import trio
 
+from ..._text import excerpt, redact_url
 from ._config import OpenAILLMConfig
 from ._errors import (
     ERROR_BODY_BYTES,
@@ -25,7 +26,6 @@ from ._errors import (
     not_a_stream_error,
     status_error,
 )
-from ._text import excerpt, redact_url
 
 __all__ = ["DRAIN_SECONDS", "ERROR_BODY_SECONDS", "Body", "check_response"]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from ..._text import excerpt, has_surrogate_escape, mend_surrogates
 from ._chat_types import (
     ContentDelta,
     ReasoningDelta,
@@ -23,7 +24,6 @@ from ._chat_types import (
     make_error,
 )
 from ._sse import MAX_EVENT_CHARS, SSEDecoder, SSEEvent, SSEProtocolError
-from ._text import excerpt, has_surrogate_escape, mend_surrogates
 
 __all__ = ["MAX_TOOL_CALLS", "ChatStreamDecoder"]
 

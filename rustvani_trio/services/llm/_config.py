@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 
+from ..._text import excerpt, redact_url
 from ..._validators import (
     at_least,
     in_range,
@@ -28,7 +29,6 @@ from ..._validators import (
     optional,
     positive,
 )
-from ._text import excerpt, redact_url
 
 __all__ = [
     "CONTEXT_WINDOWS",

@@ -23,9 +23,9 @@ from typing import Literal, NoReturn, TypeAlias
 
 import httpx
 
+from ..._text import excerpt, hide_secrets, mend_surrogates, redact_url
 from ...exceptions import RustvaniError
 from ._config import OpenAILLMConfig
-from ._text import excerpt, hide_secrets, mend_surrogates, redact_url
 
 __all__ = [
     "ERROR_BODY_BYTES",

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import trio
 
+from ..._text import describe, excerpt
 from ...context import LLMContext
 from ...frames import (
     CancelFrame,
@@ -33,7 +34,6 @@ from ._chat_types import ContentDelta, ReasoningDelta, StreamDelta
 from ._errors import LLMAnswerCutShort, LLMRequestError, safe_text
 from ._handler import AfterRound, OpenAILLMHandler, TransitionHook
 from ._stream import Answer, http_timeouts, open_client, stream_answer
-from ._text import describe, excerpt
 from ._tool_round import ToolRound
 from ._toolset import Toolset
 

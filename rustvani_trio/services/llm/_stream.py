@@ -36,6 +36,7 @@ import certifi
 import httpx
 import trio
 
+from ..._text import excerpt, redact_url
 from ...frames import LLMTokenUsage
 from ._body import DRAIN_SECONDS, Body, check_response
 from ._chat_decoder import ChatStreamDecoder
@@ -43,7 +44,6 @@ from ._chat_types import StreamDelta, StreamResult
 from ._config import OpenAILLMConfig, base_url_problem
 from ._errors import LLMRequestError, map_exceptions, safe_text
 from ._sse import SSEProtocolError
-from ._text import excerpt, redact_url
 
 __all__ = [
     "DRAIN_SECONDS",

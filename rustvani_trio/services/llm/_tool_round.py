@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import attrs
 import trio
 
+from ..._text import describe, excerpt, has_surrogate_escape, mend_surrogates
 from ...context import LLMContext
 from ...frames import (
     FunctionCallEnd,
@@ -28,7 +29,6 @@ from ...frames import (
 from ...processor import FrameProcessor
 from ._chat_types import StreamResult
 from ._config import OpenAILLMConfig
-from ._text import describe, excerpt, has_surrogate_escape, mend_surrogates
 from ._toolset import Toolset
 from .function_registry import FunctionCallParams, FunctionRegistry, ToolCallOutput
 

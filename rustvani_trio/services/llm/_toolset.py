@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 
+from ..._text import describe, excerpt
 from ...frames import ErrorFrame, FrameDirection
 from ...processor import FrameProcessor
 from ...tools.base import BuiltinTool
-from ._text import describe, excerpt
 
 __all__ = ["Toolset"]
 

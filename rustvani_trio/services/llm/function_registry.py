@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
+from ..._text import excerpt
 from ...context import FunctionSchema
 from ...frames import ErrorFrame, FrameDirection
-from ._text import excerpt
 
 if TYPE_CHECKING:
     from ...context import LLMContext
