@@ -23,7 +23,7 @@ import pytest
 import trio
 import trio.testing
 
-from rustvani_trio import bench
+from rustvani_trio import ErrorFrame, LLMErrorKind, LLMRequestError, bench
 from rustvani_trio._cli import main
 from rustvani_trio.bench import BenchConfig, run_bench
 from rustvani_trio.bench import _records as bench_records
@@ -580,3 +580,31 @@ async def test_a_warm_up_that_fails_entirely_is_pointed_out(
         report = await run_bench(config, progress=bench.Progress(written, live=False))
     assert report["levels"][0]["errors"]["by_class"] == {"timeout": 2}
     assert "every warm-up request of c=1 failed (timeout: " in written.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("kind", "responded", "expected"),
+    [
+        ("protocol", True, "stream"),
+        ("stream", True, "stream"),
+        ("connection", False, "connection"),
+        ("connection", True, "stream"),
+        ("timeout", True, "timeout"),
+        ("config", False, "other"),
+    ],
+)
+def test_a_failure_is_classified_by_its_kind_not_by_words_in_the_servers_message(
+    kind: LLMErrorKind, responded: bool, expected: str
+) -> None:
+    """A server's message that says "timeout" (an upstream's error event, say) is not a
+    timeout of ours, and a message without the word can be one."""
+    from rustvani_trio.bench._pipeline import classify_error_frame
+    from rustvani_trio.bench._wire import WireExchange
+
+    words = "timeout" if expected != "timeout" else "no first token"
+    exc = LLMRequestError(f"the server said: upstream {words}", kind=kind)
+    frame = ErrorFrame(error=str(exc), exception=exc)
+    exchanges = [WireExchange(sent=0.0, status=200, content_type="text/event-stream")]
+    info = classify_error_frame(frame, exchanges if responded else [], lambda text: text)
+    assert info is not None
+    assert info.kind == expected

@@ -8,7 +8,6 @@ would see.
 
 from __future__ import annotations
 
-import httpx
 import trio
 
 from ..frames import (
@@ -95,15 +94,16 @@ def classify_error_frame(
         if x.status == 200 and "text/event-stream" not in (x.content_type or ""):
             return ErrorInfo("stream", clip(redact(not_a_stream(x.content_type or ""))))
     if isinstance(exc, LLMRequestError):
-        if exc.status is not None:
+        # The handler's own classification decides, not words in a server's message.
+        if exc.status is not None or exc.kind == "http":
             return ErrorInfo("http", message, status=exc.status)
-        cause = exc.__cause__
-        text = str(exc).lower()
-        if isinstance(cause, httpx.TimeoutException) or "timeout" in text or "timed out" in text:
+        if exc.kind == "timeout":
             return ErrorInfo("timeout", message)
-        if isinstance(cause, httpx.TransportError):
+        if exc.kind == "connection":
             return ErrorInfo("stream" if responded else "connection", message)
-        return ErrorInfo("stream" if responded else "other", message)
+        if exc.kind in ("protocol", "stream"):
+            return ErrorInfo("stream", message)
+        return ErrorInfo("other", message)
     if exc is None and responded and "stream" in frame.error.lower():
         return ErrorInfo("stream", message)  # an error event, an unfinished stream
     return ErrorInfo("other", message)
