@@ -599,12 +599,13 @@ def test_a_failure_is_classified_by_its_kind_not_by_words_in_the_servers_message
     """A server's message that says "timeout" (an upstream's error event, say) is not a
     timeout of ours, and a message without the word can be one."""
     from rustvani_trio.bench._pipeline import classify_error_frame
+    from rustvani_trio.bench._records import Redactor
     from rustvani_trio.bench._wire import WireExchange
 
     words = "timeout" if expected != "timeout" else "no first token"
     exc = LLMRequestError(f"the server said: upstream {words}", kind=kind)
     frame = ErrorFrame(error=str(exc), exception=exc)
     exchanges = [WireExchange(sent=0.0, status=200, content_type="text/event-stream")]
-    info = classify_error_frame(frame, exchanges if responded else [], lambda text: text)
+    info = classify_error_frame(frame, exchanges if responded else [], Redactor.of([]))
     assert info is not None
     assert info.kind == expected
