@@ -36,3 +36,29 @@ def test_errors_share_the_root_and_keep_their_builtin_base(
 ) -> None:
     assert issubclass(error, rustvani_trio.RustvaniError)
     assert issubclass(error, builtin)
+
+
+def test_every_exception_class_the_package_defines_has_the_root() -> None:
+    """Found by walking every module (each optional part's extra is installed for the tests),
+    so an exception added later cannot miss the root. Private exceptions (a module's own
+    control flow, never raised to a caller) and warnings are not errors."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    missing = []
+    for info in pkgutil.walk_packages(rustvani_trio.__path__, "rustvani_trio."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, BaseException)
+                and value.__module__ == info.name
+                and not name.startswith("_")
+                and not issubclass(value, Warning)
+                and not issubclass(value, rustvani_trio.RustvaniError)
+            ):
+                missing.append(f"{info.name}.{name}")
+    assert missing == []

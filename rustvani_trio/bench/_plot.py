@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from ..exceptions import RustvaniError
 from ._load import PATHS
 from ._report import METRICS
 
@@ -18,7 +19,7 @@ PLOT_HINT = "pip install 'rustvani-trio[bench-plot]'"
 _DISTRIBUTIONS = ("ttft_ms", "itl_ms", "e2e_ms", "tool_rtt_ms", "interrupt_close_ms")
 
 
-class PlotUnavailable(RuntimeError):
+class PlotUnavailable(RustvaniError, RuntimeError):
     """matplotlib is not installed."""
 
 

@@ -17,6 +17,8 @@ import attrs
 import httpx
 import trio
 
+from ..exceptions import RustvaniError
+
 __all__ = [
     "REQUEST_HEADER",
     "ResponseLimitExceeded",
@@ -30,7 +32,7 @@ REQUEST_HEADER = "x-rustvani-bench-request"
 """Names the bench request an HTTP request belongs to; the tap removes it before sending."""
 
 
-class ResponseLimitExceeded(httpx.TransportError):
+class ResponseLimitExceeded(RustvaniError, httpx.TransportError):
     """A response body went past the bench's limits (an endless line, or far more lines than
     the request's token limit allows); the bench stopped reading it. Both paths see it as a
     broken stream."""

@@ -11,6 +11,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, Final
 
+from ..exceptions import RustvaniError
 from ._replies import Reply, ScriptedToolCall, TextReply, ToolCallReply, numbered_tokens
 
 __all__ = ["MAX_TOKENS", "ScriptError", "XScriptCache", "reply_from_x_script"]
@@ -37,7 +38,7 @@ _KEYS: Final = frozenset(
 _CALL_KEYS: Final = frozenset({"name", "arguments", "id"})
 
 
-class ScriptError(ValueError):
+class ScriptError(RustvaniError, ValueError):
     """An invalid ``x_script`` request field (the client gets HTTP 400 with the message)."""
 
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import trio
 import trio_websocket
 
+from ...exceptions import RustvaniError
 from ._ws_options import WebSocketOptions
 
 __all__ = ["CONNECT_ERRORS", "ConnectFailed", "connect_failure", "first_error", "open_connection"]
@@ -22,7 +23,7 @@ def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return exc
 
 
-class ConnectFailed(Exception):
+class ConnectFailed(RustvaniError):
     """A connection attempt failed; ``retry`` says whether another attempt may help."""
 
     def __init__(self, message: str, *, retry: bool) -> None:
