@@ -81,10 +81,27 @@ def describe(exc: BaseException, limit: int = 1000) -> str:
     return f"{type(exc).__name__}: {excerpt(str(exc), limit)}"
 
 
+# A URL inside a text (up to the first whitespace or quote), and one query parameter's value.
+_URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*")
+_QUERY_VALUE: Final = re.compile(r"([?&;][^=&;#]*=)[^&;#]*")
+
+
+def _redact_one(match: re.Match[str]) -> str:
+    url = _USERINFO.sub("", match.group(0))
+    head, hash_, fragment = url.partition("#")
+    path, query_mark, query = head.partition("?")
+    if query_mark:
+        head = path + _QUERY_VALUE.sub(r"\1***", "?" + query)
+    return head + hash_ + ("***" if fragment else "")
+
+
 def redact_url(url: str) -> str:
-    """``url`` without user-info: ``http://user:secret@proxy/v1`` becomes ``http://proxy/v1``
-    (also inside a longer text, and for a URL that does not parse)."""
-    return _USERINFO.sub("", url)
+    """``url`` without user-info and with every query value and the fragment hidden:
+    ``http://user:secret@proxy/v1?key=s3cret`` becomes ``http://proxy/v1?key=***`` (a query
+    may carry a key: ``?api_key=``, a signed URL's signature). Also inside a longer text, and
+    for a URL that does not parse."""
+    text = _URL.sub(_redact_one, url)
+    return _USERINFO.sub("", text)
 
 
 # A surrogate code point in a string decoded from JSON: ``json.loads`` joins every valid pair

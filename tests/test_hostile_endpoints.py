@@ -1275,7 +1275,8 @@ async def test_an_unusable_base_url_is_named_and_not_retried(
     start = trio.current_time()
     turns = await run_turns(base_url, retry=RetryPolicy(max_attempts=3, initial_delay=1.0))
     (error,) = turns.errors
-    assert f"invalid base_url {base_url!r}: " in error.error and why in error.error
+    shown = base_url.replace("=1", "=***")  # a query's values are hidden (they may be keys)
+    assert f"invalid base_url {shown!r}: " in error.error and why in error.error
     assert isinstance(error.exception, LLMRequestError) and error.exception.kind == "config"
     assert trio.current_time() == start  # no retry
 
@@ -1322,3 +1323,28 @@ async def _ignore(_delta: object) -> None:
 
 async def _nothing() -> None:
     pass
+
+
+async def test_a_secret_in_a_redirects_query_is_not_shown() -> None:
+    """A redirect to a signed URL (or one carrying a key) would put the secret in the error
+    and the log: query values are hidden like user-info."""
+    location = "https://new.example/v1/chat/completions?api_key=sk-topsecret&sig=abc123#frag"
+    raw = _response("302 Found", {"location": location}, b"")
+    async with raw_server(functools.partial(_respond_with, raw=raw)) as server:
+        turns = await run_turns(server.url)
+    message = one_error(turns)
+    assert "to https://new.example/v1/chat/completions?api_key=***&sig=***" in message
+    assert "sk-topsecret" not in message and "abc123" not in message
+
+
+async def test_a_secret_in_base_urls_query_is_not_shown(caplog: pytest.LogCaptureFixture) -> None:
+    """base_url may not carry a query (extra_query is the place); the turn says so without
+    showing the query's values, and neither does the config's repr."""
+    caplog.set_level(logging.DEBUG)
+    url = "http://127.0.0.1:9/v1?key=s3cret-value"
+    assert "s3cret" not in repr(OpenAILLMConfig(base_url=url))
+    turns = await run_turns(url)
+    message = one_error(turns)
+    assert "extra_query" in message and "s3cret" not in message
+    for record in caplog.records:
+        assert "s3cret" not in record.getMessage()
