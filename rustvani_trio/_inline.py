@@ -324,6 +324,8 @@ class InlineRun(RunBase):
         if isinstance(result, str | bytes) or not isinstance(result, Sequence):
             problem = f"returned {result!r:.80}"
         elif all(isinstance(item, Frame) for item in result):
+            if len({id(item) for item in result}) < len(result):
+                return self._once_each(result)
             return result
         else:
             bad = next(item for item in result if not isinstance(item, Frame))
@@ -336,6 +338,26 @@ class InlineRun(RunBase):
             source,
         )
         return ()
+
+    def _once_each(self, frames: Sequence[Frame]) -> list[Frame]:
+        """``frames`` with each frame once: a frame goes out once, as for any push (warned
+        once per processor; make another frame, ``attrs.evolve(frame)``, to send two)."""
+        unique: dict[int, Frame] = {}
+        repeated = frames[0]
+        for item in frames:
+            if id(item) in unique:
+                repeated = item
+            unique.setdefault(id(item), item)
+        proc = self.iproc
+        log = logger.debug if proc._warned_double_push else logger.warning
+        proc._warned_double_push = True
+        log(
+            "%s returned the same %s twice; it goes out once (return another frame, "
+            "attrs.evolve(frame), to send two)",
+            proc.name,
+            repeated.name,
+        )
+        return list(unique.values())
 
     def _lifecycle(self, frame: SystemFrame) -> Frame | None:
         proc = self.iproc

@@ -240,6 +240,7 @@ class ProcessorRun(RunBase):
                     await proc.process_frame(frame, direction)
                 except Exception as exc:
                     await self.report_exception(exc, frame)
+                proc._super_forwarded = None
             self.system_done += 1
             if handled and self.system_done >= self.waiting_for:
                 # The process loop waited for this one: it goes first with the frame it holds
@@ -356,6 +357,7 @@ class ProcessorRun(RunBase):
                         await proc.process_frame(frame, direction)
                     except Exception as exc:
                         await self.report_exception(exc, frame)
+                    proc._super_forwarded = None
                     handling = None
                     self.busy = False
             self.process_scope = None
@@ -398,6 +400,7 @@ class ProcessorRun(RunBase):
                     await self.proc.process_frame(frame, direction)
                 except Exception as exc:
                     await self.report_exception(exc, frame)
+                self.proc._super_forwarded = None
         finally:
             self.in_kept = False
 

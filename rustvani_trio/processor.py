@@ -172,6 +172,9 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
         self._last_pushed_down: Frame | None = None
         self._last_pushed_up: Frame | None = None
         self._warned_double_push = False
+        # The frame the base process_frame forwarded when an override called it through
+        # super(), until the override's next push or the end of that frame's handling.
+        self._super_forwarded: Frame | None = None
         self._ttfb_watch = Stopwatch()
         self._ttfb_reported = False
         self._processing_watch = Stopwatch()
@@ -223,6 +226,8 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
         """Handle one frame. The default forwards it in the direction it was travelling (so
         an override that calls ``super().process_frame()`` must not push the frame again)."""
         await self.push_frame(frame, direction)
+        if type(self).process_frame is not FrameProcessor.process_frame:
+            self._super_forwarded = frame  # an override called it: see _after_super
 
     async def on_start(self, frame: StartFrame) -> None:
         """Called when the StartFrame arrives, before it is forwarded (open clients here). A
@@ -270,6 +275,8 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
         processor): the usual cause is calling ``super().process_frame(frame, direction)``,
         which already forwards the frame, and then ``push_frame(frame, direction)``.
         """
+        if self._super_forwarded is not None:
+            self._after_super(frame)
         if direction is _DOWN:
             if frame is self._last_pushed_down:
                 return await self._pushed_twice(frame, direction)
@@ -367,6 +374,24 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
         await self.push_frame(
             ErrorFrame(error=message, fatal=fatal, processor=self.name, exception=exception),
             _UP,
+        )
+
+    def _after_super(self, frame: Frame) -> None:
+        """A push right after ``super().process_frame()`` forwarded a frame, while the same
+        frame is handled: another frame of the same type is the pipecat transform habit
+        (pipecat's base class does not forward), which sends both frames. Warned once."""
+        forwarded, self._super_forwarded = self._super_forwarded, None
+        if frame is forwarded or type(frame) is not type(forwarded):
+            return
+        log = logger.debug if self._warned_double_push else logger.warning
+        self._warned_double_push = True
+        log(
+            "%s called super().process_frame(), which forwards the %s it is given, and then "
+            "pushed another %s: both went out. The base class forwards the frame here "
+            "(pipecat's does not): a processor that transforms frames should not call it",
+            self.name,
+            frame.name,
+            frame.name,
         )
 
     async def _pushed_twice(self, frame: Frame, direction: FrameDirection) -> None:

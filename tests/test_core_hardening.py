@@ -550,3 +550,48 @@ async def test_the_task_logs_an_error_escaped_and_shortened(
     assert "\n" not in logged[0] and "\x1b" not in logged[0]
     assert "\\nCRITICAL root: forged line \\x1b[2J" in logged[0]
     assert len(logged[0]) < 5_000
+
+
+class PipecatTransform(FrameProcessor):
+    """Written as for pipecat, whose base process_frame does not forward: super() first, then
+    push the transformed frame."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, TextFrame):
+            await self.push_frame(TextFrame(text=frame.text.upper()), direction)
+
+
+class SometimesSuper(FrameProcessor):
+    """Forwards empty texts through super(), transforms the others: legitimate here."""
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, TextFrame) and frame.text:
+            await self.push_frame(TextFrame(text=frame.text.upper()), direction)
+        else:
+            await super().process_frame(frame, direction)
+
+
+async def test_a_pipecat_style_transform_is_warned_about_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The base class forwards the frame (pipecat's does not), so a transform written for
+    pipecat sends both the original and the transformed frame: say so, once."""
+    frames = [TextFrame(text="a"), TextFrame(text="b")]
+    with caplog.at_level(logging.DEBUG, logger="rustvani_trio"):
+        result = await run_test([PipecatTransform(name="pc")], frames)
+    assert [f.text for f in result.downstream_of(TextFrame)] == ["a", "A", "b", "B"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("pc called super().process_frame(), which forwards the")
+    assert "pipecat" in warnings[0]
+
+
+async def test_forwarding_through_super_for_some_frames_is_not_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    frames = [TextFrame(text=""), TextFrame(text="b"), TextFrame(text=""), TextFrame(text="c")]
+    with caplog.at_level(logging.DEBUG, logger="rustvani_trio"):
+        result = await run_test([SometimesSuper(name="some")], frames)
+    assert [f.text for f in result.downstream_of(TextFrame)] == ["", "B", "", "C"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

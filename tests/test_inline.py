@@ -196,8 +196,12 @@ async def test_frames_after_the_end_are_refused_and_reported(
                 await self.push_frame(EndFrame())
                 await self.push_frame(TextFrame(text="too late"))
 
+    class SlowStop(FrameProcessor):
+        async def on_stop(self, frame: EndFrame) -> None:
+            await trio.sleep(1)  # the run outlives the late push (else its report is moot)
+
     tap = Tap(name="tap")
-    async with live([PushesAfterEnd(name="p"), tap], end=False) as run:
+    async with live([PushesAfterEnd(name="p"), tap, SlowStop()], end=False) as run:
         await run.send(TextFrame(text="go"))
         await run.wait_down(EndFrame)
         await run.wait_until(lambda: bool(run.errors))
@@ -344,9 +348,37 @@ async def test_downstream_room_counts_the_lane_past_inline_processors(
 
     probe, blocked = Probe(), Blocked()
     async with live([probe, Tap(), Upper(), blocked]) as run:
+        # "hold" keeps the blocked processor busy first, so the frames pushed next all wait
+        # in its lane (the probe's first push after being idle is a schedule point: without
+        # it, the blocked processor might take "0" from its lane there).
+        await run.send(TextFrame(text="hold"))
+        await trio.sleep(1)
         await run.send(TextFrame(text="go"))
         await trio.sleep(1)
         assert probe.room == [3, 2, 1, 0]
         blocked.release.set()
-    assert texts(run.downstream) == ["0", "1", "2", "FLUSHED"]  # (Tap flushes, Upper shouts)
+    # (Tap flushes, Upper shouts)
+    assert texts(run.downstream) == ["HOLD", "0", "1", "2", "FLUSHED"]
     assert probe.downstream_room() == float("inf")  # the run has ended
+
+
+class Doubler(InlineProcessor):
+    """Returns the frame it was given twice (meaning: send it twice)."""
+
+    def process(self, frame: Frame, direction: FrameDirection) -> InlineOutput:
+        return [frame, frame] if isinstance(frame, TextFrame) else frame
+
+
+async def test_an_inline_processor_returning_the_same_frame_twice_is_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The second copy is dropped (a frame goes out once, as for any push) and the warning
+    names the inline processor, not whoever delivers what leaves its chain."""
+    import logging
+
+    with caplog.at_level(logging.DEBUG, logger="rustvani_trio"):
+        result = await run_test([Doubler(name="doubler")], [TextFrame(text="a")])
+    assert [f.text for f in result.downstream_of(TextFrame)] == ["a"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("doubler returned the same TextFrame twice")
