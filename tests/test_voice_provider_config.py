@@ -3,6 +3,11 @@ provider's own environment variable, refused when empty, never in the repr."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from rustvani_trio.services.stt._ws_options import ProviderConfig
@@ -48,3 +53,46 @@ def test_from_env_passes_the_other_fields_on(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("DEEPGRAM_API_KEY", KEY)
     config = DeepgramTTSConfig.from_env(voice="aura-2-thalia-en", sample_rate=16000)
     assert (config.api_key, config.voice, config.sample_rate) == (KEY, "aura-2-thalia-en", 16000)
+
+
+PROVIDER_MODULES = [
+    ("rustvani_trio.services.tts.deepgram", "tts-deepgram"),
+    ("rustvani_trio.services.tts.sarvam", "tts-sarvam"),
+    ("rustvani_trio.services.stt.sarvam", "stt-sarvam"),
+    ("rustvani_trio.services.stt.sixtydb", "stt-60db"),
+]
+
+_IMPORT_WITHOUT_TRIO_WEBSOCKET = """
+import importlib, json, sys
+sys.modules["trio_websocket"] = None  # as if trio-websocket were not installed
+out = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        out[name] = [type(exc).__name__, str(exc)]
+    else:
+        out[name] = None
+    for loaded in [m for m in sys.modules if m.startswith("rustvani_trio.services")]:
+        del sys.modules[loaded]  # the next module is imported afresh
+import rustvani_trio.testing  # the testing package needs no provider extra
+print(json.dumps(out))
+"""
+
+
+def test_a_provider_without_trio_websocket_names_its_extra() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_WITHOUT_TRIO_WEBSOCKET, *(m for m, _ in PROVIDER_MODULES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout)
+    for module, extra in PROVIDER_MODULES:
+        assert results[module] is not None, f"{module} imported without trio-websocket"
+        kind, message = results[module]
+        assert kind == "ImportError"  # not a bare ModuleNotFoundError for trio_websocket
+        assert f"pip install 'rustvani-trio[{extra}]'" in message, message

@@ -16,6 +16,13 @@ no credit left: reported, and not retried in a loop.
 
 from __future__ import annotations
 
+try:
+    import trio_websocket  # noqa: F401 - the one dependency of the stt-60db extra
+except ImportError as _exc:
+    raise ImportError(
+        "60db STT needs the stt-60db extra (trio-websocket): pip install 'rustvani-trio[stt-60db]'"
+    ) from _exc
+
 import base64
 import json
 import logging

@@ -10,6 +10,14 @@ connection stays open). Audio arrives as binary messages of raw PCM; ``Metadata`
 
 from __future__ import annotations
 
+try:
+    import trio_websocket  # noqa: F401 - the one dependency of the tts-deepgram extra
+except ImportError as _exc:
+    raise ImportError(
+        "Deepgram TTS needs the tts-deepgram extra (trio-websocket): "
+        "pip install 'rustvani-trio[tts-deepgram]'"
+    ) from _exc
+
 import json
 import logging
 from urllib.parse import urlencode

@@ -13,6 +13,14 @@ There is no cancel message: an interruption drops the connection and opens a new
 
 from __future__ import annotations
 
+try:
+    import trio_websocket  # noqa: F401 - the one dependency of the tts-sarvam extra
+except ImportError as _exc:
+    raise ImportError(
+        "Sarvam TTS needs the tts-sarvam extra (trio-websocket): "
+        "pip install 'rustvani-trio[tts-sarvam]'"
+    ) from _exc
+
 import base64
 import json
 import logging
