@@ -10,10 +10,9 @@ from rustvani_trio.audio.pcm import silence
 from rustvani_trio.frames import Frame, InputAudioRawFrame, TranscriptionFrame
 from rustvani_trio.services.stt._ws import ReconnectPolicy, WebSocketOptions
 from rustvani_trio.services.stt.sixtydb import SixtyDbSTTConfig, SixtyDbSTTService
-from rustvani_trio.testing._speech._common import Faults
+from rustvani_trio.testing import FakeSixtyDbSTT, Faults, open_fake_sixtydb_stt
 from rustvani_trio.testing._speech.audio import tone
 from rustvani_trio.testing._speech.harness import live_pipeline
-from rustvani_trio.testing._speech.sixtydb import FakeSixtyDbSTT, open_fake_sixtydb_stt
 
 KEY = "60db/secret+key 789"  # URL-encoded in the query: must be redacted in that form too
 FAST = WebSocketOptions(

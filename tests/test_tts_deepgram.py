@@ -24,9 +24,9 @@ from rustvani_trio.frames import (
 )
 from rustvani_trio.services.stt._ws import ReconnectPolicy, WebSocketOptions
 from rustvani_trio.services.tts.deepgram import DeepgramTTSConfig, DeepgramTTSService
-from rustvani_trio.testing._speech._common import Faults
-from rustvani_trio.testing._speech.deepgram import (
+from rustvani_trio.testing import (
     FakeDeepgramTTS,
+    Faults,
     open_fake_deepgram_tts,
 )
 from rustvani_trio.testing._speech.harness import live_pipeline, wait_until

@@ -20,9 +20,8 @@ from rustvani_trio.frames import (
 )
 from rustvani_trio.services.stt._ws import ReconnectPolicy, WebSocketOptions
 from rustvani_trio.services.tts.sarvam import SarvamTTSConfig, SarvamTTSService
-from rustvani_trio.testing._speech._common import Faults
+from rustvani_trio.testing import FakeSarvamTTS, Faults, open_fake_sarvam_tts
 from rustvani_trio.testing._speech.harness import live_pipeline, wait_until
-from rustvani_trio.testing._speech.sarvam_tts import FakeSarvamTTS, open_fake_sarvam_tts
 
 KEY = "sarvam-tts-secret"
 

@@ -96,3 +96,60 @@ def test_a_provider_without_trio_websocket_names_its_extra() -> None:
         kind, message = results[module]
         assert kind == "ImportError"  # not a bare ModuleNotFoundError for trio_websocket
         assert f"pip install 'rustvani-trio[{extra}]'" in message, message
+
+
+SPEECH_FAKES = [
+    "FakeDeepgramTTS",
+    "FakeSarvamTTS",
+    "FakeSarvamSTT",
+    "FakeSixtyDbSTT",
+    "Faults",
+    "FakeSocket",
+    "ServerHandle",
+    "audio_for",
+    "open_fake_deepgram_tts",
+    "open_fake_sarvam_tts",
+    "open_fake_sarvam_stt",
+    "open_fake_sixtydb_stt",
+]
+
+
+def test_the_speech_fakes_are_public_in_rustvani_trio_testing() -> None:
+    import rustvani_trio.testing as testing
+    from rustvani_trio.testing import FakeDeepgramTTS, Faults, open_fake_deepgram_tts
+    from rustvani_trio.testing._speech import deepgram
+
+    assert FakeDeepgramTTS is deepgram.FakeDeepgramTTS
+    assert open_fake_deepgram_tts is deepgram.open_fake_deepgram_tts
+    assert Faults().silent is False
+    for name in SPEECH_FAKES:
+        assert name in testing.__all__, name
+        value = getattr(testing, name)
+        assert (value.__doc__ or "").strip(), f"{name} has no docstring"
+    assert set(SPEECH_FAKES) <= set(dir(testing))
+
+
+_TESTING_WITHOUT_WSPROTO = """
+import sys
+sys.modules["wsproto"] = None  # as if no speech extra were installed
+sys.modules["trio_websocket"] = None
+import rustvani_trio.testing as testing  # works: the speech fakes load on first use
+try:
+    testing.FakeDeepgramTTS
+except ImportError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_the_testing_package_imports_without_the_speech_extras() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _TESTING_WITHOUT_WSPROTO],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ImportError "), done.stdout
+    assert "pip install 'rustvani-trio[tts-deepgram]'" in done.stdout
