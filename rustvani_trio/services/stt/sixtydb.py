@@ -11,7 +11,8 @@ Protocol (``wss://api.60db.ai/ws/stt?apiKey=<key>``): the server greets with
 (``is_final`` without ``speech_final``), then the refined one (``speech_final``); only the
 last is final for us, the others are interim. ``{"type": "stop"}`` ends the session
 (``session_stopped``). A close with code 1008 means the key was refused or the account has
-no credit left: reported, and not retried in a loop.
+no credit left: reported, and not retried in a loop. A server that has not started the
+session within ``idle_timeout`` of the connection is taken for dead (reported, reconnected).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ class SixtyDbSTTService(STTService, WebSocketService):
 
     async def on_connected(self) -> None:
         self._start_sent = False  # sent on the greeting; audio waits for session_started
+        self.expect_reply()  # the greeting and session_started, within idle_timeout
 
     async def run_stt(self, pcm: bytes) -> None:
         if pcm:
@@ -124,6 +126,7 @@ class SixtyDbSTTService(STTService, WebSocketService):
                 self._start_sent = True
                 await self.send_now(self._start_message())
         elif kind == "session_started":
+            self.reply_complete()
             self.set_ready()
         elif kind == "transcription":
             await self._transcription(data)
