@@ -30,6 +30,7 @@ import attrs
 import trio
 import trio_websocket
 
+from ..._text import excerpt
 from ...frames import CancelFrame, EndFrame, StartFrame
 from ...processor import FrameProcessor
 from ._ws_clock import ConnectionClock
@@ -145,8 +146,9 @@ class WebSocketService(FrameProcessor):
         return text
 
     async def report(self, message: str) -> None:
-        """Push a non-fatal ErrorFrame upstream: ``"<service>: <message>"``, redacted."""
-        text = self.redact(f"{self.service}: {message}")
+        """Push a non-fatal ErrorFrame upstream: ``"<service>: <message>"``, redacted, then
+        escaped and cut to 1000 characters (it may carry the provider's own text)."""
+        text = excerpt(self.redact(f"{self.service}: {message}"), 1000)
         logger.warning("%s: %s", self.name, text)
         await self.push_error(text)
 

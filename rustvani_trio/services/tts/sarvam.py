@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 
 import attrs
 
+from ..._text import excerpt
 from ...audio.pcm import strip_wav_header
 from ..stt import _sarvam as sarvam
 from ..stt._ws import WebSocketOptions
@@ -139,4 +140,4 @@ class SarvamTTSService(WebSocketTTSService):
             await self.report(sarvam.error_text(data, message))
             self.answer_done()
         else:
-            logger.debug("%s: unexpected message %r", self.name, self.redact(message[:200]))
+            logger.debug("%s: unexpected message %s", self.name, excerpt(self.redact(message), 200))

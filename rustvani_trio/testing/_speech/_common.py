@@ -29,6 +29,8 @@ class Faults:
         stop_reading_after: stop reading after this many client messages (then sends from
             the client block once the socket buffers fill).
         error: answer the next request with this provider error message (then go on).
+        warning: send this provider warning with the next request, then answer it as usual
+            (Deepgram's ``Warning`` message).
         close_code: after the error, close with this code (e.g. 1008) and ``close_reason``.
         chunk_delay: seconds between audio chunks (slow audio).
         first_delay: seconds before the first audio chunk of each answer (synthesis time).
@@ -39,6 +41,7 @@ class Faults:
     drop_after_chunks: int | None = None
     stop_reading_after: int | None = None
     error: str | None = None
+    warning: str | None = None
     close_code: int | None = None
     close_reason: str = ""
     chunk_delay: float = 0.0
