@@ -3,6 +3,8 @@
     python -m benchmarks.voice                # about a minute on the 2-core reference machine
     python -m benchmarks.voice --reps 1       # quicker
     python -m benchmarks.voice --only websocket   # one scenario (writes nothing)
+    python -m benchmarks.voice --quick --out /tmp/v   # a smoke run: each scenario once,
+                                              # fewer micro samples; writes only with --out
 
 Real time, real engines, everything on this machine (no network):
 
@@ -82,10 +84,11 @@ async def provider_run(question: bytes, barge: bytes) -> dict[str, float]:
             context: LLMContext, llm: FrameProcessor, output: PacedAudioOutput
         ) -> list[FrameProcessor]:
             user, assistant = create_context_aggregators(context)
-            stt = SarvamSTTService(SarvamSTTConfig(api_key="test-key", url=stt_fake.server.url))  # type: ignore[union-attr]
+            assert stt_fake.server is not None and tts_fake.server is not None
+            stt = SarvamSTTService(SarvamSTTConfig(api_key="test-key", url=stt_fake.server.url))
             tts = DeepgramTTSService(
                 DeepgramTTSConfig(api_key="test-key", base_url=tts_fake.server.url)
-            )  # type: ignore[union-attr]
+            )
             return [SileroVADProcessor(), stt, user, llm, tts, output, assistant]
 
         talk = await converse(
@@ -172,14 +175,19 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     return out
 
 
-def micro() -> dict[str, Any]:
+def micro(quick: bool = False) -> dict[str, Any]:
     from rustvani_trio.audio.vad.silero import SileroVADAnalyzer
 
     results: dict[str, Any] = {}
+    repeat = 1 if quick else 3
     speech = speak("what is the weather in paris, and is it going to rain tomorrow")
     chunks = [speech[i : i + 1024] for i in range(0, len(speech) - 1024, 1024)]
     analyzer = SileroVADAnalyzer()
-    per_chunk = [t for c in chunks * 3 for t in timed(lambda c=c: analyzer.voice_confidence(c), 1)]  # type: ignore[misc]
+    per_chunk = [
+        t
+        for c in chunks * repeat
+        for t in timed(lambda c=c: analyzer.voice_confidence(c), 1)  # type: ignore[misc]
+    ]
     results["vad_chunk_ms_p50"] = statistics.median(per_chunk) * 1000
     results["vad_chunk_ms_p95"] = sorted(per_chunk)[int(len(per_chunk) * 0.95)] * 1000
 
@@ -195,13 +203,16 @@ def micro() -> dict[str, Any]:
     one_second = white_noise(1.0, sample_rate=48000)
     for rin, rout in ((48000, 16000), (22050, 16000), (16000, 24000)):
         pcm = one_second if rin == 48000 else white_noise(1.0, sample_rate=rin)
-        cost = statistics.median(timed(lambda: Resampler(rin, rout).process(pcm), 5))  # noqa: B023
+        cost = statistics.median(
+            timed(lambda: Resampler(rin, rout).process(pcm), 1 if quick else 5)  # noqa: B023
+        )
         results[f"resample_{rin}_{rout}_ms_per_s"] = cost * 1000
     try:
         from rustvani_trio.services.stt.pocketsphinx import PocketsphinxSTTService
         from rustvani_trio.testing._speech.offline import GRAMMAR, WORDS
 
         decoder = PocketsphinxSTTService(GRAMMAR, words=WORDS)._decoder
+        assert decoder is not None
         padded = silence(0.3, 16000) + speech
 
         def decode() -> None:
@@ -211,7 +222,7 @@ def micro() -> dict[str, Any]:
             decoder.end_utt()
 
         results["pocketsphinx_ms_per_s"] = (
-            statistics.median(timed(decode, 3)) * 1000 / (len(padded) / 32000)
+            statistics.median(timed(decode, repeat)) * 1000 / (len(padded) / 32000)
         )
     except ImportError:
         pass
@@ -239,7 +250,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where voice.json goes (default: benchmarks/results; a --quick run writes only here)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run: one repetition of each scenario, fewer micro samples",
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -247,9 +268,15 @@ def main() -> None:
         help="run only this scenario (repeatable; nothing is written)",
     )
     args = parser.parse_args()
+    if args.quick:
+        args.reps = 1
+    out: Path | None = args.out
+    if out is None and not args.quick:
+        out = Path(__file__).parent / "results"  # a quick run never replaces the results
     question = speak("what is the weather in paris")
     barge = speak("stop")
     results: dict[str, Any] = {
+        "quick": args.quick,
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
         "delays": {
             "stt": STT_DELAY,
@@ -265,9 +292,10 @@ def main() -> None:
         runs = [trio.run(scenarios[name], question, barge) for _ in range(args.reps)]
         results[name] = {"runs": runs, **summary(runs)}
     if not args.only:
-        results["micro"] = micro()
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "voice.json").write_text(json.dumps(results, indent=2) + "\n")
+        results["micro"] = micro(quick=args.quick)
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "voice.json").write_text(json.dumps(results, indent=2) + "\n")
     print(
         "| scenario | voice to voice (median / max) | fixed delays | framework + VAD share "
         "| barge-in (median / max) | after the interruption |"

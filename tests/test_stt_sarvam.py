@@ -20,13 +20,13 @@ from rustvani_trio.frames import (
 )
 from rustvani_trio.services.stt._ws import ReconnectPolicy, WebSocketOptions
 from rustvani_trio.services.stt.sarvam import SarvamSTTConfig, SarvamSTTService
-from rustvani_trio.testing._speech._common import Faults
-from rustvani_trio.testing._speech.audio import tone
-from rustvani_trio.testing._speech.harness import live_pipeline, wait_until
-from rustvani_trio.testing._speech.sarvam_stt import (
+from rustvani_trio.testing import (
     FakeSarvamSTT,
+    Faults,
     open_fake_sarvam_stt,
 )
+from rustvani_trio.testing._speech.audio import tone
+from rustvani_trio.testing._speech.harness import live_pipeline, wait_until
 
 KEY = "sarvam-secret-456"
 

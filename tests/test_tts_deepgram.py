@@ -24,9 +24,9 @@ from rustvani_trio.frames import (
 )
 from rustvani_trio.services.stt._ws import ReconnectPolicy, WebSocketOptions
 from rustvani_trio.services.tts.deepgram import DeepgramTTSConfig, DeepgramTTSService
-from rustvani_trio.testing._speech._common import Faults
-from rustvani_trio.testing._speech.deepgram import (
+from rustvani_trio.testing import (
     FakeDeepgramTTS,
+    Faults,
     open_fake_deepgram_tts,
 )
 from rustvani_trio.testing._speech.harness import live_pipeline, wait_until
@@ -233,3 +233,25 @@ def test_config_checks_the_key() -> None:
     with pytest.raises(ValueError, match="DEEPGRAM_API_KEY"):
         DeepgramTTSConfig(api_key="")
     assert KEY not in repr(DeepgramTTSConfig(api_key=KEY))
+
+
+async def test_a_warning_is_logged_escaped_and_bounded_and_the_audio_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    warning = f"Speak text is long\nINFO forged log line \x1b[31mred\x1b[0m key={KEY} " + "w" * 5000
+    fake = FakeDeepgramTTS(api_key=KEY, faults=Faults(warning=warning))
+    caplog.set_level("WARNING", logger="rustvani_trio")
+    async with open_fake_deepgram_tts(fake), live_pipeline([tts_for(fake)]) as live:
+        await live.send(*answer("Hello there."))
+        await live.recorder.wait_for_kind(TTSStoppedFrame)
+        await live.end()
+    assert not live.errors  # a warning is no error
+    assert audio_secs(live.recorder.frames) == pytest.approx(0.12, abs=0.001)
+    logged = [r.getMessage() for r in caplog.records if "warning" in r.getMessage()]
+    assert len(logged) == 1, logged
+    message = logged[0]
+    assert "Deepgram TTS warning: Speak text is long\\nINFO forged log line" in message
+    assert "\n" not in message and "\x1b" not in message  # escaped: no forged line, no colour
+    assert KEY not in message and "key=***" in message
+    assert len(message) < 600 and "characters)" in message  # bounded, saying it was cut
+    assert fake.warnings_sent == 1

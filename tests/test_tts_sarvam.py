@@ -20,9 +20,8 @@ from rustvani_trio.frames import (
 )
 from rustvani_trio.services.stt._ws import ReconnectPolicy, WebSocketOptions
 from rustvani_trio.services.tts.sarvam import SarvamTTSConfig, SarvamTTSService
-from rustvani_trio.testing._speech._common import Faults
+from rustvani_trio.testing import FakeSarvamTTS, Faults, open_fake_sarvam_tts
 from rustvani_trio.testing._speech.harness import live_pipeline, wait_until
-from rustvani_trio.testing._speech.sarvam_tts import FakeSarvamTTS, open_fake_sarvam_tts
 
 KEY = "sarvam-tts-secret"
 
@@ -135,3 +134,37 @@ async def test_punctuation_only_text_is_not_sent() -> None:
             await live.send(*answer("...", " Okay."))
             await live.recorder.wait_for_kind(LLMFullResponseEnd)
         assert fake.texts == ["Okay."]
+
+
+async def test_abrupt_drop_is_reported_and_reconnected() -> None:
+    fake = FakeSarvamTTS(api_key=KEY, chunk_bytes=882, faults=Faults(drop_after_chunks=2))
+    async with open_fake_sarvam_tts(fake):
+        async with live_pipeline([tts_for(fake)]) as live:
+            await live.send(*answer("The first answer is cut off mid way."))
+            await live.recorder.wait_for_kind(LLMFullResponseEnd)  # released, not stuck
+            error = await live.wait_for_error()
+            await live.send(*answer("Second try."))
+            await live.recorder.wait_for_kind(LLMFullResponseEnd, 2)
+        assert "dropped without a close frame" in error.error and "reconnecting" in error.error
+        assert fake.server is not None and len(fake.server.connections) == 2
+        assert len(fake.configs) == 2  # the new connection was configured again
+        rec = live.recorder
+        first = rec.index(rec.of(LLMFullResponseStart)[0])
+        second = rec.index(rec.of(LLMFullResponseStart)[1])
+        assert audio_secs(rec.frames[first:second]) == pytest.approx(0.04, abs=0.001)
+        assert audio_secs(rec.frames[second:]) == pytest.approx(0.11, abs=0.001)
+
+
+async def test_a_silent_provider_times_out_and_releases_the_answer() -> None:
+    fake = FakeSarvamTTS(api_key=KEY, faults=Faults(silent=True))
+    async with open_fake_sarvam_tts(fake):
+        async with live_pipeline([tts_for(fake)]) as live:
+            await live.send(*answer("Anyone there?"))
+            await live.recorder.wait_for_kind(LLMFullResponseEnd, within=5)
+            error = await live.wait_for_error()
+            fake.faults.silent = False
+            await live.send(*answer("Now?"))
+            await live.recorder.wait_for_kind(LLMFullResponseEnd, 2, within=5)
+        assert error.error == "Sarvam TTS: no reply within idle_timeout=1s; reconnecting"
+        assert fake.server is not None and len(fake.server.connections) == 2
+        assert audio_secs(live.recorder.frames) == pytest.approx(0.04, abs=0.001)

@@ -3,6 +3,11 @@ provider's own environment variable, refused when empty, never in the repr."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from rustvani_trio.services.stt._ws_options import ProviderConfig
@@ -48,3 +53,103 @@ def test_from_env_passes_the_other_fields_on(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("DEEPGRAM_API_KEY", KEY)
     config = DeepgramTTSConfig.from_env(voice="aura-2-thalia-en", sample_rate=16000)
     assert (config.api_key, config.voice, config.sample_rate) == (KEY, "aura-2-thalia-en", 16000)
+
+
+PROVIDER_MODULES = [
+    ("rustvani_trio.services.tts.deepgram", "tts-deepgram"),
+    ("rustvani_trio.services.tts.sarvam", "tts-sarvam"),
+    ("rustvani_trio.services.stt.sarvam", "stt-sarvam"),
+    ("rustvani_trio.services.stt.sixtydb", "stt-60db"),
+]
+
+_IMPORT_WITHOUT_TRIO_WEBSOCKET = """
+import importlib, json, sys
+sys.modules["trio_websocket"] = None  # as if trio-websocket were not installed
+out = {}
+for name in sys.argv[1:]:
+    try:
+        importlib.import_module(name)
+    except ImportError as exc:
+        out[name] = [type(exc).__name__, str(exc)]
+    else:
+        out[name] = None
+    for loaded in [m for m in sys.modules if m.startswith("rustvani_trio.services")]:
+        del sys.modules[loaded]  # the next module is imported afresh
+import rustvani_trio.testing  # the testing package needs no provider extra
+print(json.dumps(out))
+"""
+
+
+def test_a_provider_without_trio_websocket_names_its_extra() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_WITHOUT_TRIO_WEBSOCKET, *(m for m, _ in PROVIDER_MODULES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout)
+    for module, extra in PROVIDER_MODULES:
+        assert results[module] is not None, f"{module} imported without trio-websocket"
+        kind, message = results[module]
+        assert kind == "ImportError"  # not a bare ModuleNotFoundError for trio_websocket
+        assert f"pip install 'rustvani-trio[{extra}]'" in message, message
+
+
+SPEECH_FAKES = [
+    "FakeDeepgramTTS",
+    "FakeSarvamTTS",
+    "FakeSarvamSTT",
+    "FakeSixtyDbSTT",
+    "Faults",
+    "FakeSocket",
+    "ServerHandle",
+    "audio_for",
+    "open_fake_deepgram_tts",
+    "open_fake_sarvam_tts",
+    "open_fake_sarvam_stt",
+    "open_fake_sixtydb_stt",
+]
+
+
+def test_the_speech_fakes_are_public_in_rustvani_trio_testing() -> None:
+    import rustvani_trio.testing as testing
+    from rustvani_trio.testing import FakeDeepgramTTS, Faults, open_fake_deepgram_tts
+    from rustvani_trio.testing._speech import deepgram
+
+    assert FakeDeepgramTTS is deepgram.FakeDeepgramTTS
+    assert open_fake_deepgram_tts is deepgram.open_fake_deepgram_tts
+    assert Faults().silent is False
+    for name in SPEECH_FAKES:
+        assert name in testing.__all__, name
+        value = getattr(testing, name)
+        assert (value.__doc__ or "").strip(), f"{name} has no docstring"
+    assert set(SPEECH_FAKES) <= set(dir(testing))
+
+
+_TESTING_WITHOUT_WSPROTO = """
+import sys
+sys.modules["wsproto"] = None  # as if no speech extra were installed
+sys.modules["trio_websocket"] = None
+import rustvani_trio.testing as testing  # works: the speech fakes load on first use
+try:
+    testing.FakeDeepgramTTS
+except ImportError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_the_testing_package_imports_without_the_speech_extras() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _TESTING_WITHOUT_WSPROTO],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("ImportError "), done.stdout
+    assert "pip install 'rustvani-trio[tts-deepgram]'" in done.stdout

@@ -30,6 +30,7 @@ import attrs
 import trio
 import trio_websocket
 
+from ..._text import excerpt
 from ...frames import CancelFrame, EndFrame, StartFrame
 from ...processor import FrameProcessor
 from ._ws_clock import ConnectionClock
@@ -145,8 +146,9 @@ class WebSocketService(FrameProcessor):
         return text
 
     async def report(self, message: str) -> None:
-        """Push a non-fatal ErrorFrame upstream: ``"<service>: <message>"``, redacted."""
-        text = self.redact(f"{self.service}: {message}")
+        """Push a non-fatal ErrorFrame upstream: ``"<service>: <message>"``, redacted, then
+        escaped and cut to 1000 characters (it may carry the provider's own text)."""
+        text = excerpt(self.redact(f"{self.service}: {message}"), 1000)
         logger.warning("%s: %s", self.name, text)
         await self.push_error(text)
 
@@ -224,6 +226,9 @@ class WebSocketService(FrameProcessor):
         self._closing = True
         if self._session_scope is not None:
             self._session_scope.cancel()
+        if self._conn is None and self._service_scope is not None:
+            # Connecting or backing off: nothing to close cleanly, and neither is waited for.
+            self._service_scope.cancel()
         if self._service_scope is not None and self._service_done is not None:
             with trio.move_on_after(self.options.close_timeout + 1):
                 self._demand.set()
@@ -259,9 +264,16 @@ class WebSocketService(FrameProcessor):
                 if not failure.retry or failures >= policy.max_attempts:
                     await self._give_up(f"{failure} (attempt {failures}); giving up for now")
                     failures = 0
+                    continue
+                delay = policy.delay(failures, self._rng)
+                if failures == 1:  # the first failure of a run of them is reported at once
+                    await self.report(
+                        f"{failure}; retrying in {delay:.1f}s "
+                        f"(up to {policy.max_attempts} attempts)"
+                    )
                 else:
                     logger.info("%s: %s; retrying", self.name, self.redact(str(failure)))
-                    await trio.sleep(policy.delay(failures, self._rng))
+                await trio.sleep(delay)
                 continue
             failures = 0
             if self._closing:
@@ -287,7 +299,8 @@ class WebSocketService(FrameProcessor):
         try:
             async with trio.open_nursery() as conn_nursery:
                 await self._run_connection(conn_nursery, outcome)
-        except* CONNECT_ERRORS as group:
+        except* (ConnectFailed, *CONNECT_ERRORS) as group:
+            # _run_connection raises inside conn_nursery, so a failure arrives in a group.
             raise connect_failure(first_error(group), self.options) from None
         if self._dropped:
             dropped, self._dropped = self._dropped, 0

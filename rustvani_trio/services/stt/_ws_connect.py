@@ -60,10 +60,13 @@ async def open_connection(
 ) -> trio_websocket.WebSocketConnection:
     """TCP (+TLS on ``wss``) and the WebSocket handshake under ``connect_timeout``; the
     connection's reader task runs in ``nursery``."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+    except ValueError as exc:  # an unclosed [ or a port out of range: no retry can help
+        raise ConnectFailed(f"not a WebSocket URL: {redact(url)!r} ({exc})", retry=False) from None
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ConnectFailed(f"not a WebSocket URL: {redact(url)!r}", retry=False)
-    port = parts.port or (443 if parts.scheme == "wss" else 80)
     resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     extra = [(k.encode(), v.encode()) for k, v in headers]
     with trio.fail_after(options.connect_timeout):

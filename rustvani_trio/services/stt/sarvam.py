@@ -15,6 +15,14 @@ happens whenever the input stops (a muted microphone, a paused transport): after
 
 from __future__ import annotations
 
+try:
+    import trio_websocket  # noqa: F401 - the one dependency of the stt-sarvam extra
+except ImportError as _exc:
+    raise ImportError(
+        "Sarvam STT needs the stt-sarvam extra (trio-websocket): "
+        "pip install 'rustvani-trio[stt-sarvam]'"
+    ) from _exc
+
 import base64
 import json
 import logging

@@ -11,10 +11,18 @@ Protocol (``wss://api.60db.ai/ws/stt?apiKey=<key>``): the server greets with
 (``is_final`` without ``speech_final``), then the refined one (``speech_final``); only the
 last is final for us, the others are interim. ``{"type": "stop"}`` ends the session
 (``session_stopped``). A close with code 1008 means the key was refused or the account has
-no credit left: reported, and not retried in a loop.
+no credit left: reported, and not retried in a loop. A server that has not started the
+session within ``idle_timeout`` of the connection is taken for dead (reported, reconnected).
 """
 
 from __future__ import annotations
+
+try:
+    import trio_websocket  # noqa: F401 - the one dependency of the stt-60db extra
+except ImportError as _exc:
+    raise ImportError(
+        "60db STT needs the stt-60db extra (trio-websocket): pip install 'rustvani-trio[stt-60db]'"
+    ) from _exc
 
 import base64
 import json
@@ -95,6 +103,7 @@ class SixtyDbSTTService(STTService, WebSocketService):
 
     async def on_connected(self) -> None:
         self._start_sent = False  # sent on the greeting; audio waits for session_started
+        self.expect_reply()  # the greeting and session_started, within idle_timeout
 
     async def run_stt(self, pcm: bytes) -> None:
         if pcm:
@@ -117,6 +126,7 @@ class SixtyDbSTTService(STTService, WebSocketService):
                 self._start_sent = True
                 await self.send_now(self._start_message())
         elif kind == "session_started":
+            self.reply_complete()
             self.set_ready()
         elif kind == "transcription":
             await self._transcription(data)

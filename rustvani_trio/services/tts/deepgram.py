@@ -10,12 +10,21 @@ connection stays open). Audio arrives as binary messages of raw PCM; ``Metadata`
 
 from __future__ import annotations
 
+try:
+    import trio_websocket  # noqa: F401 - the one dependency of the tts-deepgram extra
+except ImportError as _exc:
+    raise ImportError(
+        "Deepgram TTS needs the tts-deepgram extra (trio-websocket): "
+        "pip install 'rustvani-trio[tts-deepgram]'"
+    ) from _exc
+
 import json
 import logging
 from urllib.parse import urlencode
 
 import attrs
 
+from ..._text import excerpt
 from ..._validators import positive
 from ..stt._ws import WebSocketOptions
 from ..stt._ws_options import ProviderConfig
@@ -103,14 +112,19 @@ class DeepgramTTSService(WebSocketTTSService):
             self._clearing = False
         elif kind == "Warning":
             text = data.get("warn_msg") or data.get("description") or message
-            logger.warning("%s: %s warning: %s", self.name, self.service, self.redact(str(text)))
+            code = data.get("warn_code")
+            text = f"{text}" + (f" ({code})" if code else "")
+            # the provider's text: escaped (no forged log lines) and bounded
+            logger.warning(
+                "%s: %s warning: %s", self.name, self.service, excerpt(self.redact(text))
+            )
         elif kind == "Error":
             text = data.get("err_msg") or data.get("description") or message
             code = data.get("err_code")
             await self.report(f"{text}" + (f" ({code})" if code else ""))
             self.answer_done()
         elif kind != "Metadata":
-            logger.debug("%s: unexpected message %r", self.name, self.redact(message[:200]))
+            logger.debug("%s: unexpected message %s", self.name, excerpt(self.redact(message), 200))
 
     def close_error(self, code: int, reason: str) -> tuple[str, bool] | None:
         if code in (1000, 1001):

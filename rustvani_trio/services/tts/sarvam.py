@@ -13,6 +13,14 @@ There is no cancel message: an interruption drops the connection and opens a new
 
 from __future__ import annotations
 
+try:
+    import trio_websocket  # noqa: F401 - the one dependency of the tts-sarvam extra
+except ImportError as _exc:
+    raise ImportError(
+        "Sarvam TTS needs the tts-sarvam extra (trio-websocket): "
+        "pip install 'rustvani-trio[tts-sarvam]'"
+    ) from _exc
+
 import base64
 import json
 import logging
@@ -21,6 +29,7 @@ from urllib.parse import urlencode
 
 import attrs
 
+from ..._text import excerpt
 from ...audio.pcm import strip_wav_header
 from ..stt import _sarvam as sarvam
 from ..stt._ws import WebSocketOptions
@@ -131,4 +140,4 @@ class SarvamTTSService(WebSocketTTSService):
             await self.report(sarvam.error_text(data, message))
             self.answer_done()
         else:
-            logger.debug("%s: unexpected message %r", self.name, self.redact(message[:200]))
+            logger.debug("%s: unexpected message %s", self.name, excerpt(self.redact(message), 200))

@@ -23,21 +23,25 @@ class Faults:
     Attributes:
         idle_close_after: close the connection (code 1000, "idle timeout") after this many
             seconds without a message from the client, like providers that reap idle sockets.
-        drop_after_chunks: drop the TCP connection (no close frame) after sending this many
-            audio chunks in total on a connection.
+        drop_after_chunks: drop the TCP connection (no close frame) once, after this many
+            audio chunks were sent on a connection (TTS fakes) or this many client messages
+            were received on it (STT fakes).
         stop_reading_after: stop reading after this many client messages (then sends from
             the client block once the socket buffers fill).
         error: answer the next request with this provider error message (then go on).
+        warning: send this provider warning with the next request, then answer it as usual
+            (Deepgram's ``Warning`` message).
         close_code: after the error, close with this code (e.g. 1008) and ``close_reason``.
         chunk_delay: seconds between audio chunks (slow audio).
         first_delay: seconds before the first audio chunk of each answer (synthesis time).
-        silent: never answer (a provider that hangs).
+        silent: never answer (a provider that hangs; 60db: not even its greeting).
     """
 
     idle_close_after: float | None = None
     drop_after_chunks: int | None = None
     stop_reading_after: int | None = None
     error: str | None = None
+    warning: str | None = None
     close_code: int | None = None
     close_reason: str = ""
     chunk_delay: float = 0.0

@@ -23,7 +23,10 @@ class FakeDeepgramTTS:
     Speak texts are buffered (or synthesised at once with ``synthesize_on_speak``); Flush
     synthesises the buffer (``audio_for``) in chunks of ``chunk_bytes`` then answers
     ``Flushed``; Clear stops the synthesis and answers ``Cleared``; Close closes. A wrong key
-    is refused at the handshake with 401.
+    is refused at the handshake with 401. Faults: ``error`` (an ``Error`` message, then
+    ``close_code``), ``warning`` (a ``Warning`` message before the audio), ``silent``,
+    ``drop_after_chunks``, ``first_delay`` / ``chunk_delay``, ``idle_close_after``,
+    ``stop_reading_after``.
     """
 
     api_key: str = "test-key"
@@ -36,6 +39,7 @@ class FakeDeepgramTTS:
     flushes: int = 0
     clears: int = 0
     chunks_sent: int = 0
+    warnings_sent: int = 0
     #: synthesise each Speak as it comes (like a streaming service), not only at Flush
     synthesize_on_speak: bool = False
 
@@ -76,6 +80,11 @@ class FakeDeepgramTTS:
                             await sock.close(faults.close_code, faults.close_reason)
                             break
                         continue
+                    if faults.warning is not None:
+                        warning = {"type": "Warning", "warn_code": "W-0001"}
+                        await sock.send_json({**warning, "warn_msg": faults.warning})
+                        self.warnings_sent += 1
+                        faults.warning = None
                     if faults.silent:
                         continue
                     if buffer:

@@ -20,7 +20,12 @@ __all__ = ["FakeSarvamTTS", "open_fake_sarvam_tts"]
 class FakeSarvamTTS:
     """Wants ``config`` first (an error message otherwise); buffers ``text``; on ``flush``
     sends the buffer's audio (``audio_for``) base64-encoded in chunks, each wrapped in a WAV
-    header like the real service, then the ``final`` event; ``ping`` is accepted silently."""
+    header like the real service, then the ``final`` event; ``ping`` is accepted silently.
+
+    Faults: ``error`` answers the next flush with an error message, ``silent`` never answers
+    a flush, ``drop_after_chunks`` drops the connection (once) after that many audio chunks
+    on it, ``first_delay`` / ``chunk_delay`` slow the audio, ``idle_close_after`` closes an
+    idle connection with 1000, ``stop_reading_after`` stops reading."""
 
     api_key: str = "test-key"
     chunk_bytes: int = 4410
@@ -42,6 +47,7 @@ class FakeSarvamTTS:
         faults = self.faults
         config: dict[str, Any] | None = None
         buffer: list[str] = []
+        sent_on_conn = [0]  # audio chunks sent on this connection
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.idle_watch)
             while (data := await client.receive_json()) is not None:
@@ -68,18 +74,28 @@ class FakeSarvamTTS:
                         faults.error = None
                         continue
                     text, buffer = " ".join(buffer), []
+                    if faults.silent:
+                        continue
                     rate = int(config["speech_sample_rate"]) if config else 22050
-                    nursery.start_soon(self._synthesise, sock, text, rate)
+                    nursery.start_soon(self._synthesise, sock, text, rate, sent_on_conn)
             nursery.cancel_scope.cancel()
 
-    async def _synthesise(self, sock: FakeSocket, text: str, rate: int) -> None:
-        await trio.sleep(self.faults.first_delay)
+    async def _synthesise(
+        self, sock: FakeSocket, text: str, rate: int, sent_on_conn: list[int]
+    ) -> None:
+        faults = self.faults
+        await trio.sleep(faults.first_delay)
         audio = audio_for(text, rate, self.secs_per_char)
         for start in range(0, len(audio), self.chunk_bytes):
             chunk = wav_bytes(audio[start : start + self.chunk_bytes], rate)
             payload = {"content_type": "audio/wav", "audio": base64.b64encode(chunk).decode()}
             await sock.send_json({"type": "audio", "data": payload})
-            await trio.sleep(self.faults.chunk_delay)
+            sent_on_conn[0] += 1
+            if faults.drop_after_chunks is not None and sent_on_conn[0] >= faults.drop_after_chunks:
+                faults.drop_after_chunks = None
+                await sock.drop()
+                return
+            await trio.sleep(faults.chunk_delay)
         await sock.send_json({"type": "event", "data": {"event_type": "final"}})
 
 

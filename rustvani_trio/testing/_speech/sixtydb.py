@@ -11,7 +11,7 @@ import trio
 import trio.lowlevel
 
 from ...audio.pcm import level_dbfs
-from ._common import Faults, serve_fake
+from ._common import ClientMessages, Faults, serve_fake
 from ._wsserver import FakeSocket, ServerHandle
 
 __all__ = ["FakeSixtyDbSTT", "open_fake_sixtydb_stt"]
@@ -24,7 +24,14 @@ class FakeSixtyDbSTT:
     following speech it sends a partial (``is_partial``), a fast final (``is_final``) and the
     refined final (``speech_final``) with the next of ``transcripts`` (else
     ``"<n.n> seconds of speech"``). The key is checked from the ``apiKey`` query: a wrong one
-    is closed with 1008 after the greeting."""
+    is closed with 1008 after the greeting.
+
+    Faults: ``drop_after_chunks`` drops the connection after that many client messages,
+    ``silent`` never says anything (no greeting, no reply), ``first_delay`` /
+    ``chunk_delay`` come before an utterance's first message and between its messages,
+    ``idle_close_after`` closes an idle connection with 1000, ``stop_reading_after`` stops
+    reading after that many client messages, ``error`` is sent after the next audio message
+    and ``close_code`` closes the connection at ``start``."""
 
     api_key: str = "test-key"
     transcripts: list[str] = attrs.Factory(list)
@@ -40,6 +47,18 @@ class FakeSixtyDbSTT:
         return None
 
     async def __call__(self, sock: FakeSocket) -> None:
+        client = ClientMessages(sock, self.faults)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.idle_watch)
+            await self._converse(sock, client)
+            nursery.cancel_scope.cancel()
+
+    async def _converse(self, sock: FakeSocket, client: ClientMessages) -> None:
+        faults = self.faults
+        if faults.silent:  # a provider that hangs: reads, never answers
+            while await client.receive() is not None:
+                pass
+            return
         for greeting in self.greeting_order:
             if greeting == "connected":
                 await sock.send_json({"type": "connected", "message": "upstream ready"})
@@ -51,16 +70,17 @@ class FakeSixtyDbSTT:
         session = False
         speech = quiet = 0.0
         utterance_end = 0.5
-        while True:
-            data = await sock.receive_json()
-            if data is None:
+        while (data := await client.receive_json()) is not None:
+            if faults.drop_after_chunks is not None and client.count >= faults.drop_after_chunks:
+                faults.drop_after_chunks = None
+                await sock.drop()
                 return
             kind = data.get("type")
             if kind == "start":
                 self.starts.append(data)
                 utterance_end = data["config"].get("utterance_end_ms", 500) / 1000
-                if self.faults.close_code is not None:
-                    await sock.close(self.faults.close_code, self.faults.close_reason)
+                if faults.close_code is not None:
+                    await sock.close(faults.close_code, faults.close_reason)
                     return
                 session = True
                 await sock.send_json({"type": "session_started", "session_id": "s-1"})
@@ -77,11 +97,11 @@ class FakeSixtyDbSTT:
                     if quiet >= utterance_end - 1e-9:
                         await self._utterance(sock, speech)
                         speech = quiet = 0.0
-                if self.faults.error is not None:
+                if faults.error is not None:
                     await sock.send_json(
-                        {"type": "error", "error": self.faults.error, "error_code": "E42"}
+                        {"type": "error", "error": faults.error, "error_code": "E42"}
                     )
-                    self.faults.error = None
+                    faults.error = None
             elif kind == "stop":
                 self.stops += 1
                 if speech:
@@ -92,19 +112,21 @@ class FakeSixtyDbSTT:
     async def _utterance(self, sock: FakeSocket, speech: float) -> None:
         text = self.transcripts.pop(0) if self.transcripts else f"{speech:.1f} seconds of speech"
         words = text.split()
+        await trio.sleep(self.faults.first_delay)
         await sock.send_json({"type": "speech_started"})
-        await sock.send_json(
+        messages: list[dict[str, Any]] = [
             {
                 "type": "transcription",
                 "text": " ".join(words[:1]),
                 "is_partial": True,
                 "is_final": False,
-            }
-        )
-        await sock.send_json(
-            {"type": "transcription", "text": text.lower(), "is_final": True, "speech_final": False}
-        )
-        await sock.send_json(
+            },
+            {
+                "type": "transcription",
+                "text": text.lower(),
+                "is_final": True,
+                "speech_final": False,
+            },
             {
                 "type": "transcription",
                 "text": text,
@@ -112,8 +134,12 @@ class FakeSixtyDbSTT:
                 "speech_final": True,
                 "language": "en",
                 "confidence": 0.93,
-            }
-        )
+            },
+        ]
+        for i, message in enumerate(messages):
+            if i:
+                await trio.sleep(self.faults.chunk_delay)
+            await sock.send_json(message)
 
 
 def open_fake_sixtydb_stt(
