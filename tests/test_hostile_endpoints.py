@@ -1451,3 +1451,26 @@ async def test_a_draining_body_does_not_delay_the_next_turns_request(
     ends = turns.stamp.times(LLMFullResponseEnd)
     assert turns.text == "HiHiHi" and turns.errors == []
     assert arrived[1] == ends[0] and arrived[2] == ends[1]
+
+
+async def test_a_stall_after_many_tokens_is_reported_no_sooner_than_chunk_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The stall deadline moves lazily: never before ``chunk_timeout`` has passed since the
+    last token, and at most an eighth later."""
+    last: list[float] = []
+
+    async def respond(conn: Conn) -> None:
+        await conn.send(SSE_HEAD)
+        for _ in range(10):
+            await conn.send(chunk(delta({"content": "la "})))
+            last.append(trio.current_time())
+            await trio.sleep(1.5)  # under chunk_timeout, but more than its eighth
+        await trio.sleep(300)
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url, chunk_timeout=4.0, retry=NO_RETRY)
+        ended = turns.stamp.times(LLMFullResponseEnd)[0]
+    assert turns.text == "la " * 10
+    assert "stalled" in one_error(turns)
+    assert 4.0 <= ended - last[-1] <= 4.5

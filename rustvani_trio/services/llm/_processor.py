@@ -257,6 +257,7 @@ class OpenAILLMProcessor(FrameProcessor):
             first_delta=self._first_delta,
             http_timeouts=self._timeout,
             drains=self._drains,
+            room=self.downstream_room,
         )
 
     async def _first_delta(self) -> None:

@@ -5,8 +5,9 @@ so it can be driven (and tested) alone. Its deadlines live in one cancel scope p
 
 * ``first_token_timeout`` from sending the request until the first event with content or
   tool-call data;
-* then ``chunk_timeout`` from the last such event: keep-alive comments, empty deltas or a byte
-  now and then do not count as progress; once the ``finish_reason`` arrived, at most
+* then ``chunk_timeout`` from the last such event (moved lazily: a stall is reported between
+  ``chunk_timeout`` and 9/8 of it): keep-alive comments, empty deltas or a byte now and then
+  do not count as progress; once the ``finish_reason`` arrived, at most
   :data:`FINISH_GRACE_SECONDS` (only the usage chunk and ``[DONE]`` are left to come, and the
   answer stands without them);
 * ``request_timeout`` for the whole request.
@@ -138,6 +139,7 @@ async def stream_answer(
     first_delta: Callable[[], Awaitable[object]],
     http_timeouts: httpx.Timeout,
     drains: Drains | None = None,
+    room: Callable[[], float] | None = None,
 ) -> None:
     """Send ``body`` and stream the answer into ``answer``, calling ``emit`` per delta and
     ``first_delta`` once, when the first content or tool-call data arrives.
@@ -147,7 +149,8 @@ async def stream_answer(
     short returns normally: judging it is the caller's business. With ``drains``, the end of a
     finished body is read there so that its connection is reused; without, it is closed. An
     answer past ``cfg.max_answer_chars`` raises (not retryable) once the deltas within the
-    limit were emitted.
+    limit were emitted. ``room`` says how many deltas ``emit`` takes without waiting (the
+    pipeline's room); without it every emission is treated as one that may wait.
     """
     decoder = answer.decoder
     decoder.max_answer_chars = cfg.max_answer_chars
@@ -185,8 +188,20 @@ async def stream_answer(
                     deltas = decoder.feed(chunk)
                     if decoder.progress != progress:
                         progress = decoder.progress
-                        now = trio.current_time()
-                        if deltas or not streaming:
+                        if streaming and (
+                            not deltas or (room is not None and room() >= len(deltas))
+                        ):
+                            # Tool-call data, or deltas the pipeline takes without waiting.
+                            for delta in deltas:
+                                answer.emitted += 1
+                                await emit(delta)
+                            # The stall deadline moves lazily (writing it costs more than
+                            # reading it): between chunk_timeout and 9/8 of it from now.
+                            wanted = trio.current_time() + chunk_timeout
+                            if scope.deadline < wanted and scope.deadline < total:
+                                scope.deadline = min(total, wanted + chunk_timeout / 8)
+                        else:
+                            now = trio.current_time()
                             scope.deadline = math.inf  # our own backpressure is no stall
                             if not streaming:
                                 streaming = True
@@ -196,8 +211,7 @@ async def stream_answer(
                                 await emit(delta)
                             later = trio.current_time()
                             total += later - now
-                            now = later
-                        scope.deadline = min(total, now + chunk_timeout)
+                            scope.deadline = min(total, later + chunk_timeout * 9 / 8)
                     if decoder.ended:
                         break
                     if decoder.finished and not finishing:
