@@ -1474,3 +1474,18 @@ async def test_a_stall_after_many_tokens_is_reported_no_sooner_than_chunk_timeou
     assert turns.text == "la " * 10
     assert "stalled" in one_error(turns)
     assert 4.0 <= ended - last[-1] <= 4.5
+
+
+async def test_usage_calibrates_the_context_from_the_estimate_of_the_request_sent() -> None:
+    context = new_context()
+    estimate = context.estimate_tokens(calibrated=False)
+    usage = {"prompt_tokens": 3 * estimate, "completion_tokens": 1, "total_tokens": 1}
+
+    async def respond(conn: Conn) -> None:
+        events = text_stream("Hi")
+        await conn.stream_events([*events[:-1], event({"choices": [], "usage": usage}), DONE])
+
+    async with raw_server(respond) as server:
+        llm = make_llm(server.url)
+        await run_test([llm], [LLMContextFrame(context=context)])
+    assert context.calibration_factor == 3.0

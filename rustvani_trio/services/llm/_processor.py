@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Mapping, Sequence
+import math
 from typing import Any
 
 import httpx
@@ -213,7 +213,9 @@ class OpenAILLMProcessor(FrameProcessor):
             if removed:
                 logger.info("%s: trimmed %d messages to fit the context window", self.name, removed)
         body = self.handler.build_request(context, tool_choice=tool_choice)
-        sent = body["messages"]
+        # The request's estimate, uncalibrated (what calibrate() wants): cached per message,
+        # so O(1) in the history, where re-estimating the messages sent was O(history).
+        sent = context.estimate_tokens(calibrated=False)
         attempt = 0
         while True:
             attempt += 1
@@ -313,19 +315,15 @@ class OpenAILLMProcessor(FrameProcessor):
         return answer
 
     def _report_usage(
-        self,
-        answer: Answer,
-        context: LLMContext,
-        sent: Sequence[Mapping[str, Any]],
-        *,
-        interrupted: bool,
+        self, answer: Answer, context: LLMContext, sent: int, *, interrupted: bool
     ) -> None:
+        """Report the request's usage; ``sent`` is its uncalibrated prompt estimate."""
         usage = answer.token_usage()
         if usage is not None and usage.prompt_tokens:
             with contextlib.suppress(ValueError):
-                context.calibrate_from_usage(usage.prompt_tokens, sent)
+                context.calibrate(usage.prompt_tokens, sent)
         if usage is None and interrupted:
-            prompt = context.estimate_tokens(sent)
+            prompt = math.floor(sent * context.calibration_factor + 0.5)
             usage = LLMTokenUsage(
                 prompt_tokens=prompt,
                 completion_tokens=answer.emitted,
