@@ -226,8 +226,7 @@ class OpenAILLMConfig:
         include_usage: ask for a usage chunk (``stream_options.include_usage``).
         connect_timeout: seconds to connect. first_token_timeout: seconds from sending the
             request to the first delta. chunk_timeout: the longest a stream may go without
-            content or tool-call data (keep-alive comments and empty chunks do not count; a
-            stall is reported within 9/8 of it).
+            content or tool-call data (keep-alive comments and empty chunks do not count).
             request_timeout: the longest one request may take from sending it to its last
             event, not counting time spent waiting for the pipeline to take the frames
             (``None``: no limit).

@@ -5,9 +5,8 @@ so it can be driven (and tested) alone. Its deadlines live in one cancel scope p
 
 * ``first_token_timeout`` from sending the request until the first event with content or
   tool-call data;
-* then ``chunk_timeout`` from the last such event (moved lazily: a stall is reported between
-  ``chunk_timeout`` and 9/8 of it): keep-alive comments, empty deltas or a byte now and then
-  do not count as progress; once the ``finish_reason`` arrived, at most
+* then ``chunk_timeout`` from the last such event: keep-alive comments, empty deltas or a byte
+  now and then do not count as progress; once the ``finish_reason`` arrived, at most
   :data:`FINISH_GRACE_SECONDS` (only the usage chunk and ``[DONE]`` are left to come, and the
   answer stands without them);
 * ``request_timeout`` for the whole request.
@@ -195,11 +194,7 @@ async def stream_answer(
                             for delta in deltas:
                                 answer.emitted += 1
                                 await emit(delta)
-                            # The stall deadline moves lazily (writing it costs more than
-                            # reading it): between chunk_timeout and 9/8 of it from now.
-                            wanted = trio.current_time() + chunk_timeout
-                            if scope.deadline < wanted and scope.deadline < total:
-                                scope.deadline = min(total, wanted + chunk_timeout / 8)
+                            scope.deadline = min(total, trio.current_time() + chunk_timeout)
                         else:
                             now = trio.current_time()
                             scope.deadline = math.inf  # our own backpressure is no stall
@@ -211,7 +206,7 @@ async def stream_answer(
                                 await emit(delta)
                             later = trio.current_time()
                             total += later - now
-                            scope.deadline = min(total, later + chunk_timeout * 9 / 8)
+                            scope.deadline = min(total, later + chunk_timeout)
                     if decoder.ended:
                         break
                     if decoder.finished and not finishing:
