@@ -1348,3 +1348,144 @@ async def test_a_secret_in_base_urls_query_is_not_shown(caplog: pytest.LogCaptur
     assert "extra_query" in message and "s3cret" not in message
     for record in caplog.records:
         assert "s3cret" not in record.getMessage()
+
+
+# =========================================================================== answer size
+
+
+def _held_chars(decoder: ChatStreamDecoder) -> int:
+    """The characters of answer the decoder holds (joined or not)."""
+    result = decoder._result
+    held = len(result.text) + len(result.reasoning or "") + len(result.refusal or "")
+    held += sum(map(len, decoder._text_parts)) + sum(map(len, decoder._reasoning_parts))
+    for call in decoder._calls:
+        held += len(call.accum.arguments) + sum(map(len, call.parts))
+    return held
+
+
+def _argument_events(count: int, size: int) -> bytes:
+    call = {"index": 0, "id": "c1", "type": "function", "function": {"name": "f"}}
+    out = [delta({"tool_calls": [{**call, "function": {"name": "f", "arguments": '{"a": "'}}]})]
+    piece = delta({"tool_calls": [{"index": 0, "function": {"arguments": "x" * size}}]})
+    out += [piece] * count
+    return b"".join(out)
+
+
+def test_the_decoder_holds_no_more_than_max_answer_chars() -> None:
+    decoder = ChatStreamDecoder(max_answer_chars=100_000)
+    body = _argument_events(count=100, size=10_000)  # 1 M characters of arguments
+    for start in range(0, len(body), 65536):
+        decoder.feed(body[start : start + 65536])
+    assert decoder.over_limit and decoder.ended
+    assert _held_chars(decoder) <= 100_000 + 10_000  # the limit, and at most one more event
+    decoder.feed(_argument_events(count=10, size=10_000))  # ignored once over
+    assert _held_chars(decoder) <= 100_000 + 10_000
+
+
+async def test_an_endless_tool_call_is_cut_at_max_answer_chars_and_never_run() -> None:
+    size = 24 * MiB
+    ran: list[str] = []
+    registry = FunctionRegistry()
+    registry.register("f", lambda args: ran.append(args) or "ok")
+
+    async def respond(conn: Conn) -> None:
+        await conn.send(SSE_HEAD)
+        events = _argument_events(count=size // 8192, size=8192)
+        for start in range(0, len(events), 65536):
+            await conn.send(chunk(events[start : start + 65536]))
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url, registry=registry, max_answer_chars=1_000_000)
+    (error,) = turns.errors
+    assert "max_answer_chars=1000000" in error.error and not error.fatal
+    assert isinstance(error.exception, LLMRequestError) and error.exception.kind == "protocol"
+    assert ran == [] and len(server.requests) == 1  # not run, not retried
+    assert not any(isinstance(f, FunctionCallInProgress) for f in turns.downstream)
+    assert server.sent < size // 2  # the client stopped reading
+
+
+async def test_endless_content_is_cut_at_max_answer_chars_and_what_was_shown_stays() -> None:
+    async def respond(conn: Conn) -> None:
+        await conn.send(SSE_HEAD)
+        piece = chunk(delta({"content": "la " * 1000}))
+        while True:
+            await conn.send(piece)
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url, max_answer_chars=300_000)
+    assert "max_answer_chars=300000" in one_error(turns)
+    assert 290_000 <= len(turns.text) <= 300_000  # emitted up to the limit, then stopped
+    assert turns.text.startswith("la la ")
+    assert len(server.requests) == 1
+    assert len(turns.stamp.times(LLMFullResponseEnd)) == 1  # the turn was closed
+
+
+async def test_an_answer_within_max_answer_chars_is_not_cut() -> None:
+    async with open_scripted_server() as server:
+        server.add_reply(TextReply(["a" * 500, "b" * 500]))
+        turns = await run_turns(server.base_url, max_answer_chars=1000)
+    assert turns.errors == [] and len(turns.text) == 1000
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "1000"])
+def test_max_answer_chars_is_checked_where_the_config_is_built(bad: object) -> None:
+    with pytest.raises((TypeError, ValueError), match="max_answer_chars"):
+        OpenAILLMConfig(max_answer_chars=bad)
+
+
+# =========================================================================== drain vs next turn
+
+
+async def test_a_draining_body_does_not_delay_the_next_turns_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    arrived: list[float] = []
+
+    async def respond(conn: Conn) -> None:
+        arrived.append(trio.current_time())
+        await conn.stream_events(text_stream("Hi"), last_chunk=False)
+        await trio.sleep(30)  # a proxy that keeps the body open after [DONE]
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url, turns=3)
+    ends = turns.stamp.times(LLMFullResponseEnd)
+    assert turns.text == "HiHiHi" and turns.errors == []
+    assert arrived[1] == ends[0] and arrived[2] == ends[1]
+
+
+async def test_a_stall_after_many_tokens_is_reported_no_sooner_than_chunk_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The stall deadline follows the tokens (also those pushed under the running deadline,
+    when the pipeline has room): the stall is reported ``chunk_timeout`` after the last one."""
+    last: list[float] = []
+
+    async def respond(conn: Conn) -> None:
+        await conn.send(SSE_HEAD)
+        for _ in range(10):
+            await conn.send(chunk(delta({"content": "la "})))
+            last.append(trio.current_time())
+            await trio.sleep(1.5)  # under chunk_timeout, but more than its eighth
+        await trio.sleep(300)
+
+    async with raw_server(respond) as server:
+        turns = await run_turns(server.url, chunk_timeout=4.0, retry=NO_RETRY)
+        ended = turns.stamp.times(LLMFullResponseEnd)[0]
+    assert turns.text == "la " * 10
+    assert "stalled" in one_error(turns)
+    assert ended - last[-1] == pytest.approx(4.0)
+
+
+async def test_usage_calibrates_the_context_from_the_estimate_of_the_request_sent() -> None:
+    context = new_context()
+    estimate = context.estimate_tokens(calibrated=False)
+    usage = {"prompt_tokens": 3 * estimate, "completion_tokens": 1, "total_tokens": 1}
+
+    async def respond(conn: Conn) -> None:
+        events = text_stream("Hi")
+        await conn.stream_events([*events[:-1], event({"choices": [], "usage": usage}), DONE])
+
+    async with raw_server(respond) as server:
+        llm = make_llm(server.url)
+        await run_test([llm], [LLMContextFrame(context=context)])
+    assert context.calibration_factor == 3.0

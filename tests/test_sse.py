@@ -734,3 +734,36 @@ def test_an_answer_with_too_many_tool_calls_is_refused() -> None:
     assert len(decoder.result.tool_calls) == MAX_TOOL_CALLS  # up to the limit: fine
     with pytest.raises(SSEProtocolError, match=f"more than {MAX_TOOL_CALLS} tool calls"):
         decoder.feed(_tool(index=MAX_TOOL_CALLS, id="one-more", function={"name": "f"}))
+
+
+def _chunk_event(delta: dict[str, Any]) -> bytes:
+    chunk = {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize(
+    "delta",
+    [
+        {"content": "x" * 40},
+        {"reasoning_content": "x" * 40},
+        {"refusal": "x" * 40},
+        {"tool_calls": [{"index": 0, "id": "i" * 20, "function": {"name": "n" * 20}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": "x" * 40}}]},
+    ],
+    ids=["content", "reasoning", "refusal", "id-and-name", "arguments"],
+)
+def test_every_kind_of_answer_text_counts_towards_max_answer_chars(delta: dict[str, Any]) -> None:
+    decoder = ChatStreamDecoder(max_answer_chars=100)
+    first = _chunk_event({"content": "a" * 70})
+    deltas = decoder.feed(first + _chunk_event(delta) + _chunk_event({"content": "late"}))
+    assert deltas == [ContentDelta(text="a" * 70)]  # within the limit; then nothing
+    assert decoder.over_limit and decoder.ended and not decoder.done
+    assert decoder.feed(_chunk_event({"content": "b"})) == []
+    assert decoder.chars == 110
+
+
+def test_an_answer_at_max_answer_chars_exactly_is_whole() -> None:
+    decoder = ChatStreamDecoder(max_answer_chars=100)
+    deltas = decoder.feed(_chunk_event({"content": "a" * 100}) + b"data: [DONE]\n\n")
+    assert deltas == [ContentDelta(text="a" * 100)]
+    assert not decoder.over_limit and decoder.done

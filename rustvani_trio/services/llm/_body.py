@@ -27,12 +27,22 @@ from ._errors import (
     status_error,
 )
 
-__all__ = ["DRAIN_SECONDS", "ERROR_BODY_SECONDS", "Body", "check_response"]
+__all__ = [
+    "DRAIN_SECONDS",
+    "ERROR_BODY_SECONDS",
+    "SETTLE_ROUNDS",
+    "Body",
+    "Drains",
+    "check_response",
+]
 
 logger = logging.getLogger("rustvani_trio")
 
 #: How long the end of a finished body may take to arrive before its connection is dropped.
 DRAIN_SECONDS: Final = 0.25
+#: How many scheduling rounds (no time) a new request gives the drains still running, so that
+#: a body whose end already arrived gives its connection back to the pool first.
+SETTLE_ROUNDS: Final = 16
 #: How long an error body (or a body that is no event stream) may take to arrive: whatever
 #: came by then is reported.
 ERROR_BODY_SECONDS: Final = 5.0
@@ -128,6 +138,40 @@ class Body:
                 await self._raw.aclose()
         finally:
             await self.response.aclose()
+
+
+class Drains:
+    """The ends of finished bodies being read (:meth:`Body.drain`) in ``nursery``, a nursery
+    that outlives the turn: no turn waits for a drain."""
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self._pending: set[Body] = set()
+
+    @property
+    def pending(self) -> int:
+        """How many drains are still running."""
+        return len(self._pending)
+
+    def start(self, body: Body) -> None:
+        """Drain ``body`` (and close it) in the background."""
+        self._pending.add(body)
+        self._nursery.start_soon(self._drain, body)
+
+    async def _drain(self, body: Body) -> None:
+        try:
+            await body.drain()
+        finally:
+            self._pending.discard(body)
+
+    async def settle(self) -> None:
+        """Give the running drains a few scheduling rounds, no time: one whose end already
+        arrived finishes and gives its connection back for the next request; one that waits
+        on the network is left running (the next request takes another connection)."""
+        for _ in range(SETTLE_ROUNDS):
+            if not self._pending:
+                return
+            await trio.lowlevel.checkpoint()
 
 
 def _verdict(head: bytes) -> bool | None:

@@ -70,7 +70,11 @@ class ChatStreamDecoder:
       whose data is not JSON becomes an error with that data as the message, and one without
       data an error without a message;
     * any other payload that is not a JSON object raises :class:`SSEProtocolError`, and so does
-      an answer with more than :data:`MAX_TOOL_CALLS` tool calls.
+      an answer with more than :data:`MAX_TOOL_CALLS` tool calls;
+    * with ``max_answer_chars``, the event that takes the answer's characters (:attr:`chars`:
+      text, reasoning, refusal, tool-call ids, names and arguments) past it sets
+      :attr:`over_limit` and :attr:`ended` and yields no deltas; everything after it is
+      ignored, so the decoder never holds more than the limit and one event.
 
     This class does not judge truncation: at end of input a caller should treat
     ``not done and finish_reason is None and error is None`` (i.e. ``not is_complete`` and no
@@ -94,12 +98,17 @@ class ChatStreamDecoder:
         "_sse",
         "_text_parts",
         "_tool_data",
+        "chars",
         "ended",
         "finished",
+        "max_answer_chars",
+        "over_limit",
         "progress",
     )
 
-    def __init__(self, *, max_event_chars: int = MAX_EVENT_CHARS) -> None:
+    def __init__(
+        self, *, max_event_chars: int = MAX_EVENT_CHARS, max_answer_chars: int | None = None
+    ) -> None:
         self._sse = SSEDecoder(max_event_chars=max_event_chars, typed_without_data=True)
         self._result = StreamResult()
         # Text pieces are joined lazily (in ``result``) so that a long stream stays linear-time.
@@ -120,6 +129,15 @@ class ChatStreamDecoder:
         self.ended = False
         #: Whether a ``finish_reason`` arrived (only usage and ``[DONE]`` normally follow).
         self.finished = False
+        #: The most characters of answer to accept (``None``: no limit; may be set before the
+        #: first feed).
+        self.max_answer_chars = max_answer_chars
+        #: Characters of answer received: text, reasoning, refusal, tool-call ids, names and
+        #: arguments.
+        self.chars = 0
+        #: Whether an event took :attr:`chars` past :attr:`max_answer_chars` (the stream is
+        #: over: :attr:`ended` is set too).
+        self.over_limit = False
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -155,7 +173,7 @@ class ChatStreamDecoder:
         Raises :class:`SSEProtocolError` for a non-JSON payload (chunks before it in the same
         piece have already been applied to :attr:`result`).
         """
-        if self._result.done:
+        if self._result.done or self.over_limit:
             return []
         events = self._sse.feed(data)
         if not events:
@@ -165,6 +183,8 @@ class ChatStreamDecoder:
         deltas: list[StreamDelta] = []
         for event in events:
             deltas.extend(self.feed_event(event))
+            if self.over_limit:
+                break
         return deltas
 
     def close(self) -> list[StreamDelta]:
@@ -183,7 +203,7 @@ class ChatStreamDecoder:
     def feed_event(self, event: SSEEvent) -> list[StreamDelta]:
         """Apply one SSE event; return the deltas it produced (``[]`` after ``[DONE]``)."""
         result = self._result
-        if result.done:
+        if result.done or self.over_limit:
             return []
         data = event.data
         if data == _DONE or (data[:1] != "{" and data.strip() == _DONE):
@@ -248,6 +268,10 @@ class ChatStreamDecoder:
                         self._apply_choice(choice, deltas)
             if deltas or self._tool_data != tool_data:
                 self.progress += 1
+                limit = self.max_answer_chars
+                if limit is not None and self.chars > limit:
+                    self.over_limit = self.ended = True
+                    return []
         return deltas
 
     def _apply_choice(self, choice: dict[str, Any], deltas: list[StreamDelta]) -> None:
@@ -272,11 +296,13 @@ class ChatStreamDecoder:
                 if self._result.reasoning is None:
                     self._result.reasoning = ""  # seen: no longer None, even if empty
                 if piece is not None:
+                    self.chars += len(piece)
                     self._reasoning_parts.append(piece)
                     deltas.append(ReasoningDelta(text=piece))
 
         content = delta.get("content")
         if isinstance(content, str) and content:
+            self.chars += len(content)
             self._text_parts.append(content)
             deltas.append(ContentDelta(text=content))
 
@@ -285,6 +311,7 @@ class ChatStreamDecoder:
             if self._result.refusal is None:
                 self._result.refusal = ""
             if refusal:
+                self.chars += len(refusal)
                 self._refusal_parts.append(refusal)
                 deltas.append(RefusalDelta(text=refusal))
 
@@ -340,12 +367,15 @@ class ChatStreamDecoder:
             accum.id = call_id
             self._by_id.setdefault(call_id, call)
             self._tool_data += 1
+            self.chars += len(call_id)
         if isinstance(name, str) and name and not accum.name:
             accum.name = name
             self._tool_data += 1
+            self.chars += len(name)
         if isinstance(arguments, str) and arguments:
             call.parts.append(arguments)
             self._tool_data += 1
+            self.chars += len(arguments)
         self._last_call = call
 
     def _sync(self) -> None:

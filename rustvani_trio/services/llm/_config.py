@@ -230,6 +230,11 @@ class OpenAILLMConfig:
             request_timeout: the longest one request may take from sending it to its last
             event, not counting time spent waiting for the pipeline to take the frames
             (``None``: no limit).
+        max_answer_chars: the most characters one response may stream (text, reasoning,
+            refusal and tool calls together; default 4,000,000, far above what a model
+            writes). Past it the rest is not read, the connection is closed and the turn ends
+            with an error; what was already streamed stays, tool calls of that response do
+            not run. It bounds the memory a server that does not stop can take.
         tool_timeout: default time limit of one tool call.
         tool_start_timeout / tool_stop_timeout: limits of a built-in tool's on_start / on_stop.
         retry: the :class:`RetryPolicy`.
@@ -270,6 +275,7 @@ class OpenAILLMConfig:
     first_token_timeout: float = attrs.field(default=60.0, validator=positive)
     chunk_timeout: float = attrs.field(default=30.0, validator=positive)
     request_timeout: float | None = attrs.field(default=600.0, validator=optional(positive))
+    max_answer_chars: int = attrs.field(default=4_000_000, validator=at_least(1))
     tool_timeout: float = attrs.field(default=30.0, validator=positive)
     tool_start_timeout: float = attrs.field(default=10.0, validator=positive)
     tool_stop_timeout: float = attrs.field(default=10.0, validator=positive)

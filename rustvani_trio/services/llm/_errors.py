@@ -59,8 +59,8 @@ class LLMRequestError(RustvaniError):
       ``request_timeout`` passed;
     * ``"http"``: the server answered with an error status (in ``status``);
     * ``"protocol"``: what came back is no complete chat-completions stream (not an event
-      stream, invalid data, a line over the limit, a body that could not be decoded, a stream
-      that ended before it was complete);
+      stream, invalid data, a line over the limit, an answer over ``max_answer_chars``, a body
+      that could not be decoded, a stream that ended before it was complete);
     * ``"stream"``: the server reported an error inside the stream (an error event).
 
     ``retryable`` says whether another attempt may help, ``retry_after`` is the server's

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
-from collections.abc import Mapping, Sequence
+import math
 from typing import Any
 
 import httpx
@@ -30,6 +30,7 @@ from ...frames import (
 )
 from ...processor import FrameProcessor
 from ...tools.base import BuiltinTool
+from ._body import Drains
 from ._chat_types import ContentDelta, ReasoningDelta, StreamDelta
 from ._errors import LLMAnswerCutShort, LLMRequestError, safe_text
 from ._handler import AfterRound, OpenAILLMHandler, TransitionHook
@@ -69,6 +70,11 @@ class OpenAILLMProcessor(FrameProcessor):
         self._client: httpx.AsyncClient | None = None
         self._timeout = httpx.Timeout(None)
         self._toolset = Toolset(self, lambda: self.handler.tools)
+        # Where the ends of finished bodies are read (for connection reuse): a nursery of the
+        # run's that outlives turns, so that no turn waits for a drain (a request that starts
+        # meanwhile takes another connection); cancelled before the client is closed.
+        self._drains: Drains | None = None
+        self._drains_scope: trio.CancelScope | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -77,9 +83,27 @@ class OpenAILLMProcessor(FrameProcessor):
         self._timeout = http_timeouts(cfg)
         shared = self.handler.http_client
         self._client = shared if shared is not None else open_client(cfg)
+        await self.start_task(self._host_drains)
         await self._toolset.start_cacheable(cfg.tool_start_timeout)
 
+    async def _host_drains(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Hold the nursery the drains run in, until :meth:`_stop_drains`."""
+        with trio.CancelScope() as scope:
+            async with trio.open_nursery() as drains:
+                self._drains, self._drains_scope = Drains(drains), scope
+                task_status.started()
+                try:
+                    await trio.sleep_forever()
+                finally:
+                    self._drains = None
+
+    def _stop_drains(self) -> None:
+        scope, self._drains_scope, self._drains = self._drains_scope, None, None
+        if scope is not None:
+            scope.cancel()
+
     async def on_stop(self, frame: EndFrame) -> None:
+        self._stop_drains()
         try:
             await self._toolset.stop_all(self.handler.config.tool_stop_timeout)
         finally:
@@ -88,6 +112,7 @@ class OpenAILLMProcessor(FrameProcessor):
     async def on_cancel(self, frame: CancelFrame) -> None:
         # The base class calls this once the cancelled calls have unwound; the tools release
         # what the calls used, bounded, and the client is closed whatever happens.
+        self._stop_drains()
         try:
             await self._toolset.cancel_all(self.cancel_timeout / 2)
         finally:
@@ -121,33 +146,28 @@ class OpenAILLMProcessor(FrameProcessor):
 
     async def run_turn(self, context: LLMContext) -> None:
         """Run one turn on ``context``: stream, run tool rounds, re-invoke, close the turn."""
-        # The ends of finished bodies are read in ``drains`` while the turn goes on, so that
-        # their connections are reused without holding up the turn.
-        async with trio.open_nursery() as drains:
-            await self.push_frame(LLMFullResponseStart())
-            self.start_processing_metrics()
-            # When cancelled (interruption, CancelFrame) nothing below runs: the
-            # InterruptionFrame itself closes the turn for every processor downstream.
-            try:
-                await self._rounds(context, drains)
-            except Exception as exc:
-                # A failed turn (a transition hook that raised, ...) is still closed, so the
-                # aggregators commit and the next turn works.
-                message = safe_text(describe(exc), self.handler.config)
-                await self.push_error(f"the turn failed: {message}", exception=exc)
-            await self.stop_processing_metrics()
-            await self.push_frame(LLMFullResponseEnd())
+        await self.push_frame(LLMFullResponseStart())
+        self.start_processing_metrics()
+        # When cancelled (interruption, CancelFrame) nothing below runs: the
+        # InterruptionFrame itself closes the turn for every processor downstream.
+        try:
+            await self._rounds(context)
+        except Exception as exc:
+            # A failed turn (a transition hook that raised, ...) is still closed, so the
+            # aggregators commit and the next turn works.
+            message = safe_text(describe(exc), self.handler.config)
+            await self.push_error(f"the turn failed: {message}", exception=exc)
+        await self.stop_processing_metrics()
+        await self.push_frame(LLMFullResponseEnd())
 
-    async def _rounds(self, context: LLMContext, drains: trio.Nursery) -> None:
+    async def _rounds(self, context: LLMContext) -> None:
         """Request, run the tool round the answer asks for, and again, until an answer
         without tool calls, a failure, or the transition hook ends the turn."""
         cfg = self.handler.config
         tool_rounds = 0
         while True:
             final = tool_rounds >= cfg.max_tool_rounds
-            answer = await self._request(
-                context, tool_choice="none" if final else None, drains=drains
-            )
+            answer = await self._request(context, tool_choice="none" if final else None)
             if answer is None or not answer.result.tool_calls:
                 return
             if final:
@@ -182,9 +202,7 @@ class OpenAILLMProcessor(FrameProcessor):
 
     # ------------------------------------------------------------------ one request
 
-    async def _request(
-        self, context: LLMContext, *, tool_choice: Any, drains: trio.Nursery
-    ) -> Answer | None:
+    async def _request(self, context: LLMContext, *, tool_choice: Any) -> Answer | None:
         """One request with retries. Returns ``None`` after reporting an error."""
         cfg = self.handler.config
         window = cfg.context_window
@@ -195,13 +213,15 @@ class OpenAILLMProcessor(FrameProcessor):
             if removed:
                 logger.info("%s: trimmed %d messages to fit the context window", self.name, removed)
         body = self.handler.build_request(context, tool_choice=tool_choice)
-        sent = body["messages"]
+        # The request's estimate, uncalibrated (what calibrate() wants): cached per message,
+        # so O(1) in the history, where re-estimating the messages sent was O(history).
+        sent = context.estimate_tokens(calibrated=False)
         attempt = 0
         while True:
             attempt += 1
             answer = Answer()
             try:
-                await self._stream(body, answer, drains)
+                await self._stream(body, answer)
             except trio.Cancelled:
                 # Interrupted: the usage of this request still counts.
                 self._report_usage(answer, context, sent, interrupted=True)
@@ -225,7 +245,7 @@ class OpenAILLMProcessor(FrameProcessor):
             self._report_usage(answer, context, sent, interrupted=False)
             return await self._check_finish(answer)
 
-    async def _stream(self, body: dict[str, Any], answer: Answer, drains: trio.Nursery) -> None:
+    async def _stream(self, body: dict[str, Any], answer: Answer) -> None:
         client = self._client
         if client is None:
             raise LLMRequestError("the LLM client is not open (no StartFrame yet?)", kind="config")
@@ -238,7 +258,8 @@ class OpenAILLMProcessor(FrameProcessor):
             emit=self._emit,
             first_delta=self._first_delta,
             http_timeouts=self._timeout,
-            drains=drains,
+            drains=self._drains,
+            room=self.downstream_room,
         )
 
     async def _first_delta(self) -> None:
@@ -294,19 +315,15 @@ class OpenAILLMProcessor(FrameProcessor):
         return answer
 
     def _report_usage(
-        self,
-        answer: Answer,
-        context: LLMContext,
-        sent: Sequence[Mapping[str, Any]],
-        *,
-        interrupted: bool,
+        self, answer: Answer, context: LLMContext, sent: int, *, interrupted: bool
     ) -> None:
+        """Report the request's usage; ``sent`` is its uncalibrated prompt estimate."""
         usage = answer.token_usage()
         if usage is not None and usage.prompt_tokens:
             with contextlib.suppress(ValueError):
-                context.calibrate_from_usage(usage.prompt_tokens, sent)
+                context.calibrate(usage.prompt_tokens, sent)
         if usage is None and interrupted:
-            prompt = context.estimate_tokens(sent)
+            prompt = math.floor(sent * context.calibration_factor + 0.5)
             usage = LLMTokenUsage(
                 prompt_tokens=prompt,
                 completion_tokens=answer.emitted,

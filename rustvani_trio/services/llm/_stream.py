@@ -16,10 +16,15 @@ httpx's read timeout is off; connect, write and pool timeouts are ``connect_time
 
 What came back is checked first (:mod:`._body`): an error status, or a body that is no event
 stream, is an :class:`LLMRequestError` with the server's message. The answer is released the
-moment ``[DONE]`` (or an error event) arrives. The rest of the body
-(normally just the end of the chunked encoding) is read in ``drains``, a nursery of the
-caller's, so that the connection can go back to the pool; that read is bounded, and a failure
-in it only means that the connection is not reused.
+moment ``[DONE]`` (or an error event) arrives. The rest of the body (normally just the end of
+the chunked encoding) is read in ``drains`` (:class:`~._body.Drains`, whose nursery outlives
+the turn), so that the connection can go back to the pool; that read is bounded, a failure in
+it only means that the connection is not reused, and no request waits for it: a request gives
+the running drains a few scheduling rounds (no time) and then takes another connection.
+
+An answer longer than ``max_answer_chars`` (text, reasoning, refusal and tool calls together)
+is cut there: the rest is not read, the connection is closed, and the request fails with a
+``protocol`` error; what was emitted stays emitted.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ import trio
 
 from ..._text import excerpt, redact_url
 from ...frames import LLMTokenUsage
-from ._body import DRAIN_SECONDS, Body, check_response
+from ._body import DRAIN_SECONDS, Body, Drains, check_response
 from ._chat_decoder import ChatStreamDecoder
 from ._chat_types import StreamDelta, StreamResult
 from ._config import OpenAILLMConfig, base_url_problem
@@ -132,7 +137,8 @@ async def stream_answer(
     emit: Callable[[StreamDelta], Awaitable[None]],
     first_delta: Callable[[], Awaitable[object]],
     http_timeouts: httpx.Timeout,
-    drains: trio.Nursery | None = None,
+    drains: Drains | None = None,
+    room: Callable[[], float] | None = None,
 ) -> None:
     """Send ``body`` and stream the answer into ``answer``, calling ``emit`` per delta and
     ``first_delta`` once, when the first content or tool-call data arrives.
@@ -140,9 +146,13 @@ async def stream_answer(
     Raises :class:`LLMRequestError` for a failed request (``retryable`` says whether another
     attempt may help). A complete answer, one that reported an error, or one the server cut
     short returns normally: judging it is the caller's business. With ``drains``, the end of a
-    finished body is read there so that its connection is reused; without, it is closed.
+    finished body is read there so that its connection is reused; without, it is closed. An
+    answer past ``cfg.max_answer_chars`` raises (not retryable) once the deltas within the
+    limit were emitted. ``room`` says how many deltas ``emit`` takes without waiting (the
+    pipeline's room); without it every emission is treated as one that may wait.
     """
     decoder = answer.decoder
+    decoder.max_answer_chars = cfg.max_answer_chars
     start = trio.current_time()
     total = start + cfg.request_timeout if cfg.request_timeout is not None else math.inf
     scope = trio.CancelScope(deadline=min(total, start + cfg.first_token_timeout))
@@ -164,6 +174,8 @@ async def stream_answer(
             params=dict(cfg.extra_query) or None,
             timeout=http_timeouts,
         )
+        if drains is not None:
+            await drains.settle()
         stream = Body(await client.send(request, stream=True))
         handed_off = False
         try:
@@ -175,8 +187,16 @@ async def stream_answer(
                     deltas = decoder.feed(chunk)
                     if decoder.progress != progress:
                         progress = decoder.progress
-                        now = trio.current_time()
-                        if deltas or not streaming:
+                        if streaming and (
+                            not deltas or (room is not None and room() >= len(deltas))
+                        ):
+                            # Tool-call data, or deltas the pipeline takes without waiting.
+                            for delta in deltas:
+                                answer.emitted += 1
+                                await emit(delta)
+                            scope.deadline = min(total, trio.current_time() + chunk_timeout)
+                        else:
+                            now = trio.current_time()
                             scope.deadline = math.inf  # our own backpressure is no stall
                             if not streaming:
                                 streaming = True
@@ -186,8 +206,7 @@ async def stream_answer(
                                 await emit(delta)
                             later = trio.current_time()
                             total += later - now
-                            now = later
-                        scope.deadline = min(total, now + chunk_timeout)
+                            scope.deadline = min(total, later + chunk_timeout)
                     if decoder.ended:
                         break
                     if decoder.finished and not finishing:
@@ -205,8 +224,10 @@ async def stream_answer(
                     raise
                 # The finish_reason arrived: the answer stands without [DONE].
                 logger.debug("the stream broke after its finish_reason: %s", type(exc).__name__)
+            if decoder.over_limit:
+                raise _too_long_error(cfg)
             if decoder.done and drains is not None:
-                drains.start_soon(stream.drain)
+                drains.start(stream)
                 handed_off = True
         except SSEProtocolError as exc:
             raise LLMRequestError(
@@ -217,6 +238,16 @@ async def stream_answer(
                 await stream.aclose()
     if scope.cancelled_caught and not decoder.is_complete:
         raise _timeout_error(cfg, streaming=streaming, total_passed=trio.current_time() >= total)
+
+
+def _too_long_error(cfg: OpenAILLMConfig) -> LLMRequestError:
+    return LLMRequestError(
+        f"the answer went past max_answer_chars={cfg.max_answer_chars} characters (text, "
+        "reasoning and tool calls together); the rest was not read and the connection was "
+        "closed. What was already streamed stays; tool calls of this answer were not run. "
+        "Raise OpenAILLMConfig(max_answer_chars=...) if answers this long are expected",
+        kind="protocol",
+    )
 
 
 def _timeout_error(cfg: OpenAILLMConfig, *, streaming: bool, total_passed: bool) -> LLMRequestError:
