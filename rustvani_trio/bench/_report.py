@@ -189,7 +189,8 @@ def _notes(levels: Sequence[Mapping[str, Any]]) -> list[str]:
         "with the token count above.",
         "Percentiles interpolate linearly between the closest ranks (numpy's default); over "
         "few samples p90 and p99 lie near the largest one. requests/s counts the successful "
-        "requests completed.",
+        "requests completed (an interrupted request is not completed: with "
+        "--interrupt-after-ms it is 0).",
         "framework share = pipeline minus raw stream, same load, same HTTP client, interleaved.",
     ]
     return notes
