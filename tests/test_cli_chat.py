@@ -12,6 +12,7 @@ import queue
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -116,3 +117,59 @@ def test_the_chat_command_says_how_to_quit_and_ends_on_ctrl_d() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "/quit or Ctrl-D ends the chat" in proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def _read_until(fd: int, seen: bytearray, done: Callable[[bytes], bool], timeout: float) -> bool:
+    """Read the pty into ``seen`` until ``done(seen)`` (True), or EOF or ``timeout`` (False)."""
+    import os
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not done(bytes(seen)):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            return False
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            return False
+        if not chunk:
+            return False
+        seen.extend(chunk)
+    return True
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="a pseudo-terminal")
+def test_ctrl_c_typed_in_a_real_terminal_interrupts_then_quits_the_chat_command() -> None:
+    """The real command in a pseudo-terminal, Ctrl-C typed as a user types it (the terminal
+    turns it into SIGINT): during the answer it interrupts it and the prompt comes back; at
+    the prompt it quits with status 0, without a traceback."""
+    import os
+    import pty
+    import signal as signals
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the command, with the pty as its controlling terminal
+        env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": "", "TERM": "dumb"}
+        os.execve(sys.executable, [sys.executable, "-m", "rustvani_trio", "chat"], env)
+    seen = bytearray()
+    status = None
+    try:
+        assert _read_until(fd, seen, lambda b: b.count(b"user> ") == 1, 60), bytes(seen)
+        os.write(fd, b"hello there\r")
+        assert _read_until(fd, seen, lambda b: b"assistant> " in b, 60), bytes(seen)
+        os.write(fd, b"\x03")
+        assert _read_until(fd, seen, lambda b: b.count(b"user> ") == 2, 60), bytes(seen)
+        assert b"[interrupted]" in seen  # (the scripted answer is paced: it was mid-stream)
+        os.write(fd, b"\x03")
+        _read_until(fd, seen, lambda b: False, 60)  # to EOF
+        _, status = os.waitpid(pid, 0)
+    finally:
+        if status is None:
+            os.kill(pid, signals.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    text = bytes(seen).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
