@@ -219,7 +219,9 @@ class LLMContext(TokenBudget):
             self._entries.insert(0, make_entry(message))
 
     def to_request_messages(self) -> list[Message]:
-        """The committed messages as a fresh, JSON-serialisable list for the next request.
+        """The committed messages as a fresh, JSON-serialisable list for the next request: a
+        copy, so changing it changes nothing in the context (edit through the context's
+        methods; :attr:`messages` is the read-only view).
 
         Staged round content is excluded.  The unscaled estimate of this request (messages and
         current tools) is remembered for :meth:`calibrate_from_usage`.
