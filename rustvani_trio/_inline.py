@@ -348,13 +348,10 @@ class InlineRun(RunBase):
             if id(item) in unique:
                 repeated = item
             unique.setdefault(id(item), item)
-        proc = self.iproc
-        log = logger.debug if proc._warned_double_push else logger.warning
-        proc._warned_double_push = True
-        log(
+        self.iproc._warn_misuse(
             "%s returned the same %s twice; it goes out once (return another frame, "
             "attrs.evolve(frame), to send two)",
-            proc.name,
+            self.iproc.name,
             repeated.name,
         )
         return list(unique.values())

@@ -171,7 +171,7 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
         # The last frame pushed each way: pushing it again at once is a mistake (see push_frame).
         self._last_pushed_down: Frame | None = None
         self._last_pushed_up: Frame | None = None
-        self._warned_double_push = False
+        self._warned_misuse = False
         # The frame the base process_frame forwarded when an override called it through
         # super(), until the override's next push or the end of that frame's handling.
         self._super_forwarded: Frame | None = None
@@ -383,9 +383,7 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
         forwarded, self._super_forwarded = self._super_forwarded, None
         if frame is forwarded or type(frame) is not type(forwarded):
             return
-        log = logger.debug if self._warned_double_push else logger.warning
-        self._warned_double_push = True
-        log(
+        self._warn_misuse(
             "%s called super().process_frame(), which forwards the %s it is given, and then "
             "pushed another %s: both went out. The base class forwards the frame here "
             "(pipecat's does not): a processor that transforms frames should not call it",
@@ -394,11 +392,15 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
             frame.name,
         )
 
+    def _warn_misuse(self, message: str, *args: object) -> None:
+        """Log a misuse of pushing: a warning the first time, at DEBUG after that."""
+        log = logger.debug if self._warned_misuse else logger.warning
+        self._warned_misuse = True
+        log(message, *args)
+
     async def _pushed_twice(self, frame: Frame, direction: FrameDirection) -> None:
         await trio.lowlevel.checkpoint()
-        log = logger.debug if self._warned_double_push else logger.warning
-        self._warned_double_push = True
-        log(
+        self._warn_misuse(
             "%s pushed the same %s %s twice in a row; the second push was dropped (the base "
             "class's process_frame already forwards the frame it is given: do not call "
             "super().process_frame() and then push_frame() with the same frame)",
