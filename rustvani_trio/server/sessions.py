@@ -28,7 +28,7 @@ from ..transports.websocket import (
     WebSocketParams,
     WebSocketTransport,
 )
-from .config import ServerConfig
+from .config import ServerConfig, is_loopback_host_header
 
 __all__ = ["PipelineFactory", "Session", "SessionManager"]
 
@@ -144,6 +144,8 @@ class SessionManager:
             expected = (config.token or "").encode()
             if not hmac.compare_digest(given.encode(), expected):
                 return UNAUTHORIZED, "unauthorized: missing or wrong token"
+        if config.host_checked and not is_loopback_host_header(headers.get("host", "")):
+            return FORBIDDEN_ORIGIN, "host not allowed"
         origin = headers.get("origin")
         if config.origin_checked and origin is not None and not self._origin_ok(origin, headers):
             return FORBIDDEN_ORIGIN, "origin not allowed"
@@ -155,7 +157,13 @@ class SessionManager:
         allowed = self.config.allowed_origins
         if "*" in allowed or origin.rstrip("/") in allowed:
             return True
-        return urlsplit(origin).netloc == headers.get("host", "")
+        # The server's own page: the origin names the host the request was sent to.
+        try:
+            netloc = urlsplit(origin).netloc.lower()
+        except ValueError:
+            return False
+        host = headers.get("host", "").lower()
+        return bool(netloc) and netloc == host
 
     def _transport_params(self, query: Mapping[str, str]) -> WebSocketParams:
         params = self.config.transport
