@@ -146,7 +146,8 @@ HANDSHAKE = (
         HANDSHAKE.replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
         HANDSHAKE.replace("Sec-WebSocket-Version: 13\r\n", ""),
         HANDSHAKE.replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
-        HANDSHAKE.replace("Upgrade: websocket\r\n", "Upgrade: h2c\r\n"),
+        HANDSHAKE.replace("dGhlIHNhbXBsZSBub25jZQ==", "not base64 at all!"),
+        HANDSHAKE.replace("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="),  # 5 bytes, not 16
     ],
 )
 async def test_a_bad_handshake_gets_a_4xx_and_the_server_stays_up(request_text: str) -> None:
@@ -177,7 +178,8 @@ async def test_the_message_limit_counts_utf8_bytes() -> None:
             async with open_websocket_url(server.ws_url) as ws:
                 await ready(ws)
                 content = "\U0001f600" * 20_000  # 20,000 characters, 80,000 bytes
-                await ws.send_message(rtvi("send-text", {"content": content}))
+                msg = {"label": "rtvi-ai", "type": "send-text", "data": {"content": content}}
+                await ws.send_message(json.dumps(msg, ensure_ascii=False))
                 with pytest.raises(ConnectionClosed) as closed:
                     while True:
                         await ws.get_message()
@@ -192,6 +194,51 @@ async def test_the_message_limit_counts_utf8_bytes() -> None:
                         await ws.get_message()
             assert closed.value.reason.code == 1009
             await still_serving(server.url, server.ws_url)
+
+
+async def test_an_endless_oversized_message_is_not_buffered() -> None:
+    # After its 1009, anycorn kept appending the rest of the message to its buffer (a
+    # client that never ends its message grew the server by what it sent: 200 MB for
+    # 200 MB) and waited for a close handshake.
+    from test_ws_server import raw_websocket
+    from wsproto.events import TextMessage
+
+    async with running(max_message_bytes=64 * 1024) as (server, _stop):
+        stream, conn = await raw_websocket(server.url)
+        await server.manager.wait_sessions(1)
+        first = conn.send(TextMessage(data="x" * 65536, message_finished=False))
+        more = conn.send(TextMessage(data="x" * 65536, message_finished=False))  # continuation
+        with trio.fail_after(10), pytest.raises(trio.BrokenResourceError):
+            await stream.send_all(first)
+            for _ in range(3000):  # 200 MB; the server ends the connection long before
+                await stream.send_all(more)
+        with trio.fail_after(5):
+            await server.manager.wait_sessions(0)
+        await stream.aclose()
+        await still_serving(server.url, server.ws_url)
+
+
+async def test_no_compression_so_no_decompression_bomb() -> None:
+    # With permessage-deflate, 200 KB on the wire expanded to 200 MB in the server before
+    # the message limit was looked at.
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, Request
+    from wsproto.extensions import PerMessageDeflate
+
+    async with running() as (server, _stop):
+        name, port = server.url.removeprefix("http://").split(":")
+        conn = WSConnection(ConnectionType.CLIENT)
+        request = Request(host=f"{name}:{port}", target="/ws", extensions=[PerMessageDeflate()])
+        with trio.fail_after(5):
+            async with await trio.open_tcp_stream(name, int(port)) as stream:
+                await stream.send_all(conn.send(request))
+                accepted = None
+                while accepted is None:
+                    conn.receive_data(await stream.receive_some(65536))
+                    accepted = next(
+                        (e for e in conn.events() if isinstance(e, AcceptConnection)), None
+                    )
+        assert accepted.extensions == []
 
 
 # --------------------------------------------------------------------------- 7, 8. bad input

@@ -21,6 +21,7 @@ import anycorn
 import attrs
 import trio
 
+from . import _anycorn_fixes
 from .app import create_app
 from .config import ServerConfig
 from .sessions import PipelineFactory, SessionManager
@@ -51,6 +52,11 @@ def _anycorn_config(config: ServerConfig, sock: socket.socket | None) -> anycorn
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"fd://{sock.fileno()}"] if sock is not None else [f"{host}:{config.port}"]
     hc.websocket_max_message_size = config.max_message_bytes
+    _anycorn_fixes.apply()  # the limit in bytes, and nothing buffered past it
+    # No permessage-deflate: the limit applies after decompression, so a compressed
+    # message far under it on the wire could expand to hundreds of megabytes first (a
+    # decompression bomb). Chat messages are small; PCM audio hardly compresses.
+    hc.websocket_permessage_deflate = False
     hc.websocket_ping_interval = config.ping_interval
     # A connection that sends nothing, not even a pong, for this long is closed: the
     # half-open connection's session ends with it.
