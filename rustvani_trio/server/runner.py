@@ -52,7 +52,10 @@ def _anycorn_config(config: ServerConfig, sock: socket.socket | None) -> anycorn
     host = f"[{config.host}]" if ":" in config.host else config.host
     hc.bind = [f"fd://{sock.fileno()}"] if sock is not None else [f"{host}:{config.port}"]
     hc.websocket_max_message_size = config.max_message_bytes
-    _anycorn_fixes.apply()  # the limit in bytes, and nothing buffered past it
+    # The limit in bytes, nothing buffered past it; a socket write that does not complete
+    # in slow_client_timeout (the peer does not read) drops the connection.
+    _anycorn_fixes.apply()
+    setattr(hc, _anycorn_fixes.SEND_TIMEOUT_ATTR, config.transport.slow_client_timeout)
     # No permessage-deflate: the limit applies after decompression, so a compressed
     # message far under it on the wire could expand to hundreds of megabytes first (a
     # decompression bomb). Chat messages are small; PCM audio hardly compresses.
