@@ -40,6 +40,11 @@ def is_loopback_host_header(value: str) -> bool:
     return name is not None and is_loopback(name)
 
 
+def _port(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise ValueError(f"port must be 0..65535 (0: any free port), got {value!r}")
+
+
 def _origins(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = (value,)
@@ -80,7 +85,7 @@ class ServerConfig:
     """
 
     host: str = "127.0.0.1"
-    port: int = attrs.field(default=8765, validator=at_least(0))
+    port: int = attrs.field(default=8765, validator=_port)
     token: str | None = attrs.field(default=None, repr=False)
     require_token: bool | None = None
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_origins)

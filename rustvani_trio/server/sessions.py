@@ -316,6 +316,15 @@ class SessionManager:
         with trio.move_on_after(self.config.transport.close_timeout + 5):
             await self.wait_sessions(0)
 
+    async def cancel_all(self) -> None:
+        """Stop at once (a second signal during shutdown): every session's pipeline is
+        cancelled and its socket closed with 1001, all within ``close_timeout``."""
+        self.draining = True
+        for session in list(self.sessions.values()):
+            await session.transport.cancel(GOING_AWAY, "server shutting down")
+        with trio.move_on_after(self.config.transport.close_timeout + 1):
+            await self.wait_sessions(0)
+
     def stats(self) -> dict[str, Any]:
         """What ``/health`` reports."""
         return {
