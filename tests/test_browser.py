@@ -203,12 +203,12 @@ def test_a_tool_call_shows_as_a_card(page: Any, server: ServerProcess) -> None:
     card = page.locator("[data-testid=tool-card]")
     card.wait_for(timeout=10000)
     page.wait_for_function(
-        "document.querySelector('[data-testid=tool-card] .state').textContent === 'done'"
+        "() => document.querySelector('[data-testid=tool-card] .state').textContent === 'done'"
     )
     text = card.inner_text()
     assert "get_weather" in text and "31" in text and "sunny" in text
     page.wait_for_function(
-        "[...document.querySelectorAll('[data-testid=bot-message]')].some("
+        "() => [...document.querySelectorAll('[data-testid=bot-message]')].some("
         "e => e.textContent.includes('Pune: 31') && !e.classList.contains('streaming'))"
     )
 
@@ -218,7 +218,7 @@ def test_the_interrupt_button_stops_the_stream(page: Any, server: ServerProcess)
     say(page, "tell me a story")
     bubble = page.locator("[data-testid=bot-message]").last
     page.wait_for_function(
-        "(document.querySelector('[data-testid=bot-message]')?.textContent.length ?? 0) > 20"
+        "() => (document.querySelector('[data-testid=bot-message]')?.textContent.length ?? 0) > 20"
     )
     page.click("[data-testid=interrupt]")
     page.wait_for_selector("[data-testid=bot-message].interrupted", timeout=5000)
@@ -249,7 +249,8 @@ def test_wrong_token_and_reconnect_after_a_drop(browser: Any) -> None:
         chat_ready(page, first.url + "/?token=s3cret")
         assert first.stop() == 0  # graceful: the page is told, then reconnects
         page.wait_for_function(
-            "document.querySelector('[data-testid=notice]').textContent.includes('shutting down')"
+            "() => document.querySelector('[data-testid=notice]')"
+            ".textContent.includes('shutting down')"
         )
         assert page.locator("[data-testid=status]").get_attribute("data-state") == "error"
         second = ServerProcess("--token", "s3cret", port=first.port)
@@ -257,7 +258,7 @@ def test_wrong_token_and_reconnect_after_a_drop(browser: Any) -> None:
             page.wait_for_selector("[data-testid=status][data-state=ready]", timeout=15000)
             say(page, "are you back?")
             page.wait_for_function(
-                "[...document.querySelectorAll('[data-testid=bot-message]')].some("
+                "() => [...document.querySelectorAll('[data-testid=bot-message]')].some("
                 "e => e.textContent.includes('are you back?'))"
             )
         finally:
@@ -293,11 +294,11 @@ def test_talking_to_the_voice_page(page: Any, talk_wav: Path | None) -> None:
         )
         # The answer comes back as audio and plays (chunks played to their end) before the
         # second utterance.
-        page.wait_for_function(f"{stats}.played >= 5", timeout=60000)
+        page.wait_for_function(f"() => {stats}.played >= 5", timeout=60000)
         assert page.evaluate(f"{stats}.interruptions") == 0
         assert page.evaluate(f"{stats}.micFrames") > 50  # 20 ms frames of 16 kHz PCM sent
         # "stop" interrupts the answer: the page silences the bot at once.
-        page.wait_for_function(f"{stats}.interruptions >= 1", timeout=60000)
+        page.wait_for_function(f"() => {stats}.interruptions >= 1", timeout=60000)
         assert page.evaluate("window.voice.playing()") is False
         played_before = page.evaluate(f"{stats}.played")
         bubble = page.locator("[data-testid=bot-message].interrupted").first
@@ -306,11 +307,11 @@ def test_talking_to_the_voice_page(page: Any, talk_wav: Path | None) -> None:
         # The second utterance is heard and answered aloud.
         page.wait_for_selector("[data-testid=user-transcript]:has-text('stop')", timeout=60000)
         page.wait_for_function(
-            "[...document.querySelectorAll('[data-testid=bot-message]')].some("
+            "() => [...document.querySelectorAll('[data-testid=bot-message]')].some("
             "e => e.textContent.includes('Okay, I will stop.'))",
             timeout=60000,
         )
-        page.wait_for_function(f"{stats}.played > {played_before}", timeout=60000)
+        page.wait_for_function(f"() => {stats}.played > {played_before}", timeout=60000)
         # No audio of the interrupted answer arrived after bot-interrupted.
         assert page.evaluate(f"{stats}.afterInterruption") == 0
     finally:

@@ -71,6 +71,14 @@ def test_unknown_fields_of_every_wire_type_are_skipped() -> None:
         (bytes([0x22]) + b"\xff" * 11, "longer than 10 bytes"),
         (bytes([0x7A, 0x00]), "no known frame kind"),
         (bytes([0x29]) + b"\x00" * 3, "truncated fixed-width"),
+        # a tenth byte carrying more than the 64th bit: the value was 2**70, accepted
+        (bytes([0x22]) + b"\xff" * 9 + b"\x7f", "overflows 64 bits"),
+        (bytes([0x12, 0x0B, 0x20]) + b"\xff" * 9 + b"\x02", "overflows 64 bits"),
+        (bytes([0x24]), "wire type 4"),
+        (bytes([0x26, 0x00]), "wire type 6"),
+        (bytes([0x27, 0x00]), "wire type 7"),
+        # field numbers end at 2**29 - 1
+        (bytes([0x80, 0x80, 0x80, 0x80, 0x10, 0x00]), "field number 536870912"),
     ],
 )
 def test_malformed_frames_are_refused_with_a_reason(data: bytes, words: str) -> None:
@@ -106,6 +114,18 @@ def test_round_trip(frame: PbFrame) -> None:
 def test_arbitrary_bytes_decode_or_raise_the_codec_error(data: bytes) -> None:
     with contextlib.suppress(ProtobufDecodeError):
         decode_frame(data)
+
+
+@given(frames, st.lists(st.tuples(st.integers(0, 500), st.integers(0, 255)), max_size=4))
+def test_corrupted_frames_decode_or_raise_the_codec_error(
+    frame: PbFrame, changes: list[tuple[int, int]]
+) -> None:
+    data = bytearray(encode_frame(frame))
+    for at, value in changes:
+        if data:
+            data[at % len(data)] = value
+    with contextlib.suppress(ProtobufDecodeError):
+        decode_frame(bytes(data))
 
 
 def test_negative_values_cannot_be_encoded() -> None:

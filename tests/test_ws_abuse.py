@@ -88,11 +88,15 @@ async def test_origin_allow_list() -> None:
 
 def test_security_defaults_follow_the_address() -> None:
     loopback = ServerConfig(host="127.0.0.1")
-    assert not loopback.token_required and not loopback.origin_checked
+    assert not loopback.token_required
+    # origins are checked on loopback too (cross-site WebSocket hijacking), and the Host
+    # header must name the loopback (DNS rebinding)
+    assert loopback.origin_checked and loopback.host_checked
     with pytest.raises(ServerConfigError, match="needs a token"):
         ServerConfig(host="0.0.0.0")
     public = ServerConfig(host="0.0.0.0", token="t")
-    assert public.token_required and public.origin_checked
+    assert public.token_required and public.origin_checked and not public.host_checked
+    assert not ServerConfig(check_origin=False).origin_checked
     assert not ServerConfig(host="::", require_token=False).token_required
     assert ServerConfig(host="::1").token_required is False
     assert ServerConfig(token="t").token_required  # a token given on loopback is used

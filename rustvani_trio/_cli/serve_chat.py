@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 
 VOICE_FACTORY = "rustvani_trio.server.voice:open_voice_factory"
 HELP = "serve the browser chat page and RTVI WebSocket sessions (serve-chat --help)"
@@ -52,19 +53,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO")
 
 
+def _fail(message: str) -> int:
+    print(f"serve-chat: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         from ..server import runner
         from ..server.config import ServerConfig, ServerConfigError
     except ImportError as exc:
-        print(exc)
-        return 2
+        return _fail(str(exc))
+    if args.token is not None and not args.token.strip():
+        # `--token "$TOKEN"` with TOKEN unset served with no token at all
+        return _fail(
+            "the token is empty (--token or RUSTVANI_TOKEN): give one, or leave both unset "
+            "to serve loopback without a token"
+        )
+    if args.workers < 1:
+        return _fail(f"--workers must be at least 1, got {args.workers}")
+    if args.voice and args.factory:
+        return _fail("--voice and --factory exclude each other")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s: %(message)s")
     try:
         config = ServerConfig(
             host=args.host,
             port=args.port,
-            token=args.token or None,
+            token=args.token,
             require_token=False if args.no_auth else None,
             allowed_origins=tuple(args.allow_origin),
             max_sessions=args.max_sessions,
@@ -74,20 +89,24 @@ def run(args: argparse.Namespace) -> int:
             shutdown_timeout=args.shutdown_timeout,
         )
     except (ServerConfigError, TypeError, ValueError) as exc:
-        print(f"serve-chat: {exc}")
-        return 2
-    if args.voice and args.factory:
-        print("serve-chat: --voice and --factory exclude each other")
-        return 2
+        return _fail(str(exc))
     if args.voice:
         from ..server.voice import missing_engines
 
         missing = missing_engines()
         if missing:
-            print("serve-chat --voice needs " + "; ".join(missing))
-            return 2
+            return _fail("--voice needs " + "; ".join(missing))
     factory = args.factory or (VOICE_FACTORY if args.voice else runner.DEFAULT_FACTORY)
     try:
         return runner.run(config, factory, workers=args.workers)
     except KeyboardInterrupt:
         return 130
+    except (runner.StartupError, runner.FactoryError) as exc:
+        print(f"serve-chat: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except Exception as exc:
+        # e.g. the factory's context manager failed as it started: one line, no traceback
+        # (--log-level DEBUG logs it in full)
+        logging.getLogger("rustvani_trio.server").debug("serve-chat failed", exc_info=True)
+        print(f"serve-chat: {runner.one_line(exc)}", file=sys.stderr, flush=True)
+        return 1

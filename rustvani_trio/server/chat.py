@@ -18,11 +18,12 @@ from typing import Any
 import httpx
 import trio
 
+from .._cli.scene_chat import SYSTEM_PROMPT, WEATHER_SCHEMA, get_weather
 from ..aggregators import create_context_aggregators
-from ..context import FunctionSchema, LLMContext
+from ..context import LLMContext
 from ..pipeline import Pipeline
 from ..processor import FrameProcessor
-from ..services.llm.function_registry import FunctionRegistry, ToolCallOutput
+from ..services.llm.function_registry import FunctionRegistry
 from ..services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
 from ..task import PipelineParams, PipelineTask
 from ..testing import (
@@ -38,19 +39,8 @@ __all__ = ["SYSTEM_PROMPT", "WEATHER", "chat_pipeline", "open_chat_factory", "sc
 
 logger = logging.getLogger("rustvani_trio.server")
 
-SYSTEM_PROMPT = "You are a concise, friendly assistant. Use tools when they help."
-
-WEATHER = FunctionSchema(
-    name="get_weather",
-    description="Current weather for a city.",
-    parameters={
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-    },
-)
-
-_SKIES = {"paris": (18, "light rain"), "pune": (31, "sunny"), "oslo": (4, "snow")}
+WEATHER = WEATHER_SCHEMA
+"""The weather tool's schema (the ``chat`` command's, shared)."""
 
 STORY = (
     "Once upon a time, in a city of bridges, a small robot learned to listen. Every morning it "
@@ -60,16 +50,6 @@ STORY = (
     "So it went to find out, following the river upstream, past the mills and the orchards, "
     "up into the hills where the rain begins."
 )
-
-
-async def get_weather(args: str) -> ToolCallOutput:
-    """Canned weather: a summary for the model, the raw record for the page's card."""
-    city = str(json.loads(args or "{}").get("city", "")).strip() or "somewhere"
-    temp, sky = _SKIES.get(city.lower(), (21, "clear"))
-    await trio.sleep(0.05)
-    return ToolCallOutput(
-        summary=f"{city}: {temp} °C, {sky}", raw={"city": city, "temp_c": temp, "sky": sky}
-    )
 
 
 def _tokens(text: str) -> list[str]:

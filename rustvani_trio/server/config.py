@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -11,7 +12,7 @@ from .._validators import at_least, non_negative, optional, positive
 from ..exceptions import RustvaniError
 from ..transports.websocket import WebSocketParams
 
-__all__ = ["ServerConfig", "ServerConfigError", "is_loopback"]
+__all__ = ["ServerConfig", "ServerConfigError", "is_loopback", "is_loopback_host_header"]
 
 
 class ServerConfigError(RustvaniError, ValueError):
@@ -27,6 +28,21 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback_host_header(value: str) -> bool:
+    """Whether a ``Host`` header (``name[:port]``) names this machine's loopback: a page
+    whose name only *resolves* to 127.0.0.1 (DNS rebinding) does not."""
+    try:
+        name = urlsplit("//" + value).hostname
+    except ValueError:
+        return False
+    return name is not None and is_loopback(name)
+
+
+def _port(_inst: Any, _attr: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        raise ValueError(f"port must be 0..65535 (0: any free port), got {value!r}")
 
 
 def _origins(value: Any) -> tuple[str, ...]:
@@ -49,8 +65,14 @@ class ServerConfig:
         require_token: ``None`` (default): required when a token is set or ``host`` is not
             loopback.
         allowed_origins: origins (``https://app.example``) a browser page may connect from,
-            besides the server's own origin. ``"*"`` allows any.
-        check_origin: ``None`` (default): checked unless ``host`` is loopback.
+            besides the server's own origin. ``"*"`` allows any; ``"null"`` the opaque
+            origin of sandboxed frames and ``file://`` pages (refused unless named).
+        check_origin: ``None`` or ``True`` (default): a connection carrying an ``Origin``
+            header (every browser sends one) is refused (close 4003) unless that origin is
+            the server's own (its ``Host``) or allowed, on loopback too: any web page could
+            otherwise drive a local session (cross-site WebSocket hijacking). Connections
+            without ``Origin`` are not from a browser page; the token is what guards them.
+            ``False``: not checked.
         max_sessions: concurrent sessions of this process; more are refused (close 1013).
         max_message_bytes: the largest client message; larger ones close the socket (1009).
         ping_interval: seconds between WebSocket pings.
@@ -63,7 +85,7 @@ class ServerConfig:
     """
 
     host: str = "127.0.0.1"
-    port: int = attrs.field(default=8765, validator=at_least(0))
+    port: int = attrs.field(default=8765, validator=_port)
     token: str | None = attrs.field(default=None, repr=False)
     require_token: bool | None = None
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_origins)
@@ -97,6 +119,12 @@ class ServerConfig:
     @property
     def origin_checked(self) -> bool:
         """Whether a browser's ``Origin`` must be the server's own or an allowed one."""
-        if self.check_origin is None:
-            return not is_loopback(self.host)
-        return self.check_origin
+        return self.check_origin is not False
+
+    @property
+    def host_checked(self) -> bool:
+        """Whether requests must name a loopback host (``Host: 127.0.0.1:8765``,
+        ``localhost``, ``[::1]``): on a loopback address, so that a page from a name that
+        was rebound to 127.0.0.1 is refused (DNS rebinding), its ``Origin`` matching its
+        ``Host`` notwithstanding."""
+        return is_loopback(self.host)

@@ -4,28 +4,43 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import inspect
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from functools import partial
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import anycorn
 import attrs
 import trio
 
+from ..exceptions import RustvaniError
+from . import _anycorn_fixes
 from .app import create_app
-from .config import ServerConfig
+from .config import ServerConfig, ServerConfigError
 from .sessions import PipelineFactory, SessionManager
 
-__all__ = ["RunningServer", "load_factory", "run", "serve"]
+__all__ = [
+    "FactoryError",
+    "RunningServer",
+    "StartupError",
+    "load_factory",
+    "one_line",
+    "run",
+    "serve",
+]
 
 logger = logging.getLogger("rustvani_trio.server")
 
@@ -49,8 +64,18 @@ class RunningServer:
 def _anycorn_config(config: ServerConfig, sock: socket.socket | None) -> anycorn.Config:
     hc = anycorn.Config()
     host = f"[{config.host}]" if ":" in config.host else config.host
-    hc.bind = [f"fd://{sock.fileno()}"] if sock is not None else [f"{host}:{config.port}"]
+    # anycorn closes the socket it serves: it gets a descriptor of its own, the caller's
+    # socket stays the caller's to close.
+    hc.bind = [f"fd://{os.dup(sock.fileno())}"] if sock is not None else [f"{host}:{config.port}"]
     hc.websocket_max_message_size = config.max_message_bytes
+    # The limit in bytes, nothing buffered past it; a socket write that does not complete
+    # in slow_client_timeout (the peer does not read) drops the connection.
+    _anycorn_fixes.apply()
+    setattr(hc, _anycorn_fixes.SEND_TIMEOUT_ATTR, config.transport.slow_client_timeout)
+    # No permessage-deflate: the limit applies after decompression, so a compressed
+    # message far under it on the wire could expand to hundreds of megabytes first (a
+    # decompression bomb). Chat messages are small; PCM audio hardly compresses.
+    hc.websocket_permessage_deflate = False
     hc.websocket_ping_interval = config.ping_interval
     # A connection that sends nothing, not even a pong, for this long is closed: the
     # half-open connection's session ends with it.
@@ -109,15 +134,34 @@ async def serve(
 # --------------------------------------------------------------------------- factories
 
 
+class FactoryError(RustvaniError, ValueError):
+    """``--factory`` names nothing usable (the message says what and why)."""
+
+
+_FACTORY_SHAPE = (
+    "a factory is async def make(session) -> PipelineTask, or a function returning an "
+    "async context manager that yields one"
+)
+
+
 def load_factory(spec: str) -> Callable[[], AbstractAsyncContextManager[PipelineFactory]]:
     """Resolve ``"module:name"``: ``name`` is either ``async def make(session) ->
     PipelineTask``, or a function returning an async context manager that yields one (for
-    factories that hold resources, e.g. a shared HTTP client, for the server's lifetime)."""
+    factories that hold resources, e.g. a shared HTTP client, for the server's lifetime).
+
+    Raises:
+        FactoryError: the module cannot be imported, has no such name, or it is not callable.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ValueError(f"a factory is given as 'module:name', got {spec!r}")
-    obj: Any = importlib.import_module(module_name)
+        raise FactoryError(f"a factory is given as 'module:name', got {spec!r}")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise FactoryError(f"cannot import {module_name} (--factory {spec}): {exc}") from None
     for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise FactoryError(f"{module_name} has no attribute {part!r} (--factory {spec})")
         obj = getattr(obj, part)
     plain_function = inspect.isfunction(obj) or inspect.ismethod(obj)
     call = obj if plain_function else type(obj).__call__
@@ -129,16 +173,37 @@ def load_factory(spec: str) -> Callable[[], AbstractAsyncContextManager[Pipeline
 
         return plain
     if not callable(obj):
-        raise TypeError(f"{spec} is not callable")
-    return obj  # type: ignore[no-any-return]
+        raise FactoryError(f"{spec} is not callable: {_FACTORY_SHAPE}")
+
+    def opener() -> AbstractAsyncContextManager[PipelineFactory]:
+        try:
+            manager = obj()
+        except Exception as exc:
+            raise FactoryError(f"{spec}() failed: {type(exc).__name__}: {exc}") from exc
+        if not hasattr(manager, "__aenter__") or not hasattr(manager, "__aexit__"):
+            kind = type(manager).__name__
+            raise FactoryError(
+                f"{spec}() returned {kind}, not an async context manager: {_FACTORY_SHAPE}"
+            )
+        return manager  # type: ignore[no-any-return]
+
+    return opener
 
 
 async def _serve_until_signalled(
-    config: ServerConfig, factory_spec: str, sock: socket.socket | None, announce: bool
+    config: ServerConfig,
+    factory_spec: str,
+    sock: socket.socket | None,
+    *,
+    announce: bool,
+    worker: bool = False,
+    ready: Callable[[], None] | None = None,
 ) -> None:
     opener = load_factory(factory_spec)
     stop = trio.Event()
-    signals = (signal.SIGTERM,) if sock is not None else (signal.SIGINT, signal.SIGTERM)
+    running: RunningServer | None = None
+    # A worker's SIGINT goes to its parent, which passes it on as SIGTERM.
+    signals = (signal.SIGTERM,) if worker else (signal.SIGINT, signal.SIGTERM)
     with trio.open_signal_receiver(*signals) as received:
         async with trio.open_nursery() as nursery:
 
@@ -146,6 +211,9 @@ async def _serve_until_signalled(
                 async for signum in received:
                     if stop.is_set():
                         logger.warning("second signal: stopping now")
+                        if running is not None:
+                            # every session cancelled, its socket closed with 1001
+                            await running.manager.cancel_all()
                         nursery.cancel_scope.cancel()
                         return
                     logger.info("%s: shutting down gracefully", signal.Signals(signum).name)
@@ -154,56 +222,233 @@ async def _serve_until_signalled(
             nursery.start_soon(watch)
             async with opener() as factory, trio.open_nursery() as serving:
                 running = await serving.start(partial(serve, factory, config, stop=stop, sock=sock))
+                if ready is not None:
+                    ready()
                 if announce:
-                    print(
-                        f"rustvani-trio chat server: {running.url}/  (WebSocket {running.ws_url})",
-                        flush=True,
-                    )
+                    url = _listening_url(config, sock) if sock is not None else running.url
+                    ws_url = "ws" + url.removeprefix("http")
+                    print(f"rustvani-trio chat server: {url}/  (WebSocket {ws_url}/ws)", flush=True)
             nursery.cancel_scope.cancel()  # served and shut down: stop watching for signals
 
 
-def _worker_main(sock: socket.socket, config: ServerConfig, factory_spec: str, level: int) -> None:
+def _listening_url(config: ServerConfig, sock: socket.socket) -> str:
+    port = sock.getsockname()[1]
+    host = f"[{config.host}]" if sock.family == socket.AF_INET6 else config.host
+    return f"http://{host}:{port}"
+
+
+def _bind(config: ServerConfig) -> socket.socket:
+    """The listening socket (bound here, so that "address in use" is a plain OSError)."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    try:
+        return socket.create_server((config.host, config.port), family=family, backlog=1024)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            reason = "the address is in use (another server on this port?)"
+        raise StartupError(f"cannot listen on {config.host}:{config.port}: {reason}") from None
+
+
+class StartupError(RustvaniError, RuntimeError):
+    """The server could not start (the message is one line for the operator)."""
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: this process gets SIGTERM when its parent dies (even by SIGKILL), so no
+    worker outlives its supervisor."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        return
+
+
+def _worker_main(
+    sock: socket.socket,
+    config: ServerConfig,
+    factory_spec: str,
+    level: int,
+    parent: int,
+    ready: Connection,
+) -> None:
     """One worker process: serve on the shared socket until SIGTERM (SIGINT goes to the
     parent, which passes it on as SIGTERM)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_parent_death_signal()
+    if os.getppid() != parent:  # the parent died before prctl: do not serve alone
+        return
     logging.basicConfig(level=level, format=f"%(asctime)s [{os.getpid()}] %(name)s: %(message)s")
-    trio.run(_serve_until_signalled, config, factory_spec, sock, False)
+
+    def say_ready() -> None:
+        ready.send_bytes(b"ready")
+        ready.close()
+
+    try:
+        trio.run(
+            partial(
+                _serve_until_signalled,
+                config,
+                factory_spec,
+                sock,
+                announce=False,
+                worker=True,
+                ready=say_ready,
+            )
+        )
+    except Exception as exc:
+        # The supervisor says it, once for all workers.
+        with contextlib.suppress(OSError):
+            ready.send_bytes(b"error:" + one_line(exc).encode())
+        sys.exit(1)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception for the operator: the one error inside groups of one, its message."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    if isinstance(exc, FactoryError | StartupError | ServerConfigError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def run(config: ServerConfig, factory_spec: str = DEFAULT_FACTORY, *, workers: int = 1) -> int:
     """Serve until SIGINT or SIGTERM (a second one stops at once); returns the exit status.
     With ``workers > 1``, that many processes serve the same port (the kernel spreads the
-    connections); each holds up to ``config.max_sessions`` sessions."""
+    connections); each holds up to ``config.max_sessions`` sessions. A worker that dies is
+    replaced; one that fails before it serves stops them all (exit status 1).
+
+    Raises:
+        StartupError, FactoryError: the server cannot start (one line for the operator).
+    """
     if workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+        raise StartupError(f"--workers must be at least 1, got {workers}")
+    load_factory(factory_spec)  # a bad --factory is reported before anything starts
+    sock = _bind(config)
     if workers == 1:
-        trio.run(_serve_until_signalled, config, factory_spec, None, True)
+        with sock:
+            trio.run(partial(_serve_until_signalled, config, factory_spec, sock, announce=True))
         return 0
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.create_server((config.host, config.port), family=family, backlog=1024)
-    port = sock.getsockname()[1]
-    ctx = multiprocessing.get_context("spawn")
-    level = logging.getLogger().getEffectiveLevel()
-    procs = [
-        ctx.Process(target=_worker_main, args=(sock, config, factory_spec, level), daemon=True)
-        for _ in range(workers)
-    ]
-    for proc in procs:
+    with sock:
+        return _Supervisor(sock, config, factory_spec, workers).run()
+
+
+class _Supervisor:
+    """The parent of ``--workers N``: starts the workers on the shared socket, replaces one
+    that dies while serving, passes signals on, and leaves no worker behind."""
+
+    RESTARTS = 5
+    """Replacements allowed within ``RESTART_WINDOW`` seconds before it gives up."""
+    RESTART_WINDOW = 60.0
+    KILL_AFTER = 10.0
+    """Seconds after a second signal before the workers left are killed."""
+
+    def __init__(
+        self, sock: socket.socket, config: ServerConfig, factory_spec: str, workers: int
+    ) -> None:
+        self.sock = sock
+        self.config = config
+        self.factory_spec = factory_spec
+        self.workers = workers
+        self.ctx = multiprocessing.get_context("spawn")
+        self.level = logging.getLogger().getEffectiveLevel()
+        self.procs: dict[int, tuple[BaseProcess, Connection]] = {}
+        self.signals = 0
+        self.restarts: list[float] = []
+
+    def _start_one(self) -> None:
+        receiver, sender = self.ctx.Pipe(duplex=False)
+        args = (self.sock, self.config, self.factory_spec, self.level, os.getpid(), sender)
+        proc = self.ctx.Process(target=_worker_main, args=args, daemon=True)
         proc.start()
-    host = f"[{config.host}]" if family == socket.AF_INET6 else config.host
-    print(f"rustvani-trio chat server: http://{host}:{port}/  ({workers} workers)", flush=True)
+        sender.close()
+        assert proc.pid is not None
+        self.procs[proc.pid] = (proc, receiver)
 
-    def forward(signum: int, _frame: Any) -> None:
-        for proc in procs:
+    def _forward(self, signum: int, _frame: Any) -> None:
+        self.signals += 1
+        for proc, _ready in self.procs.values():
             if proc.is_alive() and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
 
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
-    for proc in procs:
-        proc.join()
-    sock.close()
-    failed = [p.exitcode for p in procs if p.exitcode]
-    if failed:
-        print(f"workers exited with {failed}", file=sys.stderr)
-    return 1 if failed else 0
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for _ in range(self.workers):
+                self._start_one()
+            url = _listening_url(self.config, self.sock)
+            print(f"rustvani-trio chat server: {url}/  ({self.workers} workers)", flush=True)
+            return self._watch()
+        finally:
+            self._stop_all()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _watch(self) -> int:
+        second_signal_at: float | None = None
+        while self.procs:
+            if self.signals >= 2 and second_signal_at is None:
+                second_signal_at = time.monotonic()
+            if (
+                second_signal_at is not None
+                and time.monotonic() > second_signal_at + self.KILL_AFTER
+            ):
+                return 1
+            sentinels = [proc.sentinel for proc, _ready in self.procs.values()]
+            multiprocessing.connection.wait(sentinels, timeout=0.2)
+            for pid, (proc, ready) in list(self.procs.items()):
+                if proc.is_alive():
+                    continue
+                proc.join()
+                del self.procs[pid]
+                report = b""
+                with contextlib.suppress(EOFError, OSError):
+                    report = ready.recv_bytes() if ready.poll() else b""
+                ready.close()
+                if self.signals:
+                    continue  # shutting down: workers are meant to exit
+                if report != b"ready":
+                    error = report.removeprefix(b"error:").decode(errors="replace") or (
+                        f"a worker failed before serving (exit status {proc.exitcode})"
+                    )
+                    print(f"serve-chat: {error}", file=sys.stderr, flush=True)
+                    return 1
+                now = time.monotonic()
+                self.restarts = [t for t in self.restarts if now - t < self.RESTART_WINDOW]
+                if len(self.restarts) >= self.RESTARTS:
+                    print(
+                        f"serve-chat: workers died {len(self.restarts) + 1} times within "
+                        f"{self.RESTART_WINDOW:.0f} s (last: pid {pid}, exit status "
+                        f"{proc.exitcode}); stopping",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return 1
+                self.restarts.append(now)
+                logger.warning(
+                    "worker %s exited with status %s while serving; starting another",
+                    pid,
+                    proc.exitcode,
+                )
+                self._start_one()
+        return 0
+
+    def _stop_all(self) -> None:
+        """Whatever is still running: SIGTERM, a bounded wait, then SIGKILL."""
+        for proc, _ready in self.procs.values():
+            if proc.is_alive() and proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.config.shutdown_timeout + 5
+        for proc, ready in self.procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+            ready.close()
+        self.procs.clear()

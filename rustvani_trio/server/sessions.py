@@ -8,6 +8,8 @@ limits, health and shutdown need.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import itertools
 import logging
@@ -28,7 +30,7 @@ from ..transports.websocket import (
     WebSocketParams,
     WebSocketTransport,
 )
-from .config import ServerConfig
+from .config import ServerConfig, is_loopback_host_header
 
 __all__ = ["PipelineFactory", "Session", "SessionManager"]
 
@@ -36,7 +38,7 @@ logger = logging.getLogger("rustvani_trio.server")
 
 # Close codes a browser can see (the application range 4000-4999 for ours).
 UNAUTHORIZED, FORBIDDEN_ORIGIN = 4001, 4003
-GOING_AWAY, INTERNAL_ERROR, TRY_AGAIN_LATER = 1001, 1011, 1013
+GOING_AWAY, MESSAGE_TOO_BIG, INTERNAL_ERROR, TRY_AGAIN_LATER = 1001, 1009, 1011, 1013
 
 ASGIMessage = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[ASGIMessage]]
@@ -80,9 +82,10 @@ PipelineFactory = Callable[[Session], Awaitable[PipelineTask]]
 class _ASGIConnection:
     """An accepted ASGI WebSocket as the transport's :class:`WebSocketConnection`."""
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    def __init__(self, receive: Receive, send: Send, max_message_bytes: int) -> None:
         self._receive = receive
         self._send = send
+        self._max_bytes = max_message_bytes
         self.closed = False
 
     async def receive(self) -> str | bytes:
@@ -90,7 +93,15 @@ class _ASGIConnection:
             msg = await self._receive()
             if msg["type"] == "websocket.receive":
                 text = msg.get("text")
-                return text if text is not None else (msg.get("bytes") or b"")
+                if text is None:
+                    return msg.get("bytes") or b""
+                # anycorn's limit counts a text message's characters; ours is in bytes
+                # (a character is up to 4 of them).
+                if len(text) * 4 > self._max_bytes and len(text.encode()) > self._max_bytes:
+                    reason = f"message too big: over {self._max_bytes} bytes"
+                    await self.close(MESSAGE_TOO_BIG, reason)
+                    raise ConnectionClosed(MESSAGE_TOO_BIG, reason)
+                return text  # type: ignore[no-any-return]
             if msg["type"] == "websocket.disconnect":
                 self.closed = True
                 raise ConnectionClosed(int(msg.get("code") or 1005), msg.get("reason") or "")
@@ -111,6 +122,27 @@ class _ASGIConnection:
 
 def _headers(scope: Mapping[str, Any]) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def _valid_key(key: str) -> bool:
+    try:
+        return len(base64.b64decode(key.strip(), validate=True)) == 16
+    except (binascii.Error, ValueError):
+        return False
+
+
+async def _reject(scope: Mapping[str, Any], send: Send, status: int, text: str) -> None:
+    """Refuse a WebSocket handshake with an HTTP status (403 where the server cannot)."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = text.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", b"%d" % len(body)),
+    ]
+    await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
 
 
 class SessionManager:
@@ -144,6 +176,8 @@ class SessionManager:
             expected = (config.token or "").encode()
             if not hmac.compare_digest(given.encode(), expected):
                 return UNAUTHORIZED, "unauthorized: missing or wrong token"
+        if config.host_checked and not is_loopback_host_header(headers.get("host", "")):
+            return FORBIDDEN_ORIGIN, "host not allowed"
         origin = headers.get("origin")
         if config.origin_checked and origin is not None and not self._origin_ok(origin, headers):
             return FORBIDDEN_ORIGIN, "origin not allowed"
@@ -155,7 +189,13 @@ class SessionManager:
         allowed = self.config.allowed_origins
         if "*" in allowed or origin.rstrip("/") in allowed:
             return True
-        return urlsplit(origin).netloc == headers.get("host", "")
+        # The server's own page: the origin names the host the request was sent to.
+        try:
+            netloc = urlsplit(origin).netloc.lower()
+        except ValueError:
+            return False
+        host = headers.get("host", "").lower()
+        return bool(netloc) and netloc == host
 
     def _transport_params(self, query: Mapping[str, str]) -> WebSocketParams:
         params = self.config.transport
@@ -175,9 +215,13 @@ class SessionManager:
         first = await receive()
         if first["type"] != "websocket.connect":
             return
-        await send({"type": "websocket.accept"})
-        conn = _ASGIConnection(receive, send)
         headers = _headers(scope)
+        if not _valid_key(headers.get("sec-websocket-key", "")):
+            # anycorn accepts any key; RFC 6455 wants 16 bytes in base64.
+            await _reject(scope, send, 400, "bad Sec-WebSocket-Key: 16 bytes in base64 expected")
+            return
+        await send({"type": "websocket.accept"})
+        conn = _ASGIConnection(receive, send, self.config.max_message_bytes)
         refusal = self._refusal(scope, headers)
         query = {
             k: v
@@ -270,6 +314,15 @@ class SessionManager:
         for session in list(self.sessions.values()):
             await session.transport.cancel(GOING_AWAY, "server shutting down")
         with trio.move_on_after(self.config.transport.close_timeout + 5):
+            await self.wait_sessions(0)
+
+    async def cancel_all(self) -> None:
+        """Stop at once (a second signal during shutdown): every session's pipeline is
+        cancelled and its socket closed with 1001, all within ``close_timeout``."""
+        self.draining = True
+        for session in list(self.sessions.values()):
+            await session.transport.cancel(GOING_AWAY, "server shutting down")
+        with trio.move_on_after(self.config.transport.close_timeout + 1):
             await self.wait_sessions(0)
 
     def stats(self) -> dict[str, Any]:

@@ -140,6 +140,9 @@ class WebSocketInputProcessor(FrameProcessor):
             await self._on_json(frame.data)
         elif isinstance(frame, PbAudio):
             await self._push_audio(frame.audio, frame.sample_rate, frame.num_channels, None)
+        elif isinstance(frame, PbText | PbTranscription) and not frame.text.strip():
+            kind = "text" if isinstance(frame, PbText) else "transcription"
+            await self._reply_error(f"an empty {kind} frame is not a user turn", None)
         elif isinstance(frame, PbText):
             await self._user_text(frame.text, run_immediately=True)
         elif isinstance(frame, PbTranscription):
@@ -207,6 +210,9 @@ class WebSocketInputProcessor(FrameProcessor):
         import attrs
 
         rate, channels = audio_in.get("sample_rate"), audio_in.get("num_channels", 1)
+        if not isinstance(rate, int) or isinstance(rate, bool):
+            await self._reply_error("data.audio_in needs sample_rate, an integer (Hz)", msg_id)
+            return
         try:
             params = attrs.evolve(
                 self._transport.params, audio_in_sample_rate=rate, audio_in_channels=channels
@@ -296,6 +302,9 @@ class WebSocketInputProcessor(FrameProcessor):
                 return
 
     async def _push_audio(self, audio: bytes, rate: int, channels: int, msg_id: str | None) -> bool:
+        if not audio:
+            await self._reply_error("an empty audio message (no samples)", msg_id)
+            return False
         if not 8000 <= rate <= 192000 or not 1 <= channels <= 8:
             await self._reply_error(
                 f"unsupported audio format: {rate} Hz, {channels} channel(s)", msg_id

@@ -35,6 +35,7 @@ __all__ = [
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _MAX_VARINT_BYTES = 10
+_MAX_FIELD = 1 << 29
 
 
 class ProtobufDecodeError(RustvaniError, ValueError):
@@ -159,6 +160,8 @@ def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
         byte = data[pos + i]
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
+            if value >> 64:
+                raise ProtobufDecodeError("varint overflows 64 bits")
             return value, pos + i + 1
         shift += 7
     raise ProtobufDecodeError("varint longer than 10 bytes")
@@ -171,8 +174,8 @@ def _fields(data: bytes) -> dict[int, int | bytes]:
     while pos < len(data):
         key, pos = _read_varint(data, pos)
         field, wire_type = key >> 3, key & 7
-        if field == 0:
-            raise ProtobufDecodeError("field number 0 is invalid")
+        if not 0 < field < _MAX_FIELD:
+            raise ProtobufDecodeError(f"field number {field} is invalid (1..{_MAX_FIELD - 1})")
         if wire_type == _VARINT:
             out[field], pos = _read_varint(data, pos)
         elif wire_type == _LEN:

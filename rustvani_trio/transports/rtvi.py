@@ -178,7 +178,10 @@ def parse_inbound(text: str | bytes) -> InboundMessage:
     try:
         obj = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise RTVIProtocolError(f"invalid JSON: {exc}") from None
+        raise RTVIProtocolError(f"invalid JSON: {exc}"[:200]) from None
+    except RecursionError:
+        # "[[[[...": json.loads recurses per level; this is not a ValueError
+        raise RTVIProtocolError("invalid JSON: it nests too deeply") from None
     if not isinstance(obj, dict):
         raise RTVIProtocolError(f"a message must be a JSON object, got {type(obj).__name__}")
     raw_id = obj.get("id")

@@ -125,8 +125,12 @@ function card(id, name) {
     el = add("card");
     el.dataset.testid = "tool-card";
     el.setAttribute("data-testid", "tool-card");
-    el.innerHTML = "<h3></h3><div class='state'></div><dl></dl>";
-    el.querySelector("h3").textContent = name || "tool";
+    // Built node by node: server and model text only ever goes in as textContent.
+    const title = document.createElement("h3");
+    title.textContent = name || "tool";
+    const state = document.createElement("div");
+    state.className = "state";
+    el.append(title, state, document.createElement("dl"));
     cards.set(id, el);
   }
   return el;
