@@ -148,10 +148,10 @@ def test_serve_chat_voice_option(monkeypatch: pytest.MonkeyPatch, capsys: Any) -
     parser = argparse.ArgumentParser()
     serve_chat.configure(parser)
     assert serve_chat.run(parser.parse_args(["--voice", "--factory", "app:make"])) == 2
-    assert "exclude each other" in capsys.readouterr().out
+    assert "exclude each other" in capsys.readouterr().err
     monkeypatch.setattr(voice, "missing_engines", lambda: ["espeak-ng (apt-get install it)"])
     assert serve_chat.run(parser.parse_args(["--voice"])) == 2
-    assert "--voice needs espeak-ng" in capsys.readouterr().out
+    assert "--voice needs espeak-ng" in capsys.readouterr().err
 
 
 async def test_the_factory_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
