@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import trio
 
+from ..._frame_base import text_maker
 from ..._text import describe, excerpt
 from ...context import LLMContext
 from ...frames import (
@@ -41,6 +42,11 @@ from ._toolset import Toolset
 __all__ = ["OpenAILLMProcessor"]
 
 logger = logging.getLogger("rustvani_trio")
+
+# The frames of the deltas, one per token: built without attrs' generic __init__.
+_text = text_maker(LLMText)
+_reasoning = text_maker(LLMReasoningText)
+_refusal = text_maker(LLMRefusalText)
 
 # Models whose missing context window was already reported (once per model and process).
 _UNKNOWN_MODELS: set[str] = set()
@@ -269,11 +275,11 @@ class OpenAILLMProcessor(FrameProcessor):
     async def _emit(self, delta: StreamDelta) -> None:
         frame: Frame
         if isinstance(delta, ContentDelta):
-            frame = LLMText(text=delta.text)
+            frame = _text(delta.text)
         elif isinstance(delta, ReasoningDelta):
-            frame = LLMReasoningText(text=delta.text)
+            frame = _reasoning(delta.text)
         else:
-            frame = LLMRefusalText(text=delta.text)
+            frame = _refusal(delta.text)
         await self.push_frame(frame)
 
     async def _check_finish(self, answer: Answer) -> Answer | None:
