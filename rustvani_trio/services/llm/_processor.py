@@ -35,7 +35,7 @@ from ._body import Drains
 from ._chat_types import ContentDelta, ReasoningDelta, StreamDelta
 from ._errors import LLMAnswerCutShort, LLMRequestError, safe_text
 from ._handler import AfterRound, OpenAILLMHandler, TransitionHook
-from ._stream import Answer, http_timeouts, open_client, stream_answer
+from ._stream import Answer, StallWatch, http_timeouts, open_client, stream_answer
 from ._tool_round import ToolRound
 from ._toolset import Toolset
 
@@ -81,6 +81,8 @@ class OpenAILLMProcessor(FrameProcessor):
         # meanwhile takes another connection); cancelled before the client is closed.
         self._drains: Drains | None = None
         self._drains_scope: trio.CancelScope | None = None
+        # Watches the streaming request for stalls (a task in the drains' nursery).
+        self._watch: StallWatch | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -96,15 +98,18 @@ class OpenAILLMProcessor(FrameProcessor):
         """Hold the nursery the drains run in, until :meth:`_stop_drains`."""
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as drains:
-                self._drains, self._drains_scope = Drains(drains), scope
+                watch = StallWatch()
+                await drains.start(watch.run)
+                self._drains, self._drains_scope, self._watch = Drains(drains), scope, watch
                 task_status.started()
                 try:
                     await trio.sleep_forever()
                 finally:
-                    self._drains = None
+                    self._drains = self._watch = None
 
     def _stop_drains(self) -> None:
         scope, self._drains_scope, self._drains = self._drains_scope, None, None
+        self._watch = None
         if scope is not None:
             scope.cancel()
 
@@ -266,6 +271,7 @@ class OpenAILLMProcessor(FrameProcessor):
             http_timeouts=self._timeout,
             drains=self._drains,
             room=self.downstream_room,
+            watch=self._watch,
         )
 
     async def _first_delta(self) -> None:
