@@ -12,15 +12,25 @@
 from __future__ import annotations
 
 import attrs
+import httpx
 import pytest
 import trio
 import trio.testing
 
 from rustvani_trio._frame_base import TextFrame, text_maker
-from rustvani_trio.frames import LLMReasoningText, LLMRefusalText, LLMText, TranscriptionFrame
+from rustvani_trio.context import LLMContext
+from rustvani_trio.frames import (
+    LLMContextFrame,
+    LLMReasoningText,
+    LLMRefusalText,
+    LLMText,
+    TranscriptionFrame,
+)
 from rustvani_trio.services.llm._chat_decoder import ChatStreamDecoder
 from rustvani_trio.services.llm._chat_types import ContentDelta, content_delta
 from rustvani_trio.services.llm._sse import SSEEvent, SSEProtocolError
+from rustvani_trio.services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
+from rustvani_trio.testing import run_test
 
 
 def _event(data: str) -> SSEEvent:
@@ -101,3 +111,43 @@ def test_text_maker_falls_back_for_other_shapes() -> None:
 
     with pytest.raises(ValueError, match="post-init ran"):
         text_maker(Checked)("x")
+
+
+async def test_the_processor_sends_the_body_build_request_builds() -> None:
+    """The processor serialises the context's read-only messages instead of a thawed copy:
+    the bytes sent are those of ``build_request``'s body."""
+    sent: list[bytes] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(request.content)
+        body = b'data: {"choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":"stop"}]}'
+        return httpx.Response(
+            200,
+            headers={"content-type": "text/event-stream"},
+            content=body + b"\n\ndata: [DONE]\n\n",
+        )
+
+    context = LLMContext(
+        [
+            {"role": "system", "content": "Be brief. é ü \u2028"},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "c1", "content": '{"n": 1.5, "ok": true}'},
+        ]
+    )
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        cfg = OpenAILLMConfig(
+            base_url="http://127.0.0.1:1/v1", api_key="sk-test", model="m", extra_body={"x": [1]}
+        )
+        llm = OpenAILLMHandler(cfg, http_client=client)
+        expected = client.build_request(
+            "POST", "http://127.0.0.1:1/v1/chat/completions", json=llm.build_request(context)
+        ).content
+        await run_test([llm.into_processor()], [LLMContextFrame(context=context)])
+    assert sent == [expected]

@@ -223,7 +223,12 @@ class OpenAILLMProcessor(FrameProcessor):
             removed = context.trim(window, budget=cfg.trim_budget)
             if removed:
                 logger.info("%s: trimmed %d messages to fit the context window", self.name, removed)
-        body = self.handler.build_request(context, tool_choice=tool_choice)
+        handler = self.handler
+        if type(handler).build_request is OpenAILLMHandler.build_request:
+            # Only serialised: the context's read-only messages, not a copy (O(history)).
+            body = handler._request_body(context, context._request_messages_shared(), tool_choice)
+        else:  # a subclass builds its own
+            body = handler.build_request(context, tool_choice=tool_choice)
         # The request's estimate, uncalibrated (what calibrate() wants): cached per message,
         # so O(1) in the history, where re-estimating the messages sent was O(history).
         sent = context.estimate_tokens(calibrated=False)
