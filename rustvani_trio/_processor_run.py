@@ -84,6 +84,9 @@ class ProcessorRun(RunBase):
         self.lanes = Lanes(proc.name, proc.max_buffer)
         self.start_scope: trio.CancelScope | None = None  # around on_start
         self.process_scope: trio.CancelScope | None = None  # around the process loop
+        # Whether process_scope was cancelled: what ``scope.cancel_called`` says, read per
+        # frame without trio's property (which reads the clock for a deadline it never has).
+        self.process_cut = False
         self.process_done: trio.Event | None = None  # set when the process task has returned
         self.in_kept = False  # handling a frame an interruption must not cut short
         self.interruptions = 0  # interruptions taken in and not yet forwarded
@@ -171,12 +174,15 @@ class ProcessorRun(RunBase):
             # frames the sender pushes right after it are not drained.
             scope = self.process_scope
             if scope is not None and not self.in_kept:
+                self.process_cut = True
                 scope.cancel()
             self.lanes.drain(KEPT)
             self.interruptions += 1
         elif isinstance(frame, CancelFrame):
             if not self.phase.cancelling:
                 self.phase = _CANCELLING
+            if self.process_scope is not None:
+                self.process_cut = True
             for scope in (self.start_scope, self.process_scope):
                 if scope is not None:
                     scope.cancel()
@@ -319,6 +325,7 @@ class ProcessorRun(RunBase):
             handling: Frame | None = None  # being handled, or waiting for system frames
             with trio.CancelScope() as scope:
                 self.process_scope = scope
+                self.process_cut = False
                 # An interruption that arrived while an uninterruptible frame was handled
                 # (the scope was not cancelled) is forwarded before the next frame is taken,
                 # so that no new output overtakes it.
@@ -330,7 +337,7 @@ class ProcessorRun(RunBase):
                         proc.yield_on_next_push()
                     else:
                         item = lane.get_nowait()
-                    if scope.cancel_called:
+                    if self.process_cut:
                         # The lane was drained as the interruption arrived, so this frame
                         # came after it (or is one it keeps): it goes back, to be taken in a
                         # fresh scope once the interruption has gone on (a later one may

@@ -226,8 +226,14 @@ class LLMContext(TokenBudget):
         Staged round content is excluded.  The unscaled estimate of this request (messages and
         current tools) is remembered for :meth:`calibrate_from_usage`.
         """
+        return thaw(self._request_messages_shared())  # type: ignore[no-any-return]
+
+    def _request_messages_shared(self) -> Sequence[Message]:
+        """What :meth:`to_request_messages` returns, without the copy: the context's own
+        read-only snapshot (JSON-serialisable as it is), for a caller that only serialises it
+        (the LLM processor's request body). Remembers the request's estimate the same way."""
         self._last_request_raw = self._raw_total(include_tools=True)
-        return thaw(self._entries.messages())  # type: ignore[no-any-return]
+        return self._entries.messages()
 
     # ------------------------------------------------------------------ whole-context
 

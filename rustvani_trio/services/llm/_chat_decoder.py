@@ -9,17 +9,18 @@ of I/O, on the hot path.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 from ..._text import excerpt, has_surrogate_escape, mend_surrogates
 from ._chat_types import (
-    ContentDelta,
     ReasoningDelta,
     RefusalDelta,
     StreamDelta,
     StreamError,
     StreamResult,
     ToolCallAccum,
+    content_delta,
     is_int,
     make_error,
 )
@@ -28,6 +29,11 @@ from ._sse import MAX_EVENT_CHARS, SSEDecoder, SSEEvent, SSEProtocolError
 __all__ = ["MAX_TOOL_CALLS", "ChatStreamDecoder"]
 
 _DONE: Final = "[DONE]"
+#: ``json.loads`` without its layers (``loads``, ``decode``, ``raw_decode`` and two regex
+#: matches for white space): the C scanner itself, for a payload that starts with ``{``. A
+#: payload it does not read to the end goes through ``json.loads`` again, for its error.
+_Scan = Callable[[str, int], tuple[Any, int]]
+_scan_once: _Scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 #: The most tool calls one answer may hold (each becomes a task in the tool round): far above
 #: what a model sends, far below what would hurt.
 MAX_TOOL_CALLS: Final = 1024
@@ -214,7 +220,15 @@ class ChatStreamDecoder:
             return []  # an empty ``data:`` event: some proxies send these as keep-alives
         problem = None
         try:
-            payload = json.loads(data)
+            if data[:1] == "{":
+                try:
+                    payload, end = _scan_once(data, 0)
+                except StopIteration:  # (json.loads turns this into its ValueError)
+                    end = -1
+                if end != len(data):  # an error, or white space or data after the object
+                    payload = json.loads(data)
+            else:
+                payload = json.loads(data)
         except ValueError as exc:
             payload, problem = data, f"is not valid JSON ({exc})"
         else:
@@ -304,7 +318,7 @@ class ChatStreamDecoder:
         if isinstance(content, str) and content:
             self.chars += len(content)
             self._text_parts.append(content)
-            deltas.append(ContentDelta(text=content))
+            deltas.append(content_delta(content))
 
         refusal = delta.get("refusal")
         if isinstance(refusal, str):

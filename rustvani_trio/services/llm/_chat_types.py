@@ -16,6 +16,7 @@ __all__ = [
     "StreamError",
     "StreamResult",
     "ToolCallAccum",
+    "content_delta",
     "is_int",
     "make_error",
 ]
@@ -44,6 +45,16 @@ class RefusalDelta:
 
 StreamDelta: TypeAlias = ContentDelta | ReasoningDelta | RefusalDelta
 """A typed delta produced by :class:`ChatStreamDecoder` as chunks arrive."""
+
+_new = object.__new__
+_set_content = vars(ContentDelta)["text"].__set__
+
+
+def content_delta(text: str) -> ContentDelta:
+    """``ContentDelta(text=text)`` without attrs' generic ``__init__`` (one per token)."""
+    delta = _new(ContentDelta)
+    _set_content(delta, text)
+    return delta
 
 
 @attrs.define(frozen=True, slots=True, kw_only=True)

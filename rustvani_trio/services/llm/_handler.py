@@ -4,7 +4,7 @@ body built from a context. :meth:`OpenAILLMHandler.into_processor` puts it in a 
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -160,10 +160,17 @@ class OpenAILLMHandler:
 
     def build_request(self, context: LLMContext, *, tool_choice: Any = None) -> dict[str, Any]:
         """The JSON body of one streaming request for ``context``."""
+        return self._request_body(context, context.to_request_messages(), tool_choice)
+
+    def _request_body(
+        self, context: LLMContext, messages: Sequence[Any], tool_choice: Any
+    ) -> dict[str, Any]:
+        """:meth:`build_request` with the messages given: the processor, which only
+        serialises the body, gives the context's read-only messages instead of a copy."""
         cfg = self.config
         body: dict[str, Any] = {
             "model": cfg.model,
-            "messages": context.to_request_messages(),
+            "messages": messages,
             "stream": True,
         }
         if cfg.include_usage:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import trio
 
+from ..._frame_base import text_maker
 from ..._text import describe, excerpt
 from ...context import LLMContext
 from ...frames import (
@@ -34,13 +35,18 @@ from ._body import Drains
 from ._chat_types import ContentDelta, ReasoningDelta, StreamDelta
 from ._errors import LLMAnswerCutShort, LLMRequestError, safe_text
 from ._handler import AfterRound, OpenAILLMHandler, TransitionHook
-from ._stream import Answer, http_timeouts, open_client, stream_answer
+from ._stream import Answer, StallWatch, http_timeouts, open_client, stream_answer
 from ._tool_round import ToolRound
 from ._toolset import Toolset
 
 __all__ = ["OpenAILLMProcessor"]
 
 logger = logging.getLogger("rustvani_trio")
+
+# The frames of the deltas, one per token: built without attrs' generic __init__.
+_text = text_maker(LLMText)
+_reasoning = text_maker(LLMReasoningText)
+_refusal = text_maker(LLMRefusalText)
 
 # Models whose missing context window was already reported (once per model and process).
 _UNKNOWN_MODELS: set[str] = set()
@@ -75,6 +81,8 @@ class OpenAILLMProcessor(FrameProcessor):
         # meanwhile takes another connection); cancelled before the client is closed.
         self._drains: Drains | None = None
         self._drains_scope: trio.CancelScope | None = None
+        # Watches the streaming request for stalls (a task in the drains' nursery).
+        self._watch: StallWatch | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -90,15 +98,18 @@ class OpenAILLMProcessor(FrameProcessor):
         """Hold the nursery the drains run in, until :meth:`_stop_drains`."""
         with trio.CancelScope() as scope:
             async with trio.open_nursery() as drains:
-                self._drains, self._drains_scope = Drains(drains), scope
+                watch = StallWatch()
+                await drains.start(watch.run)
+                self._drains, self._drains_scope, self._watch = Drains(drains), scope, watch
                 task_status.started()
                 try:
                     await trio.sleep_forever()
                 finally:
-                    self._drains = None
+                    self._drains = self._watch = None
 
     def _stop_drains(self) -> None:
         scope, self._drains_scope, self._drains = self._drains_scope, None, None
+        self._watch = None
         if scope is not None:
             scope.cancel()
 
@@ -212,7 +223,12 @@ class OpenAILLMProcessor(FrameProcessor):
             removed = context.trim(window, budget=cfg.trim_budget)
             if removed:
                 logger.info("%s: trimmed %d messages to fit the context window", self.name, removed)
-        body = self.handler.build_request(context, tool_choice=tool_choice)
+        handler = self.handler
+        if type(handler).build_request is OpenAILLMHandler.build_request:
+            # Only serialised: the context's read-only messages, not a copy (O(history)).
+            body = handler._request_body(context, context._request_messages_shared(), tool_choice)
+        else:  # a subclass builds its own
+            body = handler.build_request(context, tool_choice=tool_choice)
         # The request's estimate, uncalibrated (what calibrate() wants): cached per message,
         # so O(1) in the history, where re-estimating the messages sent was O(history).
         sent = context.estimate_tokens(calibrated=False)
@@ -260,6 +276,7 @@ class OpenAILLMProcessor(FrameProcessor):
             http_timeouts=self._timeout,
             drains=self._drains,
             room=self.downstream_room,
+            watch=self._watch,
         )
 
     async def _first_delta(self) -> None:
@@ -269,11 +286,11 @@ class OpenAILLMProcessor(FrameProcessor):
     async def _emit(self, delta: StreamDelta) -> None:
         frame: Frame
         if isinstance(delta, ContentDelta):
-            frame = LLMText(text=delta.text)
+            frame = _text(delta.text)
         elif isinstance(delta, ReasoningDelta):
-            frame = LLMReasoningText(text=delta.text)
+            frame = _reasoning(delta.text)
         else:
-            frame = LLMRefusalText(text=delta.text)
+            frame = _refusal(delta.text)
         await self.push_frame(frame)
 
     async def _check_finish(self, answer: Answer) -> Answer | None:

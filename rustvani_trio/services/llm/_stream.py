@@ -54,6 +54,7 @@ __all__ = [
     "DRAIN_SECONDS",
     "FINISH_GRACE_SECONDS",
     "Answer",
+    "StallWatch",
     "http_timeouts",
     "open_client",
     "stream_answer",
@@ -128,6 +129,71 @@ def _count(value: Any) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
+class StallWatch:
+    """Cancels a streaming request's scope once it went ``chunk_timeout`` without progress:
+    exactly then, as a deadline moved at every progress event would, but for an attribute
+    write per event (moving a ``CancelScope``'s deadline costs about a tenth of what a token
+    costs in all) and one deadline write per ``chunk_timeout`` of streaming.
+
+    :meth:`run` is its task (one per processor; its requests are sequential). A request arms
+    it with :meth:`arm`, then moves :attr:`due` (``math.inf`` while it waits on the pipeline:
+    that is no stall) and calls :meth:`wake` when the new due time is before :attr:`until`,
+    the time the task wakes at anyway (it then looks at :attr:`due` again).
+    """
+
+    __slots__ = ("_lot", "_sleep", "alive", "due", "target", "until")
+
+    def __init__(self) -> None:
+        self.target: trio.CancelScope | None = None  # the armed request's scope
+        self.due = math.inf  # when that request stalls (last progress + chunk_timeout)
+        self.until = math.inf  # when the task wakes (inf: it is parked)
+        self._sleep: trio.CancelScope | None = None
+        self._lot = trio.lowlevel.ParkingLot()
+        self.alive = False  # whether run() runs (without it, requests move their deadline)
+
+    def arm(self, scope: trio.CancelScope, due: float) -> None:
+        self.target = scope
+        self.due = due
+        if due < self.until:
+            self.wake(due)
+
+    def disarm(self) -> None:
+        self.target = None
+        self.due = math.inf  # the task goes back to sleep when it next wakes
+
+    def wake(self, due: float) -> None:
+        """Make the task look at :attr:`due` by ``due`` (a slow path: a request armed it, a
+        wait on the pipeline ended, or the time allowed got shorter)."""
+        self.until = due
+        if self._sleep is not None:
+            self._sleep.deadline = due
+        else:
+            self._lot.unpark_all()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.alive = True
+        task_status.started()
+        try:
+            while True:
+                due = self.due
+                if due == math.inf:
+                    self.until = math.inf
+                    await self._lot.park()
+                elif trio.current_time() >= due:
+                    target, self.target, self.due = self.target, None, math.inf
+                    if target is not None:
+                        target.cancel()
+                else:
+                    self.until = due
+                    with trio.CancelScope(deadline=due) as self._sleep:
+                        await trio.sleep_forever()
+                    self._sleep = None
+        finally:
+            self.alive = False
+            self._sleep = None
+            self.until = math.inf
+
+
 async def stream_answer(
     client: httpx.AsyncClient,
     cfg: OpenAILLMConfig,
@@ -139,6 +205,7 @@ async def stream_answer(
     http_timeouts: httpx.Timeout,
     drains: Drains | None = None,
     room: Callable[[], float] | None = None,
+    watch: StallWatch | None = None,
 ) -> None:
     """Send ``body`` and stream the answer into ``answer``, calling ``emit`` per delta and
     ``first_delta`` once, when the first content or tool-call data arrives.
@@ -149,10 +216,14 @@ async def stream_answer(
     finished body is read there so that its connection is reused; without, it is closed. An
     answer past ``cfg.max_answer_chars`` raises (not retryable) once the deltas within the
     limit were emitted. ``room`` says how many deltas ``emit`` takes without waiting (the
-    pipeline's room); without it every emission is treated as one that may wait.
+    pipeline's room); without it every emission is treated as one that may wait. With
+    ``watch`` (whose task runs), stalls are watched there instead of by moving this request's
+    deadline at every progress event.
     """
     decoder = answer.decoder
     decoder.max_answer_chars = cfg.max_answer_chars
+    if watch is not None and not watch.alive:
+        watch = None
     start = trio.current_time()
     total = start + cfg.request_timeout if cfg.request_timeout is not None else math.inf
     scope = trio.CancelScope(deadline=min(total, start + cfg.first_token_timeout))
@@ -194,10 +265,18 @@ async def stream_answer(
                             for delta in deltas:
                                 answer.emitted += 1
                                 await emit(delta)
-                            scope.deadline = min(total, trio.current_time() + chunk_timeout)
+                            if watch is None:
+                                scope.deadline = min(total, trio.current_time() + chunk_timeout)
+                            else:
+                                due = trio.current_time() + chunk_timeout
+                                watch.due = due
+                                if due < watch.until:
+                                    watch.wake(due)
                         else:
                             now = trio.current_time()
                             scope.deadline = math.inf  # our own backpressure is no stall
+                            if watch is not None:
+                                watch.due = math.inf
                             if not streaming:
                                 streaming = True
                                 await first_delta()
@@ -206,7 +285,11 @@ async def stream_answer(
                                 await emit(delta)
                             later = trio.current_time()
                             total += later - now
-                            scope.deadline = min(total, later + chunk_timeout)
+                            if watch is None:
+                                scope.deadline = min(total, later + chunk_timeout)
+                            else:
+                                scope.deadline = total
+                                watch.arm(scope, later + chunk_timeout)
                     if decoder.ended:
                         break
                     if decoder.finished and not finishing:
@@ -216,6 +299,8 @@ async def stream_answer(
                         scope.deadline = min(scope.deadline, trio.current_time() + chunk_timeout)
                 else:
                     scope.deadline = math.inf  # the body is over: no stall from here on
+                    if watch is not None:
+                        watch.disarm()
                     for delta in decoder.close():
                         answer.emitted += 1
                         await emit(delta)
@@ -234,6 +319,8 @@ async def stream_answer(
                 safe_text(f"the server sent an invalid stream: {exc}", cfg), kind="protocol"
             ) from exc
         finally:
+            if watch is not None:
+                watch.disarm()
             if not handed_off:
                 await stream.aclose()
     if scope.cancelled_caught and not decoder.is_complete:
