@@ -3,6 +3,7 @@
     python -m benchmarks.websocket                   # 200 sessions, 100 round trips
     python -m benchmarks.websocket --sessions 20 --reps 10 --out /tmp/ws
     python -m benchmarks.websocket --model-in-server # the scripted model in the server process
+    python -m benchmarks.websocket --workers 2       # serve-chat --workers 2
 
 Three processes: the server (``serve-chat --factory benchmarks.websocket:open_bench_factory``,
 the default chat pipeline per session), the scripted model (``python -m rustvani_trio.testing``,
@@ -102,20 +103,42 @@ async def open_bench_factory() -> AsyncIterator[Any]:
         yield factory
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``--workers``: the supervisor and its workers)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        try:
+            text = Path(f"/proc/{pids[i]}/task/{pids[i]}/children").read_text()
+        except OSError:
+            text = ""
+        pids.extend(int(child) for child in text.split())
+        i += 1
+    return pids
+
+
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    """VmRSS of ``pid`` and its descendants."""
+    total = 0
+    for one in process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{one}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
 
 
 def cpu_seconds(pid: int | None = None) -> float:
-    """User + system CPU seconds of process ``pid`` (``None``: this one)."""
+    """User + system CPU seconds of process ``pid`` and its descendants (``None``: this
+    process alone)."""
     if pid is None:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for one in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _started(proc: subprocess.Popen[str], pattern: str, what: str) -> str:
@@ -133,9 +156,12 @@ def start_model() -> tuple[subprocess.Popen[str], str]:
     return proc, _started(proc, r"READY (http://\S+)", "the scripted model")
 
 
-def start_server(max_sessions: int, model_url: str | None) -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    max_sessions: int, model_url: str | None, workers: int = 1
+) -> tuple[subprocess.Popen[str], str]:
     command = [sys.executable, "-m", "rustvani_trio", "serve-chat", "--port", "0"]
     command += ["--log-level", "WARNING", "--max-sessions", str(max_sessions)]
+    command += ["--workers", str(workers)]
     command += ["--factory", "benchmarks.websocket:open_bench_factory"]
     env = {**os.environ, "OPENAI_API_KEY": "", MODEL_URL_ENV: model_url or ""}
     proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True, env=env)
@@ -306,7 +332,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     model_url = None
     if not args.model_in_server:
         model, model_url = start_model()
-    proc, url = start_server(max(args.sessions + 10, 500), model_url)
+    proc, url = start_server(max(args.sessions + 10, 500), model_url, args.workers)
     pids = {"server": proc.pid, "model": model.pid if model else None, "clients": None}
     if model is None:
         del pids["model"]
@@ -334,6 +360,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         },
         "load": loaded,
         "model_process": "server" if args.model_in_server else "own",
+        "server_workers": args.workers,
         "machine": {
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
@@ -354,7 +381,8 @@ def round_trip_row(result: dict[str, Any]) -> str:
 
 def table(result: dict[str, Any]) -> str:
     rt, ld = result["round_trip_ms"], result["load"]
-    n = ld["sessions"]
+    n, workers = ld["sessions"], result["server_workers"]
+    server = "one server process" if workers == 1 else f"{workers} server workers"
 
     def ms3(d: dict[str, float]) -> str:
         return " / ".join(f"{d[k]:.1f}" for k in ("p50", "p95", "max")) + " ms"
@@ -371,7 +399,7 @@ def table(result: dict[str, Any]) -> str:
         "| --- | --- |",
         f"| round trip p95: direct / through the server "
         f"| {rt['direct_p95']:.2f} / {rt['websocket_p95']:.2f} ms |",
-        f"| {n} sessions: answers complete | {ld['answers_complete']} / {n} |",
+        f"| {n} sessions, {server}: answers complete | {ld['answers_complete']} / {n} |",
         f"| {n} connections at once: all ready after | {1000 * ld['connect_s']:.0f} ms |",
         f"| time to first token (p50 / p95 / max) | {ms3(ld['ttfb_ms'])} |",
         f"| gap between tokens, scripted {1000 * TOKEN_DELAY:.0f} ms (p50 / p95 / max) "
@@ -393,6 +421,9 @@ def cli(argv: list[str] | None = None) -> int:
         "--model-in-server",
         action="store_true",
         help="run the scripted model inside the server process (as before: it competes with it)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="serve-chat --workers (server CPU and RSS: all)"
     )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
