@@ -331,3 +331,32 @@ async def send_ws(stream: trio.SocketStream, conn: Any, text: str) -> None:
     from wsproto.events import TextMessage
 
     await stream.send_all(conn.send(TextMessage(data=text)))
+
+
+# --------------------------------------------------------------------------- under load
+
+
+def test_the_accept_queue_holds_a_connection_storm() -> None:
+    """anycorn calls listen() itself with its own backlog (100 by default, also on a socket
+    it is given): 200 clients connecting at once overflowed it, and the dropped ones waited
+    for TCP's one-second SYN retransmission (benchmarks/websocket.py)."""
+    from rustvani_trio.server.runner import BACKLOG, _anycorn_config
+
+    assert BACKLOG >= 1024
+    assert _anycorn_config(ServerConfig(port=0), None).backlog == BACKLOG
+
+
+async def test_sessions_spread_over_several_http_clients() -> None:
+    """One httpx client for every session made httpcore's pool bookkeeping (quadratic in its
+    connections) the server's largest cost at 200 sessions; sessions take clients in turn."""
+    from rustvani_trio.server.chat import open_http_clients
+
+    async with open_http_clients(3) as next_client:
+        handed = [next_client() for _ in range(7)]
+        assert len({id(c) for c in handed}) == 3
+        assert handed[:3] == handed[3:6] and handed[6] is handed[0]
+        assert not any(c.is_closed for c in handed)
+    assert all(c.is_closed for c in handed)
+    with pytest.raises(ValueError, match="at least 1"):
+        async with open_http_clients(0):
+            pass

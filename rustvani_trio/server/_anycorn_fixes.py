@@ -96,6 +96,7 @@ def apply() -> bool:
 def _bound_sends() -> bool:
     try:
         import anyio
+        import trio
         from anycorn.events import Closed, RawData, SendFile
         from anycorn.tcp_server import TCPServer
     except ImportError:  # pragma: no cover - depends on anycorn's layout
@@ -111,21 +112,33 @@ def _bound_sends() -> bool:
         if timeout is None or not isinstance(event, RawData | SendFile):
             await original(self, event)
             return
-        async with self.send_lock:
+        lock = self.send_lock
+        # Uncontended (nearly always: one writer per connection), the lock is taken without
+        # the trip through the scheduler that ``async with`` makes; this runs once per
+        # WebSocket message.
+        try:
+            lock.acquire_nowait()
+        except anyio.WouldBlock:
+            await lock.acquire()
+        try:
+            timed_out = False
             try:
                 # Shielded as in anycorn (a half-written frame would break the stream),
-                # but bounded.
-                with anyio.fail_after(timeout, shield=True):
+                # but bounded. (The server runs anycorn under trio: trio's scope directly.)
+                with trio.CancelScope(deadline=trio.current_time() + timeout, shield=True) as scope:
                     if isinstance(event, RawData):
                         await self.stream.send(event.data)
                     else:
                         await self._transmit_file(event)
-            except TimeoutError:
+                timed_out = scope.cancelled_caught
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
+                await self.protocol.handle(Closed())
+            if timed_out:
                 logger.info("a client did not read for %s s: connection dropped", timeout)
                 await self._close()  # the socket is closed; the reader ends too
                 await self.protocol.handle(Closed())
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError):
-                await self.protocol.handle(Closed())
+        finally:
+            lock.release()
 
     setattr(TCPServer, "protocol_send", protocol_send)  # noqa: B010 - on purpose
     return True

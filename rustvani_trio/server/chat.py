@@ -9,6 +9,7 @@ interrupt), or say anything.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -35,7 +36,14 @@ from ..testing import (
 )
 from .sessions import PipelineFactory, Session
 
-__all__ = ["SYSTEM_PROMPT", "WEATHER", "chat_pipeline", "open_chat_factory", "scripted_model"]
+__all__ = [
+    "SYSTEM_PROMPT",
+    "WEATHER",
+    "chat_pipeline",
+    "open_chat_factory",
+    "open_http_clients",
+    "scripted_model",
+]
 
 logger = logging.getLogger("rustvani_trio.server")
 
@@ -97,14 +105,49 @@ def chat_pipeline(
     return PipelineTask(pipeline, params=params, name=f"session-{session.id}")
 
 
+HTTP_CLIENT_SHARDS = 8
+"""How many HTTP clients the sessions of one process share (see :func:`open_http_clients`)."""
+
+
+@contextlib.asynccontextmanager
+async def open_http_clients(
+    shards: int = HTTP_CLIENT_SHARDS, *, trust_env: bool = False, keepalive: int = 64
+) -> AsyncIterator[Callable[[], httpx.AsyncClient]]:
+    """``shards`` HTTP clients for the sessions of one process; yields a function that hands
+    them out in turn (one per session).
+
+    One client shared by every session is slow with many sessions: httpcore's pool (1.0.x)
+    walks all its connections, and for each idle one all of them again, whenever a request
+    starts or ends (encode/httpcore#1035), so at 200 concurrent answers that bookkeeping was
+    the server's largest cost. Sessions spread over ``shards`` clients keep each pool small.
+    The clients share one TLS context (built once); each keeps at most ``keepalive`` idle
+    connections.
+    """
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, got {shards}")
+    ssl_context = httpx.create_ssl_context(trust_env=trust_env)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=keepalive)
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    limits=limits, trust_env=trust_env, verify=ssl_context, timeout=None
+                )
+            )
+            for _ in range(shards)
+        ]
+        turn = itertools.cycle(clients)
+        yield lambda: next(turn)
+
+
 @contextlib.asynccontextmanager
 async def open_chat_factory(
     extra: Callable[[Session], Sequence[FrameProcessor]] | None = None,
 ) -> AsyncIterator[PipelineFactory]:
-    """The default factory, with what its sessions share for the server's lifetime: one
-    HTTP client, and the scripted model when there is no API key. ``extra(session)`` gives
-    processors of your own for each session, placed after the input (they see the user's
-    transcripts first)."""
+    """The default factory, with what its sessions share for the server's lifetime: the
+    HTTP clients (:func:`open_http_clients`), and the scripted model when there is no API
+    key. ``extra(session)`` gives processors of your own for each session, placed after the
+    input (they see the user's transcripts first)."""
     async with contextlib.AsyncExitStack() as stack:
         real = bool(os.environ.get("OPENAI_API_KEY"))
         if real:
@@ -121,15 +164,12 @@ async def open_chat_factory(
                 context_window_tokens=32_000,
             )
             logger.info("chat: OPENAI_API_KEY is not set; using the scripted model")
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        client = await stack.enter_async_context(
-            httpx.AsyncClient(limits=limits, trust_env=real, timeout=None)
-        )
+        next_client = await stack.enter_async_context(open_http_clients(trust_env=real))
 
         async def factory(session: Session) -> PipelineTask:
             await trio.lowlevel.checkpoint()
             return chat_pipeline(
-                session, config, client, extra=extra(session) if extra is not None else ()
+                session, config, next_client(), extra=extra(session) if extra is not None else ()
             )
 
         yield factory

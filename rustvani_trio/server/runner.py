@@ -61,8 +61,16 @@ class RunningServer:
         return "ws" + self.url[4:] + "/ws"
 
 
+BACKLOG = 1024
+"""The listening socket's accept queue. anycorn's default (100) overflowed when 200 clients
+connected at once: the kernel dropped the surplus SYNs, and those clients connected only
+after TCP's one-second retransmission."""
+
+
 def _anycorn_config(config: ServerConfig, sock: socket.socket | None) -> anycorn.Config:
     hc = anycorn.Config()
+    # anycorn calls listen() itself, on a socket given to it too: its backlog is the one.
+    hc.backlog = BACKLOG
     host = f"[{config.host}]" if ":" in config.host else config.host
     # anycorn closes the socket it serves: it gets a descriptor of its own, the caller's
     # socket stays the caller's to close.
@@ -241,7 +249,7 @@ def _bind(config: ServerConfig) -> socket.socket:
     """The listening socket (bound here, so that "address in use" is a plain OSError)."""
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     try:
-        return socket.create_server((config.host, config.port), family=family, backlog=1024)
+        return socket.create_server((config.host, config.port), family=family, backlog=BACKLOG)
     except OSError as exc:
         reason = exc.strerror or str(exc)
         if exc.errno == errno.EADDRINUSE:

@@ -152,10 +152,14 @@ def message(type_: str, data: Any = None, *, id: str | None = None) -> dict[str,
     return out
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
+"""One encoder for every message (``json.dumps`` with options builds one per call)."""
+
+
 def to_json(msg: Mapping[str, Any]) -> str:
     """Compact JSON; values JSON cannot hold are written with ``str()`` rather than failing
     (a tool's raw result may hold a date or a decimal)."""
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False, default=str)
+    return _JSON.encode(msg)
 
 
 @attrs.frozen(kw_only=True)
