@@ -5,7 +5,6 @@ worker dying and leaves no process behind."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from typing import Any
 import pytest
 import trio
 from test_ws_server import READY, Stuck, rtvi, until
+from test_ws_workers import start as start_serve_chat
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from rustvani_trio.aggregators import create_context_aggregators
@@ -110,23 +110,7 @@ def test_an_empty_token_from_the_environment_is_refused() -> None:
 
 
 async def start(*args: str) -> tuple[trio.Process, str]:
-    proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "rustvani_trio", "serve-chat", "--port", "0", *args],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    buffer = b""
-    with trio.fail_after(60):
-        while b"chat server:" not in buffer:
-            chunk = await proc.stdout.receive_some(4096)
-            assert chunk, "serve-chat exited before it listened"
-            buffer += chunk
-    match = re.search(rb"(http://[0-9.]+:\d+)", buffer)
-    assert match is not None
-    return proc, match.group(1).decode()
+    return await start_serve_chat(*args, env=ENV)
 
 
 async def test_a_second_signal_during_shutdown_stops_at_once() -> None:

@@ -20,12 +20,13 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def start(*args: str) -> tuple[trio.Process, str]:
-    """serve-chat on a free port; returns the process and its http:// URL."""
+async def start(*args: str, env: dict[str, str] | None = None) -> tuple[trio.Process, str]:
+    """serve-chat on a free port (with ``env``, else this environment without an API key);
+    returns the process and its http:// URL."""
     proc = await trio.lowlevel.open_process(
         [sys.executable, "-m", "rustvani_trio", "serve-chat", "--port", "0", *args],
         cwd=ROOT,
-        env={**os.environ, "OPENAI_API_KEY": ""},
+        env=env if env is not None else {**os.environ, "OPENAI_API_KEY": ""},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
