@@ -28,6 +28,8 @@ class TaskEdge(FrameProcessor):
 class UpstreamFlush(StopFrame):
     """Sent upstream from the sink once the EndFrame (or StopFrame) has reached it; the run ends
     when it reaches the source. Upstream frames pushed before a processor forwarded the EndFrame
-    are ahead of it in every lane (FIFO per lane), so they reach the source before the run ends.
+    are ahead of it in its lane (FIFO per lane), and system frames (an error) that reached a
+    processor before it are handled there first (the lanes' arrival marks), so they reach the
+    source before the run ends.
     Being a StopFrame travelling upstream, processors forward it without showing it to
     ``process_frame``; the task does not report it."""

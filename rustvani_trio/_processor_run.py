@@ -392,13 +392,14 @@ class ProcessorRun(RunBase):
         self.in_kept = True
         try:
             if isinstance(frame, _ENDS):
-                if direction is _DOWN:
-                    if isinstance(frame, EndFrame):
-                        await self._run_on_stop(frame, mark)
-                    elif mark > self.system_done:
-                        await self._wait_for_system_frames(mark)
-                    if self.phase is _ENDING:
-                        self.phase = _ENDED
+                if direction is _DOWN and isinstance(frame, EndFrame):
+                    await self._run_on_stop(frame, mark)
+                elif mark > self.system_done:
+                    # Also upstream: the run's end (a StopFrame going up) must not overtake a
+                    # system frame (an error) that reached this processor before it.
+                    await self._wait_for_system_frames(mark)
+                if direction is _DOWN and self.phase is _ENDING:
+                    self.phase = _ENDED
                 await self.proc.push_frame(frame, direction)
             else:
                 if mark > self.system_done:

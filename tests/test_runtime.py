@@ -815,6 +815,30 @@ async def test_errors_raised_while_the_run_ends_still_reach_the_source() -> None
         bad = BadStop(name="bad-stop")
 
 
+async def test_an_error_still_being_handled_upstream_is_not_overtaken_by_the_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The end of a run travels upstream as a private StopFrame in the process lanes; an
+    ErrorFrame travels in the system lanes. A processor still handling the error (here for 1 s)
+    must forward it before the end, else the run ended without it (about one run in 700 of
+    the test above lost its error this way)."""
+
+    class SlowWithErrors(FrameProcessor):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, ErrorFrame):
+                await trio.sleep(1)
+            await self.push_frame(frame, direction)
+
+    class BadStop(FrameProcessor):
+        async def on_stop(self, frame: EndFrame) -> None:
+            raise RuntimeError("could not close the client")
+
+    result = await run_test([SlowWithErrors(), BadStop(name="bad-stop")], [TextFrame(text="a")])
+    [error] = result.upstream_of(ErrorFrame)
+    assert error.processor == "bad-stop"
+    assert result.finish_reason == "end"
+
+
 async def test_upstream_data_pushed_before_the_end_reaches_the_source() -> None:
     class Acker(FrameProcessor):
         async def on_stop(self, frame: EndFrame) -> None:
