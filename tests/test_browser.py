@@ -181,14 +181,27 @@ def say(page: Any, text: str) -> None:
 
 def test_the_page_streams_an_answer(page: Any, server: ServerProcess, tmp_path: Path) -> None:
     chat_ready(page, server.url + "/")
+    # Every length the answer's bubble had, recorded by the page itself as it changed (polling
+    # from here could miss the growth on a loaded machine).
+    page.evaluate(
+        """() => {
+            window.__lengths = [];
+            new MutationObserver(() => {
+                const bubbles = document.querySelectorAll('[data-testid=bot-message]');
+                const last = bubbles[bubbles.length - 1];
+                if (last) window.__lengths.push(last.textContent.length);
+            }).observe(document.body, {subtree: true, childList: true, characterData: true});
+        }"""
+    )
     say(page, "hello")
     bubble = page.locator("[data-testid=bot-message]").last
-    lengths = []
     page.wait_for_selector("[data-testid=bot-message]")
-    while "streaming" in (bubble.get_attribute("class") or ""):
-        lengths.append(len(bubble.inner_text()))
-        page.wait_for_timeout(30)
+    page.wait_for_function(
+        "() => { const b = [...document.querySelectorAll('[data-testid=bot-message]')].pop();"
+        " return b && !b.classList.contains('streaming'); }"
+    )
     assert "You said: 'hello'" in bubble.inner_text()
+    lengths = page.evaluate("() => window.__lengths")
     assert len(set(lengths)) > 2  # it grew token by token, not all at once
     stats = page.locator("[data-testid=stats]")
     assert "TTFB" in stats.inner_text() and "tok/s" in stats.inner_text()
