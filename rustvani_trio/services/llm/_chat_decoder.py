@@ -34,6 +34,7 @@ _DONE: Final = "[DONE]"
 #: payload it does not read to the end goes through ``json.loads`` again, for its error.
 _Scan = Callable[[str, int], tuple[Any, int]]
 _scan_once: _Scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_TOO_DEEP: Final = "is not valid JSON (it nests too deeply)"
 #: The most tool calls one answer may hold (each becomes a task in the tool round): far above
 #: what a model sends, far below what would hurt.
 MAX_TOOL_CALLS: Final = 1024
@@ -231,12 +232,17 @@ class ChatStreamDecoder:
                 payload = json.loads(data)
         except ValueError as exc:
             payload, problem = data, f"is not valid JSON ({exc})"
+        except RecursionError:  # (json.loads' too: nesting deeper than the interpreter's stack)
+            payload, problem = data, _TOO_DEEP
         else:
             if "\\" in data and has_surrogate_escape(data):  # (memchr first: cheap)
                 # A surrogate escape (rare: emoji from a server that escapes all non-ASCII,
                 # or a lone one): the slow path, so that no lone surrogate gets further.
-                payload = mend_surrogates(payload)
-            if not isinstance(payload, dict):
+                try:
+                    payload = mend_surrogates(payload)
+                except RecursionError:  # (it walks what the scanner decoded recursively)
+                    payload, problem = data, _TOO_DEEP
+            if problem is None and not isinstance(payload, dict):
                 problem = "is not a JSON object"
         if problem is not None:
             if not is_error_event:

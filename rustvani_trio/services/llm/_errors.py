@@ -191,7 +191,7 @@ def server_message(body: bytes, *, note: str | None = None) -> str:
     message = text
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # (nested too deeply: shown as the text it is)
         if not text:
             message = "(empty body)"
         elif text[:1] == "{":
@@ -280,7 +280,7 @@ def not_a_stream_error(
     )
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # (RecursionError: nested too deeply)
         data = None
     start = body.lstrip()[:1]
     if isinstance(data, dict) and data.get("object") == "chat.completion":

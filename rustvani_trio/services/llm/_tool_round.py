@@ -165,13 +165,14 @@ class ToolRound:
         raw_args = call.arguments.strip()
         try:
             parsed = json.loads(raw_args) if raw_args else {}
+            if has_surrogate_escape(raw_args):
+                parsed = mend_surrogates(parsed)  # (recursive, as the decoding)
         except json.JSONDecodeError as exc:
-            return ToolCallOutput(
-                f"Error: the arguments for {name!r} are not valid JSON ({exc.msg} at position "
-                f"{exc.pos}). Call the function again with a JSON object."
-            )
-        if has_surrogate_escape(raw_args):
-            parsed = mend_surrogates(parsed)
+            return _bad_arguments(name, f"{exc.msg} at position {exc.pos}")
+        except ValueError as exc:  # an integer past Python's digit limit, say
+            return _bad_arguments(name, excerpt(str(exc), 200))
+        except RecursionError:
+            return _bad_arguments(name, "it nests too deeply")
         if not isinstance(parsed, dict):
             return ToolCallOutput(
                 f"Error: the arguments for {name!r} must be a JSON object, "
@@ -206,3 +207,10 @@ class ToolRound:
             f"function {name!r} (call {excerpt(call.tool_call_id, 100)}) timed out after {limit:g}s"
         )
         return ToolCallOutput(f"Error: the function {name!r} timed out after {limit:g} seconds.")
+
+
+def _bad_arguments(name: str, why: str) -> ToolCallOutput:
+    return ToolCallOutput(
+        f"Error: the arguments for {name!r} are not valid JSON ({why}). Call the function "
+        "again with a JSON object."
+    )
