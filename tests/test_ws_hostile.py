@@ -97,6 +97,35 @@ async def test_dns_rebinding_is_refused_on_loopback() -> None:
         assert page.status_code == 421  # misdirected: not this server's name
 
 
+async def test_allowed_hosts_refuse_dns_rebinding_on_any_address() -> None:
+    """Served on every address without a token (``--no-auth``), a name rebound to this
+    machine would pass the origin check (its Origin matches its Host): ``allowed_hosts``
+    names the server, and any other Host is refused (WebSocket 4003, HTTP 421)."""
+    config = {"host": "0.0.0.0", "require_token": False, "allowed_hosts": ("chat.example",)}
+    async with running(**config) as (server, _stop):
+        port = server.url.rsplit(":", 1)[1]
+        url = f"http://127.0.0.1:{port}"
+        rebound = [("Origin", f"http://evil.example:{port}")]
+        code, _ = await raw_upgrade(url, host=f"evil.example:{port}", headers=rebound)
+        assert code == 4003
+        own = [("Origin", f"http://chat.example:{port}")]
+        assert await raw_upgrade(url, host=f"Chat.Example:{port}", headers=own) == (None, "open")
+        async with httpx.AsyncClient(trust_env=False) as client:
+            evil = await client.get(url + "/health", headers={"Host": f"evil.example:{port}"})
+            ours = await client.get(url + "/health", headers={"Host": f"chat.example:{port}"})
+        assert (evil.status_code, ours.status_code) == (421, 200)
+
+
+def test_allowed_hosts_take_names_without_ports() -> None:
+    assert ServerConfig(allowed_hosts=["Chat.Example.", "[::1]"]).allowed_hosts == (
+        "chat.example",
+        "::1",
+    )
+    for bad in ("chat.example:8765", "http://chat.example", ""):
+        with pytest.raises(ValueError, match="allowed_hosts takes host names"):
+            ServerConfig(allowed_hosts=[bad])
+
+
 async def test_origin_checks_can_be_switched_off_explicitly() -> None:
     async with running(check_origin=False) as (server, _stop):
         evil = [("Origin", "https://evil.example")]

@@ -78,6 +78,7 @@ def taken_port() -> Any:
         (["--token", ""], "token is empty"),
         (["--token", "   "], "token is empty"),
         (["--max-sessions", "0"], "max_sessions must be at least 1"),
+        (["--allow-host", "chat.example:8765"], "allowed_hosts takes host names without a port"),
         (["--voice", "--factory", "json:dumps"], "exclude each other"),
     ],
 )

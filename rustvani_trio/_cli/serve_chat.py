@@ -45,6 +45,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="a page origin allowed to connect (repeatable; '*' for any)",
     )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name requests must carry (repeatable): refuses DNS rebinding on a "
+        "non-loopback address served without a token",
+    )
     parser.add_argument("--max-sessions", type=int, default=500, help="per worker")
     parser.add_argument("--max-message-bytes", type=int, default=1 << 20)
     parser.add_argument("--ping-interval", type=float, default=10.0)
@@ -82,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
             token=args.token,
             require_token=False if args.no_auth else None,
             allowed_origins=tuple(args.allow_origin),
+            allowed_hosts=tuple(args.allow_host),
             max_sessions=args.max_sessions,
             max_message_bytes=args.max_message_bytes,
             ping_interval=args.ping_interval,

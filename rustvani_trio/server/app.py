@@ -22,7 +22,6 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .config import is_loopback_host_header
 from .sessions import ASGIMessage, Receive, Send, SessionManager
 
 __all__ = ["CONTENT_SECURITY_POLICY", "STATIC_DIR", "create_app"]
@@ -97,7 +96,7 @@ def create_app(manager: SessionManager, static_dir: str | Path | None = None) ->
 
         if manager.config.host_checked:
             host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
-            if not is_loopback_host_header(host):
+            if not manager.config.host_allowed(host):
                 await misdirected(scope, receive, send_with_headers)
                 return
         await http(scope, receive, send_with_headers)

@@ -51,6 +51,25 @@ def _origins(value: Any) -> tuple[str, ...]:
     return tuple(str(v).rstrip("/") for v in value)
 
 
+def _hosts(value: Any) -> tuple[str, ...]:
+    """Host names as ``urlsplit(...).hostname`` gives them: lower case, no brackets, no
+    trailing dot; a port, a path or user-info is refused where the config is built."""
+    if isinstance(value, str):
+        value = (value,)
+    hosts = []
+    for item in value:
+        host = str(item).strip().lower().rstrip(".").strip("[]")
+        if ":" in host:
+            try:
+                ipaddress.IPv6Address(host)
+            except ValueError:
+                host = ""
+        if not host or any(c in host for c in "/@ \t"):
+            raise ValueError(f"allowed_hosts takes host names without a port, got {item!r}")
+        hosts.append(host)
+    return tuple(hosts)
+
+
 @attrs.frozen(kw_only=True)
 class ServerConfig:
     """Settings of :func:`rustvani_trio.server.serve`.
@@ -73,6 +92,11 @@ class ServerConfig:
             otherwise drive a local session (cross-site WebSocket hijacking). Connections
             without ``Origin`` are not from a browser page; the token is what guards them.
             ``False``: not checked.
+        allowed_hosts: names (``chat.example``) that requests must carry in their ``Host``
+            header, besides the loopback names on a loopback address. Empty (default): on a
+            loopback address only the loopback names; elsewhere any name. Set it when serving
+            a non-loopback address without a token, so that a page from a name rebound to this
+            server's address (DNS rebinding) is refused.
         max_sessions: concurrent sessions of this process; more are refused (close 1013).
         max_message_bytes: the largest client message; larger ones close the socket (1009).
         ping_interval: seconds between WebSocket pings.
@@ -90,6 +114,7 @@ class ServerConfig:
     require_token: bool | None = None
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_origins)
     check_origin: bool | None = None
+    allowed_hosts: tuple[str, ...] = attrs.field(default=(), converter=_hosts)
     max_sessions: int = attrs.field(default=500, validator=at_least(1))
     max_message_bytes: int = attrs.field(default=1 << 20, validator=at_least(1024))
     ping_interval: float = attrs.field(default=10.0, validator=positive)
@@ -123,8 +148,20 @@ class ServerConfig:
 
     @property
     def host_checked(self) -> bool:
-        """Whether requests must name a loopback host (``Host: 127.0.0.1:8765``,
-        ``localhost``, ``[::1]``): on a loopback address, so that a page from a name that
-        was rebound to 127.0.0.1 is refused (DNS rebinding), its ``Origin`` matching its
-        ``Host`` notwithstanding."""
-        return is_loopback(self.host)
+        """Whether requests must name an allowed host: on a loopback address (the loopback
+        names: ``Host: 127.0.0.1:8765``, ``localhost``, ``[::1]``), so that a page from a name
+        that was rebound to 127.0.0.1 is refused (DNS rebinding), its ``Origin`` matching its
+        ``Host`` notwithstanding; and anywhere once ``allowed_hosts`` is set."""
+        return is_loopback(self.host) or bool(self.allowed_hosts)
+
+    def host_allowed(self, header: str) -> bool:
+        """Whether a request's ``Host`` header names this server (see :attr:`host_checked`)."""
+        if not self.host_checked:
+            return True
+        if is_loopback(self.host) and is_loopback_host_header(header):
+            return True
+        try:
+            name = urlsplit("//" + header).hostname
+        except ValueError:
+            return False
+        return name is not None and name.rstrip(".") in self.allowed_hosts

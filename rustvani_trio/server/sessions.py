@@ -30,7 +30,7 @@ from ..transports.websocket import (
     WebSocketParams,
     WebSocketTransport,
 )
-from .config import ServerConfig, is_loopback_host_header
+from .config import ServerConfig
 
 __all__ = ["PipelineFactory", "Session", "SessionManager"]
 
@@ -176,7 +176,7 @@ class SessionManager:
             expected = (config.token or "").encode()
             if not hmac.compare_digest(given.encode(), expected):
                 return UNAUTHORIZED, "unauthorized: missing or wrong token"
-        if config.host_checked and not is_loopback_host_header(headers.get("host", "")):
+        if config.host_checked and not config.host_allowed(headers.get("host", "")):
             return FORBIDDEN_ORIGIN, "host not allowed"
         origin = headers.get("origin")
         if config.origin_checked and origin is not None and not self._origin_ok(origin, headers):
