@@ -1,4 +1,4 @@
-"""Review 4: the stall watch (a task of the LLM processor's) attacked with many sequential
+"""The stall watch (a task of the LLM processor's) attacked with many sequential
 requests, stalls at the boundary, retries and a processor run twice.
 
 Each test pins when a stall is (or is not) reported, so that a due time left over from a

@@ -1,4 +1,4 @@
-"""Review 4: hostile JSON on the LLM's fast path (the decoder's own scanner call), in error
+"""Hostile JSON on the LLM's fast path (the decoder's own scanner call), in error
 bodies and in tool-call arguments.
 
 JSON nested too deeply makes ``json.loads`` (and the scanner, and ``mend_surrogates`` on what
