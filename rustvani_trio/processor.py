@@ -53,6 +53,7 @@ from ._lanes import LaneStatistics
 from ._lifecycle import Phase
 from ._metrics import ProcessorMetrics
 from ._processor_run import ProcessorRun
+from ._push_misuse import PushMisuse
 from ._run_base import RunBase
 from ._stopwatch import Stopwatch
 from .exceptions import RustvaniError
@@ -113,7 +114,7 @@ def _check_seconds(name: str, value: object, *, optional: bool = False) -> None:
         raise TypeError(f"{name} must be a number of seconds, got {value!r}")
 
 
-class FrameProcessor(PipelineElement, ProcessorMetrics):
+class FrameProcessor(PipelineElement, ProcessorMetrics, PushMisuse):
     """The unit of work of a pipeline.
 
     Subclass it and override :meth:`process_frame`; the default forwards every frame in the
@@ -374,39 +375,6 @@ class FrameProcessor(PipelineElement, ProcessorMetrics):
         await self.push_frame(
             ErrorFrame(error=message, fatal=fatal, processor=self.name, exception=exception),
             _UP,
-        )
-
-    def _after_super(self, frame: Frame) -> None:
-        """A push right after ``super().process_frame()`` forwarded a frame, while the same
-        frame is handled: another frame of the same type is the pipecat transform habit
-        (pipecat's base class does not forward), which sends both frames. Warned once."""
-        forwarded, self._super_forwarded = self._super_forwarded, None
-        if frame is forwarded or type(frame) is not type(forwarded):
-            return
-        self._warn_misuse(
-            "%s called super().process_frame(), which forwards the %s it is given, and then "
-            "pushed another %s: both went out. The base class forwards the frame here "
-            "(pipecat's does not): a processor that transforms frames should not call it",
-            self.name,
-            frame.name,
-            frame.name,
-        )
-
-    def _warn_misuse(self, message: str, *args: object) -> None:
-        """Log a misuse of pushing: a warning the first time, at DEBUG after that."""
-        log = logger.debug if self._warned_misuse else logger.warning
-        self._warned_misuse = True
-        log(message, *args)
-
-    async def _pushed_twice(self, frame: Frame, direction: FrameDirection) -> None:
-        await trio.lowlevel.checkpoint()
-        self._warn_misuse(
-            "%s pushed the same %s %s twice in a row; the second push was dropped (the base "
-            "class's process_frame already forwards the frame it is given: do not call "
-            "super().process_frame() and then push_frame() with the same frame)",
-            self.name,
-            frame.name,
-            direction.value,
         )
 
     async def _push_past_edge(self, frame: Frame, direction: FrameDirection) -> None:
