@@ -373,3 +373,12 @@ async def test_sessions_spread_over_several_http_clients() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         async with open_http_clients(0):
             pass
+
+
+async def test_http_clients_are_handed_out_in_turn_and_not_after_they_closed() -> None:
+    async with server_chat.open_http_clients(3) as next_client:
+        handed = [next_client() for _ in range(6)]
+        assert handed[:3] == handed[3:] and len({id(c) for c in handed[:3]}) == 3
+    assert all(client.is_closed for client in handed)
+    with pytest.raises(RuntimeError, match="has exited"):
+        next_client()

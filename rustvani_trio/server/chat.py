@@ -137,7 +137,17 @@ async def open_http_clients(
             for _ in range(shards)
         ]
         turn = itertools.cycle(clients)
-        yield lambda: next(turn)
+        open_ = True
+
+        def next_client() -> httpx.AsyncClient:
+            if not open_:
+                raise RuntimeError("open_http_clients has exited: its clients are closed")
+            return next(turn)
+
+        try:
+            yield next_client
+        finally:
+            open_ = False
 
 
 @contextlib.asynccontextmanager
