@@ -34,6 +34,7 @@ from ..testing import (
     ToolCallReply,
     open_scripted_server,
 )
+from ..testing._recorded import ScriptItem
 from .sessions import PipelineFactory, Session
 
 __all__ = [
@@ -150,6 +151,31 @@ async def open_http_clients(
             open_ = False
 
 
+async def open_model(
+    stack: contextlib.AsyncExitStack,
+    scripted_reply: ScriptItem,
+    *,
+    context_window_tokens: int,
+    label: str,
+) -> tuple[OpenAILLMConfig, bool]:
+    """The model the default factories talk to, and whether it is a real endpoint: the one
+    ``OPENAI_API_KEY`` (and ``OPENAI_BASE_URL`` / ``OPENAI_MODEL``) names, or else the
+    scripted server on loopback answering with ``scripted_reply``, kept open by ``stack``."""
+    if os.environ.get("OPENAI_API_KEY"):
+        config = OpenAILLMConfig.from_env()
+        logger.info("%s: %s at %s", label, config.model, config.base_url)
+        return config, True
+    server = await stack.enter_async_context(open_scripted_server(default_reply=scripted_reply))
+    logger.info("%s: OPENAI_API_KEY is not set; using the scripted model", label)
+    config = OpenAILLMConfig(
+        api_key="",
+        base_url=server.base_url,
+        model="scripted-model",
+        context_window_tokens=context_window_tokens,
+    )
+    return config, False
+
+
 @contextlib.asynccontextmanager
 async def open_chat_factory(
     extra: Callable[[Session], Sequence[FrameProcessor]] | None = None,
@@ -159,21 +185,9 @@ async def open_chat_factory(
     key. ``extra(session)`` gives processors of your own for each session, placed after the
     input (they see the user's transcripts first)."""
     async with contextlib.AsyncExitStack() as stack:
-        real = bool(os.environ.get("OPENAI_API_KEY"))
-        if real:
-            config = OpenAILLMConfig.from_env()
-            logger.info("chat: %s at %s", config.model, config.base_url)
-        else:
-            server = await stack.enter_async_context(
-                open_scripted_server(default_reply=scripted_model)
-            )
-            config = OpenAILLMConfig(
-                api_key="",
-                base_url=server.base_url,
-                model="scripted-model",
-                context_window_tokens=32_000,
-            )
-            logger.info("chat: OPENAI_API_KEY is not set; using the scripted model")
+        config, real = await open_model(
+            stack, scripted_model, context_window_tokens=32_000, label="chat"
+        )
         next_client = await stack.enter_async_context(open_http_clients(trust_env=real))
 
         async def factory(session: Session) -> PipelineTask:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -35,6 +34,7 @@ from ..pipeline import Pipeline
 from ..processor import FrameProcessor
 from ..services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
 from ..task import PipelineParams, PipelineTask
+from .chat import open_http_clients, open_model
 from .sessions import PipelineFactory, Session
 
 __all__ = [
@@ -135,34 +135,20 @@ async def open_voice_factory(
     missing = missing_engines()
     if missing:
         raise RuntimeError("the voice pipeline needs " + "; ".join(missing))
-    from ..testing import open_scripted_server
     from ..testing._speech.offline import PHRASES, scripted_answer
 
     async with contextlib.AsyncExitStack() as stack:
-        real = config is None and bool(os.environ.get("OPENAI_API_KEY"))
-        if config is None and real:
-            config = OpenAILLMConfig.from_env()
-            logger.info("voice: %s at %s", config.model, config.base_url)
-        elif config is None:
+        real = False
+        if config is None:
             reply = scripted_answer(token_delay=token_delay, first_token_delay=first_token_delay)
-            server = await stack.enter_async_context(open_scripted_server(default_reply=reply))
-            config = OpenAILLMConfig(
-                api_key="",
-                base_url=server.base_url,
-                model="scripted-model",
-                context_window_tokens=8192,
-            )
-            logger.info("voice: OPENAI_API_KEY is not set; using the scripted model")
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-        client = await stack.enter_async_context(
-            httpx.AsyncClient(limits=limits, trust_env=real, timeout=None)
-        )
+            config, real = await open_model(stack, reply, context_window_tokens=8192, label="voice")
+        next_client = await stack.enter_async_context(open_http_clients(trust_env=real))
         llm_config = config
 
         async def factory(session: Session) -> PipelineTask:
             # The page reads this from bot-ready: it shows the microphone and what to say.
             session.transport.about["voice"] = {"understands": PHRASES}
             await trio.lowlevel.checkpoint()
-            return voice_pipeline(session, llm_config, client, stt=stt, tts=tts)
+            return voice_pipeline(session, llm_config, next_client(), stt=stt, tts=tts)
 
         yield factory
