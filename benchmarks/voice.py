@@ -45,7 +45,7 @@ from rustvani_trio.audio.vad import VadParams
 from rustvani_trio.context import LLMContext
 from rustvani_trio.processor import FrameProcessor
 from rustvani_trio.testing._speech.audio import speak, white_noise
-from rustvani_trio.testing._speech.offline import answer_for, converse
+from rustvani_trio.testing._speech.offline import Conversation, answer_for, converse
 from rustvani_trio.testing._speech.paced import PacedAudioOutput
 
 STT_DELAY = 0.15  # the scripted Sarvam answers a flush after this
@@ -57,6 +57,17 @@ TTS_FIRST = 0.20  # the scripted Deepgram's first audio of each sentence
 def first_sentence_tokens() -> int:
     sentence = answer_for("paris").split(". ")[0] + "."
     return len(sentence.split(" "))
+
+
+def measured(talk: Conversation, fixed: float) -> dict[str, float]:
+    """A pipeline run's figures, with the fixed delays (known in advance) that are in them."""
+    return {
+        "voice_to_voice": talk.voice_to_voice,
+        "fixed_delays": fixed,
+        "barge_in": talk.barge_in,
+        "barge_in_after_vad": talk.barge_in_after_vad,
+        "interruption_delay": talk.interruption_delay,
+    }
 
 
 async def provider_run(question: bytes, barge: bytes) -> dict[str, float]:
@@ -105,13 +116,7 @@ async def provider_run(question: bytes, barge: bytes) -> dict[str, float]:
         + (first_sentence_tokens() - 1) * LLM_TOKEN
         + TTS_FIRST
     )
-    return {
-        "voice_to_voice": talk.voice_to_voice,
-        "fixed_delays": fixed,
-        "barge_in": talk.barge_in,
-        "barge_in_after_vad": talk.barge_in_after_vad,
-        "interruption_delay": talk.interruption_delay,
-    }
+    return measured(talk, fixed)
 
 
 async def offline_run(question: bytes, barge: bytes) -> dict[str, float]:
@@ -119,13 +124,7 @@ async def offline_run(question: bytes, barge: bytes) -> dict[str, float]:
         question, barge_in=barge, token_delay=LLM_TOKEN, first_token_delay=LLM_FIRST
     )
     fixed = VadParams().stop_secs + LLM_FIRST + (first_sentence_tokens() - 1) * LLM_TOKEN
-    return {
-        "voice_to_voice": talk.voice_to_voice,
-        "fixed_delays": fixed,
-        "barge_in": talk.barge_in,
-        "barge_in_after_vad": talk.barge_in_after_vad,
-        "interruption_delay": talk.interruption_delay,
-    }
+    return measured(talk, fixed)
 
 
 async def websocket_run(question: bytes, barge: bytes) -> dict[str, float]:
