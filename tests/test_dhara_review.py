@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,10 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_dhara_support import config, conversation, poll
+from test_dhara_support import Stall, calls, config, conversation, fine_server, node, poll
 
 from rustvani_trio.aggregators import create_context_aggregators
-from rustvani_trio.context import FunctionSchema, LLMContext
+from rustvani_trio.context import LLMContext
 from rustvani_trio.dhara import (
     ContextStrategy,
     Dhara,
@@ -58,7 +57,6 @@ from rustvani_trio.frames import (
     TranscriptionFrame,
 )
 from rustvani_trio.pipeline import Pipeline
-from rustvani_trio.processor import FrameProcessor
 from rustvani_trio.services.llm.function_registry import FunctionCallParams, FunctionRegistry
 from rustvani_trio.services.llm.openai import OpenAILLMConfig, OpenAILLMHandler
 from rustvani_trio.task import PipelineFatalError, PipelineTask
@@ -66,36 +64,17 @@ from rustvani_trio.testing import (
     RecordedRequest,
     Reply,
     ScriptedServer,
-    ScriptedToolCall,
     TextReply,
-    ToolCallReply,
     open_scripted_server,
 )
 
-
-def fs(name: str) -> FunctionSchema:
-    return FunctionSchema(name=name, description=f"the {name} function")
-
-
-def calls(*specs: tuple[str, str]) -> ToolCallReply:
-    return ToolCallReply([ScriptedToolCall(name=n, arguments="{}", id=i) for n, i in specs])
-
-
-def node(name: str, tools: Sequence[str] = (), **kw: Any) -> NodeConfig:
-    kw.setdefault("respond_immediately", False)
-    kw.setdefault("task_messages", [f"Task of {name}."])
-    return NodeConfig(
-        name, system_prompt=f"You are node {name}.", tools=[fs(t) for t in tools], **kw
-    )
+# ----------------------------------------------------------------- races
 
 
 @pytest.fixture
 async def server() -> Any:
-    async with open_scripted_server(default_reply=TextReply(["fine"])) as srv:
+    async with fine_server() as srv:
         yield srv
-
-
-# ----------------------------------------------------------------- races
 
 
 async def test_a_user_message_sent_while_the_summary_runs_is_kept_after_the_reset(
@@ -135,19 +114,6 @@ async def test_a_user_message_sent_while_the_summary_runs_is_kept_after_the_rese
     assert last[-1] == {"role": "user", "content": "wait, one more thing"}
     assert last[0] == {"role": "system", "content": "You are node B."}
     assert {"role": "user", "content": "hello"} not in last  # the reset happened
-
-
-class Stall(FrameProcessor):
-    """After the LLM, one frame of room, asleep on ``on``: the LLM's next pushes wait."""
-
-    def __init__(self, on: type[Frame]) -> None:
-        super().__init__(name="stall", max_buffer=1)
-        self.on = on
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, self.on):
-            await trio.sleep(100.0)
-        await self.push_frame(frame, direction)
 
 
 async def test_a_transition_settled_after_an_interruption_keeps_the_users_message_on_reset(

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from test_dhara_support import config, conversation, poll
+from test_dhara_support import Stall, calls, config, conversation, fine_server, fs, node, poll
 
 from rustvani_trio.context import FunctionSchema, LLMContext
 from rustvani_trio.dhara import (
@@ -37,8 +37,6 @@ from rustvani_trio.dhara import (
 )
 from rustvani_trio.frames import (
     EndFrame,
-    Frame,
-    FrameDirection,
     FunctionCallEnd,
     FunctionCallInProgress,
     FunctionCallResult,
@@ -47,7 +45,6 @@ from rustvani_trio.frames import (
     TextFrame,
     TranscriptionFrame,
 )
-from rustvani_trio.processor import FrameProcessor
 from rustvani_trio.services.llm.function_registry import FunctionCallParams, FunctionRegistry
 from rustvani_trio.testing import (
     ErrorReply,
@@ -62,21 +59,10 @@ from rustvani_trio.testing import (
 from rustvani_trio.tools.base import BuiltinTool
 
 
-def fs(name: str) -> FunctionSchema:
-    return FunctionSchema(name=name, description=f"the {name} function")
-
-
-def calls(*specs: tuple[str, str]) -> ToolCallReply:
-    """A tool-call reply: (function name, call id) pairs."""
-    return ToolCallReply([ScriptedToolCall(name=n, arguments="{}", id=i) for n, i in specs])
-
-
-def node(name: str, tools: Sequence[str] = (), **kw: Any) -> NodeConfig:
-    kw.setdefault("respond_immediately", False)
-    kw.setdefault("task_messages", [f"Task of {name}."])
-    return NodeConfig(
-        name, system_prompt=f"You are node {name}.", tools=[fs(t) for t in tools], **kw
-    )
+@pytest.fixture
+async def server() -> Any:
+    async with fine_server() as srv:
+        yield srv
 
 
 def prompt_and_tools(request: RecordedRequest) -> tuple[str, list[str]]:
@@ -84,12 +70,6 @@ def prompt_and_tools(request: RecordedRequest) -> tuple[str, list[str]]:
     return body["messages"][0]["content"], sorted(
         t["function"]["name"] for t in body.get("tools", [])
     )
-
-
-@pytest.fixture
-async def server() -> Any:
-    async with open_scripted_server(default_reply=TextReply(["fine"])) as srv:
-        yield srv
 
 
 # ----------------------------------------------------------------- settling a round
@@ -192,19 +172,6 @@ async def test_an_interrupted_round_is_rolled_back_and_leaves_the_old_node(
     assert "still A" in "".join(f.text for f in conv.of(LLMText))
 
 
-class Stall(FrameProcessor):
-    """After the LLM, a slow consumer (one frame of room): the LLM's FunctionCallEnd waits
-    for room after the round was committed, before the transition hook."""
-
-    def __init__(self) -> None:
-        super().__init__(name="stall", max_buffer=1)
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        if isinstance(frame, FunctionCallInProgress):
-            await trio.sleep(100.0)
-        await self.push_frame(frame, direction)
-
-
 async def test_a_committed_transition_whose_hook_was_interrupted_is_applied_before_the_next_turn(
     server: ScriptedServer, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -217,7 +184,7 @@ async def test_a_committed_transition_whose_hook_was_interrupted_is_applied_befo
         return dhara
 
     server.add_replies([calls(("go", "c1")), TextReply(["now in B"])])
-    async with conversation(server, build, after_llm=[Stall()]) as conv:
+    async with conversation(server, build, after_llm=[Stall(FunctionCallInProgress)]) as conv:
         await conv.task.queue_frame(TranscriptionFrame(text="go"))
         await poll(lambda: any(m["role"] == "tool" for m in conv.context.messages))
         await trio.sleep(1.0)

@@ -11,12 +11,13 @@ import attrs
 import trio
 
 from rustvani_trio.aggregators import create_context_aggregators
-from rustvani_trio.context import LLMContext
-from rustvani_trio.dhara import DharaManager, DharaNodeChanged
+from rustvani_trio.context import FunctionSchema, LLMContext
+from rustvani_trio.dhara import DharaManager, DharaNodeChanged, NodeConfig
 from rustvani_trio.frames import (
     EndFrame,
     ErrorFrame,
     Frame,
+    FrameDirection,
     InterruptionFrame,
     LLMFullResponseEnd,
     TranscriptionFrame,
@@ -26,7 +27,13 @@ from rustvani_trio.processor import FrameProcessor
 from rustvani_trio.services.llm.function_registry import FunctionRegistry
 from rustvani_trio.services.llm.openai import OpenAILLMConfig, OpenAILLMHandler, RetryPolicy
 from rustvani_trio.task import PipelineTask
-from rustvani_trio.testing import ScriptedServer
+from rustvani_trio.testing import (
+    ScriptedServer,
+    ScriptedToolCall,
+    TextReply,
+    ToolCallReply,
+    open_scripted_server,
+)
 from rustvani_trio.tools.base import BuiltinTool
 
 
@@ -140,3 +147,43 @@ async def conversation(
                 await conv.wait_until(lambda: any(isinstance(f, EndFrame) for f in conv.down))
             elif not task.has_finished:
                 await task.queue_frame(EndFrame())
+
+
+def fs(name: str) -> FunctionSchema:
+    return FunctionSchema(name=name, description=f"the {name} function")
+
+
+def calls(*specs: tuple[str, str]) -> ToolCallReply:
+    """A tool-call reply: (function name, call id) pairs."""
+    return ToolCallReply([ScriptedToolCall(name=n, arguments="{}", id=i) for n, i in specs])
+
+
+def node(name: str, tools: Sequence[str] = (), **kw: Any) -> NodeConfig:
+    kw.setdefault("respond_immediately", False)
+    kw.setdefault("task_messages", [f"Task of {name}."])
+    return NodeConfig(
+        name, system_prompt=f"You are node {name}.", tools=[fs(t) for t in tools], **kw
+    )
+
+
+@asynccontextmanager
+async def fine_server() -> AsyncIterator[ScriptedServer]:
+    """The scripted model answering "fine" unless a test queues other replies (the
+    ``server`` fixture of the Dhara tests)."""
+    async with open_scripted_server(default_reply=TextReply(["fine"])) as srv:
+        yield srv
+
+
+class Stall(FrameProcessor):
+    """After the LLM, a slow consumer with one frame of room, asleep on ``on`` frames: the
+    LLM's next pushes wait (e.g. on FunctionCallInProgress, the FunctionCallEnd waits for room
+    after the round was committed, before the transition hook)."""
+
+    def __init__(self, on: type[Frame]) -> None:
+        super().__init__(name="stall", max_buffer=1)
+        self.on = on
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, self.on):
+            await trio.sleep(100.0)
+        await self.push_frame(frame, direction)
