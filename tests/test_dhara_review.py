@@ -68,13 +68,14 @@ from rustvani_trio.testing import (
     open_scripted_server,
 )
 
-# ----------------------------------------------------------------- races
-
 
 @pytest.fixture
 async def server() -> Any:
     async with fine_server() as srv:
         yield srv
+
+
+# ----------------------------------------------------------------- races
 
 
 async def test_a_user_message_sent_while_the_summary_runs_is_kept_after_the_reset(
