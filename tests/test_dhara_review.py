@@ -300,8 +300,9 @@ async def test_the_seeds_lines_without_the_processor_work_as_written(
     server: ScriptedServer, autojump_clock: trio.testing.MockClock
 ) -> None:
     # DharaManager(context, registry) + OpenAILLMHandler(config) (a registry of its own) and
-    # no processor: setting the hook tells Dhara the handler, whose registry it adopts, so the
-    # model's call reaches Dhara's function (before, the model was told it did not exist).
+    # no processor: setting the hook calls the hook's attach_to_handler, which tells Dhara the
+    # handler, whose registry it adopts, so the model's call reaches Dhara's function (before,
+    # the model was told it did not exist).
     context = LLMContext()
     dhara = greeting_flow(context, FunctionRegistry())
     llm = OpenAILLMHandler(config(server))
@@ -310,6 +311,8 @@ async def test_the_seeds_lines_without_the_processor_work_as_written(
     errors = await run_pipeline(server, dhara, llm, processor=False)
     assert not any("no function named" in e for e in errors), errors
     assert dhara.current_node == "menu"
+    assert dhara.registry is llm.registry
+    assert [e for e in errors if "did not speak first" not in e] == []
 
 
 async def test_without_the_processor_a_skipped_opening_line_is_reported(
@@ -821,22 +824,6 @@ async def test_a_failed_summary_never_shows_credentials_of_the_base_url() -> Non
         await summarizer([{"role": "user", "content": "hi"}], "Summarise.")
     assert "pa55w0rd" not in str(info.value) and "sk-secret" not in str(info.value)
     assert "http://127.0.0.1:1/v1" in str(info.value)
-
-
-async def test_a_hook_attached_to_its_handler_adopts_the_handlers_registry(
-    server: ScriptedServer, autojump_clock: trio.testing.MockClock
-) -> None:
-    # OpenAILLMHandler.set_transition_hook calls the hook's attach_to_handler: the issue's
-    # lines work as written, without the processor.
-    context = LLMContext()
-    dhara = greeting_flow(context, FunctionRegistry())
-    llm = OpenAILLMHandler(config(server))
-    llm.set_transition_hook(dhara.create_transition_hook())
-    server.add_replies([calls(("browse_menu", "c1")), TextReply(["ok"])])
-    errors = await run_pipeline(server, dhara, llm, processor=False)
-    assert dhara.current_node == "menu"
-    assert dhara.registry is llm.registry
-    assert [e for e in errors if "did not speak first" not in e] == []
 
 
 # ----------------------------------------------------------------- properties of hostile input
