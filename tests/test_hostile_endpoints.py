@@ -934,6 +934,38 @@ async def test_a_gzip_encoded_event_stream_is_read() -> None:
     assert turns.errors == [] and turns.text == "zipped"
 
 
+@pytest.mark.parametrize("encoding", ["GZIP", " gzip "])
+async def test_a_gzip_label_in_any_case_is_decoded(encoding: str) -> None:
+    body = gzip.compress(b"".join(text_stream("zipped")))
+    raw = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: "
+        + encoding.encode()
+        + b"\r\ntransfer-encoding: chunked\r\n\r\n"
+        + chunk(body)
+        + LAST_CHUNK
+    )
+    async with raw_server(functools.partial(_respond_with, raw=raw)) as server:
+        turns = await run_turns(server.url, retry=NO_RETRY)
+    assert turns.errors == [] and turns.text == "zipped"
+
+
+@pytest.mark.parametrize("encoding", [b"identity", b"Identity", b""])
+async def test_an_identity_encoded_event_stream_is_read_as_sent(encoding: bytes) -> None:
+    # Read from the transport's byte stream directly (no decoding layer): cut anywhere, a
+    # byte at a time here, it is the same answer.
+    body = b"".join(text_stream("as", " sent"))
+    raw = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: "
+        + encoding
+        + b"\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"".join(chunk(body[i : i + 1]) for i in range(len(body)))
+        + LAST_CHUNK
+    )
+    async with raw_server(functools.partial(_respond_with, raw=raw)) as server:
+        turns = await run_turns(server.url, retry=NO_RETRY)
+    assert turns.errors == [] and turns.text == "as sent"
+
+
 async def test_a_body_that_cannot_be_decoded_is_a_protocol_error() -> None:
     raw = (
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: gzip\r\n"

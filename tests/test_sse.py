@@ -339,6 +339,21 @@ def test_close_discards_unterminated_event() -> None:
         decoder.feed(b"\n\n")
 
 
+@settings(max_examples=50, deadline=None)
+@given(
+    text=st.text(alphabet=st.sampled_from(_EXTRA_CHARS + "ab \r\n:"), max_size=60),
+    cut=st.integers(min_value=0, max_value=60),
+)
+def test_feed_raw_gives_the_fields_of_feed(text: str, cut: int) -> None:
+    # The chat decoder reads events as tuples; they are the SSEEvents of feed, field by field.
+    raw = ("event: x\nid: 7\n" + text + "\ndata: end\n\n" + text).encode()
+    whole, raw_whole = SSEDecoder(), SSEDecoder()
+    events = whole.feed(raw[:cut]) + whole.feed(raw[cut:]) + whole.close()
+    tuples = raw_whole.feed_raw(raw[:cut]) + raw_whole.feed_raw(raw[cut:]) + raw_whole.close_raw()
+    assert [(e.event, e.data, e.id) for e in events] == tuples
+    assert events  # (the "end" event at least)
+
+
 def test_utf8_split_byte_by_byte_is_exact() -> None:
     text = "नमस्ते 😊 我是\uff0c\u3002"
     raw = f"data: {text}\n\n".encode()

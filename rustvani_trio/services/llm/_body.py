@@ -52,18 +52,43 @@ _BLANK: Final = frozenset(b" \t\r\n")
 _SSE_STARTS: Final = (b"data:", b"event:", b"id:", b"retry:", b":")
 
 
+def _identity(response: httpx.Response) -> bool:
+    """Whether the body comes as it is sent (no ``Content-Encoding`` but ``identity``)."""
+    encoding = response.headers.get("content-encoding")
+    return encoding is None or encoding.strip().lower() in ("", "identity")
+
+
 class Body:
     """An open streamed response and its one byte iterator (read by one task at a time).
 
     :meth:`read_head` reads the first bytes (to see what the body is); :attr:`chunks` yields
-    them again, then the rest.
+    them again, then the rest. The hot path (:func:`~._stream.stream_answer`) takes the head
+    with :meth:`take_head` and then awaits :attr:`next_chunk` itself, without that layer.
+
+    A body without a content encoding is read from the response's byte stream as the
+    transport delivers it (``response.stream``: what ``aiter_raw`` and ``aiter_bytes`` wrap
+    in two more layers per read, for byte counting and decoding it does not need); a gzip,
+    deflate, brotli or zstd body through ``aiter_bytes``, which decodes it.
     """
 
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
-        self._raw = cast(AsyncGenerator[bytes, None], response.aiter_bytes())
+        stream = response.stream
+        raw = (
+            stream.__aiter__()
+            if _identity(response) and isinstance(stream, httpx.AsyncByteStream)
+            else response.aiter_bytes()
+        )
+        self._raw = cast(AsyncGenerator[bytes, None], raw)
+        #: The next piece of the body (``StopAsyncIteration`` at its end).
+        self.next_chunk = self._raw.__anext__
         self._head = b""
         self.chunks: AsyncGenerator[bytes, None] = self._chunks()
+
+    def take_head(self) -> bytes:
+        """What :meth:`read_head` read and nobody took yet (then ``b""``)."""
+        head, self._head = self._head, b""
+        return head
 
     async def _chunks(self) -> AsyncGenerator[bytes, None]:
         if self._head:
@@ -135,7 +160,9 @@ class Body:
             try:
                 await self.chunks.aclose()
             finally:
-                await self._raw.aclose()
+                close = getattr(self._raw, "aclose", None)  # (a transport's own iterator)
+                if close is not None:
+                    await close()
         finally:
             await self.response.aclose()
 

@@ -182,24 +182,24 @@ class ChatStreamDecoder:
         """
         if self._result.done or self.over_limit:
             return []
-        events = self._sse.feed(data)
+        events = self._sse.feed_raw(data)
         if not events:
             return []
         if len(events) == 1:
-            return self.feed_event(events[0])
+            event = events[0]
+            return self._apply_event(event[1], event[0] == "error")
         deltas: list[StreamDelta] = []
         for event in events:
-            deltas.extend(self.feed_event(event))
+            deltas.extend(self._apply_event(event[1], event[0] == "error"))
             if self.over_limit:
                 break
         return deltas
 
     def close(self) -> list[StreamDelta]:
         """Signal end of the body; return deltas of any event still completed by it."""
-        events = self._sse.close()
         deltas: list[StreamDelta] = []
-        for event in events:
-            deltas.extend(self.feed_event(event))
+        for event in self._sse.close_raw():
+            deltas.extend(self._apply_event(event[1], event[0] == "error"))
         return deltas
 
     def finish(self) -> StreamResult:
@@ -209,14 +209,18 @@ class ChatStreamDecoder:
 
     def feed_event(self, event: SSEEvent) -> list[StreamDelta]:
         """Apply one SSE event; return the deltas it produced (``[]`` after ``[DONE]``)."""
+        return self._apply_event(event.data, event.event == "error")
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _apply_event(self, data: str, is_error_event: bool) -> list[StreamDelta]:
+        """:meth:`feed_event` for an event's data, and whether its type is ``error``."""
         result = self._result
         if result.done or self.over_limit:
             return []
-        data = event.data
         if data == _DONE or (data[:1] != "{" and data.strip() == _DONE):
             result.done = self.ended = True
             return []
-        is_error_event = event.event == "error"
         if not is_error_event and not data.strip():
             return []  # an empty ``data:`` event: some proxies send these as keep-alives
         problem = None
@@ -256,8 +260,6 @@ class ChatStreamDecoder:
                 self.ended = True
             return []
         return self._apply_chunk(payload, is_error_event)
-
-    # -- internals ----------------------------------------------------------------------------
 
     def _apply_chunk(self, chunk: dict[str, Any], is_error_event: bool) -> list[StreamDelta]:
         result = self._result

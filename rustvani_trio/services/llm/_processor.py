@@ -237,7 +237,26 @@ class OpenAILLMProcessor(FrameProcessor):
             attempt += 1
             answer = Answer()
             try:
-                await self._stream(body, answer)
+                # (stream_answer is awaited here, not in a helper: every level between the
+                # process loop and the socket is passed at each read of the stream)
+                client = self._client
+                if client is None:
+                    raise LLMRequestError(
+                        "the LLM client is not open (no StartFrame yet?)", kind="config"
+                    )
+                self.start_ttfb_metrics()
+                await stream_answer(
+                    client,
+                    cfg,
+                    body,
+                    answer,
+                    emit=self._emit,
+                    first_delta=self._first_delta,
+                    http_timeouts=self._timeout,
+                    drains=self._drains,
+                    room=self.downstream_room,
+                    watch=self._watch,
+                )
             except trio.Cancelled:
                 # Interrupted: the usage of this request still counts.
                 self._report_usage(answer, context, sent, interrupted=True)
@@ -260,24 +279,6 @@ class OpenAILLMProcessor(FrameProcessor):
                 return None
             self._report_usage(answer, context, sent, interrupted=False)
             return await self._check_finish(answer)
-
-    async def _stream(self, body: dict[str, Any], answer: Answer) -> None:
-        client = self._client
-        if client is None:
-            raise LLMRequestError("the LLM client is not open (no StartFrame yet?)", kind="config")
-        self.start_ttfb_metrics()
-        await stream_answer(
-            client,
-            self.handler.config,
-            body,
-            answer,
-            emit=self._emit,
-            first_delta=self._first_delta,
-            http_timeouts=self._timeout,
-            drains=self._drains,
-            room=self.downstream_room,
-            watch=self._watch,
-        )
 
     async def _first_delta(self) -> None:
         await self.stop_ttfb_metrics()

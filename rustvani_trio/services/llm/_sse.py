@@ -17,7 +17,7 @@ import attrs
 
 from ...exceptions import RustvaniError
 
-__all__ = ["MAX_EVENT_CHARS", "SSEDecoder", "SSEEvent", "SSEProtocolError"]
+__all__ = ["MAX_EVENT_CHARS", "RawEvent", "SSEDecoder", "SSEEvent", "SSEProtocolError"]
 
 #: The longest line, and the most ``data`` of one event, a decoder keeps (4 Mi characters):
 #: far above any real chunk, far below what would hurt.
@@ -45,6 +45,11 @@ class SSEEvent:
     event: str = "message"
     data: str
     id: str | None = None
+
+
+RawEvent = tuple[str, str, str | None]
+"""An event as :meth:`SSEDecoder.feed_raw` gives it: ``(event, data, id)``, the fields of an
+:class:`SSEEvent` without building one (the chat decoder takes one per token)."""
 
 
 class SSEDecoder:
@@ -124,9 +129,13 @@ class SSEDecoder:
 
         Raises :class:`RuntimeError` after :meth:`close`.
         """
+        return [SSEEvent(event=e, data=d, id=i) for e, d, i in self.feed_raw(data)]
+
+    def feed_raw(self, data: bytes) -> list[RawEvent]:
+        """:meth:`feed`, with each event as an ``(event, data, id)`` tuple."""
         if self._closed:
             raise RuntimeError("SSEDecoder.feed() called after close()")
-        events: list[SSEEvent] = []
+        events: list[RawEvent] = []
         text = self._utf8.decode(data)
         if text:
             self._feed_text(text, events)
@@ -140,10 +149,14 @@ class SSEDecoder:
         :attr:`retry`), but an event is only dispatched by a blank line, so a pending event that
         was not terminated is discarded, as the spec requires. Calling it again returns ``[]``.
         """
+        return [SSEEvent(event=e, data=d, id=i) for e, d, i in self.close_raw()]
+
+    def close_raw(self) -> list[RawEvent]:
+        """:meth:`close`, with each event as an ``(event, data, id)`` tuple."""
         if self._closed:
             return []
         self._closed = True
-        events: list[SSEEvent] = []
+        events: list[RawEvent] = []
         text = self._utf8.decode(b"", final=True)
         if text:
             self._feed_text(text, events)
@@ -155,7 +168,7 @@ class SSEDecoder:
         self._event_type = ""
         return events
 
-    def _feed_text(self, text: str, events: list[SSEEvent]) -> None:
+    def _feed_text(self, text: str, events: list[RawEvent]) -> None:
         """Split decoded ``text`` into lines and process the complete ones."""
         if not self._bom_checked:
             self._bom_checked = True
@@ -201,23 +214,19 @@ class SSEDecoder:
             f"an SSE {what} longer than {self._max} characters; the stream was abandoned"
         )
 
-    def _process_lines(self, lines: list[str], events: list[SSEEvent]) -> None:
+    def _process_lines(self, lines: list[str], events: list[RawEvent]) -> None:
         """Apply complete lines to the pending event, appending dispatched events to ``events``."""
         data = self._data
         for line in lines:
             if not line:
                 if data:
                     events.append(
-                        SSEEvent(
-                            event=self._event_type or "message",
-                            data="\n".join(data),
-                            id=self.last_event_id,
-                        )
+                        (self._event_type or "message", "\n".join(data), self.last_event_id)
                     )
                     data.clear()
                     self._data_chars = 0
                 elif self._event_type and self._typed_without_data:
-                    events.append(SSEEvent(event=self._event_type, data="", id=self.last_event_id))
+                    events.append((self._event_type, "", self.last_event_id))
                 self._event_type = ""
             elif line.startswith("data:"):
                 value = line[6:] if line[5:6] == " " else line[5:]

@@ -224,7 +224,8 @@ async def stream_answer(
     decoder.max_answer_chars = cfg.max_answer_chars
     if watch is not None and not watch.alive:
         watch = None
-    start = trio.current_time()
+    clock = trio.lowlevel.current_clock().current_time  # (trio.current_time, a layer less)
+    start = clock()
     total = start + cfg.request_timeout if cfg.request_timeout is not None else math.inf
     scope = trio.CancelScope(deadline=min(total, start + cfg.first_token_timeout))
     chunk_timeout = cfg.chunk_timeout
@@ -253,9 +254,19 @@ async def stream_answer(
             await check_response(stream, cfg)
             progress = 0
             finishing = False
+            # The head read by check_response first, then the rest (the loop awaits the
+            # byte stream itself: an async generator layer per read is a tenth of a token).
+            chunk = stream.take_head()
+            next_chunk = stream.next_chunk
             try:
-                async for chunk in stream.chunks:
+                while True:
+                    if not chunk:
+                        try:
+                            chunk = await next_chunk()
+                        except StopAsyncIteration:
+                            break
                     deltas = decoder.feed(chunk)
+                    chunk = b""
                     if decoder.progress != progress:
                         progress = decoder.progress
                         if streaming and (
@@ -266,14 +277,14 @@ async def stream_answer(
                                 answer.emitted += 1
                                 await emit(delta)
                             if watch is None:
-                                scope.deadline = min(total, trio.current_time() + chunk_timeout)
+                                scope.deadline = min(total, clock() + chunk_timeout)
                             else:
-                                due = trio.current_time() + chunk_timeout
+                                due = clock() + chunk_timeout
                                 watch.due = due
                                 if due < watch.until:
                                     watch.wake(due)
                         else:
-                            now = trio.current_time()
+                            now = clock()
                             scope.deadline = math.inf  # our own backpressure is no stall
                             if watch is not None:
                                 watch.due = math.inf
@@ -283,7 +294,7 @@ async def stream_answer(
                             for delta in deltas:
                                 answer.emitted += 1
                                 await emit(delta)
-                            later = trio.current_time()
+                            later = clock()
                             total += later - now
                             if watch is None:
                                 scope.deadline = min(total, later + chunk_timeout)
@@ -297,7 +308,7 @@ async def stream_answer(
                         finishing = True
                         chunk_timeout = min(chunk_timeout, FINISH_GRACE_SECONDS)
                         scope.deadline = min(scope.deadline, trio.current_time() + chunk_timeout)
-                else:
+                if not decoder.ended:
                     scope.deadline = math.inf  # the body is over: no stall from here on
                     if watch is not None:
                         watch.disarm()
