@@ -87,9 +87,10 @@ class Lane(Generic[T]):
     async def wait(self) -> None:
         """Wait until an item is put (the lane may have been emptied again by then)."""
         self.waiter = current_task()
-        await wait_task_rescheduled(self._abort)
+        await wait_task_rescheduled(self.abort)
 
-    def _abort(self, _raise_cancel: object) -> Abort:
+    def abort(self, _raise_cancel: object) -> Abort:
+        """The reader's wait was cancelled (its ``abort_func``)."""
         self.waiter = None
         return Abort.SUCCEEDED
 
@@ -121,7 +122,16 @@ class LaneStatistics:
 class Lanes:
     """The lanes of one processor for one run."""
 
-    __slots__ = ("down_pending", "dropped", "max_buffer", "owner", "process", "space", "system")
+    __slots__ = (
+        "blocked",
+        "down_pending",
+        "dropped",
+        "max_buffer",
+        "owner",
+        "process",
+        "space",
+        "system",
+    )
 
     def __init__(self, owner: str, max_buffer: int) -> None:
         self.owner = owner
@@ -132,6 +142,9 @@ class Lanes:
         """Downstream frames in the process lane (the gate counts these)."""
         self.space = ParkingLot()
         """Senders waiting for room in the process lane."""
+        self.blocked = 0
+        """How many senders wait in :attr:`space` (or were just woken there): read per
+        frame, where ``bool(space)`` would be a call."""
         self.dropped = 0
 
     async def wait_for_room(self) -> None:
@@ -141,7 +154,11 @@ class Lanes:
         to the next sender: a cancelled sender must not emit (an interruption may already have
         gone on downstream, so its frame would pass for a new one).
         """
-        await self.space.park()
+        self.blocked += 1
+        try:
+            await self.space.park()
+        finally:
+            self.blocked -= 1
         try:
             await checkpoint_if_cancelled()
         except trio.Cancelled:

@@ -31,7 +31,14 @@ from typing import TYPE_CHECKING
 
 import attrs
 import trio
-from trio.lowlevel import ParkingLot, cancel_shielded_checkpoint, checkpoint_if_cancelled
+from trio.lowlevel import (
+    ParkingLot,
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
 
 from ._lanes import Lanes, LaneStatistics
 from ._lifecycle import Phase
@@ -54,7 +61,7 @@ from .frames import (
 if TYPE_CHECKING:
     from .processor import FrameProcessor
 
-__all__ = ["KEPT", "Arrived", "ProcessorRun"]
+__all__ = ["KEPT", "YIELD_EVERY", "Arrived", "ProcessorRun"]
 
 logger = logging.getLogger("rustvani_trio")
 
@@ -65,6 +72,13 @@ KEPT = (UninterruptibleFrame, TranscriptionFrame)
 """Frames an interruption neither drains nor cuts short (user transcripts are user input)."""
 _IDLE, _RUNNING, _ENDING, _ENDED = Phase.IDLE, Phase.RUNNING, Phase.ENDING, Phase.ENDED
 _CANCELLING, _CANCELLED = Phase.CANCELLING, Phase.CANCELLED
+
+YIELD_EVERY = 16
+"""A push that did not have to wait is not a schedule point, except every this many pushes:
+a burst costs a task switch per 16 frames, not per frame, and a task that pushes in a loop
+still lets others run. The first push after a processor was idle (its process task woke up,
+or an LLM response's first delta) is a schedule point too, so the first frame of a burst goes
+on through a chain of processors at once (first-token latency)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -100,6 +114,7 @@ class ProcessorRun(RunBase):
         self.queued = self.lanes.process.items  # the process lane's frames, for a quick look
         self.busy = False  # the process loop holds a frame (handles it, or waits for it)
         self.took = ParkingLot()  # where the system loop waits until it takes the next one
+        self.took_waits = False  # whether it waits there (read per frame: no call)
 
     def statistics(self) -> LaneStatistics:
         return self.lanes.statistics()
@@ -114,6 +129,17 @@ class ProcessorRun(RunBase):
         """Take ``frame`` in now (the caller waited for room if it had to)."""
         if isinstance(frame, SystemFrame):
             self._enqueue_system(frame, direction)
+        elif direction is _DOWN and self.phase is _RUNNING and not isinstance(frame, _ENDS):
+            # The common case (a data frame going down), as _enqueue_process and Lane.put
+            # would do it, without their calls: a push per token comes here.
+            lanes = self.lanes
+            lanes.down_pending += 1
+            lane = lanes.process
+            lane.items.append((frame, direction, self.system_in))
+            waiter = lane.waiter
+            if waiter is not None:
+                lane.waiter = None
+                reschedule(waiter)
         else:
             self._enqueue_process(frame, direction)
 
@@ -234,7 +260,11 @@ class ProcessorRun(RunBase):
             ):
                 # The process loop is free and about to take a frame that arrived before this
                 # one: it goes first. (A frame stuck behind one being handled is overtaken.)
-                await self.took.park()
+                self.took_waits = True
+                try:
+                    await self.took.park()
+                finally:
+                    self.took_waits = False
             if isinstance(frame, StartFrame):
                 await self._handle_start(frame, direction)
             elif isinstance(frame, CancelFrame):
@@ -311,69 +341,72 @@ class ProcessorRun(RunBase):
     # ------------------------------------------------------------------ the process loop
 
     async def _process_loop(self) -> None:
-        try:
-            await self._process_frames()
-        finally:
-            if self.process_done is not None:
-                self.process_done.set()
-
-    async def _process_frames(self) -> None:
+        """The process task (one function: a wrapper would be one more level in each of
+        its resumptions)."""
         proc = self.proc
         lanes = self.lanes
         lane = lanes.process
-        while not self.phase.cancelling:
-            handling: Frame | None = None  # being handled, or waiting for system frames
-            with trio.CancelScope() as scope:
-                self.process_scope = scope
-                self.process_cut = False
-                # An interruption that arrived while an uninterruptible frame was handled
-                # (the scope was not cancelled) is forwarded before the next frame is taken,
-                # so that no new output overtakes it.
-                while not self.interruptions:
-                    if not lane.items:
-                        # Idle: whatever wakes this task starts a burst, whose first frame
-                        # should go on downstream at once.
-                        item = await lane.get()
-                        proc.yield_on_next_push()
-                    else:
-                        item = lane.get_nowait()
-                    if self.process_cut:
-                        # The lane was drained as the interruption arrived, so this frame
-                        # came after it (or is one it keeps): it goes back, to be taken in a
-                        # fresh scope once the interruption has gone on (a later one may
-                        # still drain it). After a cancel, nothing is taken any more.
-                        if not self.phase.cancelling:
-                            lane.items.appendleft(item)
-                        break
-                    frame, direction, mark = item
-                    if direction is _DOWN:
-                        lanes.down_pending -= 1
-                        if lanes.space:
-                            lanes.space.unpark()
-                    self.busy = True
-                    if self.took:
-                        self.took.unpark_all()
-                    if isinstance(frame, KEPT):
-                        await self._handle_kept(frame, direction, mark)
+        items = lane.items
+        abort = lane.abort
+        try:
+            while not self.phase.cancelling:
+                handling: Frame | None = None  # being handled, or waiting for system frames
+                with trio.CancelScope() as scope:
+                    self.process_scope = scope
+                    self.process_cut = False
+                    # An interruption that arrived while an uninterruptible frame was handled
+                    # (the scope was not cancelled) is forwarded before the next frame is taken,
+                    # so that no new output overtakes it.
+                    while not self.interruptions:
+                        if not items:
+                            # Idle: whatever wakes this task starts a burst, whose first frame
+                            # should go on downstream at once. (Lane.get, without its two calls
+                            # in every resumption of this task.)
+                            while not items:
+                                lane.waiter = current_task()
+                                await wait_task_rescheduled(abort)
+                            proc._unyielded = YIELD_EVERY - 1  # (yield_on_next_push)
+                        item = items.popleft()
+                        if self.process_cut:
+                            # The lane was drained as the interruption arrived, so this frame
+                            # came after it (or is one it keeps): it goes back, to be taken in a
+                            # fresh scope once the interruption has gone on (a later one may
+                            # still drain it). After a cancel, nothing is taken any more.
+                            if not self.phase.cancelling:
+                                lane.items.appendleft(item)
+                            break
+                        frame, direction, mark = item
+                        if direction is _DOWN:
+                            lanes.down_pending -= 1
+                            if lanes.blocked:
+                                lanes.space.unpark()
+                        self.busy = True
+                        if self.took_waits:
+                            self.took.unpark_all()
+                        if isinstance(frame, KEPT):
+                            await self._handle_kept(frame, direction, mark)
+                            self.busy = False
+                            continue
+                        handling = frame
+                        if mark > self.system_done:
+                            await self._wait_for_system_frames(mark)
+                        try:
+                            await proc.process_frame(frame, direction)
+                        except Exception as exc:
+                            await self.report_exception(exc, frame)
+                        proc._super_forwarded = None
+                        handling = None
                         self.busy = False
-                        continue
-                    handling = frame
-                    if mark > self.system_done:
-                        await self._wait_for_system_frames(mark)
-                    try:
-                        await proc.process_frame(frame, direction)
-                    except Exception as exc:
-                        await self.report_exception(exc, frame)
-                    proc._super_forwarded = None
-                    handling = None
-                    self.busy = False
-            self.process_scope = None
-            self.busy = False
-            if handling is not None and not self.phase.cancelling:
-                lanes.count_drop(handling, "its handling was cut short")
-            while self.interruptions and not self.phase.cancelling:
-                # Interrupted: wait until the interruption has gone on downstream.
-                await self.resume.park()
+                self.process_scope = None
+                self.busy = False
+                if handling is not None and not self.phase.cancelling:
+                    lanes.count_drop(handling, "its handling was cut short")
+                while self.interruptions and not self.phase.cancelling:
+                    # Interrupted: wait until the interruption has gone on downstream.
+                    await self.resume.park()
+        finally:
+            if self.process_done is not None:
+                self.process_done.set()
 
     async def _wait_for_system_frames(self, mark: int) -> None:
         """Wait until the first ``mark`` system frames of the run have been handled; the

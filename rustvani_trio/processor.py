@@ -52,6 +52,7 @@ from ._element import PipelineElement
 from ._lanes import LaneStatistics
 from ._lifecycle import Phase
 from ._metrics import ProcessorMetrics
+from ._processor_run import YIELD_EVERY as YIELD_EVERY
 from ._processor_run import ProcessorRun
 from ._push_misuse import PushMisuse
 from ._run_base import RunBase
@@ -89,12 +90,6 @@ DEFAULT_MAX_BUFFER = 64
 
 _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
-YIELD_EVERY = 16
-"""A push that did not have to wait is not a schedule point, except every this many pushes:
-a burst costs a task switch per 16 frames, not per frame, and a task that pushes in a loop
-still lets others run. The first push after a processor was idle (its process task woke up,
-or an LLM response's first delta) is a schedule point too, so the first frame of a burst goes
-on through a chain of processors at once (first-token latency)."""
 
 
 class ProcessorNotLinkedError(RustvaniError, RuntimeError):
