@@ -271,6 +271,25 @@ class FrameProcessor(PipelineElement, ProcessorMetrics, PushMisuse):
         processor): the usual cause is calling ``super().process_frame(frame, direction)``,
         which already forwards the frame, and then ``push_frame(frame, direction)``.
         """
+        if direction is _DOWN and self._super_forwarded is None:
+            # The common case first (a frame going down to a processor with lanes): what the
+            # general path below does for it, without the checks for the other cases.
+            dest = self._next
+            run = None if dest is None else dest._processor_run
+            if type(run) is ProcessorRun and frame is not self._last_pushed_down:
+                await checkpoint_if_cancelled()
+                lanes = run.lanes
+                if lanes.down_pending >= lanes.max_buffer and run.needs_room(frame, _DOWN):
+                    await run.wait_for_room()
+                run.put(frame, _DOWN)
+                if self._observers:
+                    self._notify_observers(frame, _DOWN, run.proc)
+                self._unyielded += 1
+                if self._unyielded >= YIELD_EVERY:
+                    self._unyielded = 0
+                    await cancel_shielded_checkpoint()
+                self._last_pushed_down = frame
+                return
         if self._super_forwarded is not None:
             self._after_super(frame)
         if direction is _DOWN:
