@@ -5,23 +5,72 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import attrs
+import trio
 
-from .frames import Frame, FrameDirection, StopFrame
+from ._lifecycle import Phase
+from ._processor_run import ProcessorRun
+from ._run_base import RunBase
+from .frames import Frame, FrameDirection, StopFrame, SystemFrame
 from .processor import FrameProcessor
 
 __all__ = ["TaskEdge", "UpstreamFlush"]
 
+_DOWN = FrameDirection.DOWNSTREAM
+_RUNNING = Phase.RUNNING
+
 
 class TaskEdge(FrameProcessor):
     """The task's source or sink: a processor whose frames leaving the pipeline (upstream at
-    the source, downstream at the sink) are handed to ``exit``."""
+    the source, downstream at the sink) are handed to ``exit``.
 
-    def __init__(self, name: str, exit: Callable[[Frame], Awaitable[None]]) -> None:
+    With ``take_at_once`` (the sink), a control or data frame that reaches the edge while it
+    is idle (nothing queued, nothing being handled, every system frame that arrived handled)
+    is first offered to ``take_at_once`` in the sender's task: when it returns ``True`` the
+    frame has left the pipeline there (the task has nothing to await for it: no handler
+    watches frames reaching the sink, and it is no lifecycle frame), without waking the
+    edge's task for it. Otherwise it is queued and handed to ``exit`` as usual.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        exit: Callable[[Frame], Awaitable[None]],
+        *,
+        take_at_once: Callable[[Frame], bool] | None = None,
+    ) -> None:
+        self._take_at_once = take_at_once  # (before the base class makes the first run)
         super().__init__(name=name)
         self._exit = exit
 
+    def _new_run(self, nursery: trio.Nursery | None) -> RunBase:
+        take = self._take_at_once
+        return ProcessorRun(self, nursery) if take is None else _SinkRun(self, nursery, take)
+
     async def _push_past_edge(self, frame: Frame, direction: FrameDirection) -> None:
         await self._exit(frame)
+
+
+class _SinkRun(ProcessorRun):
+    """The run of a sink edge with ``take_at_once`` (see :class:`TaskEdge`)."""
+
+    def __init__(
+        self, proc: TaskEdge, nursery: trio.Nursery | None, take: Callable[[Frame], bool]
+    ) -> None:
+        super().__init__(proc, nursery)
+        self._take = take
+
+    def put(self, frame: Frame, direction: FrameDirection) -> None:
+        if (
+            direction is _DOWN
+            and not self.queued
+            and not self.busy
+            and self.phase is _RUNNING
+            and self.system_done == self.system_in
+            and not isinstance(frame, SystemFrame)
+            and self._take(frame)
+        ):
+            return
+        super().put(frame, direction)
 
 
 @attrs.frozen(kw_only=True)

@@ -57,6 +57,8 @@ _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
 _NEW, _RUNNING, _ENDING = TaskPhase.NEW, TaskPhase.RUNNING, TaskPhase.ENDING
 _STOPPING, _CANCELLING, _FINISHED = TaskPhase.STOPPING, TaskPhase.CANCELLING, TaskPhase.FINISHED
+# The frames reaching the sink that the task does more with than report them.
+_AWAITED = (HeartbeatFrame, StartFrame, EndFrame, StopFrame, CancelFrame)
 
 
 def _check_observer(observer: object) -> None:
@@ -111,7 +113,9 @@ class PipelineTask:
         self.pipeline = pipeline
         self.params = params or PipelineParams()
         self._source = TaskEdge(f"{self.name}.source", self._reached_upstream)
-        self._sink = TaskEdge(f"{self.name}.sink", self._reached_downstream)
+        self._sink = TaskEdge(
+            f"{self.name}.sink", self._reached_downstream, take_at_once=self._leaves_at_once
+        )
         self._source.link(pipeline)
         pipeline.link(self._sink)
         self._events = EventHandlers()
@@ -370,6 +374,15 @@ class PipelineTask:
     async def _send_heartbeats(self) -> None:
         await self._started.wait()
         await self._heartbeats.run(self._source)
+
+    def _leaves_at_once(self, frame: Frame) -> bool:
+        """Whether a control or data frame reaching the idle sink is done with in the
+        sender's task: what :meth:`_reached_downstream` does for it needs no waiting (no
+        handler watches the frames reaching the sink, and it is no lifecycle frame)."""
+        if isinstance(frame, _AWAITED) or self._events.has("on_frame_reached_downstream"):
+            return False
+        self._note_activity(frame)
+        return True
 
     async def _reached_downstream(self, frame: Frame) -> None:
         self._note_activity(frame)

@@ -1326,3 +1326,104 @@ def test_system_frame_classification() -> None:
     for cls in (UserStartedSpeakingFrame, MetricsFrame, InterruptionFrame, ErrorFrame):
         assert issubclass(cls, SystemFrame)
     assert not issubclass(EndFrame, SystemFrame)
+
+
+# =========================================================================== the task's sink
+
+
+class _SinkSteps(trio.abc.Instrument):
+    """Counts the steps of the task sink's process task."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith(".sink.process"):
+            self.steps += 1
+
+
+class _Burst(FrameProcessor):
+    """Answers ``go`` with ``count`` LLMTexts, pushed as fast as they are taken."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.count = count
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, TextFrame) and frame.text.startswith("go"):
+            for i in range(self.count):
+                await self.push_frame(LLMText(text=f"{frame.text}-{i}"))
+            return
+        await self.push_frame(frame, direction)
+
+
+class _SinkObserver(BaseObserver):
+    def __init__(self) -> None:
+        self.into_sink: list[str] = []
+
+    def on_push_frame(self, event: FramePushed) -> None:
+        if event.destination.name.endswith(".sink") and isinstance(event.frame, LLMText):
+            self.into_sink.append(event.frame.text)
+
+
+async def test_an_unwatched_sink_takes_frames_in_the_senders_task() -> None:
+    # No handler watches the frames reaching the sink: a frame reaching it while it is idle
+    # leaves the pipeline at once, in the sender's task, instead of waking the sink's task
+    # once per burst. Observers still see every push into the sink, in order; the run ends
+    # as usual, and a handler added later sees the frames from then on, in order.
+    steps = _SinkSteps()
+    observer = _SinkObserver()
+    task = PipelineTask(Pipeline([_Burst(200)]), observers=[observer])
+    started = trio.Event()
+    task.add_event_handler("on_pipeline_started", lambda _t: started.set())
+    reached: list[str] = []
+    trio.lowlevel.add_instrument(steps)
+    try:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(task.run)
+                await started.wait()
+                await wait_all_tasks_blocked()
+                base = steps.steps
+                await task.queue_frame(TextFrame(text="go"))
+                await wait_all_tasks_blocked()
+                assert steps.steps == base  # 200 frames; the sink's task never ran
+                assert observer.into_sink == [f"go-{i}" for i in range(200)]
+                task.add_event_handler(
+                    "on_frame_reached_downstream",
+                    lambda _t, f: reached.append(f.text) if isinstance(f, LLMText) else None,
+                )
+                await task.queue_frames([TextFrame(text="go2"), EndFrame()])
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert reached == [f"go2-{i}" for i in range(200)]  # watched: through the sink's task
+    assert steps.steps > base
+    assert task.finish_reason == "end"
+
+
+async def test_frames_reaching_a_sink_that_is_not_idle_wait_their_turn() -> None:
+    # While the sink still handles an earlier frame (here the StartFrame, whose
+    # on_pipeline_started handler waits), frames reaching it queue behind that frame even
+    # when nobody watches them, and leave in order once it is done.
+    release = trio.Event()
+
+    async def held(_task: PipelineTask) -> None:
+        await release.wait()
+
+    task = PipelineTask(Pipeline([_Burst(50)]))
+    task.add_event_handler("on_pipeline_started", held)
+    reached: list[str] = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(task.run)
+            await task.queue_frame(TextFrame(text="go"))
+            await wait_all_tasks_blocked()
+            assert task._sink.statistics().process >= 49  # queued (one held by its task)
+            task.add_event_handler(
+                "on_frame_reached_downstream",
+                lambda _t, f: reached.append(f.text) if isinstance(f, LLMText) else None,
+            )
+            release.set()
+            await task.queue_frame(EndFrame())
+    assert reached == [f"go-{i}" for i in range(50)]
+    assert task.finish_reason == "end"
