@@ -23,12 +23,13 @@ class TaskEdge(FrameProcessor):
     """The task's source or sink: a processor whose frames leaving the pipeline (upstream at
     the source, downstream at the sink) are handed to ``exit``.
 
-    With ``take_at_once`` (the sink), a control or data frame that reaches the edge while it
-    is idle (nothing queued, nothing being handled, every system frame that arrived handled)
-    is first offered to ``take_at_once`` in the sender's task: when it returns ``True`` the
-    frame has left the pipeline there (the task has nothing to await for it: no handler
-    watches frames reaching the sink, and it is no lifecycle frame), without waking the
-    edge's task for it. Otherwise it is queued and handed to ``exit`` as usual.
+    With ``take_at_once`` (the sink), a frame that reaches the edge while it is idle (nothing
+    queued, nothing being handled, every system frame that arrived handled; for a system
+    frame, its system loop waiting) is first offered to ``take_at_once`` in the sender's task:
+    when it returns ``True`` the frame has left the pipeline there (the task has nothing to
+    await for it: no handler watches frames reaching the sink, and it is no lifecycle frame),
+    without waking the edge's task for it. Otherwise it is queued and handed to ``exit`` as
+    usual.
     """
 
     def __init__(
@@ -66,9 +67,11 @@ class _SinkRun(ProcessorRun):
             and not self.busy
             and self.phase is _RUNNING
             and self.system_done == self.system_in
-            and not isinstance(frame, SystemFrame)
+            and (self.lanes.system.waiter is not None or not isinstance(frame, SystemFrame))
             and self._take(frame)
         ):
+            # (A system frame only while the system loop waits on its empty lane. With
+            # nothing queued or in hand here, an interruption has nothing to cancel or drain.)
             return
         super().put(frame, direction)
 

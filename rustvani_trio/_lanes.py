@@ -171,9 +171,12 @@ class Lanes:
         With ``keep`` (an interruption), each frame dropped is counted and logged at DEBUG;
         without it (a cancel), one DEBUG line says how many were dropped.
         """
+        items = self.process.items
+        if not items and not self.blocked:  # (every processor an interruption passes)
+            self.down_pending = 0
+            return
         kept: list[Item] = []
         dropped = 0
-        items = self.process.items
         while items:
             item = items.popleft()
             if keep is not None and isinstance(item[0], keep):

@@ -115,6 +115,11 @@ class ProcessorRun(RunBase):
         self.busy = False  # the process loop holds a frame (handles it, or waits for it)
         self.took = ParkingLot()  # where the system loop waits until it takes the next one
         self.took_waits = False  # whether it waits there (read per frame: no call)
+        from .processor import FrameProcessor  # (the module that imports this one)
+
+        # Whether on_interruption is the base class's (which does nothing): see
+        # _forwards_at_once.
+        self.plain_interruption = type(proc).on_interruption is FrameProcessor.on_interruption
 
     def statistics(self) -> LaneStatistics:
         return self.lanes.statistics()
@@ -199,10 +204,15 @@ class ProcessorRun(RunBase):
             # Cancel and drain as the interruption arrives, in the sender's task, so that the
             # frames the sender pushes right after it are not drained.
             scope = self.process_scope
-            if scope is not None and not self.in_kept:
+            if scope is not None and not self.in_kept and self.lanes.process.waiter is None:
+                # (A process loop waiting on its empty lane has nothing in flight: it is not
+                # woken for nothing; it checks for interruptions when a frame arrives.)
                 self.process_cut = True
                 scope.cancel()
             self.lanes.drain(KEPT)
+            if self._forwards_at_once(frame, direction):
+                self.proc.push_frame_nowait(frame, direction)
+                return
             self.interruptions += 1
         elif isinstance(frame, CancelFrame):
             if not self.phase.cancelling:
@@ -220,6 +230,23 @@ class ProcessorRun(RunBase):
             assert isinstance(frame, SystemFrame)
             self.lanes.down_pending += 1
             self.lanes.process.put((Arrived(frame=frame), _DOWN, self.system_in))
+
+    def _forwards_at_once(self, frame: InterruptionFrame, direction: FrameDirection) -> bool:
+        """Whether an interruption goes on at once, in the sender's task, instead of through
+        the system loop: when the processor does nothing with it (the base class's
+        ``on_interruption``) and the system loop is idle (no earlier system frame to wait
+        behind), the loop would only forward it, one scheduling round later. So the work it
+        interrupts further on (an LLM's request) is cancelled in the same step, as a direct
+        cancel would. (Its in-flight work here was cancelled and its lane drained already.)"""
+        system = self.lanes.system
+        marks = self.marks
+        return (
+            self.plain_interruption
+            and self.phase is _RUNNING
+            and system.waiter is not None  # the system loop waits on an empty lane
+            and not (marks and isinstance(frame, marks))
+            and (self.proc._next if direction is _DOWN else self.proc._prev) is not None
+        )
 
     def _put_system(self, frame: Frame, direction: FrameDirection) -> None:
         self.system_in += 1
@@ -365,6 +392,11 @@ class ProcessorRun(RunBase):
                             while not items:
                                 lane.waiter = current_task()
                                 await wait_task_rescheduled(abort)
+                            if self.interruptions:
+                                # One arrived while this loop waited (which it did not cancel:
+                                # nothing was in flight): it goes on downstream first (the
+                                # frame's arrival mark would hold it back too).
+                                break
                             proc._unyielded = YIELD_EVERY - 1  # (yield_on_next_push)
                         item = items.popleft()
                         if self.process_cut:

@@ -376,9 +376,9 @@ class PipelineTask:
         await self._heartbeats.run(self._source)
 
     def _leaves_at_once(self, frame: Frame) -> bool:
-        """Whether a control or data frame reaching the idle sink is done with in the
-        sender's task: what :meth:`_reached_downstream` does for it needs no waiting (no
-        handler watches the frames reaching the sink, and it is no lifecycle frame)."""
+        """Whether a frame reaching the idle sink is done with in the sender's task: what
+        :meth:`_reached_downstream` does for it needs no waiting (no handler watches the
+        frames reaching the sink, and it is no lifecycle frame or heartbeat)."""
         if isinstance(frame, _AWAITED) or self._events.has("on_frame_reached_downstream"):
             return False
         self._note_activity(frame)

@@ -1332,14 +1332,17 @@ def test_system_frame_classification() -> None:
 
 
 class _SinkSteps(trio.abc.Instrument):
-    """Counts the steps of the task sink's process task."""
+    """Counts the steps of the task sink's process and system tasks."""
 
     def __init__(self) -> None:
         self.steps = 0
+        self.system_steps = 0
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
         if task.name.endswith(".sink.process"):
             self.steps += 1
+        elif task.name.endswith(".sink.system"):
+            self.system_steps += 1
 
 
 class _Burst(FrameProcessor):
@@ -1426,4 +1429,139 @@ async def test_frames_reaching_a_sink_that_is_not_idle_wait_their_turn() -> None
             release.set()
             await task.queue_frame(EndFrame())
     assert reached == [f"go-{i}" for i in range(50)]
+    assert task.finish_reason == "end"
+
+
+# =========================================================================== plain interruptions
+
+
+class _Plain(FrameProcessor):
+    """Forwards everything, with the base class's hooks: an interruption goes on at once."""
+
+
+@pytest.mark.parametrize("trigger", [TextFrame(text="go"), UserStartedSpeakingFrame()])
+async def test_frames_pushed_right_after_an_interruption_past_plain_processors_are_never_lost(
+    trigger: Frame,
+) -> None:
+    # As the test with Recorders above, through processors that do nothing on an
+    # interruption (it passes them in the sender's task, not through their system loops).
+    for round_ in range(100):
+        after = (TextFrame(text=f"new turn {round_}"), EndFrame())
+        result = await run_test(
+            [Injector(after=after), _Plain(), _Plain()], [trigger], send_end_frame=False
+        )
+        got = [f.name for f in result.downstream if not isinstance(f, UserStartedSpeakingFrame)]
+        assert got == ["StartFrame", "InterruptionFrame", "TextFrame", "EndFrame"], round_
+        assert result.upstream == []
+
+
+async def test_an_interruption_cancels_work_past_plain_processors_in_the_senders_step() -> None:
+    # The worker's request is cancelled before the sender's next checkpoint: the plain
+    # processor between them forwards the interruption as it arrives, in the sender's task,
+    # as a direct cancel would (no scheduling round per processor on the way). A processor
+    # with its own on_interruption still runs it in its system loop, and the frame reaches the
+    # sink once, after the hook.
+    worker_cancelled: list[bool] = []
+
+    class Worker(FrameProcessor):
+        def __init__(self) -> None:
+            super().__init__(name="worker")
+            self.working = trio.Event()
+
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TextFrame) and frame.text == "work":
+                self.working.set()
+                await trio.sleep_forever()
+            await self.push_frame(frame, direction)
+
+    worker = Worker()
+
+    class Sender(FrameProcessor):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TextFrame) and frame.text == "interrupt":
+                self.push_frame_nowait(InterruptionFrame())
+                worker_cancelled.append(worker._processor_run.process_cut)  # no await between
+                return
+            await self.push_frame(frame, direction)
+
+    tail = Recorder(name="tail")
+    task = PipelineTask(Pipeline([Sender(), _Plain(), worker, tail]))
+    cap = watch(task)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(task.run)
+            await task.queue_frame(TextFrame(text="work"))
+            await worker.working.wait()
+            await task.queue_frames([TextFrame(text="interrupt"), TextFrame(text="after")])
+            await task.queue_frame(EndFrame())
+    assert worker_cancelled == [True]
+    assert tail.hooks == ["start", "interruption", "stop"]
+    assert names(cap.downstream) == ["StartFrame", "InterruptionFrame", "TextFrame", "EndFrame"]
+    assert texts(cap.downstream) == ["after"]
+    assert worker.statistics().dropped == 1  # "work", cut short
+    assert task.finish_reason == "end"
+
+
+async def test_an_idle_processor_takes_no_frame_before_its_interruption_went_on() -> None:
+    # The processor was idle when the interruption came (nothing to cancel: its process loop
+    # is not woken for it), and its on_interruption takes a while: a frame arriving meanwhile
+    # waits until the interruption has gone on downstream, so no new output overtakes it.
+    release = trio.Event()
+
+    class SlowHook(Recorder):
+        async def on_interruption(self, frame: InterruptionFrame) -> None:
+            await super().on_interruption(frame)
+            await release.wait()
+
+    class Sender(FrameProcessor):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TextFrame) and frame.text == "go":
+                self.push_frame_nowait(InterruptionFrame())
+                await self.push_frame(TextFrame(text="new"))
+                return
+            await self.push_frame(frame, direction)
+
+    slow = SlowHook(name="slow")
+    task = PipelineTask(Pipeline([Sender(), slow, Recorder(name="tail")]))
+    cap = watch(task)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(task.run)
+            await task.queue_frame(TextFrame(text="go"))
+            await wait_all_tasks_blocked()
+            assert slow.seen == []  # "new" waits behind the interruption
+            release.set()
+            await task.queue_frame(EndFrame())
+    assert names(cap.downstream) == ["StartFrame", "InterruptionFrame", "TextFrame", "EndFrame"]
+    assert texts(cap.downstream) == ["new"]
+    assert slow.statistics().dropped == 0
+
+
+async def test_an_interruption_reaching_an_unwatched_idle_sink_does_not_wake_it() -> None:
+    steps = _SinkSteps()
+
+    class Interrupter(FrameProcessor):
+        async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+            if isinstance(frame, TextFrame):
+                await self.push_frame(InterruptionFrame())
+            else:
+                await self.push_frame(frame, direction)
+
+    task = PipelineTask(Pipeline([Interrupter(), _Plain()]))
+    started = trio.Event()
+    task.add_event_handler("on_pipeline_started", lambda _t: started.set())
+    trio.lowlevel.add_instrument(steps)
+    try:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(task.run)
+                await started.wait()
+                await wait_all_tasks_blocked()
+                base = steps.system_steps
+                await task.queue_frame(TextFrame(text="interrupt"))
+                await wait_all_tasks_blocked()
+                assert steps.system_steps == base
+                await task.queue_frame(EndFrame())
+    finally:
+        trio.lowlevel.remove_instrument(steps)
     assert task.finish_reason == "end"
