@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
 from .estimate import message_tokens
 from .readonly import MessageDict, MessageList
 
-__all__ = ["Entry", "History", "make_entry"]
+__all__ = ["Entry", "History", "encode_json", "make_entry"]
+
+#: JSON as httpx sends a ``json=`` body: compact, UTF-8 as it is, no NaN.
+encode_json: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+).encode
 
 
 @attrs.define(slots=True)
 class Entry:
-    """One committed message with its heuristic token count and interruption mark."""
+    """One committed message with its heuristic token count, interruption mark, and its JSON
+    encoding once a request needed it (the message is read-only, so it never goes stale)."""
 
     message: MessageDict
     tokens: int
     interrupted: bool = False
+    json: str | None = attrs.field(default=None, eq=False, repr=False)
+
+    def encoded(self) -> str:
+        """The message as JSON (encoded once)."""
+        text = self.json
+        if text is None:
+            text = self.json = encode_json(self.message)
+        return text
 
 
 def make_entry(message: MessageDict, interrupted: bool = False) -> Entry:
@@ -35,12 +50,13 @@ class History:
     messages are read-only (:class:`.readonly.MessageDict`), so the snapshot can share them.
     """
 
-    __slots__ = ("_entries", "_snapshot", "_tokens")
+    __slots__ = ("_entries", "_json", "_snapshot", "_tokens")
 
     def __init__(self, entries: Iterable[Entry] = ()) -> None:
         self._entries: list[Entry] = list(entries)
         self._tokens = sum(entry.tokens for entry in self._entries)
         self._snapshot: MessageList | None = None
+        self._json: str | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -62,6 +78,14 @@ class History:
             self._snapshot = MessageList._of([entry.message for entry in self._entries])
         return self._snapshot
 
+    def messages_json(self) -> str:
+        """The messages as one JSON array (what :func:`encode_json` makes of
+        :meth:`messages`): made once per change of the history, from the entries' own
+        encodings, so a request after a new message encodes only that message."""
+        if self._json is None:
+            self._json = "[" + ",".join([entry.encoded() for entry in self._entries]) + "]"
+        return self._json
+
     def roles(self) -> list[Any]:
         """The role of each message, in order."""
         return [entry.message["role"] for entry in self._entries]
@@ -70,20 +94,20 @@ class History:
         """Append ``entries``."""
         entries = list(entries)
         self._entries.extend(entries)
-        self._snapshot = None
+        self._snapshot = self._json = None
         self._tokens += sum(entry.tokens for entry in entries)
 
     def insert(self, index: int, entry: Entry) -> None:
         """Insert ``entry`` before position ``index`` (``0 <= index <= len``)."""
         self._entries.insert(index, entry)
-        self._snapshot = None
+        self._snapshot = self._json = None
         self._tokens += entry.tokens
 
     def replace(self, index: int, entry: Entry) -> Entry:
         """Put ``entry`` at ``index``; return the entry it replaced."""
         old = self._entries[index]
         self._entries[index] = entry
-        self._snapshot = None
+        self._snapshot = self._json = None
         self._tokens += entry.tokens - old.tokens
         return old
 
@@ -91,11 +115,11 @@ class History:
         """Remove the entries ``start:stop``."""
         self._tokens -= sum(entry.tokens for entry in self._entries[start:stop])
         del self._entries[start:stop]
-        self._snapshot = None
+        self._snapshot = self._json = None
 
     def copy(self) -> History:
         """An independent copy (the read-only messages are shared)."""
         return History(
-            Entry(message=e.message, tokens=e.tokens, interrupted=e.interrupted)
+            Entry(message=e.message, tokens=e.tokens, interrupted=e.interrupted, json=e.json)
             for e in self._entries
         )

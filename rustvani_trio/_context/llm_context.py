@@ -235,6 +235,13 @@ class LLMContext(TokenBudget):
         self._last_request_raw = self._raw_total(include_tools=True)
         return self._entries.messages()
 
+    def _request_messages_json(self) -> str:
+        """:meth:`_request_messages_shared` as a JSON array, each message encoded once for
+        all the requests that send it (the request body of a long conversation is then not
+        re-encoded at every request)."""
+        self._last_request_raw = self._raw_total(include_tools=True)
+        return self._entries.messages_json()
+
     # ------------------------------------------------------------------ whole-context
 
     def copy(self) -> LLMContext:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
+from ..._context.history import encode_json
 from ...context import FunctionSchema, LLMContext
 from ...tools.base import BuiltinTool
 from ._config import OpenAILLMConfig
@@ -34,6 +35,9 @@ class AfterRound(enum.Enum):
 TransitionHook = Callable[[LLMContext], "Awaitable[AfterRound | None] | AfterRound | None"]
 
 # Sampling options copied into the request when they are set.
+# The messages of a body that _request_content encodes (they are put in encoded).
+_PENDING: Final[list[Any]] = []
+
 _OPTIONAL_FIELDS = (
     "temperature",
     "top_p",
@@ -161,6 +165,18 @@ class OpenAILLMHandler:
     def build_request(self, context: LLMContext, *, tool_choice: Any = None) -> dict[str, Any]:
         """The JSON body of one streaming request for ``context``."""
         return self._request_body(context, context.to_request_messages(), tool_choice)
+
+    def _request_content(self, context: LLMContext, tool_choice: Any) -> bytes:
+        """The body of :meth:`build_request`, encoded as httpx encodes a ``json=`` body,
+        with the context's messages encoded once for all requests (the processor's path
+        when ``build_request`` is not overridden)."""
+        body = self._request_body(context, _PENDING, tool_choice)
+        # (The body starts with the model and the messages; extra_body may not set these.)
+        model = body.pop("model")
+        del body["messages"]
+        head = encode_json({"model": model})[:-1]  # '{"model":"..."'
+        rest = encode_json(body)[1:]  # '"stream":true,...}' (the body always streams)
+        return f'{head},"messages":{context._request_messages_json()},{rest}'.encode()
 
     def _request_body(
         self, context: LLMContext, messages: Sequence[Any], tool_choice: Any

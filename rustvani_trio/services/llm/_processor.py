@@ -224,9 +224,11 @@ class OpenAILLMProcessor(FrameProcessor):
             if removed:
                 logger.info("%s: trimmed %d messages to fit the context window", self.name, removed)
         handler = self.handler
+        body: dict[str, Any] | bytes
         if type(handler).build_request is OpenAILLMHandler.build_request:
-            # Only serialised: the context's read-only messages, not a copy (O(history)).
-            body = handler._request_body(context, context._request_messages_shared(), tool_choice)
+            # Encoded here, once for all attempts, each message of the context once for all
+            # the requests that send it (a request no longer re-encodes the conversation).
+            body = handler._request_content(context, tool_choice)
         else:  # a subclass builds its own
             body = handler.build_request(context, tool_choice=tool_choice)
         # The request's estimate, uncalibrated (what calibrate() wants): cached per message,

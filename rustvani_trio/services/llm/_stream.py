@@ -197,7 +197,7 @@ class StallWatch:
 async def stream_answer(
     client: httpx.AsyncClient,
     cfg: OpenAILLMConfig,
-    body: dict[str, Any],
+    body: dict[str, Any] | bytes,
     answer: Answer,
     *,
     emit: Callable[[StreamDelta], Awaitable[None]],
@@ -207,8 +207,9 @@ async def stream_answer(
     room: Callable[[], float] | None = None,
     watch: StallWatch | None = None,
 ) -> None:
-    """Send ``body`` and stream the answer into ``answer``, calling ``emit`` per delta and
-    ``first_delta`` once, when the first content or tool-call data arrives.
+    """Send ``body`` (a JSON object, or one already encoded) and stream the answer into
+    ``answer``, calling ``emit`` per delta and ``first_delta`` once, when the first content or
+    tool-call data arrives.
 
     Raises :class:`LLMRequestError` for a failed request (``retryable`` says whether another
     attempt may help). A complete answer, one that reported an error, or one the server cut
@@ -238,14 +239,27 @@ async def stream_answer(
                 "should look like 'https://api.openai.com/v1'",
                 kind="config",
             )
-        request = client.build_request(
-            "POST",
-            cfg.request_url(),
-            json=body,
-            headers=cfg.headers(),
-            params=dict(cfg.extra_query) or None,
-            timeout=http_timeouts,
-        )
+        headers = cfg.headers()
+        if isinstance(body, bytes):  # already encoded (JSON)
+            if not any(name.lower() == "content-type" for name in headers):
+                headers["Content-Type"] = "application/json"
+            request = client.build_request(
+                "POST",
+                cfg.request_url(),
+                content=body,
+                headers=headers,
+                params=dict(cfg.extra_query) or None,
+                timeout=http_timeouts,
+            )
+        else:
+            request = client.build_request(
+                "POST",
+                cfg.request_url(),
+                json=body,
+                headers=headers,
+                params=dict(cfg.extra_query) or None,
+                timeout=http_timeouts,
+            )
         if drains is not None:
             await drains.settle()
         stream = Body(await client.send(request, stream=True))
