@@ -12,6 +12,16 @@ __all__ = ["FRAMEWORKS", "LLM4", "Config", "Scenario", "build_scenarios"]
 
 LLM4 = ("httpx", "openai", "rustvani", "pipecat")
 FRAMEWORKS = ("rustvani", "pipecat")
+#: The tool of the tool round, as the frameworks send it (built from the function they have
+#: registered: name, the description "A trivial tool.", no parameters).
+GET_TIME_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "A trivial tool.",
+        "parameters": {"type": "object", "properties": {}},
+    },
+}
 
 
 @dataclass
@@ -182,6 +192,9 @@ def build_scenarios(quick: bool) -> list[Scenario]:
                         "token_delay": 0.0,
                         "turns": pick(5, 1),
                         "tool_call": {"name": "get_time", "arguments": "{}"},
+                        # What every contestant sends: the frameworks build it from their
+                        # registered function; the raw clients send this.
+                        "tools": [GET_TIME_TOOL],
                     },
                     LLM4,
                 ),

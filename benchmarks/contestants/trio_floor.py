@@ -178,10 +178,13 @@ async def _tool(params: dict[str, Any]) -> Samples:
         await trio.lowlevel.checkpoint()
         return '{"ok": true}'
 
+    # One conversation, as the frameworks hold it: every turn adds the user message, the
+    # tool call, its result and the answer, and every request sends all of it (and the tool).
+    messages: list[dict[str, Any]] = []
     async with _client(params) as client:
         for turn in range(params["turns"] + 1):
             t0, c0 = now(), cpu_now()
-            messages: list[dict[str, Any]] = [{"role": "user", "content": "call the tool"}]
+            messages.append({"role": "user", "content": "call the tool"})
             calls: dict[int, dict[str, Any]] = {}
             await _stream_request(client, _body(params, messages), _ignore, calls)
             assistant = {
@@ -201,13 +204,25 @@ async def _tool(params: dict[str, Any]) -> Samples:
                 result = await handler(c["arguments"])
                 messages.append({"role": "tool", "tool_call_id": c["id"], "content": result})
             stamps: list[float] = []
+            text: list[str] = []
             answer = {**params, "tool_call": None}  # the second request streams text
-            await _stream_request(client, _body(answer, messages), _stamper(stamps))
+            await _stream_request(client, _body(answer, messages), _stamp_and_keep(stamps, text))
+            messages.append({"role": "assistant", "content": "".join(text)})
             if turn and stamps:
                 out["cpu_ms"].append((cpu_now() - c0) * 1e3)
                 out["total_ms"].append((stamps[-1] - t0) * 1e3)
                 out["ttft_answer_ms"].append((stamps[0] - t0) * 1e3)
     return out
+
+
+def _stamp_and_keep(into: list[float], text: list[str]) -> Callable[[str], None]:
+    """A text callback that timestamps each content delta and keeps its text."""
+
+    def on_text(piece: str) -> None:
+        into.append(now())
+        text.append(piece)
+
+    return on_text
 
 
 async def _concurrency(params: dict[str, Any]) -> Samples:
