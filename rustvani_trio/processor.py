@@ -90,6 +90,7 @@ DEFAULT_MAX_BUFFER = 64
 
 _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
+_RUNNING_PHASE = Phase.RUNNING
 
 
 class ProcessorNotLinkedError(RustvaniError, RuntimeError):
@@ -375,6 +376,11 @@ class FrameProcessor(PipelineElement, ProcessorMetrics, PushMisuse):
         frame into several)."""
         dest = self._next
         run = None if dest is None else dest._processor_run
+        if type(run) is ProcessorRun:  # (the common case first: once per read of a stream)
+            if run.phase is not _RUNNING_PHASE:
+                return math.inf
+            room = run.lanes.max_buffer - run.lanes.down_pending
+            return room if room > 0 else 0
         if run is not None and not isinstance(run, ProcessorRun):
             dest = run.chain_exit(_DOWN)._next
             run = None if dest is None else dest._processor_run

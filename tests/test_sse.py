@@ -354,6 +354,41 @@ def test_feed_raw_gives_the_fields_of_feed(text: str, cut: int) -> None:
     assert events  # (the "end" event at least)
 
 
+_EVENT_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+    max_size=20,
+)
+_PIECE = st.one_of(
+    st.builds(lambda t: f"data: {t}\n\n", _EVENT_TEXT),  # the common read
+    st.builds(lambda t: f"data:{t}\n\n", _EVENT_TEXT),  # no space after the colon
+    st.builds(lambda t: f"event: e\ndata: {t}\n\n", _EVENT_TEXT),  # typed
+    st.builds(lambda t: f"id: {t}\n\n", _EVENT_TEXT),  # moves the last event id
+    st.builds(lambda t: f": {t}\n\n", _EVENT_TEXT),  # a comment
+    st.builds(lambda t: f"data: {t}\r\n\r\n", _EVENT_TEXT),  # CRLF
+    st.builds(lambda t: f"data: {t}\n", _EVENT_TEXT),  # an event cut before its blank line
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(_PIECE, min_size=1, max_size=10))
+def test_reads_of_whole_events_decode_as_the_whole_stream(pieces: list[str]) -> None:
+    # One read per piece (whole events, mostly: the decoder's shortcut for a read that is
+    # exactly one "data: ...\n\n" event) gives the events of the stream fed at once.
+    one = SSEDecoder()
+    whole = one.feed_raw("".join(pieces).encode()) + one.close_raw()
+    each = SSEDecoder()
+    events = [e for piece in pieces for e in each.feed_raw(piece.encode())] + each.close_raw()
+    assert events == whole
+
+
+def test_a_whole_event_read_past_the_limit_is_refused() -> None:
+    assert SSEDecoder(max_event_chars=5).feed_raw(b"data: 12345\n\n") == [
+        ("message", "12345", None)
+    ]
+    with pytest.raises(SSEProtocolError, match="event longer than 5"):
+        SSEDecoder(max_event_chars=5).feed_raw(b"data: 123456\n\n")
+
+
 def test_utf8_split_byte_by_byte_is_exact() -> None:
     text = "नमस्ते 😊 我是\uff0c\u3002"
     raw = f"data: {text}\n\n".encode()
@@ -782,3 +817,31 @@ def test_an_answer_at_max_answer_chars_exactly_is_whole() -> None:
     deltas = decoder.feed(_chunk_event({"content": "a" * 100}) + b"data: [DONE]\n\n")
     assert deltas == [ContentDelta(text="a" * 100)]
     assert not decoder.over_limit and decoder.done
+
+
+@pytest.mark.parametrize(
+    ("choice", "text", "finish", "progress"),
+    [
+        ({"index": 0, "delta": {"content": "x"}}, "x", None, 1),
+        ({"delta": {"content": "x"}}, "x", None, 1),  # no index: choice 0
+        ({"index": 0, "delta": {"content": "x"}, "finish_reason": "stop"}, "x", "stop", 1),
+        ({"index": 0, "delta": {"content": ""}}, "", None, 0),
+        ({"index": 0, "delta": {"content": None}}, "", None, 0),
+        ({"index": 0, "delta": {"content": 5}}, "", None, 0),
+        ({"index": False, "delta": {"content": "x"}}, "", None, 0),  # a bool is no index
+        ({"index": 0.0, "delta": {"content": "x"}}, "", None, 0),
+        ({"index": 1, "delta": {"content": "x"}}, "", None, 0),  # another choice
+        ({"index": 0, "delta": {"role": "assistant"}}, "", None, 0),
+        ({"index": 0, "delta": {"refusal": "no"}}, "", None, 1),
+    ],
+)
+def test_the_shapes_of_a_one_key_delta(
+    choice: dict[str, Any], text: str, finish: str | None, progress: int
+) -> None:
+    # The decoder's shortcut for a delta holding only content, against the general rules.
+    decoder = ChatStreamDecoder()
+    deltas = decoder.feed(b"data: " + json.dumps({"choices": [choice]}).encode() + b"\n\n")
+    assert decoder.result.text == text
+    assert "".join(d.text for d in deltas if isinstance(d, ContentDelta)) == text
+    assert decoder.result.finish_reason == finish
+    assert decoder.progress == progress

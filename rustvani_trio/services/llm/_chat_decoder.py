@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from ..._text import excerpt, has_surrogate_escape, mend_surrogates
 from ._chat_types import (
+    ContentDelta,
     ReasoningDelta,
     RefusalDelta,
     StreamDelta,
@@ -21,7 +22,6 @@ from ._chat_types import (
     StreamResult,
     ToolCallAccum,
     content_delta,
-    is_int,
     make_error,
 )
 from ._sse import MAX_EVENT_CHARS, SSEDecoder, SSEEvent, SSEProtocolError
@@ -35,6 +35,8 @@ _DONE: Final = "[DONE]"
 _Scan = Callable[[str, int], tuple[Any, int]]
 _scan_once: _Scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 _TOO_DEEP: Final = "is not valid JSON (it nests too deeply)"
+_new = object.__new__
+_set_content = vars(ContentDelta)["text"].__set__  # (content_delta, inline)
 #: The most tool calls one answer may hold (each becomes a task in the tool round): far above
 #: what a model sends, far below what would hurt.
 MAX_TOOL_CALLS: Final = 1024
@@ -286,7 +288,24 @@ class ChatStreamDecoder:
             for choice in choices:
                 if isinstance(choice, dict):
                     index = choice.get("index")
-                    if index is None or (index == 0 and is_int(index)):
+                    if index is None or (index == 0 and type(index) is int):  # (not a bool)
+                        delta = choice.get("delta")
+                        if (
+                            type(delta) is dict
+                            and len(delta) == 1
+                            and choice.get("finish_reason") is None
+                        ):
+                            # The common chunk, a piece of text and nothing else: what
+                            # _apply_choice does for it, without its call and lookups.
+                            content = delta.get("content")
+                            if type(content) is str:
+                                if content:
+                                    self.chars += len(content)
+                                    self._text_parts.append(content)
+                                    item = _new(ContentDelta)
+                                    _set_content(item, content)
+                                    deltas.append(item)
+                                continue
                         self._apply_choice(choice, deltas)
             if deltas or self._tool_data != tool_data:
                 self.progress += 1

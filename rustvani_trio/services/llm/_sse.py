@@ -182,6 +182,22 @@ class SSEDecoder:
                 text = text[1:]
                 if not text:
                     return
+        if (
+            text[-2:] == "\n\n"
+            and text.startswith("data:")
+            and text.find("\n") == len(text) - 2
+            and not self._partial
+            and not self._data
+            and not self._event_type
+            and "\r" not in text
+        ):
+            # The common read: one whole event of one data line ("data: ...\n\n"), nothing
+            # pending. What the lines below make of it, without splitting it into lines.
+            value = text[6:-2] if text[5:6] == " " else text[5:-2]
+            if len(value) > self._max:
+                self._too_large("event")
+            events.append(("message", value, self.last_event_id))
+            return
         if "\r" in text:
             # A CR that ends this piece is a line end now; remember it so that an LF opening the
             # next piece is not taken for a second (blank) line.
