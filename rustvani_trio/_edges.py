@@ -50,6 +50,19 @@ class TaskEdge(FrameProcessor):
     async def _push_past_edge(self, frame: Frame, direction: FrameDirection) -> None:
         await self._exit(frame)
 
+    def _takes_past_at_once(self, direction: FrameDirection) -> bool:
+        """Whether a frame given to the task may be pushed on past this edge at once: the
+        edge has nothing queued or in hand (so it overtakes nothing), runs, and the frame
+        would not wait for room (downstream)."""
+        run = self._processor_run
+        return isinstance(run, ProcessorRun) and (
+            not run.queued
+            and not run.busy
+            and run.phase is _RUNNING
+            and run.system_done == run.system_in
+            and (direction is not _DOWN or self.downstream_room() >= 1)
+        )
+
 
 class _SinkRun(ProcessorRun):
     """The run of a sink edge with ``take_at_once`` (see :class:`TaskEdge`)."""

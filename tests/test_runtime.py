@@ -1565,3 +1565,64 @@ async def test_an_interruption_reaching_an_unwatched_idle_sink_does_not_wake_it(
     finally:
         trio.lowlevel.remove_instrument(steps)
     assert task.finish_reason == "end"
+
+
+# =========================================================================== queue_frame
+
+
+class _TaskSteps(trio.abc.Instrument):
+    """Counts the steps of the task's feed and source tasks."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith((".feed", ".source.process")):
+            self.steps += 1
+
+
+async def test_a_frame_queued_to_an_idle_pipeline_goes_in_at_once() -> None:
+    # Nothing queued before it is on its way in and the source is idle: the frame is pushed
+    # past the source in the caller's task (the feed and the source are not woken for it).
+    steps = _TaskSteps()
+    recorder = Recorder(name="first")
+    task = PipelineTask(Pipeline([recorder]))
+    started = trio.Event()
+    task.add_event_handler("on_pipeline_started", lambda _t: started.set())
+    trio.lowlevel.add_instrument(steps)
+    try:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(task.run)
+                await started.wait()
+                await wait_all_tasks_blocked()
+                base = steps.steps
+                await task.queue_frame(TextFrame(text="hello"))
+                await wait_all_tasks_blocked()
+                assert steps.steps == base
+                assert [f.text for f, _ in recorder.seen if isinstance(f, TextFrame)] == ["hello"]
+                await task.queue_frame(EndFrame())
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert task.finish_reason == "end"
+
+
+@pytest.mark.parametrize("max_buffer", [1, 4, 64])
+async def test_frames_queued_in_a_burst_keep_their_order(max_buffer: int) -> None:
+    # Some go in at once, some through the feed when the first processor's lane is full or
+    # the feed still holds earlier ones: the order is the order they were queued in.
+    first = Sleeper(0.001, name="first", max_buffer=max_buffer)
+    tail = Recorder(name="tail")
+    task = PipelineTask(Pipeline([first, tail]))
+    cap = watch(task)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(task.run)
+            await cap.wait_down(StartFrame)
+            for i in range(100):
+                await task.queue_frame(TextFrame(text=str(i)))
+                if i % 7 == 0:
+                    await trio.sleep(0.002)  # let the pipeline drain now and then
+            await task.queue_frame(EndFrame())
+    assert texts(cap.downstream) == [str(i) for i in range(100)]
+    assert task.finish_reason == "end"
