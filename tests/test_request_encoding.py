@@ -33,6 +33,13 @@ MESSAGE = st.one_of(
 )
 OPERATION = st.one_of(
     st.tuples(st.just("add"), MESSAGE),
+    st.tuples(
+        st.just("add"),
+        st.builds(
+            lambda i: {"role": "tool", "tool_call_id": f"call_{i}", "content": "ok"},
+            st.integers(0, 99),
+        ),
+    ),
     st.tuples(st.just("insert"), st.integers(0, 20), MESSAGE),
     st.tuples(st.just("replace"), st.integers(0, 20), MESSAGE),
     st.tuples(st.just("remove"), st.integers(0, 20)),
@@ -79,6 +86,16 @@ def test_the_encoded_messages_follow_every_change_of_the_context(
         sent = json.loads(handler._request_content(context, None))
         assert sent == json.loads(json.dumps(handler.build_request(context)))
         assert sent["messages"] == json.loads(json.dumps(list(context.messages)))
+        assert context._tool_call_ids() == _ids_of(context)  # (kept the same way)
+
+
+def _ids_of(context: LLMContext) -> set[str]:
+    ids = set()
+    for message in context.messages:
+        ids.update(call["id"] for call in message.get("tool_calls") or ())
+        if "tool_call_id" in message:
+            ids.add(message["tool_call_id"])
+    return ids
 
 
 def test_the_body_is_what_build_request_gives_in_httpx_encoding() -> None:

@@ -50,13 +50,17 @@ class History:
     messages are read-only (:class:`.readonly.MessageDict`), so the snapshot can share them.
     """
 
-    __slots__ = ("_entries", "_json", "_snapshot", "_tokens")
+    __slots__ = ("_entries", "_ids", "_json", "_snapshot", "_tokens", "_upto")
 
     def __init__(self, entries: Iterable[Entry] = ()) -> None:
         self._entries: list[Entry] = list(entries)
         self._tokens = sum(entry.tokens for entry in self._entries)
         self._snapshot: MessageList | None = None
-        self._json: str | None = None
+        # Derived from the first ``_upto`` entries, kept while entries are only appended: the
+        # messages' JSON joined (without the brackets), and the tool-call ids they hold.
+        self._upto = 0
+        self._json = ""
+        self._ids: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -80,11 +84,40 @@ class History:
 
     def messages_json(self) -> str:
         """The messages as one JSON array (what :func:`encode_json` makes of
-        :meth:`messages`): made once per change of the history, from the entries' own
-        encodings, so a request after a new message encodes only that message."""
-        if self._json is None:
-            self._json = "[" + ",".join([entry.encoded() for entry in self._entries]) + "]"
-        return self._json
+        :meth:`messages`), from the entries' own encodings: after messages were appended,
+        only those are encoded and joined on."""
+        self._catch_up()
+        return "[" + self._json + "]"
+
+    def tool_call_ids(self) -> set[str]:
+        """The tool-call ids the messages hold (of calls and of results): a copy."""
+        self._catch_up()
+        return set(self._ids)
+
+    def _catch_up(self) -> None:
+        entries = self._entries
+        upto = self._upto
+        if upto == len(entries):
+            return
+        new = entries[upto:]
+        joined = ",".join([entry.encoded() for entry in new])
+        self._json = f"{self._json},{joined}" if upto else joined
+        ids = self._ids
+        for entry in new:
+            message = entry.message
+            for call in message.get("tool_calls") or ():
+                if isinstance(call, dict) and isinstance(call.get("id"), str):
+                    ids.add(call["id"])
+            if isinstance(message.get("tool_call_id"), str):
+                ids.add(message["tool_call_id"])
+        self._upto = len(entries)
+
+    def _restart(self) -> None:
+        """An entry before the end changed: what was derived is made again when asked."""
+        self._snapshot = None
+        self._upto = 0
+        self._json = ""
+        self._ids = set()
 
     def roles(self) -> list[Any]:
         """The role of each message, in order."""
@@ -94,20 +127,20 @@ class History:
         """Append ``entries``."""
         entries = list(entries)
         self._entries.extend(entries)
-        self._snapshot = self._json = None
+        self._snapshot = None  # (the JSON and the ids catch up when asked)
         self._tokens += sum(entry.tokens for entry in entries)
 
     def insert(self, index: int, entry: Entry) -> None:
         """Insert ``entry`` before position ``index`` (``0 <= index <= len``)."""
         self._entries.insert(index, entry)
-        self._snapshot = self._json = None
+        self._restart()
         self._tokens += entry.tokens
 
     def replace(self, index: int, entry: Entry) -> Entry:
         """Put ``entry`` at ``index``; return the entry it replaced."""
         old = self._entries[index]
         self._entries[index] = entry
-        self._snapshot = self._json = None
+        self._restart()
         self._tokens += entry.tokens - old.tokens
         return old
 
@@ -115,7 +148,7 @@ class History:
         """Remove the entries ``start:stop``."""
         self._tokens -= sum(entry.tokens for entry in self._entries[start:stop])
         del self._entries[start:stop]
-        self._snapshot = self._json = None
+        self._restart()
 
     def copy(self) -> History:
         """An independent copy (the read-only messages are shared)."""

@@ -235,6 +235,10 @@ class LLMContext(TokenBudget):
         self._last_request_raw = self._raw_total(include_tools=True)
         return self._entries.messages()
 
+    def _tool_call_ids(self) -> set[str]:
+        """The tool-call ids the committed messages hold (a copy to add to)."""
+        return self._entries.tool_call_ids()
+
     def _request_messages_json(self) -> str:
         """:meth:`_request_messages_shared` as a JSON array, each message encoded once for
         all the requests that send it (the request body of a long conversation is then not

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
 
 import attrs
 import trio
@@ -33,18 +32,6 @@ from ._toolset import Toolset
 from .function_registry import FunctionCallParams, FunctionRegistry, ToolCallOutput
 
 __all__ = ["ToolRound"]
-
-
-def _ids_in(context: LLMContext) -> set[str]:
-    """The tool-call ids the conversation already holds."""
-    ids: set[str] = set()
-    for message in context.messages:
-        for call in message.get("tool_calls") or ():
-            if isinstance(call, Mapping) and isinstance(call.get("id"), str):
-                ids.add(call["id"])
-        if isinstance(message.get("tool_call_id"), str):
-            ids.add(message["tool_call_id"])
-    return ids
 
 
 @attrs.define
@@ -111,7 +98,7 @@ class ToolRound:
         their calls from 0 in every answer) gets a suffix, so that consumers that key by id
         never mix two calls up."""
         calls: list[FunctionCallInfo] = []
-        seen = _ids_in(context)
+        seen = context._tool_call_ids()  # (kept by the context as messages are added)
         for accum in result.tool_calls:
             call_id = accum.id or f"call_{secrets.token_hex(12)}"
             if call_id in seen:
