@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import TypeVar
 
 import pytest
@@ -1345,6 +1346,24 @@ class _SinkSteps(trio.abc.Instrument):
             self.system_steps += 1
 
 
+@asynccontextmanager
+async def _running(task: PipelineTask, instrument: trio.abc.Instrument) -> AsyncIterator[None]:
+    """Run ``task`` with ``instrument`` on; the block starts once the StartFrame reached the sink
+    and every task settled, and must end the run (the run is waited for after it)."""
+    started = trio.Event()
+    task.add_event_handler("on_pipeline_started", lambda _t: started.set())
+    trio.lowlevel.add_instrument(instrument)
+    try:
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(task.run)
+                await started.wait()
+                await wait_all_tasks_blocked()
+                yield
+    finally:
+        trio.lowlevel.remove_instrument(instrument)
+
+
 class _Burst(FrameProcessor):
     """Answers ``go`` with ``count`` LLMTexts, pushed as fast as they are taken."""
 
@@ -1377,28 +1396,18 @@ async def test_an_unwatched_sink_takes_frames_in_the_senders_task() -> None:
     steps = _SinkSteps()
     observer = _SinkObserver()
     task = PipelineTask(Pipeline([_Burst(200)]), observers=[observer])
-    started = trio.Event()
-    task.add_event_handler("on_pipeline_started", lambda _t: started.set())
     reached: list[str] = []
-    trio.lowlevel.add_instrument(steps)
-    try:
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(task.run)
-                await started.wait()
-                await wait_all_tasks_blocked()
-                base = steps.steps
-                await task.queue_frame(TextFrame(text="go"))
-                await wait_all_tasks_blocked()
-                assert steps.steps == base  # 200 frames; the sink's task never ran
-                assert observer.into_sink == [f"go-{i}" for i in range(200)]
-                task.add_event_handler(
-                    "on_frame_reached_downstream",
-                    lambda _t, f: reached.append(f.text) if isinstance(f, LLMText) else None,
-                )
-                await task.queue_frames([TextFrame(text="go2"), EndFrame()])
-    finally:
-        trio.lowlevel.remove_instrument(steps)
+    async with _running(task, steps):
+        base = steps.steps
+        await task.queue_frame(TextFrame(text="go"))
+        await wait_all_tasks_blocked()
+        assert steps.steps == base  # 200 frames; the sink's task never ran
+        assert observer.into_sink == [f"go-{i}" for i in range(200)]
+        task.add_event_handler(
+            "on_frame_reached_downstream",
+            lambda _t, f: reached.append(f.text) if isinstance(f, LLMText) else None,
+        )
+        await task.queue_frames([TextFrame(text="go2"), EndFrame()])
     assert reached == [f"go2-{i}" for i in range(200)]  # watched: through the sink's task
     assert steps.steps > base
     assert task.finish_reason == "end"
@@ -1548,22 +1557,12 @@ async def test_an_interruption_reaching_an_unwatched_idle_sink_does_not_wake_it(
                 await self.push_frame(frame, direction)
 
     task = PipelineTask(Pipeline([Interrupter(), _Plain()]))
-    started = trio.Event()
-    task.add_event_handler("on_pipeline_started", lambda _t: started.set())
-    trio.lowlevel.add_instrument(steps)
-    try:
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(task.run)
-                await started.wait()
-                await wait_all_tasks_blocked()
-                base = steps.system_steps
-                await task.queue_frame(TextFrame(text="interrupt"))
-                await wait_all_tasks_blocked()
-                assert steps.system_steps == base
-                await task.queue_frame(EndFrame())
-    finally:
-        trio.lowlevel.remove_instrument(steps)
+    async with _running(task, steps):
+        base = steps.system_steps
+        await task.queue_frame(TextFrame(text="interrupt"))
+        await wait_all_tasks_blocked()
+        assert steps.system_steps == base
+        await task.queue_frame(EndFrame())
     assert task.finish_reason == "end"
 
 
@@ -1587,23 +1586,13 @@ async def test_a_frame_queued_to_an_idle_pipeline_goes_in_at_once() -> None:
     steps = _TaskSteps()
     recorder = Recorder(name="first")
     task = PipelineTask(Pipeline([recorder]))
-    started = trio.Event()
-    task.add_event_handler("on_pipeline_started", lambda _t: started.set())
-    trio.lowlevel.add_instrument(steps)
-    try:
-        with trio.fail_after(5):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(task.run)
-                await started.wait()
-                await wait_all_tasks_blocked()
-                base = steps.steps
-                await task.queue_frame(TextFrame(text="hello"))
-                await wait_all_tasks_blocked()
-                assert steps.steps == base
-                assert [f.text for f, _ in recorder.seen if isinstance(f, TextFrame)] == ["hello"]
-                await task.queue_frame(EndFrame())
-    finally:
-        trio.lowlevel.remove_instrument(steps)
+    async with _running(task, steps):
+        base = steps.steps
+        await task.queue_frame(TextFrame(text="hello"))
+        await wait_all_tasks_blocked()
+        assert steps.steps == base
+        assert [f.text for f, _ in recorder.seen if isinstance(f, TextFrame)] == ["hello"]
+        await task.queue_frame(EndFrame())
     assert task.finish_reason == "end"
 
 

@@ -240,26 +240,19 @@ async def stream_answer(
                 kind="config",
             )
         headers = cfg.headers()
+        payload: dict[str, Any] = {"json": body}
         if isinstance(body, bytes):  # already encoded (JSON)
+            payload = {"content": body}
             if not any(name.lower() == "content-type" for name in headers):
                 headers["Content-Type"] = "application/json"
-            request = client.build_request(
-                "POST",
-                cfg.request_url(),
-                content=body,
-                headers=headers,
-                params=dict(cfg.extra_query) or None,
-                timeout=http_timeouts,
-            )
-        else:
-            request = client.build_request(
-                "POST",
-                cfg.request_url(),
-                json=body,
-                headers=headers,
-                params=dict(cfg.extra_query) or None,
-                timeout=http_timeouts,
-            )
+        request = client.build_request(
+            "POST",
+            cfg.request_url(),
+            headers=headers,
+            params=dict(cfg.extra_query) or None,
+            timeout=http_timeouts,
+            **payload,
+        )
         if drains is not None:
             await drains.settle()
         stream = Body(await client.send(request, stream=True))
