@@ -696,7 +696,7 @@ def test_done_error_and_ended_are_read_without_joining_the_text(
 @pytest.mark.parametrize(
     "stream",
     [
-        b"data: " + b"x" * 101,  # one line, never ended
+        b"data: " + b"x" * 103,  # one line, never ended (109: past 100 and its field's name)
         b"data: " + b"x" * 60 + b"\ndata: " + b"y" * 60 + b"\n",  # one event, two lines
         b"event: " + b"e" * 120,  # any field
     ],

@@ -132,6 +132,9 @@ class History:
 
     def insert(self, index: int, entry: Entry) -> None:
         """Insert ``entry`` before position ``index`` (``0 <= index <= len``)."""
+        if index >= len(self._entries):  # at the end: an append (add_message's way)
+            self.extend((entry,))
+            return
         self._entries.insert(index, entry)
         self._restart()
         self._tokens += entry.tokens

@@ -12,7 +12,7 @@ empty body) is not, whatever the label says.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Final, cast
 
 import httpx
@@ -74,11 +74,15 @@ class Body:
     def __init__(self, response: httpx.Response) -> None:
         self.response = response
         stream = response.stream
-        raw = (
-            stream.__aiter__()
-            if _identity(response) and isinstance(stream, httpx.AsyncByteStream)
-            else response.aiter_bytes()
-        )
+        if (
+            _identity(response)
+            and isinstance(stream, httpx.AsyncByteStream)
+            and not response.is_stream_consumed  # (a client's response hook may have read it)
+        ):
+            response.is_stream_consumed = True  # (as aiter_raw marks it: read once)
+            raw: AsyncIterator[bytes] = stream.__aiter__()
+        else:
+            raw = response.aiter_bytes()  # (replays a body already read)
         self._raw = cast(AsyncGenerator[bytes, None], raw)
         #: The next piece of the body (``StopAsyncIteration`` at its end).
         self.next_chunk = self._raw.__anext__

@@ -19,9 +19,12 @@ from ...exceptions import RustvaniError
 
 __all__ = ["MAX_EVENT_CHARS", "RawEvent", "SSEDecoder", "SSEEvent", "SSEProtocolError"]
 
-#: The longest line, and the most ``data`` of one event, a decoder keeps (4 Mi characters):
-#: far above any real chunk, far below what would hurt.
+#: The most ``data`` of one event, and (with its field's name) the longest line, a decoder
+#: keeps (4 Mi characters): far above any real chunk, far below what would hurt.
 MAX_EVENT_CHARS: Final = 4 * 1024 * 1024
+#: What a line may have beyond ``max_event_chars``: its field's name, the colon and a space
+#: (``"retry: "`` is the longest), so that a value at the limit fits on its line.
+_FIELD_SLACK: Final = 8
 
 
 class SSEProtocolError(RustvaniError, ValueError):
@@ -70,9 +73,10 @@ class SSEDecoder:
     * ``event`` sets the event type, ``id`` the last event ID (unless it contains NUL), ``retry``
       the reconnection time (:attr:`retry`, only if all ASCII digits); other fields are ignored.
 
-    Invalid UTF-8 is replaced with U+FFFD rather than raising. A line, or the data of one
-    event, longer than ``max_event_chars`` raises :class:`SSEProtocolError` (memory stays
-    bounded whatever the server sends).
+    Invalid UTF-8 is replaced with U+FFFD rather than raising. The data of one event longer
+    than ``max_event_chars``, or a line longer than that and its field's name (8 characters
+    more), raises :class:`SSEProtocolError` (memory stays bounded whatever the server sends),
+    however the stream is cut into reads.
 
     With ``typed_without_data=True`` (a departure from the spec, which drops them), an event
     that set a type but no data (``event: error`` and a blank line) is dispatched too, with
@@ -86,6 +90,7 @@ class SSEDecoder:
         "_data_chars",
         "_event_type",
         "_max",
+        "_max_line",
         "_partial",
         "_partial_chars",
         "_pending_cr",
@@ -101,6 +106,7 @@ class SSEDecoder:
     ) -> None:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._max = max_event_chars
+        self._max_line = max_event_chars + _FIELD_SLACK
         self._typed_without_data = typed_without_data
         # Pieces of the current, not yet terminated line (never contain CR or LF).
         self._partial: list[str] = []
@@ -194,6 +200,8 @@ class SSEDecoder:
             # The common read: one whole event of one data line ("data: ...\n\n"), nothing
             # pending. What the lines below make of it, without splitting it into lines.
             value = text[6:-2] if text[5:6] == " " else text[5:-2]
+            if len(text) - 2 > self._max_line:
+                self._too_large("line")
             if len(value) > self._max:
                 self._too_large("event")
             events.append(("message", value, self.last_event_id))
@@ -220,7 +228,7 @@ class SSEDecoder:
     def _keep_partial(self, piece: str) -> None:
         self._partial.append(piece)
         self._partial_chars += len(piece)
-        if self._partial_chars > self._max:
+        if self._partial_chars > self._max_line:
             self._too_large("line")
 
     def _too_large(self, what: str) -> None:
@@ -233,7 +241,10 @@ class SSEDecoder:
     def _process_lines(self, lines: list[str], events: list[RawEvent]) -> None:
         """Apply complete lines to the pending event, appending dispatched events to ``events``."""
         data = self._data
+        limit = self._max_line
         for line in lines:
+            if len(line) > limit:  # (as it is refused while it is cut between reads)
+                self._too_large("line")
             if not line:
                 if data:
                     events.append(

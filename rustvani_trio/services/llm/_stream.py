@@ -336,6 +336,9 @@ async def stream_answer(
             raise LLMRequestError(
                 safe_text(f"the server sent an invalid stream: {exc}", cfg), kind="protocol"
             ) from exc
+        except httpx.RequestError as exc:
+            _attach(exc, request)
+            raise
         finally:
             if watch is not None:
                 watch.disarm()
@@ -343,6 +346,15 @@ async def stream_answer(
                 await stream.aclose()
     if scope.cancelled_caught and not decoder.is_complete:
         raise _timeout_error(cfg, streaming=streaming, total_passed=trio.current_time() >= total)
+
+
+def _attach(exc: httpx.RequestError, request: httpx.Request) -> None:
+    """Give an error raised while the body was read its request, as httpx's own iterators do
+    (the body is read from the transport's stream, past them)."""
+    try:
+        exc.request  # noqa: B018 (a property that raises when no request was set)
+    except RuntimeError:
+        exc.request = request
 
 
 def _too_long_error(cfg: OpenAILLMConfig) -> LLMRequestError:
