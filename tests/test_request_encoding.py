@@ -165,3 +165,11 @@ async def test_the_wire_carries_the_body_as_json_and_a_custom_content_type_wins(
             assert request.headers["content-type"] == expected
             assert request.json["messages"] == [{"role": "user", "content": "héllo"}]
             assert int(request.headers["content-length"]) == len(request.body)
+
+
+def test_extra_body_with_a_lone_surrogate_is_refused_where_it_is_given() -> None:
+    # A request encodes its body as UTF-8, which has no lone surrogates: every turn would
+    # fail, so the config refuses it at once, as it refuses NaN.
+    with pytest.raises(ValueError, match="extra_body must hold JSON values only"):
+        OpenAILLMConfig(api_key="k", model="m", extra_body={"x": "\ud800"})
+    OpenAILLMConfig(api_key="k", model="m", extra_body={"x": "😊 é"})  # (a pair is fine)

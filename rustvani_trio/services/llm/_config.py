@@ -150,7 +150,8 @@ def _json_object(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
         if key in value:
             raise ValueError(f"{attr.name} may not set {key!r}: the handler sets it")
     try:
-        json.dumps(dict(value), allow_nan=False)
+        # As a request encodes it: UTF-8 as it is (a lone surrogate has no UTF-8), no NaN.
+        json.dumps(dict(value), ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         # (Every request would fail, or send NaN, which is no JSON.)
         raise ValueError(f"{attr.name} must hold JSON values only: {exc}") from None
