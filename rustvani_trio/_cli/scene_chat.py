@@ -182,7 +182,9 @@ async def _converse(
     user, assistant = create_context_aggregators(context, text_mode=True)
     printer = TerminalPrinter()
     task = PipelineTask(
-        Pipeline([user, llm, printer, assistant]),
+        # The printer after the assistant aggregator: when it has shown a turn's end, the
+        # turn is committed, so the next line is a new turn, not an interruption of this one.
+        Pipeline([user, llm, assistant, printer]),
         params=PipelineParams(enable_metrics=True, enable_usage_metrics=True),
     )
 

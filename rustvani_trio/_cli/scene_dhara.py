@@ -117,7 +117,8 @@ async def run() -> None:
         user, assistant = create_context_aggregators(context, text_mode=True)
         printer = FlowPrinter()
         task = PipelineTask(
-            Pipeline([user, dhara.processor(), llm.into_processor(), printer, assistant])
+            # (the printer last: a turn it has shown the end of is committed; see scene_chat)
+            Pipeline([user, dhara.processor(), llm.into_processor(), assistant, printer])
         )
 
         finished = trio.Event()

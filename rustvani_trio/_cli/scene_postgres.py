@@ -210,7 +210,8 @@ async def _converse(reader_url: str, embed: Callable[[str], list[float]]) -> int
         context = LLMContext([{"role": "system", "content": "Answer from the database."}])
         user, assistant = create_context_aggregators(context, text_mode=True)
         printer = _Printer()
-        task = PipelineTask(Pipeline([user, llm.into_processor(name="llm"), printer, assistant]))
+        # (the printer last: a turn it has shown the end of is committed; see scene_chat)
+        task = PipelineTask(Pipeline([user, llm.into_processor(name="llm"), assistant, printer]))
 
         print_errors(task)
         async with trio.open_nursery() as nursery:
