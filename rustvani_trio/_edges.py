@@ -52,11 +52,17 @@ class TaskEdge(FrameProcessor):
 
     def _takes_past_at_once(self, direction: FrameDirection) -> bool:
         """Whether a frame given to the task may be pushed on past this edge at once: the
-        edge has nothing queued or in hand (so it overtakes nothing), runs, and the frame
-        would not wait for room (downstream)."""
+        edge has nothing queued or in hand (so it overtakes nothing), runs, the processor
+        next to it has lanes, and the frame would not wait for room (downstream)."""
         run = self._processor_run
-        return isinstance(run, ProcessorRun) and (
-            not run.queued
+        nxt = self._next if direction is _DOWN else self._prev
+        return (
+            isinstance(run, ProcessorRun)
+            and nxt is not None
+            # (past an inline processor, which may turn the frame into several, the feed's
+            # way keeps queue_frame from waiting and the outputs of two frames apart)
+            and isinstance(nxt._processor_run, ProcessorRun)
+            and not run.queued
             and not run.busy
             and run.phase is _RUNNING
             and run.system_done == run.system_in
@@ -73,7 +79,7 @@ class _SinkRun(ProcessorRun):
         super().__init__(proc, nursery)
         self._take = take
 
-    def put(self, frame: Frame, direction: FrameDirection) -> None:
+    def put(self, frame: Frame, direction: FrameDirection, chain: bool = False) -> bool:
         if (
             direction is _DOWN
             and not self.queued
@@ -85,8 +91,8 @@ class _SinkRun(ProcessorRun):
         ):
             # (A system frame only while the system loop waits on its empty lane. With
             # nothing queued or in hand here, an interruption has nothing to cancel or drain.)
-            return
-        super().put(frame, direction)
+            return False
+        return super().put(frame, direction, chain)
 
 
 @attrs.frozen(kw_only=True)

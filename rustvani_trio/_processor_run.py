@@ -117,9 +117,10 @@ class ProcessorRun(RunBase):
         self.took_waits = False  # whether it waits there (read per frame: no call)
         from .processor import FrameProcessor  # (the module that imports this one)
 
-        # Whether on_interruption is the base class's (which does nothing): see
-        # _forwards_at_once.
-        self.plain_interruption = type(proc).on_interruption is FrameProcessor.on_interruption
+        # The base class's hooks (an interruption reaching a processor that keeps them, on
+        # the instance too, only goes on: see _forwards_at_once).
+        self._base_on_interruption = FrameProcessor.on_interruption
+        self._base_push_frame = FrameProcessor.push_frame
 
     def statistics(self) -> LaneStatistics:
         return self.lanes.statistics()
@@ -130,11 +131,15 @@ class ProcessorRun(RunBase):
 
     # ------------------------------------------------------------------ taking frames in
 
-    def put(self, frame: Frame, direction: FrameDirection) -> None:
-        """Take ``frame`` in now (the caller waited for room if it had to)."""
+    def put(self, frame: Frame, direction: FrameDirection, chain: bool = False) -> bool:
+        """Take ``frame`` in now (the caller waited for room if it had to).
+
+        With ``chain`` (a push), an interruption the processor would only forward may be
+        left to the caller to push on at once (see :meth:`_forwards_at_once`): then it
+        returns ``True`` and the frame was not queued here."""
         if isinstance(frame, SystemFrame):
-            self._enqueue_system(frame, direction)
-        elif direction is _DOWN and self.phase is _RUNNING and not isinstance(frame, _ENDS):
+            return self._enqueue_system(frame, direction, chain)
+        if direction is _DOWN and self.phase is _RUNNING and not isinstance(frame, _ENDS):
             # The common case (a data frame going down), as _enqueue_process and Lane.put
             # would do it, without their calls: a push per token comes here.
             lanes = self.lanes
@@ -147,6 +152,7 @@ class ProcessorRun(RunBase):
                 reschedule(waiter)
         else:
             self._enqueue_process(frame, direction)
+        return False
 
     def needs_room(self, frame: Frame, direction: FrameDirection) -> bool:
         """Whether a sender of ``frame`` must wait for room first."""
@@ -196,7 +202,7 @@ class ProcessorRun(RunBase):
             return self._refuse(frame)
         self.lanes.process.put((frame, direction, self.system_in))
 
-    def _enqueue_system(self, frame: Frame, direction: FrameDirection) -> None:
+    def _enqueue_system(self, frame: Frame, direction: FrameDirection, chain: bool) -> bool:
         if isinstance(frame, StartFrame):
             if self.phase is _IDLE:
                 self.phase = _RUNNING
@@ -210,9 +216,8 @@ class ProcessorRun(RunBase):
                 self.process_cut = True
                 scope.cancel()
             self.lanes.drain(KEPT)
-            if self._forwards_at_once(frame, direction):
-                self.proc.push_frame_nowait(frame, direction)
-                return
+            if chain and self._forwards_at_once(frame, direction):
+                return True
             self.interruptions += 1
         elif isinstance(frame, CancelFrame):
             if not self.phase.cancelling:
@@ -230,6 +235,7 @@ class ProcessorRun(RunBase):
             assert isinstance(frame, SystemFrame)
             self.lanes.down_pending += 1
             self.lanes.process.put((Arrived(frame=frame), _DOWN, self.system_in))
+        return False
 
     def _forwards_at_once(self, frame: InterruptionFrame, direction: FrameDirection) -> bool:
         """Whether an interruption goes on at once, in the sender's task, instead of through
@@ -240,12 +246,14 @@ class ProcessorRun(RunBase):
         cancel would. (Its in-flight work here was cancelled and its lane drained already.)"""
         system = self.lanes.system
         marks = self.marks
+        proc = self.proc
         return (
-            self.plain_interruption
+            getattr(proc.on_interruption, "__func__", None) is self._base_on_interruption
+            and getattr(proc.push_frame, "__func__", None) is self._base_push_frame
             and self.phase is _RUNNING
             and system.waiter is not None  # the system loop waits on an empty lane
             and not (marks and isinstance(frame, marks))
-            and (self.proc._next if direction is _DOWN else self.proc._prev) is not None
+            and (proc._next if direction is _DOWN else proc._prev) is not None
         )
 
     def _put_system(self, frame: Frame, direction: FrameDirection) -> None:
@@ -375,6 +383,9 @@ class ProcessorRun(RunBase):
         lane = lanes.process
         items = lane.items
         abort = lane.abort
+        # Its first frame starts a burst, as one taken after an idle wait does (it may be
+        # queued before this task first runs).
+        proc._unyielded = YIELD_EVERY - 1
         try:
             while not self.phase.cancelling:
                 handling: Frame | None = None  # being handled, or waiting for system frames

@@ -282,9 +282,11 @@ class FrameProcessor(PipelineElement, ProcessorMetrics, PushMisuse):
                 lanes = run.lanes
                 if lanes.down_pending >= lanes.max_buffer and run.needs_room(frame, _DOWN):
                     await run.wait_for_room()
-                run.put(frame, _DOWN)
+                forward = run.put(frame, _DOWN, True)
                 if self._observers:
                     self._notify_observers(frame, _DOWN, run.proc)
+                if forward:
+                    _forward_at_once(run.proc, frame, _DOWN)
                 self._unyielded += 1
                 if self._unyielded >= YIELD_EVERY:
                     self._unyielded = 0
@@ -330,9 +332,11 @@ class FrameProcessor(PipelineElement, ProcessorMetrics, PushMisuse):
         if isinstance(run, ProcessorRun):
             if run.lanes.down_pending >= run.lanes.max_buffer and run.needs_room(item, direction):
                 await run.wait_for_room()
-            run.put(item, direction)
+            forward = run.put(item, direction, True)
             if sender._observers and dest is not None:
                 sender._notify_observers(item, direction, dest)
+            if forward:
+                _forward_at_once(run.proc, item, direction)
             self._unyielded += 1
             if self._unyielded >= YIELD_EVERY:
                 self._unyielded = 0
@@ -360,9 +364,11 @@ class FrameProcessor(PipelineElement, ProcessorMetrics, PushMisuse):
             )
         run = dest._processor_run
         if isinstance(run, ProcessorRun):
-            run.put(frame, direction)
+            forward = run.put(frame, direction, True)
             if self._observers:
                 self._notify_observers(frame, direction, dest)
+            if forward:
+                _forward_at_once(dest, frame, direction)
         else:
             if self._observers:
                 self._notify_observers(frame, direction, dest)
@@ -415,6 +421,27 @@ class FrameProcessor(PipelineElement, ProcessorMetrics, PushMisuse):
         )
         for observer in self._observers:
             observer.on_push_frame(event)
+
+
+def _forward_at_once(proc: FrameProcessor, frame: Frame, direction: FrameDirection) -> None:
+    """``proc`` took ``frame`` (an interruption) without queueing it, to be pushed on at once:
+    push it on, and on past every processor after it that takes it the same way. A loop, so a
+    chain of any length costs no stack, and observers hear of each push in path order."""
+    while True:
+        dest = proc._next if direction is _DOWN else proc._prev
+        assert dest is not None  # (ProcessorRun._forwards_at_once checked)
+        run = dest._processor_run
+        if not isinstance(run, ProcessorRun):  # an inline processor: as push_frame_nowait
+            if proc._observers:
+                proc._notify_observers(frame, direction, dest)
+            run.take_nowait(frame, direction)
+            return
+        forward = run.put(frame, direction, True)
+        if proc._observers:
+            proc._notify_observers(frame, direction, dest)
+        if not forward:
+            return
+        proc = dest
 
 
 # The inline kind of processor (defined beside this module, which it derives from).
