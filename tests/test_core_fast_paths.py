@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from unittest import mock
@@ -41,6 +41,7 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_runtime_properties import all_tasks, run_virtual
 
 from rustvani_trio import (
     BaseObserver,
@@ -75,24 +76,6 @@ PROPERTY_SETTINGS = settings(
 
 
 # =========================================================================== helpers
-
-
-def run_virtual(fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run ``fn`` in a fresh trio run whose clock jumps whenever every task waits."""
-    trio.run(fn, clock=trio.testing.MockClock(autojump_threshold=0))
-
-
-def all_tasks() -> set[trio.lowlevel.Task]:
-    found: set[trio.lowlevel.Task] = set()
-    stack = [trio.lowlevel.current_root_task()]
-    while stack:
-        task = stack.pop()
-        if task is None or task in found:
-            continue
-        found.add(task)
-        for nursery in task.child_nurseries:
-            stack.extend(nursery.child_tasks)
-    return found
 
 
 @attrs.frozen(kw_only=True)
