@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from ._lifecycle import Phase
 from ._processor_run import ProcessorRun
 from ._run_base import RunBase
 from .frames import Frame, FrameDirection, StopFrame, SystemFrame
@@ -16,7 +15,6 @@ from .processor import FrameProcessor
 __all__ = ["TaskEdge", "UpstreamFlush"]
 
 _DOWN = FrameDirection.DOWNSTREAM
-_RUNNING = Phase.RUNNING
 
 
 class TaskEdge(FrameProcessor):
@@ -62,10 +60,7 @@ class TaskEdge(FrameProcessor):
             # (past an inline processor, which may turn the frame into several, the feed's
             # way keeps queue_frame from waiting and the outputs of two frames apart)
             and isinstance(nxt._processor_run, ProcessorRun)
-            and not run.queued
-            and not run.busy
-            and run.phase is _RUNNING
-            and run.system_done == run.system_in
+            and run.idle()
             and (direction is not _DOWN or self.downstream_room() >= 1)
         )
 
@@ -82,10 +77,7 @@ class _SinkRun(ProcessorRun):
     def put(self, frame: Frame, direction: FrameDirection, chain: bool = False) -> bool:
         if (
             direction is _DOWN
-            and not self.queued
-            and not self.busy
-            and self.phase is _RUNNING
-            and self.system_done == self.system_in
+            and self.idle()
             and (self.lanes.system.waiter is not None or not isinstance(frame, SystemFrame))
             and self._take(frame)
         ):

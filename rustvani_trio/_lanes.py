@@ -54,7 +54,8 @@ T = TypeVar("T")
 
 class Lane(Generic[T]):
     """An unbounded FIFO with one reader: :meth:`put` never waits; the reader takes what is
-    there with :meth:`get_nowait` (``IndexError`` when empty) and waits with :meth:`wait`."""
+    there from :attr:`items` (``popleft``) and waits with :meth:`wait` (or both: :meth:`get`);
+    a wait it makes itself sets :attr:`waiter` and uses :meth:`abort`."""
 
     __slots__ = ("items", "waiter")
 
@@ -72,10 +73,6 @@ class Lane(Generic[T]):
         if waiter is not None:
             self.waiter = None
             reschedule(waiter)
-
-    def get_nowait(self) -> T:
-        """The oldest item (``IndexError`` if there is none)."""
-        return self.items.popleft()
 
     async def get(self) -> T:
         """The oldest item, waiting for one if there is none (a cancel point only then)."""

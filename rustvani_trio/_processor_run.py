@@ -125,6 +125,16 @@ class ProcessorRun(RunBase):
     def statistics(self) -> LaneStatistics:
         return self.lanes.statistics()
 
+    def idle(self) -> bool:
+        """Whether the processor runs with nothing queued, nothing in hand and every system
+        frame that arrived handled: a frame taken past it now overtakes nothing."""
+        return (
+            not self.queued
+            and not self.busy
+            and self.phase is _RUNNING
+            and self.system_done == self.system_in
+        )
+
     def start(self) -> None:
         assert self.nursery is not None
         self.nursery.start_soon(self.system_loop, name=f"{self.proc.name}.system")
@@ -240,8 +250,9 @@ class ProcessorRun(RunBase):
     def _forwards_at_once(self, frame: InterruptionFrame, direction: FrameDirection) -> bool:
         """Whether an interruption goes on at once, in the sender's task, instead of through
         the system loop: when the processor does nothing with it (the base class's
-        ``on_interruption``) and the system loop is idle (no earlier system frame to wait
-        behind), the loop would only forward it, one scheduling round later. So the work it
+        ``on_interruption`` and ``push_frame``, on the instance) and the system loop is idle
+        (no earlier system frame to wait behind), the loop would only forward it, one
+        scheduling round later. So the work it
         interrupts further on (an LLM's request) is cancelled in the same step, as a direct
         cancel would. (Its in-flight work here was cancelled and its lane drained already.)"""
         system = self.lanes.system

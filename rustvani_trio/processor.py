@@ -90,7 +90,6 @@ DEFAULT_MAX_BUFFER = 64
 
 _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
-_RUNNING_PHASE = Phase.RUNNING
 
 
 class ProcessorNotLinkedError(RustvaniError, RuntimeError):
@@ -286,7 +285,7 @@ class FrameProcessor(PipelineElement, ProcessorMetrics, PushMisuse):
                 if self._observers:
                     self._notify_observers(frame, _DOWN, run.proc)
                 if forward:
-                    _forward_at_once(run.proc, frame, _DOWN)
+                    _push_on(run.proc, frame, _DOWN)
                 self._unyielded += 1
                 if self._unyielded >= YIELD_EVERY:
                     self._unyielded = 0
@@ -336,7 +335,7 @@ class FrameProcessor(PipelineElement, ProcessorMetrics, PushMisuse):
             if sender._observers and dest is not None:
                 sender._notify_observers(item, direction, dest)
             if forward:
-                _forward_at_once(run.proc, item, direction)
+                _push_on(run.proc, item, direction)
             self._unyielded += 1
             if self._unyielded >= YIELD_EVERY:
                 self._unyielded = 0
@@ -362,17 +361,7 @@ class FrameProcessor(PipelineElement, ProcessorMetrics, PushMisuse):
             raise ProcessorNotLinkedError(
                 f"{self.name} has no {direction.value} neighbour for {frame.name}"
             )
-        run = dest._processor_run
-        if isinstance(run, ProcessorRun):
-            forward = run.put(frame, direction, True)
-            if self._observers:
-                self._notify_observers(frame, direction, dest)
-            if forward:
-                _forward_at_once(dest, frame, direction)
-        else:
-            if self._observers:
-                self._notify_observers(frame, direction, dest)
-            run.take_nowait(frame, direction)
+        _push_on(self, frame, direction)
 
     def downstream_room(self) -> float:
         """How many control or data frames :meth:`push_frame` can send downstream right now
@@ -383,7 +372,7 @@ class FrameProcessor(PipelineElement, ProcessorMetrics, PushMisuse):
         dest = self._next
         run = None if dest is None else dest._processor_run
         if type(run) is ProcessorRun:  # (the common case first: once per read of a stream)
-            if run.phase is not _RUNNING_PHASE:
+            if run.phase is not Phase.RUNNING:
                 return math.inf
             room = run.lanes.max_buffer - run.lanes.down_pending
             return room if room > 0 else 0
@@ -423,13 +412,14 @@ class FrameProcessor(PipelineElement, ProcessorMetrics, PushMisuse):
             observer.on_push_frame(event)
 
 
-def _forward_at_once(proc: FrameProcessor, frame: Frame, direction: FrameDirection) -> None:
-    """``proc`` took ``frame`` (an interruption) without queueing it, to be pushed on at once:
-    push it on, and on past every processor after it that takes it the same way. A loop, so a
-    chain of any length costs no stack, and observers hear of each push in path order."""
+def _push_on(proc: FrameProcessor, frame: Frame, direction: FrameDirection) -> None:
+    """Push ``frame`` from ``proc`` to its neighbour without waiting (``push_frame_nowait``),
+    and on past every processor after it that takes it without queueing it, to be pushed on at
+    once (an interruption: ``ProcessorRun._forwards_at_once``). A loop, so a chain of any
+    length costs no stack, and observers hear of each push in path order."""
     while True:
         dest = proc._next if direction is _DOWN else proc._prev
-        assert dest is not None  # (ProcessorRun._forwards_at_once checked)
+        assert dest is not None  # (checked by the caller, or by _forwards_at_once)
         run = dest._processor_run
         if not isinstance(run, ProcessorRun):  # an inline processor: as push_frame_nowait
             if proc._observers:

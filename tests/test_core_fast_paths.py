@@ -6,7 +6,7 @@ The fast paths under test (see docs/architecture.md, the concurrency model):
    (``_SinkRun.put`` / ``PipelineTask._leaves_at_once``);
 2. an InterruptionFrame passes a processor that does nothing with it (the base class's
    ``on_interruption`` and ``push_frame``) and whose system loop is idle in the sender's task,
-   on down a chain of such processors (a loop: ``processor._forward_at_once``); an idle process
+   on down a chain of such processors (a loop: ``processor._push_on``); an idle process
    loop is not woken by an interruption;
 3. ``queue_frame`` pushes a frame past the source at once when nothing queued before it is
    still on its way in, the source is idle and the first processor has lanes
