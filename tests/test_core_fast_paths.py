@@ -883,19 +883,20 @@ def test_an_interruption_passes_a_long_chain_of_plain_processors() -> None:
     assert tail.signals == [interruption]
 
 
+async def _interrupt_once(task: PipelineTask) -> None:
+    """Run ``task``, queue one InterruptionFrame once it is settled, and end it."""
+    with trio.fail_after(5):
+        async with running(task):
+            await trio.testing.wait_all_tasks_blocked()
+            await task.queue_frame(InterruptionFrame())
+            await trio.testing.wait_all_tasks_blocked()
+
+
 def test_an_on_interruption_set_on_the_instance_is_called() -> None:
     relay = Relay("r")
     task = PipelineTask(Pipeline([relay, Tail()]))
-
-    async def main() -> None:
-        with trio.fail_after(5):
-            async with running(task):
-                await trio.testing.wait_all_tasks_blocked()
-                await task.queue_frame(InterruptionFrame())
-                await trio.testing.wait_all_tasks_blocked()
-
     with mock.patch.object(relay, "on_interruption", new=mock.AsyncMock()) as hook:
-        trio.run(main)
+        trio.run(_interrupt_once, task)
     assert task.finish_reason == "end"
     assert hook.await_count == 1
 
@@ -912,15 +913,7 @@ def test_a_push_frame_override_sees_the_interruption_it_forwards() -> None:
 
     tagging = Tagging()
     task = PipelineTask(Pipeline([tagging, Tail()]))
-
-    async def main() -> None:
-        with trio.fail_after(5):
-            async with running(task):
-                await trio.testing.wait_all_tasks_blocked()
-                await task.queue_frame(InterruptionFrame())
-                await trio.testing.wait_all_tasks_blocked()
-
-    trio.run(main)
+    trio.run(_interrupt_once, task)
     assert task.finish_reason == "end"
     assert tagging.pushed == ["StartFrame", "InterruptionFrame", "EndFrame", "UpstreamFlush"]
 
