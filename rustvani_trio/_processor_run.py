@@ -394,9 +394,10 @@ class ProcessorRun(RunBase):
         lane = lanes.process
         items = lane.items
         abort = lane.abort
-        # Its first frame starts a burst, as one taken after an idle wait does (it may be
-        # queued before this task first runs).
-        proc._unyielded = YIELD_EVERY - 1
+        if items:
+            # A first frame queued before this task first ran starts a burst, as one taken
+            # after an idle wait does (an empty lane arms the push when a frame wakes it).
+            proc._unyielded = YIELD_EVERY - 1
         try:
             while not self.phase.cancelling:
                 handling: Frame | None = None  # being handled, or waiting for system frames
