@@ -23,6 +23,7 @@ from rustvani_trio.frames import (
     TTSTextFrame,
 )
 from rustvani_trio.services.stt._ws import ReconnectPolicy, WebSocketOptions
+from rustvani_trio.services.tts._ws_tts import MAX_RESENDS
 from rustvani_trio.services.tts.deepgram import DeepgramTTSConfig, DeepgramTTSService
 from rustvani_trio.testing import (
     FakeDeepgramTTS,
@@ -162,10 +163,13 @@ async def test_abrupt_drop_is_reported_and_reconnected() -> None:
         async with live_pipeline([tts_for(fake)]) as live:
             await live.send(*answer("The first answer is cut off mid way."))
             await live.recorder.wait_for_kind(LLMFullResponseEnd)  # released, not stuck
-            error = await live.wait_for_error()
+            await live.wait_for_error(count=2)
             await live.send(*answer("Second try."))
             await live.recorder.wait_for_kind(LLMFullResponseEnd, 2)
-        assert "dropped without a close frame" in error.error and "reconnecting" in error.error
+        dropped, lost = sorted(e.error for e in live.errors)
+        # why the connection ended, and that part of the answer was lost with it
+        assert "dropped without a close frame" in dropped and "reconnecting" in dropped
+        assert "before the answer's audio was complete; the rest of it is lost" in lost
         assert fake.server is not None and len(fake.server.connections) == 2
         second = live.recorder.index(live.recorder.of(LLMFullResponseStart)[1])
         assert audio_secs(live.recorder.frames[second:]) == pytest.approx(0.11, abs=0.001)
@@ -183,6 +187,56 @@ async def test_idle_close_by_the_provider_reconnects_quietly() -> None:
         assert not live.errors
         assert len(fake.server.connections) >= 2
         assert audio_secs(live.recorder.frames) == pytest.approx(0.2, abs=0.001)
+
+
+async def test_an_answer_sent_as_the_provider_closes_its_socket_is_sent_again() -> None:
+    # The provider closes (1000) as the answer's first text reaches it, answering nothing:
+    # the whole answer goes out again, in order, on the next connection, and is heard once.
+    fake = FakeDeepgramTTS(api_key=KEY, faults=Faults(close_on_text=1))
+    async with open_fake_deepgram_tts(fake):
+        async with live_pipeline([tts_for(fake)]) as live:
+            await live.send(*answer("First one. ", "Second one."))
+            await live.recorder.wait_for_kind(TTSStoppedFrame)
+        assert not live.errors
+        assert fake.server is not None and len(fake.server.connections) == 2
+        assert fake.texts[0] == "First one."
+        assert fake.texts[-2:] == ["First one.", "Second one."]
+        assert fake.flushes == 1  # only the second connection saw the answer's end
+        assert audio_secs(live.recorder.frames) == pytest.approx(0.21, abs=0.001)
+
+
+async def test_an_answer_whose_connections_keep_closing_is_given_up_and_reported() -> None:
+    fake = FakeDeepgramTTS(api_key=KEY, faults=Faults(close_on_text=MAX_RESENDS + 1))
+    async with open_fake_deepgram_tts(fake):
+        async with live_pipeline([tts_for(fake)]) as live:
+            await live.send(*answer("Never heard."))
+            await live.recorder.wait_for_kind(LLMFullResponseEnd)  # released, not stuck
+            error = await live.wait_for_error()
+            await live.send(*answer("Heard."))
+            await live.recorder.wait_for_kind(LLMFullResponseEnd, 2)
+        assert fake.texts[: MAX_RESENDS + 1] == ["Never heard."] * (MAX_RESENDS + 1)
+        assert "before any of the answer's audio arrived, 3 times" in error.error
+        assert len(live.errors) == 1
+        assert len(live.recorder.of(TTSStoppedFrame)) == 2
+        assert audio_secs(live.recorder.frames) == pytest.approx(0.06, abs=0.001)
+
+
+async def test_an_interruption_while_an_answer_waits_to_be_sent_again_drops_it() -> None:
+    fake = FakeDeepgramTTS(api_key=KEY, faults=Faults(close_on_text=1, first_delay=0.3))
+    async with open_fake_deepgram_tts(fake):
+        async with live_pipeline([tts_for(fake)]) as live:
+            await live.send(*answer("Going to be cut off."))
+            await wait_until(lambda: fake.flushes == 1)  # sent again, audio still to come
+            await live.send(InterruptionFrame())
+            await live.recorder.wait_for_kind(InterruptionFrame)
+            await wait_until(lambda: fake.clears == 1)
+            await live.send(*answer("Next."))
+            await live.recorder.wait_for_kind(TTSStoppedFrame)
+        rec = live.recorder
+        cut = rec.index(rec.of(InterruptionFrame)[0])
+        assert not [f for f in rec.frames[:cut] if isinstance(f, OutputAudioRawFrame)]
+        assert audio_secs(rec.frames[cut:]) == pytest.approx(0.05, abs=0.001)
+        assert not live.errors
 
 
 async def test_provider_error_message_is_reported() -> None:
@@ -208,7 +262,9 @@ async def test_a_silent_provider_times_out() -> None:
             await live.send(*answer("Anyone there?"))
             await live.recorder.wait_for_kind(LLMFullResponseEnd, within=5)
             error = await live.wait_for_error()
+            await trio.sleep(0.1)  # the next connection opens: the answer is not sent again
         assert "no reply within idle_timeout=0.5s" in error.error
+        assert fake.texts == ["Anyone there?"] and fake.flushes == 1
 
 
 async def test_slow_audio_streams_as_it_arrives() -> None:

@@ -142,10 +142,13 @@ async def test_abrupt_drop_is_reported_and_reconnected() -> None:
         async with live_pipeline([tts_for(fake)]) as live:
             await live.send(*answer("The first answer is cut off mid way."))
             await live.recorder.wait_for_kind(LLMFullResponseEnd)  # released, not stuck
-            error = await live.wait_for_error()
+            await live.wait_for_error(count=2)
             await live.send(*answer("Second try."))
             await live.recorder.wait_for_kind(LLMFullResponseEnd, 2)
-        assert "dropped without a close frame" in error.error and "reconnecting" in error.error
+        dropped, lost = sorted(e.error for e in live.errors)
+        # why the connection ended, and that part of the answer was lost with it
+        assert "dropped without a close frame" in dropped and "reconnecting" in dropped
+        assert "before the answer's audio was complete; the rest of it is lost" in lost
         assert fake.server is not None and len(fake.server.connections) == 2
         assert len(fake.configs) == 2  # the new connection was configured again
         rec = live.recorder
@@ -153,6 +156,21 @@ async def test_abrupt_drop_is_reported_and_reconnected() -> None:
         second = rec.index(rec.of(LLMFullResponseStart)[1])
         assert audio_secs(rec.frames[first:second]) == pytest.approx(0.04, abs=0.001)
         assert audio_secs(rec.frames[second:]) == pytest.approx(0.11, abs=0.001)
+
+
+async def test_an_answer_sent_as_the_provider_closes_its_socket_is_sent_again() -> None:
+    fake = FakeSarvamTTS(api_key=KEY, faults=Faults(close_on_text=1))
+    async with open_fake_sarvam_tts(fake):
+        async with live_pipeline([tts_for(fake)]) as live:
+            await live.send(*answer("First one. ", "Second one."))
+            await live.recorder.wait_for_kind(TTSStoppedFrame)
+        assert not live.errors
+        assert fake.server is not None and len(fake.server.connections) == 2
+        assert len(fake.configs) == 2  # the new connection was configured before the text
+        assert fake.texts[0] == "First one."
+        assert fake.texts[-2:] == ["First one.", "Second one."]
+        # the fake joins an answer's texts with a space: 22 characters of audio, heard once
+        assert audio_secs(live.recorder.frames) == pytest.approx(0.22, abs=0.001)
 
 
 async def test_a_silent_provider_times_out_and_releases_the_answer() -> None:

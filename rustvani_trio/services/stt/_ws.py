@@ -55,6 +55,8 @@ class _Outcome:
 
     error: str | None = None
     retry: bool = True
+    #: the provider did not answer within ``idle_timeout`` (the connection was given up)
+    late: bool = False
 
 
 class WebSocketService(FrameProcessor):
@@ -63,7 +65,8 @@ class WebSocketService(FrameProcessor):
     Subclasses implement :meth:`ws_url` and :meth:`on_message`, and may override
     :meth:`ws_headers`, :meth:`secrets`, :meth:`on_connected` (send the provider's first
     messages with :meth:`send_now`, then :meth:`set_ready`), :meth:`close_error`,
-    :meth:`send_keepalive`, :meth:`on_disconnected` and :meth:`before_close`.
+    :meth:`send_keepalive`, :meth:`on_disconnected`, :meth:`on_unreachable` and
+    :meth:`before_close`.
     """
 
     service: ClassVar[str] = "WebSocket provider"
@@ -85,6 +88,10 @@ class WebSocketService(FrameProcessor):
         self._rng = random.Random()
         #: connections opened so far in this run (for tests and logs)
         self.connection_count = 0
+        #: whether the connection that ended last was given up because an awaited reply was
+        #: late (``idle_timeout``), rather than closed or dropped (read in
+        #: :meth:`on_disconnected`)
+        self.reply_was_late = False
 
     @property
     def options(self) -> WebSocketOptions:
@@ -130,7 +137,15 @@ class WebSocketService(FrameProcessor):
         """Send the provider's keep-alive (called after ``keepalive_interval`` idle)."""
 
     def on_disconnected(self) -> None:
-        """A connection ended (whatever the reason): release anything waiting on it."""
+        """A connection ended (whatever the reason; :attr:`reply_was_late` tells whether it
+        was given up for a late reply): release anything waiting on it, or queue again
+        (:meth:`send`) what must go out on the next connection."""
+
+    def on_unreachable(self) -> None:
+        """The provider could not be reached (the reconnect policy gave up, the error is
+        reported and queued messages are dropped): release anything waiting for it. By
+        default :meth:`on_disconnected`."""
+        self.on_disconnected()
 
     async def before_close(self) -> None:
         """At EndFrame, before the clean close: the provider's last messages and replies."""
@@ -291,7 +306,8 @@ class WebSocketService(FrameProcessor):
         await self.report(message + suffix)
         self._demand = trio.Event()  # the next send tries again
         self._clock.reply_complete()
-        self.on_disconnected()  # release whatever waited for this provider
+        self.reply_was_late = False
+        self.on_unreachable()  # release whatever waited for this provider
 
     async def _session(self) -> _Outcome:
         outcome = _Outcome()
@@ -322,6 +338,7 @@ class WebSocketService(FrameProcessor):
 
                 def late_reply() -> None:
                     outcome.error = f"no reply within idle_timeout={self.options.idle_timeout}s"
+                    outcome.late = True
                     session.cancel()
 
                 async with trio.open_nursery() as tasks:
@@ -341,6 +358,7 @@ class WebSocketService(FrameProcessor):
             self._conn = None
             self._session_scope = None
             self._clock.stop()
+            self.reply_was_late = outcome.late
             self.on_disconnected()
             if not self._aborting:
                 with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):

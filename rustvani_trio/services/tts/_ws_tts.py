@@ -1,10 +1,23 @@
-"""WebSocketTTSService: how a streaming TTS provider finishes an answer (private base).
+"""WebSocketTTSService: how a streaming TTS provider speaks an answer (private base).
 
-Every WebSocket TTS provider ends an answer the same way: the provider's flush message goes
-out, and the answer is complete when the provider says so (its ``Flushed`` or ``final``
-message), when it reports an error, when the connection ends, or when the answer is
-interrupted. This base holds that wait; a provider names its flush message, calls
-:meth:`answer_done` on its completion message, and says how it stops speaking.
+Every WebSocket TTS provider speaks an answer the same way: each piece of text goes out as
+the provider's text message, then its flush message; the answer is complete when the
+provider says so (its ``Flushed`` or ``final`` message), when it reports an error, or when
+the answer is interrupted.
+
+A connection can end in the middle of an answer: a provider that reaps idle sockets may
+close one just as the next answer's text goes out on it, and a connection can drop. The
+answer's text is kept until the answer is over, so that:
+
+* when nothing of the answer's audio had arrived yet, the whole answer (its text, and its
+  flush if it was sent) goes out again on the next connection -- nothing was heard, so
+  nothing is heard twice; this happens at most :data:`MAX_RESENDS` times per answer, and
+  not when the provider was given up for not answering (``idle_timeout``);
+* otherwise part of the answer's audio is lost: the answer ends there, and a non-fatal
+  error says so (sending the text again would repeat what the user already heard).
+
+A provider names its text and flush messages, calls :meth:`answer_done` on its completion
+message, and says how it stops speaking.
 """
 
 from __future__ import annotations
@@ -16,16 +29,26 @@ import trio
 from ..stt._ws import Message, WebSocketOptions, WebSocketService
 from ._base import TTSService
 
-__all__ = ["WebSocketTTSService"]
+__all__ = ["MAX_RESENDS", "WebSocketTTSService"]
+
+#: how many times one answer is sent again after its connection ended before any audio
+MAX_RESENDS = 2
+
+_LOST = "the connection ended before the answer's audio was complete; the rest of it is lost"
+_NOT_SPOKEN = (
+    f"the connection ended before any of the answer's audio arrived, {MAX_RESENDS + 1} times; "
+    "the answer is not spoken"
+)
 
 
 class WebSocketTTSService(TTSService, WebSocketService):
-    """A TTS provider over a WebSocket (see :class:`TTSService` and
-    :class:`~rustvani_trio.services.stt._ws.WebSocketService`).
+    """A TTS provider over a WebSocket (see :class:`TTSService`,
+    :class:`~rustvani_trio.services.stt._ws.WebSocketService` and the module docstring).
 
-    Subclasses implement :meth:`flush_message`, :meth:`run_tts`, :meth:`stop_tts` (which
-    starts with :meth:`abandon_answer`) and :meth:`on_message` (which calls
-    :meth:`answer_done` when the provider has sent an answer's last audio, or failed).
+    Subclasses implement :meth:`text_message`, :meth:`flush_message`, :meth:`stop_tts`
+    (which starts with :meth:`abandon_answer`) and :meth:`on_message` (which delivers audio
+    with :meth:`push_audio` and calls :meth:`answer_done` when the provider has sent an
+    answer's last audio, or failed).
     """
 
     def __init__(
@@ -33,17 +56,47 @@ class WebSocketTTSService(TTSService, WebSocketService):
     ) -> None:
         super().__init__(sample_rate=sample_rate, options=options, name=name)
         self._answer_done: trio.Event | None = None
+        # The answer in progress: its text messages so far, whether its flush was sent,
+        # whether any of its audio arrived, how often it was sent again, and why part of it
+        # was lost (reported when it ends).
+        self._answer_texts: list[Message] = []
+        self._flushing = False
+        self._heard = False
+        self._resends = 0
+        self._lost: str | None = None
+
+    @abc.abstractmethod
+    def text_message(self, text: str) -> Message | None:
+        """The message that sends one piece of the answer's text (``None``: nothing is
+        sent for it, e.g. text the provider would refuse)."""
 
     @abc.abstractmethod
     def flush_message(self) -> Message:
         """The message that makes the provider finish the answer's audio."""
 
+    async def run_tts(self, text: str) -> None:
+        message = self.text_message(text)
+        if message is not None:
+            self._answer_texts.append(message)
+            self.send(message)
+
     async def flush_tts(self) -> None:
         self._answer_done = done = trio.Event()
+        self._flushing = True
         self.send(self.flush_message())
         self.expect_reply()
-        await done.wait()
-        self.reply_complete()
+        try:
+            await done.wait()
+        finally:
+            lost = self._lost
+            self._end_answer()
+        if lost is not None:
+            await self.report(lost)
+
+    async def push_audio(self, pcm: bytes, generation: int | None = None) -> bool:
+        if pcm and (generation is None or generation == self.generation):
+            self._heard = True
+        return await super().push_audio(pcm, generation)
 
     def answer_done(self) -> None:
         """The answer being flushed is over (complete, failed, or lost with the
@@ -54,9 +107,50 @@ class WebSocketTTSService(TTSService, WebSocketService):
     def abandon_answer(self) -> None:
         """The answer was interrupted: nothing more is awaited, text not sent yet is not
         sent, and a flush in progress returns."""
-        self.reply_complete()
         self.clear_queue()
         self.answer_done()
+        self._end_answer()
+
+    def _end_answer(self) -> None:
+        self.reply_complete()
+        self._answer_done = None
+        self._answer_texts = []
+        self._flushing = self._heard = False
+        self._resends = 0
+        self._lost = None
+
+    def set_ready(self) -> None:
+        super().set_ready()
+        if self._flushing:
+            self.expect_reply()  # the flush was sent again on this connection
 
     def on_disconnected(self) -> None:
-        self.answer_done()  # the answer cannot complete on this connection
+        if not self._answer_texts and not self._flushing:
+            return  # between answers: nothing was lost
+        if (
+            not self._heard
+            and not self.reply_was_late
+            and not self._closing
+            and self._resends < MAX_RESENDS
+        ):
+            # Nothing of the answer was heard: it all goes out again on the next connection.
+            self._resends += 1
+            self.clear_queue()  # the part not sent yet is in _answer_texts too
+            for message in self._answer_texts:
+                self.send(message)
+            if self._flushing:
+                self.send(self.flush_message())
+            return
+        if self._heard:
+            self._lost = _LOST
+        elif not self.reply_was_late:  # (a late reply was reported as such)
+            self._lost = _NOT_SPOKEN
+        if self._flushing:
+            self.clear_queue()  # its audio would come after the answer ended
+            self.answer_done()
+
+    def on_unreachable(self) -> None:
+        # The provider cannot be reached: the answer ends (the error was reported).
+        self.answer_done()
+        if not self._flushing:
+            self._end_answer()

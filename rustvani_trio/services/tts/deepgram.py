@@ -85,8 +85,8 @@ class DeepgramTTSService(WebSocketTTSService):
 
     # ------------------------------------------------------------------ TTSService
 
-    async def run_tts(self, text: str) -> None:
-        self.send(json.dumps({"type": "Speak", "text": text}))
+    def text_message(self, text: str) -> str:
+        return json.dumps({"type": "Speak", "text": text})
 
     def flush_message(self) -> str:
         return json.dumps({"type": "Flush"})

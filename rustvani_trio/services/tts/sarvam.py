@@ -109,9 +109,10 @@ class SarvamTTSService(WebSocketTTSService):
 
     # ------------------------------------------------------------------ TTSService
 
-    async def run_tts(self, text: str) -> None:
-        if any(ch.isalnum() for ch in text):  # Sarvam rejects punctuation-only text
-            self.send(json.dumps({"type": "text", "data": {"text": text}}))
+    def text_message(self, text: str) -> str | None:
+        if not any(ch.isalnum() for ch in text):  # Sarvam rejects punctuation-only text
+            return None
+        return json.dumps({"type": "text", "data": {"text": text}})
 
     def flush_message(self) -> str:
         return json.dumps({"type": "flush"})

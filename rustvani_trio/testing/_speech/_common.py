@@ -35,6 +35,9 @@ class Faults:
         chunk_delay: seconds between audio chunks (slow audio).
         first_delay: seconds before the first audio chunk of each answer (synthesis time).
         silent: never answer (a provider that hangs; 60db: not even its greeting).
+        close_on_text: close the connection (code 1000, "idle timeout") when a text message
+            arrives, without answering it, this many times (TTS fakes): a provider that
+            reaps an idle socket just as the client's next text goes out on it.
     """
 
     idle_close_after: float | None = None
@@ -47,6 +50,7 @@ class Faults:
     chunk_delay: float = 0.0
     first_delay: float = 0.0
     silent: bool = False
+    close_on_text: int = 0
 
 
 def audio_for(text: str, sample_rate: int, secs_per_char: float = 0.01) -> bytes:

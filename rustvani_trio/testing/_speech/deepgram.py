@@ -26,7 +26,7 @@ class FakeDeepgramTTS:
     is refused at the handshake with 401. Faults: ``error`` (an ``Error`` message, then
     ``close_code``), ``warning`` (a ``Warning`` message before the audio), ``silent``,
     ``drop_after_chunks``, ``first_delay`` / ``chunk_delay``, ``idle_close_after``,
-    ``stop_reading_after``.
+    ``close_on_text``, ``stop_reading_after``.
     """
 
     api_key: str = "test-key"
@@ -66,6 +66,10 @@ class FakeDeepgramTTS:
                 kind = data.get("type")
                 if kind == "Speak":
                     self.texts.append(data["text"])
+                    if faults.close_on_text > 0:
+                        faults.close_on_text -= 1
+                        await sock.close(1000, "idle timeout")
+                        break
                     if self.synthesize_on_speak:
                         jobs_send.send_nowait(("speak", data["text"]))
                     else:

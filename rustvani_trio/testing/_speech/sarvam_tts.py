@@ -25,7 +25,8 @@ class FakeSarvamTTS:
     Faults: ``error`` answers the next flush with an error message, ``silent`` never answers
     a flush, ``drop_after_chunks`` drops the connection (once) after that many audio chunks
     on it, ``first_delay`` / ``chunk_delay`` slow the audio, ``idle_close_after`` closes an
-    idle connection with 1000, ``stop_reading_after`` stops reading."""
+    idle connection with 1000, ``close_on_text`` closes it (1000) when text arrives,
+    ``stop_reading_after`` stops reading."""
 
     api_key: str = "test-key"
     chunk_bytes: int = 4410
@@ -62,6 +63,10 @@ class FakeSarvamTTS:
                     self.configs.append(config)
                 elif kind == "text":
                     self.texts.append(data["data"]["text"])
+                    if faults.close_on_text > 0:
+                        faults.close_on_text -= 1
+                        await sock.close(1000, "idle timeout")
+                        break
                     buffer.append(data["data"]["text"])
                 elif kind == "ping":
                     self.pings += 1
