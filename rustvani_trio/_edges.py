@@ -48,6 +48,22 @@ class TaskEdge(FrameProcessor):
     async def _push_past_edge(self, frame: Frame, direction: FrameDirection) -> None:
         await self._exit(frame)
 
+    def _takes_past_at_once(self, direction: FrameDirection) -> bool:
+        """Whether a frame given to the task may be pushed on past this edge at once: the
+        edge has nothing queued or in hand (so it overtakes nothing), runs, the processor
+        next to it has lanes, and the frame would not wait for room (downstream)."""
+        run = self._processor_run
+        nxt = self._next if direction is _DOWN else self._prev
+        return (
+            isinstance(run, ProcessorRun)
+            and nxt is not None
+            # (past an inline processor, which may turn the frame into several, the feed's
+            # way keeps queue_frame from waiting and the outputs of two frames apart)
+            and isinstance(nxt._processor_run, ProcessorRun)
+            and run.idle()
+            and (direction is not _DOWN or self.downstream_room() >= 1)
+        )
+
 
 class _SinkRun(ProcessorRun):
     """The run of a sink edge with ``take_at_once`` (see :class:`TaskEdge`)."""

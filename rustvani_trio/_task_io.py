@@ -62,10 +62,17 @@ class TaskInput:
         self.owner = owner
         self._send, self._recv = trio.open_memory_channel[tuple[Frame, FrameDirection]](math.inf)
         self._undelivered: list[Frame] = []
+        self._pending = 0  # queued and not yet delivered (or set aside)
+
+    @property
+    def idle(self) -> bool:
+        """Whether every frame queued so far has entered the pipeline (or was set aside)."""
+        return not self._pending
 
     def put(self, frame: Frame, direction: FrameDirection) -> None:
         """Queue a frame (never blocks)."""
         self._send.send_nowait((frame, direction))
+        self._pending += 1
 
     async def feed(
         self, entry: Callable[[FrameDirection], FrameProcessor], cancelling: Callable[[], bool]
@@ -73,10 +80,13 @@ class TaskInput:
         """Move the queued frames into the pipeline, through ``entry(direction)``, in order;
         once ``cancelling()``, keep them aside to be reported instead."""
         async for frame, direction in self._recv:
-            if cancelling():
-                self._undelivered.append(frame)
-                continue
-            await self.deliver(entry(direction), frame, direction)
+            try:
+                if cancelling():
+                    self._undelivered.append(frame)
+                    continue
+                await self.deliver(entry(direction), frame, direction)
+            finally:
+                self._pending -= 1
 
     async def deliver(
         self, entry: FrameProcessor, frame: Frame, direction: FrameDirection, *, past: bool = False

@@ -57,6 +57,7 @@ _DOWN = FrameDirection.DOWNSTREAM
 _UP = FrameDirection.UPSTREAM
 _NEW, _RUNNING, _ENDING = TaskPhase.NEW, TaskPhase.RUNNING, TaskPhase.ENDING
 _STOPPING, _CANCELLING, _FINISHED = TaskPhase.STOPPING, TaskPhase.CANCELLING, TaskPhase.FINISHED
+_ENDS = (EndFrame, StopFrame)  # (queued: they go through the edge, which ends with them)
 # The frames reaching the sink that the task does more with than report them.
 _AWAITED = (HeartbeatFrame, StartFrame, EndFrame, StopFrame, CancelFrame)
 
@@ -202,6 +203,21 @@ class PipelineTask:
             await self._input.deliver(self._entry(direction), frame, direction, past=True)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
+        if (
+            self._phase is _RUNNING
+            and self._started.is_set()
+            and self._input.idle
+            and not isinstance(frame, _ENDS)
+        ):
+            entry = self._entry(direction)
+            if entry._takes_past_at_once(direction):
+                # Nothing queued before it is still on its way in, and the edge is idle: the
+                # frame goes past the edge at once, as the feed would send it, without
+                # waking the feed and the edge for it (two scheduling rounds before the
+                # first processor sees a user's message).
+                await self._input.deliver(entry, frame, direction, past=True)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
         self._input.put(frame, direction)
         await trio.lowlevel.checkpoint()
 
@@ -352,7 +368,7 @@ class PipelineTask:
     async def _emit(self, event: str, *args: Any) -> None:
         await self._events.emit(event, self, *args)
 
-    def _entry(self, direction: FrameDirection) -> FrameProcessor:
+    def _entry(self, direction: FrameDirection) -> TaskEdge:
         return self._source if direction is _DOWN else self._sink
 
     async def _feed(self) -> None:

@@ -8,7 +8,10 @@ The fast paths under test (see docs/architecture.md, the concurrency model):
    ``on_interruption`` and ``push_frame``) and whose system loop is idle in the sender's task,
    on down a chain of such processors (a loop: ``processor._push_on``); an idle process
    loop is not woken by an interruption;
-3. ``push_frame``'s first case: down, to a processor with lanes.
+3. ``queue_frame`` pushes a frame past the source at once when nothing queued before it is
+   still on its way in, the source is idle and the first processor has lanes
+   (``TaskEdge._takes_past_at_once``);
+4. ``push_frame``'s first case: down, to a processor with lanes.
 
 Most tests here do *not* watch ``on_frame_reached_downstream`` (a handler there turns the sink's
 fast path off): what leaves the pipeline is recorded by a tail processor and by observers.
@@ -18,8 +21,7 @@ slow path's semantics (they passed before the commit that brought it, and failed
 told of a forwarded interruption deepest first, a RecursionError down a long chain of plain
 processors, a hook set on the instance skipped, a push_frame override not seeing the
 interruption it forwards, queue_frame waiting behind (and interleaving the outputs of) an inline
-processor at the head (when queue_frame could go past the source at once, a shortcut since
-taken out), and a processor's first frame, queued before its process task first
+processor at the head, and a processor's first frame, queued before its process task first
 ran, not starting a burst. Each is fixed; the tests keep them fixed.
 """
 

@@ -1569,10 +1569,37 @@ async def test_an_interruption_reaching_an_unwatched_idle_sink_does_not_wake_it(
 # =========================================================================== queue_frame
 
 
+class _TaskSteps(trio.abc.Instrument):
+    """Counts the steps of the task's feed and source tasks."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task.name.endswith((".feed", ".source.process")):
+            self.steps += 1
+
+
+async def test_a_frame_queued_to_an_idle_pipeline_goes_in_at_once() -> None:
+    # Nothing queued before it is on its way in and the source is idle: the frame is pushed
+    # past the source in the caller's task (the feed and the source are not woken for it).
+    steps = _TaskSteps()
+    recorder = Recorder(name="first")
+    task = PipelineTask(Pipeline([recorder]))
+    async with _running(task, steps):
+        base = steps.steps
+        await task.queue_frame(TextFrame(text="hello"))
+        await wait_all_tasks_blocked()
+        assert steps.steps == base
+        assert [f.text for f, _ in recorder.seen if isinstance(f, TextFrame)] == ["hello"]
+        await task.queue_frame(EndFrame())
+    assert task.finish_reason == "end"
+
+
 @pytest.mark.parametrize("max_buffer", [1, 4, 64])
 async def test_frames_queued_in_a_burst_keep_their_order(max_buffer: int) -> None:
-    # Against a slow first processor whose lane fills: the order is the order they were
-    # queued in.
+    # Some go in at once, some through the feed when the first processor's lane is full or
+    # the feed still holds earlier ones: the order is the order they were queued in.
     first = Sleeper(0.001, name="first", max_buffer=max_buffer)
     tail = Recorder(name="tail")
     task = PipelineTask(Pipeline([first, tail]))
