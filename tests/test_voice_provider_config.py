@@ -153,3 +153,32 @@ def test_the_testing_package_imports_without_the_speech_extras() -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("ImportError "), done.stdout
     assert "pip install 'rustvani-trio[tts-deepgram]'" in done.stdout
+
+
+async def test_a_fake_that_sends_after_the_client_closed_ends_that_connection_quietly() -> None:
+    # A script still sending (audio, say) after the client closed the connection must end
+    # that connection's script, not take the whole fake server down with wsproto's error.
+    pytest.importorskip("wsproto")
+    import trio_websocket
+
+    from rustvani_trio.testing._speech._wsserver import FakeSocket, open_ws_server
+    from rustvani_trio.testing._speech.harness import wait_until
+
+    scripts_done: list[str] = []
+
+    async def script(sock: FakeSocket) -> None:
+        assert await sock.receive() is None  # the client closed
+        try:
+            await sock.send("too late")
+        finally:
+            scripts_done.append(sock.path)
+
+    async with open_ws_server(script) as server:
+        url = f"ws://{server.host}:{server.port}"
+        async with trio_websocket.open_websocket_url(url + "/first") as ws:
+            await ws.aclose()
+        await wait_until(lambda: bool(scripts_done))
+        async with trio_websocket.open_websocket_url(url + "/second") as ws:
+            await ws.aclose()  # the server still accepts connections
+        await wait_until(lambda: len(scripts_done) == 2)
+    assert scripts_done == ["/first", "/second"]

@@ -130,7 +130,12 @@ class FakeSocket:
         event = (
             TextMessage(data=message) if isinstance(message, str) else BytesMessage(data=message)
         )
-        await self._write(self.ws.send(event))
+        try:
+            data = self.ws.send(event)
+        except LocalProtocolError as exc:  # the client closed the connection meanwhile
+            self._open = False
+            raise _Dropped from exc
+        await self._write(data)
 
     async def send_json(self, value: Any) -> None:
         await self.send(json.dumps(value))
