@@ -240,12 +240,6 @@ async def test_a_provider_closing_right_after_each_answer_loses_nothing() -> Non
 # ---------------------------------------------------------------------- audio heard: not resent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a connection lost before the flush after some of the answer's audio was heard "
-    "does not end the answer: its later sentences are still spoken on the next connection, "
-    "so the user hears sentence 1, then sentence 3, with sentence 2 skipped",
-)
 async def test_a_sentence_lost_after_audio_was_heard_ends_the_answer() -> None:
     # Deepgram synthesises each Speak as it comes. The first sentence is heard; the socket is
     # reaped as the second arrives (before the flush). The docstring: "part of the answer's
@@ -271,12 +265,6 @@ async def test_a_sentence_lost_after_audio_was_heard_ends_the_answer() -> None:
         assert audio_secs(live.recorder.frames) == pytest.approx(secs_of("One."), abs=0.001)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an answer given up before its flush (its connection closed MAX_RESENDS+1 times) "
-    "is not ended: text that follows is still spoken, while the error says the answer is not "
-    "spoken",
-)
 async def test_an_answer_given_up_before_its_flush_is_not_spoken_in_part() -> None:
     fake = FakeDeepgramTTS(api_key=KEY, faults=Faults(close_on_text=MAX_RESENDS + 1))
     async with open_fake_deepgram_tts(fake):
@@ -530,13 +518,6 @@ async def test_a_late_reply_on_the_resent_answer_is_not_sent_a_third_time() -> N
         assert audio_secs(live.recorder.frames) == pytest.approx(secs_of("Answered."), abs=0.001)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the reply clock armed by flush_tts while no connection is open keeps its old "
-    "deadline; Sarvam's next connection starts it before set_ready re-arms it (while the "
-    "config goes out), so the resent answer is given up as 'no reply within idle_timeout' "
-    "before any of it was sent",
-)
 @pytest.mark.parametrize("resend", [True, False], ids=["resent", "begun-while-down"])
 async def test_a_flush_queued_while_reconnecting_outlives_idle_timeout(resend: bool) -> None:
     # The answer's end (its flush) comes while the service backs off longer than

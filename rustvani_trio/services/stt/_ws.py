@@ -86,6 +86,7 @@ class WebSocketService(FrameProcessor):
         self._closing = False
         self._aborting = False
         self._rng = random.Random()
+        self._reply_awaited = False  # a reply is awaited, from the next ready connection
         #: connections opened so far in this run (for tests and logs)
         self.connection_count = 0
         #: whether the connection that ended last was given up because an awaited reply was
@@ -194,6 +195,9 @@ class WebSocketService(FrameProcessor):
         """Queued messages may go out on this connection."""
         self._ready.set()
         self._wake.set()
+        if self._reply_awaited:  # asked for while no connection was ready
+            self._reply_awaited = False
+            self._clock.expect_reply()
 
     @property
     def connected(self) -> bool:
@@ -201,11 +205,17 @@ class WebSocketService(FrameProcessor):
         return self._conn is not None and self._ready.is_set()
 
     def expect_reply(self) -> None:
-        """A reply is awaited: the provider must say something within ``idle_timeout``."""
-        self._clock.expect_reply()
+        """A reply is awaited: the provider must say something within ``idle_timeout``
+        (counted from now, or, while there is no connection, from when the next one is ready:
+        what was asked for is sent then)."""
+        if self._conn is not None:
+            self._clock.expect_reply()
+        else:
+            self._reply_awaited = True
 
     def reply_complete(self) -> None:
         """Nothing is awaited any more."""
+        self._reply_awaited = False
         self._clock.reply_complete()
 
     async def reconnect(self) -> None:
@@ -302,12 +312,12 @@ class WebSocketService(FrameProcessor):
     async def _give_up(self, message: str) -> None:
         lost = len(self._queue)
         self._queue.clear()
-        suffix = f" ({lost} message(s) not sent)" if lost else ""
-        await self.report(message + suffix)
         self._demand = trio.Event()  # the next send tries again
-        self._clock.reply_complete()
+        self.reply_complete()
         self.reply_was_late = False
         self.on_unreachable()  # release whatever waited for this provider
+        suffix = f" ({lost} message(s) not sent)" if lost else ""
+        await self.report(message + suffix)
 
     async def _session(self) -> _Outcome:
         outcome = _Outcome()

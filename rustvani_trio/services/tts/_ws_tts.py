@@ -13,8 +13,11 @@ answer's text is kept until the answer is over, so that:
   flush if it was sent) goes out again on the next connection -- nothing was heard, so
   nothing is heard twice; this happens at most :data:`MAX_RESENDS` times per answer, and
   not when the provider was given up for not answering (``idle_timeout``);
-* otherwise part of the answer's audio is lost: the answer ends there, and a non-fatal
-  error says so (sending the text again would repeat what the user already heard).
+* otherwise part of the answer's audio is lost: the answer ends there (the rest of its text
+  is not sent: the user would hear it after a gap), and a non-fatal error says so when the
+  answer's end comes (sending the text again would repeat what the user already heard).
+  The same holds for an answer sent again too often, and for one whose provider could not
+  be reached again.
 
 A provider names its text and flush messages, calls :meth:`answer_done` on its completion
 message, and says how it stops speaking.
@@ -57,12 +60,14 @@ class WebSocketTTSService(TTSService, WebSocketService):
         super().__init__(sample_rate=sample_rate, options=options, name=name)
         self._answer_done: trio.Event | None = None
         # The answer in progress: its text messages so far, whether its flush was sent,
-        # whether any of its audio arrived, how often it was sent again, and why part of it
-        # was lost (reported when it ends).
+        # whether any of its audio arrived, how often it was sent again, whether it ended
+        # early (lost with a connection: the rest of its text is dropped) and why (reported
+        # when the answer's end comes).
         self._answer_texts: list[Message] = []
         self._flushing = False
         self._heard = False
         self._resends = 0
+        self._over = False
         self._lost: str | None = None
 
     @abc.abstractmethod
@@ -75,12 +80,20 @@ class WebSocketTTSService(TTSService, WebSocketService):
         """The message that makes the provider finish the answer's audio."""
 
     async def run_tts(self, text: str) -> None:
+        if self._over:
+            return  # the answer ended early: the rest of it is not spoken
         message = self.text_message(text)
         if message is not None:
             self._answer_texts.append(message)
             self.send(message)
 
     async def flush_tts(self) -> None:
+        if self._over:
+            lost = self._lost
+            self._end_answer()
+            if lost is not None:
+                await self.report(lost)
+            return
         self._answer_done = done = trio.Event()
         self._flushing = True
         self.send(self.flush_message())
@@ -94,7 +107,7 @@ class WebSocketTTSService(TTSService, WebSocketService):
             await self.report(lost)
 
     async def push_audio(self, pcm: bytes, generation: int | None = None) -> bool:
-        if pcm and (generation is None or generation == self.generation):
+        if pcm and self._in_answer() and (generation is None or generation == self.generation):
             self._heard = True
         return await super().push_audio(pcm, generation)
 
@@ -117,7 +130,12 @@ class WebSocketTTSService(TTSService, WebSocketService):
         self._answer_texts = []
         self._flushing = self._heard = False
         self._resends = 0
+        self._over = False
         self._lost = None
+
+    def _in_answer(self) -> bool:
+        """Whether an answer's text or flush went out and the answer is not over."""
+        return (bool(self._answer_texts) or self._flushing) and not self._over
 
     def set_ready(self) -> None:
         super().set_ready()
@@ -125,8 +143,8 @@ class WebSocketTTSService(TTSService, WebSocketService):
             self.expect_reply()  # the flush was sent again on this connection
 
     def on_disconnected(self) -> None:
-        if not self._answer_texts and not self._flushing:
-            return  # between answers: nothing was lost
+        if not self._in_answer():
+            return  # between answers (or the answer already ended): nothing more is lost
         if (
             not self._heard
             and not self.reply_was_late
@@ -141,16 +159,21 @@ class WebSocketTTSService(TTSService, WebSocketService):
             if self._flushing:
                 self.send(self.flush_message())
             return
+        # The answer ends here: what is left of it is not sent (its audio would follow a gap,
+        # or come after the answer ended), and the reason is reported at the answer's end.
         if self._heard:
             self._lost = _LOST
         elif not self.reply_was_late:  # (a late reply was reported as such)
             self._lost = _NOT_SPOKEN
-        if self._flushing:
-            self.clear_queue()  # its audio would come after the answer ended
-            self.answer_done()
+        self._end_early()
 
     def on_unreachable(self) -> None:
-        # The provider cannot be reached: the answer ends (the error was reported).
-        self.answer_done()
-        if not self._flushing:
-            self._end_answer()
+        # The provider cannot be reached: the answer ends (the give-up was reported, with the
+        # messages it dropped).
+        if self._in_answer():
+            self._end_early()
+
+    def _end_early(self) -> None:
+        self._over = True
+        self.clear_queue()
+        self.answer_done()  # a flush in progress returns
