@@ -157,6 +157,10 @@ class OpenAILLMProcessor(FrameProcessor):
 
     async def run_turn(self, context: LLMContext) -> None:
         """Run one turn on ``context``: stream, run tool rounds, re-invoke, close the turn."""
+        # The turn's start needs no task switch of its own (the burst that wants its first
+        # frame handled at once is the answer's, armed at its first token): downstream sees
+        # it as soon as the request waits on the network.
+        self._unyielded = 0
         await self.push_frame(LLMFullResponseStart())
         self.start_processing_metrics()
         # When cancelled (interruption, CancelFrame) nothing below runs: the
