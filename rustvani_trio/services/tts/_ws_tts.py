@@ -38,10 +38,14 @@ __all__ = ["MAX_RESENDS", "WebSocketTTSService"]
 MAX_RESENDS = 2
 
 _LOST = "the connection ended before the answer's audio was complete; the rest of it is lost"
-_NOT_SPOKEN = (
-    f"the connection ended before any of the answer's audio arrived, {MAX_RESENDS + 1} times; "
-    "the answer is not spoken"
-)
+
+
+def _not_spoken(tries: int) -> str:
+    times = "once" if tries == 1 else f"{tries} times"
+    return (
+        f"the connection ended before any of the answer's audio arrived, {times}; "
+        "the answer is not spoken"
+    )
 
 
 class WebSocketTTSService(TTSService, WebSocketService):
@@ -164,7 +168,7 @@ class WebSocketTTSService(TTSService, WebSocketService):
         if self._heard:
             self._lost = _LOST
         elif not self.reply_was_late:  # (a late reply was reported as such)
-            self._lost = _NOT_SPOKEN
+            self._lost = _not_spoken(self._resends + 1)
         self._end_early()
 
     def on_unreachable(self) -> None:
