@@ -32,17 +32,35 @@ Handler = Callable[..., Awaitable[None] | None]
 
 
 class EventHandlers:
-    """Handlers by event name; each is called with the task first, sync or async, in order."""
+    """Handlers by event name; each is called with the task first, sync or async, in order.
+
+    Each event's handlers are a tuple replaced on every change, so a handler added or removed
+    while the event is being emitted (by a handler, say) takes effect from the next one.
+    """
 
     def __init__(self) -> None:
-        self._handlers: dict[str, list[Handler]] = {name: [] for name in EVENTS}
+        self._handlers: dict[str, tuple[Handler, ...]] = {name: () for name in EVENTS}
 
-    def add(self, event: str, handler: Handler) -> None:
+    def _check_event(self, event: str) -> None:
         if event not in self._handlers:
             raise ValueError(f"unknown event {event!r}; known events: {', '.join(EVENTS)}")
+
+    def add(self, event: str, handler: Handler) -> None:
+        self._check_event(event)
         if not callable(handler):
             raise TypeError(f"an event handler must be callable, got {handler!r:.80}")
-        self._handlers[event].append(handler)
+        self._handlers[event] = (*self._handlers[event], handler)
+
+    def remove(self, event: str, handler: Handler) -> None:
+        """Unregister ``handler`` from ``event`` (its latest registration, if it was added
+        more than once); ``ValueError`` if it is not registered there."""
+        self._check_event(event)
+        handlers = self._handlers[event]
+        for i in range(len(handlers) - 1, -1, -1):
+            if handlers[i] == handler:  # (equal: a bound method made again matches)
+                self._handlers[event] = handlers[:i] + handlers[i + 1 :]
+                return
+        raise ValueError(f"{handler!r:.80} is not a handler of {event!r}")
 
     def has(self, event: str) -> bool:
         """Whether ``event`` has a handler."""

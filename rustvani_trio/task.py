@@ -91,6 +91,9 @@ class PipelineTask:
       every frame that leaves either end of the pipeline;
     * ``on_idle_timeout(task)``; ``on_heartbeat(task, latency)``.
 
+    :meth:`remove_event_handler` unregisters one, at any time (a frame reaching the sink
+    while nothing watches ``on_frame_reached_downstream`` leaves in the sender's task again).
+
     The pipeline belongs to this task until the run has finished: building a second task (or
     a Pipeline) around it meanwhile raises ``ValueError``.
     """
@@ -168,6 +171,13 @@ class PipelineTask:
     def add_event_handler(self, event: str, handler: Handler) -> None:
         """Register ``handler`` for ``event`` (one of the names in the class docstring)."""
         self._events.add(event, handler)
+
+    def remove_event_handler(self, event: str, handler: Handler) -> None:
+        """Unregister ``handler`` from ``event``, before, during or after the run (a handler
+        added twice is removed once). Raises ``ValueError`` for an unknown event or a
+        handler that is not registered for it. An event being emitted as this is called
+        still reaches the handlers it started with."""
+        self._events.remove(event, handler)
 
     def event_handler(self, event: str) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`add_event_handler`."""

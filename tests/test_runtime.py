@@ -990,6 +990,96 @@ async def test_exception_in_an_event_handler_is_not_swallowed() -> None:
         await task.run()
 
 
+async def test_an_event_handler_removed_before_the_run_is_not_called() -> None:
+    task = PipelineTask(FrameProcessor())
+    calls: list[str] = []
+
+    def started(_task: PipelineTask) -> None:
+        calls.append("started")
+
+    task.add_event_handler("on_pipeline_started", started)
+    task.remove_event_handler("on_pipeline_started", started)
+    await task.queue_frame(EndFrame())
+    await task.run()
+    assert calls == []
+
+
+async def test_a_one_shot_handler_removes_itself_mid_run() -> None:
+    task = PipelineTask(FrameProcessor())
+    run = watch(task)
+    seen: list[str] = []
+
+    def first_text(task_: PipelineTask, frame: Frame) -> None:
+        if isinstance(frame, TextFrame):
+            seen.append(frame.text)
+            task_.remove_event_handler("on_frame_reached_downstream", first_text)
+
+    task.add_event_handler("on_frame_reached_downstream", first_text)
+    async with live(task) as lv:
+        await lv.send(TextFrame(text="a"), TextFrame(text="b"), TextFrame(text="c"))
+        await lv.wait_until(lambda: len(run.downstream_of(TextFrame)) == 3)
+    assert seen == ["a"]
+    # the other handler (the recorder) still sees every frame, in order
+    assert [f.text for f in run.downstream_of(TextFrame)] == ["a", "b", "c"]
+
+
+async def test_a_removed_watcher_sees_no_more_frames() -> None:
+    task = PipelineTask(FrameProcessor())
+    seen: list[Frame] = []
+
+    def watcher(_task: PipelineTask, frame: Frame) -> None:
+        seen.append(frame)
+
+    task.add_event_handler("on_frame_reached_downstream", watcher)
+    async with live(task, started=True) as lv:
+        await lv.send(TextFrame(text="watched"))
+        await lv.wait_until(lambda: any(isinstance(f, TextFrame) for f in seen), limit=5)
+        task.remove_event_handler("on_frame_reached_downstream", watcher)
+        await lv.send(TextFrame(text="unwatched"), settle=True)
+    assert [f.text for f in seen if isinstance(f, TextFrame)] == ["watched"]
+
+
+async def test_a_handler_removed_by_another_during_an_event_still_gets_that_event() -> None:
+    task = PipelineTask(FrameProcessor())
+    calls: list[str] = []
+
+    def second(_task: PipelineTask, frame: Frame) -> None:
+        if isinstance(frame, TextFrame):
+            calls.append(f"second:{frame.text}")
+
+    def first(task_: PipelineTask, frame: Frame) -> None:
+        if isinstance(frame, TextFrame):
+            calls.append(f"first:{frame.text}")
+            if frame.text == "a":
+                task_.remove_event_handler("on_frame_reached_downstream", second)
+
+    task.add_event_handler("on_frame_reached_downstream", first)
+    task.add_event_handler("on_frame_reached_downstream", second)
+    run = watch(task)
+    async with live(task) as lv:
+        await lv.send(TextFrame(text="a"), TextFrame(text="b"))
+        await lv.wait_until(lambda: len(run.downstream_of(TextFrame)) == 2)
+    assert calls == ["first:a", "second:a", "first:b"]
+
+
+def test_removing_a_handler_checks_the_event_and_the_handler() -> None:
+    task = PipelineTask(FrameProcessor())
+
+    def handler(_task: PipelineTask) -> None: ...
+
+    with pytest.raises(ValueError, match="unknown event 'on_started'"):
+        task.remove_event_handler("on_started", handler)
+    with pytest.raises(ValueError, match="is not a handler of 'on_pipeline_started'"):
+        task.remove_event_handler("on_pipeline_started", handler)
+    # added twice, removed once: registered once more
+    task.add_event_handler("on_pipeline_started", handler)
+    task.add_event_handler("on_pipeline_started", handler)
+    task.remove_event_handler("on_pipeline_started", handler)
+    task.remove_event_handler("on_pipeline_started", handler)
+    with pytest.raises(ValueError):
+        task.remove_event_handler("on_pipeline_started", handler)
+
+
 # =========================================================================== backpressure
 
 
