@@ -193,7 +193,8 @@ class PipelineTask:
 
         Frames queued before :meth:`run` wait and enter the pipeline, in order, once it has
         started. This never blocks; backpressure applies inside the pipeline. System frames
-        queued while the pipeline runs go in at once, overtaking queued data.
+        queued while the pipeline runs go in at once, overtaking queued data. A caller that
+        is already cancelled gets ``trio.Cancelled`` and nothing is queued.
         """
         if not isinstance(frame, Frame):
             hint = "; wrap text in TextFrame(text=...)" if isinstance(frame, str) else ""
@@ -205,6 +206,9 @@ class PipelineTask:
             )
         if self._phase is _FINISHED:
             raise RuntimeError(f"{self.name} has finished; it cannot take {frame.name}")
+        # A caller already cancelled queues nothing (trio's rule: an operation that raised
+        # Cancelled did not happen), whichever way the frame would have gone in.
+        await trio.lowlevel.checkpoint_if_cancelled()
         if self._idle is not None:
             self._idle.touch()
         if isinstance(frame, SystemFrame) and self._started.is_set():
@@ -229,7 +233,7 @@ class PipelineTask:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return
         self._input.put(frame, direction)
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def queue_frames(self, frames: Iterable[Frame]) -> None:
         """Queue several frames downstream, in order."""
