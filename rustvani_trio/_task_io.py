@@ -56,10 +56,13 @@ class EventHandlers:
         more than once); ``ValueError`` if it is not registered there."""
         self._check_event(event)
         handlers = self._handlers[event]
-        for i in range(len(handlers) - 1, -1, -1):
-            if handlers[i] == handler:  # (equal: a bound method made again matches)
-                self._handlers[event] = handlers[:i] + handlers[i + 1 :]
-                return
+        # The handler itself first; then one equal to it (a bound method made again is equal
+        # to, not the same object as, the one registered).
+        for same in (lambda h: h is handler, lambda h: h == handler):
+            for i in range(len(handlers) - 1, -1, -1):
+                if same(handlers[i]):
+                    self._handlers[event] = handlers[:i] + handlers[i + 1 :]
+                    return
         raise ValueError(f"{handler!r:.80} is not a handler of {event!r}")
 
     def has(self, event: str) -> bool:

@@ -1080,6 +1080,77 @@ def test_removing_a_handler_checks_the_event_and_the_handler() -> None:
         task.remove_event_handler("on_pipeline_started", handler)
 
 
+async def test_remove_event_handler_takes_that_handler_before_an_equal_one() -> None:
+    calls: list[str] = []
+
+    class Handler:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __eq__(self, other: object) -> bool:  # every Handler equals every other
+            return isinstance(other, Handler)
+
+        __hash__ = object.__hash__
+
+        def __call__(self, _task: PipelineTask) -> None:
+            calls.append(self.name)
+
+    first, second = Handler("first"), Handler("second")
+    task = PipelineTask(FrameProcessor())
+    task.add_event_handler("on_pipeline_started", first)
+    task.add_event_handler("on_pipeline_started", second)
+    task.remove_event_handler("on_pipeline_started", first)
+    await task.queue_frame(EndFrame())
+    await task.run()
+    assert calls == ["second"]
+
+
+class _Gate(FrameProcessor):
+    """Holds every TextFrame "hold" until ``release`` is set (max_buffer=1)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_buffer=1)
+        self.release = trio.Event()
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        if isinstance(frame, TextFrame) and frame.text == "hold":
+            await self.release.wait()
+        await self.push_frame(frame, direction)
+
+
+async def _queue_cancelled(task: PipelineTask, frame: Frame) -> None:
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await task.queue_frame(frame)
+        raise AssertionError("queue_frame did not raise Cancelled")  # pragma: no cover
+    assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize("state", ["before the run", "idle", "behind a full lane", "system"])
+async def test_queue_frame_from_a_cancelled_caller_queues_nothing(state: str) -> None:
+    # trio's rule, whatever way the frame would have gone in (past the idle source, through
+    # the task's input queue, before the run): an operation that raised Cancelled did not
+    # happen.
+    gate = _Gate()
+    task = PipelineTask(Pipeline([gate]))
+    run = watch(task)
+    ghost: Frame = (
+        UserStartedSpeakingFrame() if state == "system" else TextFrame(text="from cancelled code")
+    )
+    if state == "before the run":
+        await _queue_cancelled(task, ghost)
+    async with live(task) as lv:
+        if state == "behind a full lane":
+            await lv.send(TextFrame(text="hold"), TextFrame(text="queued"), settle=True)
+        if state != "before the run":
+            await _queue_cancelled(task, ghost)
+        gate.release.set()
+        await lv.send(TextFrame(text="after"))
+        await lv.wait_until(lambda: "after" in texts(run.downstream))
+    assert ghost not in run.downstream
+    assert ghost.id not in run.arrived
+
+
 # =========================================================================== backpressure
 
 
