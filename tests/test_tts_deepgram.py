@@ -258,11 +258,14 @@ async def test_provider_error_message_is_reported() -> None:
 async def test_a_silent_provider_times_out() -> None:
     fake = FakeDeepgramTTS(api_key=KEY, faults=Faults(silent=True))
     async with open_fake_deepgram_tts(fake):
-        async with live_pipeline([tts_for(fake)]) as live:
+        tts = tts_for(fake)
+        async with live_pipeline([tts]) as live:
             await live.send(*answer("Anyone there?"))
             await live.recorder.wait_for_kind(LLMFullResponseEnd, within=5)
             error = await live.wait_for_error()
-            await trio.sleep(0.1)  # the next connection opens: the answer is not sent again
+            # The next connection opens and is ready: a resend would go out on it now.
+            await wait_until(lambda: tts.connection_count == 2 and tts.connected)
+            await trio.sleep(0.05)
         assert "no reply within idle_timeout=0.5s" in error.error
         assert fake.texts == ["Anyone there?"] and fake.flushes == 1
 

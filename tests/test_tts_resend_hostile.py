@@ -30,12 +30,16 @@ from rustvani_trio.frames import (
     LLMFullResponseStart,
     LLMText,
     OutputAudioRawFrame,
+    TTSStartedFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
 )
+from rustvani_trio.pipeline import Pipeline
 from rustvani_trio.services.stt._ws import ReconnectPolicy, WebSocketOptions
 from rustvani_trio.services.tts._ws_tts import MAX_RESENDS, WebSocketTTSService
 from rustvani_trio.services.tts.deepgram import DeepgramTTSConfig, DeepgramTTSService
 from rustvani_trio.services.tts.sarvam import SarvamTTSConfig, SarvamTTSService
+from rustvani_trio.task import PipelineTask
 from rustvani_trio.testing import (
     FakeDeepgramTTS,
     FakeSarvamTTS,
@@ -45,7 +49,7 @@ from rustvani_trio.testing import (
 )
 from rustvani_trio.testing._speech._common import audio_for
 from rustvani_trio.testing._speech._wsserver import FakeSocket, open_ws_server
-from rustvani_trio.testing._speech.harness import LivePipeline, live_pipeline, wait_until
+from rustvani_trio.testing._speech.harness import LivePipeline, Recorder, live_pipeline, wait_until
 
 KEY = "resend-secret-key-987"
 # one character of text is 0.01 s of audio in both fakes
@@ -581,3 +585,63 @@ async def test_an_answer_longer_than_max_queued_is_reported_before_its_tail_is_h
         heard_at = live.recorder.times[live.recorder.index(first_audio)]
         assert reported_at[dropped] < heard_at
         assert audio_secs(live.recorder.frames) == pytest.approx(secs_of(*tail), abs=0.001)
+
+
+# ---------------------------------------------------------------------- (from a review)
+
+
+async def test_text_of_an_answer_that_ended_early_is_not_reported_as_spoken() -> None:
+    # Once an answer ended early (audio lost with its connection), its later text is not sent
+    # to the provider, and no TTSTextFrame (RTVI's bot-tts-text) says it was spoken.
+    fake = FakeDeepgramTTS(api_key=KEY, synthesize_on_speak=True)
+    async with open_fake_deepgram_tts(fake):
+        tts = _deepgram(fake, options())
+        async with live_pipeline([tts]) as live:
+            await live.send(LLMFullResponseStart(), LLMText(text="One. "))
+            await live.recorder.wait_for(
+                lambda frames: audio_secs(frames) >= secs_of("One.") - 1e-9
+            )
+            fake.faults.close_on_text = 1
+            await live.send(LLMText(text="Two. "))
+            await wait_until(lambda: tts.connection_count == 2)
+            await live.send(LLMText(text="Three."), LLMFullResponseEnd())
+            await live.recorder.wait_for_kind(LLMFullResponseEnd)
+            await live.end()
+        assert "Three." not in fake.texts
+        assert [f.text for f in live.recorder.of(TTSTextFrame)] == ["One.", "Two."]
+
+
+async def test_a_pipeline_run_again_after_a_cancel_mid_answer_speaks_its_first_answer() -> None:
+    # Run 1 is cancelled while an answer's text is out (no LLMFullResponseEnd yet). The
+    # pipeline is run again by a new task: its first answer is spoken, with no error left
+    # over from run 1 and its own TTSStartedFrame.
+    fake = FakeDeepgramTTS(api_key=KEY, faults=Faults(first_delay=5))
+    async with open_fake_deepgram_tts(fake):
+        tts = _deepgram(fake, options())
+        recorder = Recorder()
+        pipeline = Pipeline([tts, recorder])
+        first = PipelineTask(pipeline)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(first.run)
+            await first.queue_frames([LLMFullResponseStart(), LLMText(text="Cut by a hang-up. ")])
+            await wait_until(lambda: fake.texts == ["Cut by a hang-up."])
+            await first.cancel("hang up")
+        assert (first.finish_reason or "").startswith("cancel")
+
+        fake.faults.first_delay = 0
+        recorder.frames.clear()
+        errors: list[str] = []
+        second = PipelineTask(pipeline)
+        second.add_event_handler(
+            "on_frame_reached_upstream",
+            lambda _t, f: errors.append(f.error) if isinstance(f, ErrorFrame) else None,
+        )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(second.run)
+            await second.queue_frames(answer("Run two."))
+            await recorder.wait_for_kind(LLMFullResponseEnd)
+            await second.cancel("done")
+        assert errors == []
+        assert fake.texts == ["Cut by a hang-up.", "Run two."]
+        assert audio_secs(recorder.frames) == pytest.approx(secs_of("Run two."), abs=0.001)
+        assert recorder.of(TTSStartedFrame)

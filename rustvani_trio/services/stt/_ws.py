@@ -228,6 +228,10 @@ class WebSocketService(FrameProcessor):
 
     async def on_start(self, frame: StartFrame) -> None:
         self._closing = self._aborting = False
+        # Nothing is carried over from a run before (one cancelled with messages queued).
+        self._queue.clear()
+        self._dropped = 0
+        self.reply_complete()
         self._demand = trio.Event()
         self._demand.set()  # connect at once, so the first answer does not wait for it
         await self.start_task(self._service)

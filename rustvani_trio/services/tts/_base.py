@@ -16,6 +16,7 @@ from ...frames import (
     LLMFullResponseStart,
     LLMText,
     OutputAudioRawFrame,
+    StartFrame,
     TextFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
@@ -93,8 +94,9 @@ class TTSService(FrameProcessor):
     # ------------------------------------------------------------------ subclass API
 
     @abc.abstractmethod
-    async def run_tts(self, text: str) -> None:
-        """Send one piece of the answer's text for synthesis."""
+    async def run_tts(self, text: str) -> bool | None:
+        """Send one piece of the answer's text for synthesis; ``False`` when it was not sent
+        (then no :class:`TTSTextFrame` reports it as spoken)."""
 
     @abc.abstractmethod
     async def flush_tts(self) -> None:
@@ -184,8 +186,8 @@ class TTSService(FrameProcessor):
             self._carry = b""
             self.start_ttfb_metrics()
             await self.push_frame(TTSStartedFrame())
-        await self.run_tts(text)
-        await self.push_frame(TTSTextFrame(text=text))
+        if await self.run_tts(text) is not False:
+            await self.push_frame(TTSTextFrame(text=text))
 
     async def _finish(self) -> None:
         rest, self._pending = self._pending, ""
@@ -194,6 +196,16 @@ class TTSService(FrameProcessor):
             await self.flush_tts()
             self._speaking = False
             await self.push_frame(TTSStoppedFrame())
+
+    async def on_start(self, frame: StartFrame) -> None:
+        # A run starts with no answer, even when the pipeline's run before was cancelled in
+        # the middle of one.
+        self._pending = ""
+        self._speaking = False
+        self._carry = b""
+        self._first_audio = True
+        self._push_scopes.clear()
+        await super().on_start(frame)
 
     async def on_interruption(self, frame: InterruptionFrame) -> None:
         self._generation += 1

@@ -29,6 +29,7 @@ import abc
 
 import trio
 
+from ...frames import StartFrame
 from ..stt._ws import Message, WebSocketOptions, WebSocketService
 from ._base import TTSService
 
@@ -83,13 +84,15 @@ class WebSocketTTSService(TTSService, WebSocketService):
     def flush_message(self) -> Message:
         """The message that makes the provider finish the answer's audio."""
 
-    async def run_tts(self, text: str) -> None:
+    async def run_tts(self, text: str) -> bool:
         if self._over:
-            return  # the answer ended early: the rest of it is not spoken
+            return False  # the answer ended early: the rest of it is not spoken
         message = self.text_message(text)
-        if message is not None:
-            self._answer_texts.append(message)
-            self.send(message)
+        if message is None:
+            return False
+        self._answer_texts.append(message)
+        self.send(message)
+        return True
 
     async def flush_tts(self) -> None:
         if self._over:
@@ -141,9 +144,13 @@ class WebSocketTTSService(TTSService, WebSocketService):
         """Whether an answer's text or flush went out and the answer is not over."""
         return (bool(self._answer_texts) or self._flushing) and not self._over
 
+    async def on_start(self, frame: StartFrame) -> None:
+        self._end_answer()  # (a run before may have been cancelled mid-answer)
+        await super().on_start(frame)
+
     def set_ready(self) -> None:
         super().set_ready()
-        if self._flushing:
+        if self._flushing and not self._over:
             self.expect_reply()  # the flush was sent again on this connection
 
     def on_disconnected(self) -> None:

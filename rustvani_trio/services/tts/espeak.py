@@ -56,6 +56,10 @@ class EspeakTTSService(TTSService):
         self._job_scope: trio.CancelScope | None = None
 
     async def on_start(self, frame: StartFrame) -> None:
+        await super().on_start(frame)
+        self._jobs.clear()  # (left by a run cancelled mid-answer)
+        self._idle = trio.Event()
+        self._idle.set()
         await self.start_task(self._worker)
 
     # ------------------------------------------------------------------ TTSService
