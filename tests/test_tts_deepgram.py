@@ -144,6 +144,29 @@ async def test_interruption_clears_and_drops_late_audio() -> None:
         assert not live.errors
 
 
+async def test_a_stale_flushed_after_an_interruption_does_not_end_the_next_answer() -> None:
+    # The interrupted answer's flush had finished at the provider as the Clear came: its
+    # Flushed arrives (before Cleared) after the next answer's flush went out. It must not be
+    # taken for the next answer's: that answer ends when its own audio is in.
+    fake = FakeDeepgramTTS(
+        api_key=KEY, chunk_bytes=960, faults=Faults(chunk_delay=0.01, flushed_before_cleared=0.1)
+    )
+    async with open_fake_deepgram_tts(fake):
+        async with live_pipeline([tts_for(fake)]) as live:
+            await live.send(*answer("This answer is cut off by the user. " * 3))
+            await live.recorder.wait_for_kind(OutputAudioRawFrame, 2)
+            await live.send(InterruptionFrame())
+            await live.recorder.wait_for_kind(InterruptionFrame)
+            await wait_until(lambda: fake.clears == 1)
+            await live.send(*answer("Next."))
+            await live.recorder.wait_for_kind(TTSStoppedFrame)
+        rec = live.recorder
+        second = rec.index(rec.of(LLMFullResponseStart)[1])
+        stopped = rec.index(rec.of(TTSStoppedFrame)[0])
+        assert audio_secs(rec.frames[second:stopped]) == pytest.approx(0.05, abs=0.001)
+        assert not [f for f in rec.frames[stopped:] if isinstance(f, OutputAudioRawFrame)]
+
+
 async def test_wrong_key_is_reported_once_without_the_key() -> None:
     async with open_fake_deepgram_tts(FakeDeepgramTTS(api_key="the-right-key")) as fake:
         async with live_pipeline([tts_for(fake)]) as live:

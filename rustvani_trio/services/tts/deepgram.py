@@ -107,7 +107,11 @@ class DeepgramTTSService(WebSocketTTSService):
         data = json.loads(message)
         kind = data.get("type")
         if kind == "Flushed":
-            self.answer_done()
+            # Between our Clear and its Cleared, a Flushed is the interrupted answer's (its
+            # flush had finished as the Clear came), never the next answer's: the provider
+            # handles messages in order, and the next answer's Flush went out after the Clear.
+            if not self._clearing:
+                self.answer_done()
         elif kind == "Cleared":
             self._clearing = False
         elif kind == "Warning":

@@ -38,6 +38,9 @@ class Faults:
         close_on_text: close the connection (code 1000, "idle timeout") when a text message
             arrives, without answering it, this many times (TTS fakes): a provider that
             reaps an idle socket just as the client's next text goes out on it.
+        flushed_before_cleared: (Deepgram) on Clear, wait this many seconds, then answer
+            ``Flushed`` (for the flush it had finished as the Clear came) before ``Cleared``:
+            the stale ``Flushed`` reaches a client that may have sent its next answer meanwhile.
     """
 
     idle_close_after: float | None = None
@@ -51,6 +54,7 @@ class Faults:
     first_delay: float = 0.0
     silent: bool = False
     close_on_text: int = 0
+    flushed_before_cleared: float | None = None
 
 
 def audio_for(text: str, sample_rate: int, secs_per_char: float = 0.01) -> bytes:

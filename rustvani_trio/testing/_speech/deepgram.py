@@ -26,7 +26,7 @@ class FakeDeepgramTTS:
     is refused at the handshake with 401. Faults: ``error`` (an ``Error`` message, then
     ``close_code``), ``warning`` (a ``Warning`` message before the audio), ``silent``,
     ``drop_after_chunks``, ``first_delay`` / ``chunk_delay``, ``idle_close_after``,
-    ``close_on_text``, ``stop_reading_after``.
+    ``close_on_text``, ``flushed_before_cleared``, ``stop_reading_after``.
     """
 
     api_key: str = "test-key"
@@ -106,6 +106,9 @@ class FakeDeepgramTTS:
                     worker_scope.cancel()
                     worker_scope = trio.CancelScope()
                     nursery.start_soon(self._worker, sock, jobs_recv, sent_on_conn, worker_scope)
+                    if faults.flushed_before_cleared is not None:
+                        await trio.sleep(faults.flushed_before_cleared)
+                        await sock.send_json({"type": "Flushed", "sequence_id": self.flushes})
                     await sock.send_json({"type": "Cleared", "sequence_id": self.clears})
                 elif kind == "Close":
                     await sock.close(1000)
