@@ -181,6 +181,10 @@ class WebSocketService(FrameProcessor):
         """Forget messages not sent yet."""
         self._queue.clear()
 
+    def queue_room(self) -> int:
+        """How many more messages :meth:`send` takes before it drops the oldest."""
+        return self.options.max_queued - len(self._queue)
+
     async def send_now(self, message: Message) -> None:
         """Send at once on the open connection (for :meth:`on_connected`), under
         ``send_timeout``. Raises ``trio_websocket.ConnectionClosed`` when there is none."""

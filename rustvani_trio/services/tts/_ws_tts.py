@@ -41,6 +41,13 @@ MAX_RESENDS = 2
 _LOST = "the connection ended before the answer's audio was complete; the rest of it is lost"
 
 
+def _too_long(limit: int) -> str:
+    return (
+        f"the answer went past max_queued={limit} messages while the connection was down; "
+        "the rest of it is not spoken"
+    )
+
+
 def _not_spoken(tries: int) -> str:
     times = "once" if tries == 1 else f"{tries} times"
     return (
@@ -90,11 +97,20 @@ class WebSocketTTSService(TTSService, WebSocketService):
         message = self.text_message(text)
         if message is None:
             return False
+        if self.queue_room() < 1:
+            # The queue's bound would drop the answer's beginning: it ends here instead (no
+            # gap inside an answer).
+            self._lost = _too_long(self.options.max_queued)
+            self._end_early()
+            return False
         self._answer_texts.append(message)
         self.send(message)
         return True
 
     async def flush_tts(self) -> None:
+        if not self._over and self.queue_room() < 1:
+            self._lost = _too_long(self.options.max_queued)
+            self._end_early()
         if self._over:
             lost = self._lost
             self._end_answer()
@@ -162,9 +178,14 @@ class WebSocketTTSService(TTSService, WebSocketService):
             and not self._closing
             and self._resends < MAX_RESENDS
         ):
-            # Nothing of the answer was heard: it all goes out again on the next connection.
-            self._resends += 1
+            # Nothing of the answer was heard: it all goes out again on the next connection
+            # (if it fits in the queue: else it ends here, not spoken).
             self.clear_queue()  # the part not sent yet is in _answer_texts too
+            if len(self._answer_texts) + self._flushing > self.queue_room():
+                self._lost = _too_long(self.options.max_queued)
+                self._end_early()
+                return
+            self._resends += 1
             for message in self._answer_texts:
                 self.send(message)
             if self._flushing:
