@@ -65,7 +65,9 @@ class DeepgramTTSService(WebSocketTTSService):
     def __init__(self, config: DeepgramTTSConfig, *, name: str | None = None) -> None:
         super().__init__(sample_rate=config.sample_rate, options=config.options, name=name or None)
         self.config = config
-        self._clearing = False
+        # Clears sent and not yet answered by Cleared (a count: two interruptions can come
+        # before the first Cleared); audio and Flushed are the interrupted answers' meanwhile.
+        self._clears_pending = 0
 
     def ws_url(self) -> str:
         query: dict[str, str | int] = {
@@ -94,14 +96,14 @@ class DeepgramTTSService(WebSocketTTSService):
     async def stop_tts(self) -> None:
         self.abandon_answer()  # sentences not sent yet are simply not sent
         if self.connected:
-            self._clearing = True
+            self._clears_pending += 1
             self.send(json.dumps({"type": "Clear"}))
 
     # ------------------------------------------------------------------ WebSocketService
 
     async def on_message(self, message: str | bytes) -> None:
         if isinstance(message, bytes):
-            if message and not self._clearing:
+            if message and not self._clears_pending:
                 await self.push_audio(message)
             return
         data = json.loads(message)
@@ -110,10 +112,10 @@ class DeepgramTTSService(WebSocketTTSService):
             # Between our Clear and its Cleared, a Flushed is the interrupted answer's (its
             # flush had finished as the Clear came), never the next answer's: the provider
             # handles messages in order, and the next answer's Flush went out after the Clear.
-            if not self._clearing:
+            if not self._clears_pending:
                 self.answer_done()
         elif kind == "Cleared":
-            self._clearing = False
+            self._clears_pending = max(0, self._clears_pending - 1)
         elif kind == "Warning":
             text = data.get("warn_msg") or data.get("description") or message
             code = data.get("warn_code")
@@ -138,7 +140,7 @@ class DeepgramTTSService(WebSocketTTSService):
         return f"Deepgram closed the connection with code {code}{text}", code != 1008
 
     def on_disconnected(self) -> None:
-        self._clearing = False
+        self._clears_pending = 0
         super().on_disconnected()
 
     async def before_close(self) -> None:
