@@ -258,11 +258,6 @@ def assert_no_key(errors: list[str]) -> None:
 # ---------------------------------------------------------------------- Deepgram: Clear / Cleared
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DeepgramTTSService._clearing is a flag, not a count: the first Cleared ends the "
-    "wait for the second Clear's, and that Clear's stale Flushed then ends the next answer",
-)
 async def test_two_interruptions_before_the_first_cleared_keep_the_next_answer_whole() -> None:
     # The user barges in twice in quick succession: the second answer (already flushed) is
     # interrupted before Deepgram's Cleared for the first interruption came back. That
@@ -517,11 +512,6 @@ async def test_sarvam_two_interruptions_back_to_back() -> None:
 CYCLES = 12
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on_disconnected counts a resend for an answer whose text never went out on the "
-    "connection that ended (queued while the interruption's reconnect was closing it)",
-)
 async def test_sarvam_resends_after_the_interruption_reconnect_are_counted_fairly() -> None:
     # The next answer comes right behind an interruption (its text may be queued while the
     # old connection is still closing), and the provider then reaps the new socket on its
@@ -706,12 +696,6 @@ class BusySarvam:
                 await sock.send_json({"type": "event", "data": {"event_type": "final"}})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EndFrame while the interruption's reconnect closes the old connection: _shutdown "
-    "cancels the service scope, killing trio-websocket's reader, so the shielded aclose() "
-    "cannot see the close reply and waits out close_timeout",
-)
 async def test_sarvam_end_right_behind_an_interruption_does_not_wait_out_close_timeout() -> None:
     # Sarvam's interruption closes its connection (a close handshake) and opens a new one.
     # The provider answers the close a little late (busy synthesising); the session ends

@@ -93,6 +93,7 @@ class WebSocketService(FrameProcessor):
         #: late (``idle_timeout``), rather than closed or dropped (read in
         #: :meth:`on_disconnected`)
         self.reply_was_late = False
+        self._conn_closing = False  # the last connection's clean close is under way
 
     @property
     def options(self) -> WebSocketOptions:
@@ -185,6 +186,12 @@ class WebSocketService(FrameProcessor):
         """How many more messages :meth:`send` takes before it drops the oldest."""
         return self.options.max_queued - len(self._queue)
 
+    def unsent(self, messages: list[Message]) -> int:
+        """How many of ``messages`` (these very objects, given to :meth:`send`) are still
+        queued: not sent yet, on this connection or any other."""
+        mine = {id(m) for m in messages}
+        return sum(1 for m in self._queue if id(m) in mine)
+
     async def send_now(self, message: Message) -> None:
         """Send at once on the open connection (for :meth:`on_connected`), under
         ``send_timeout``. Raises ``trio_websocket.ConnectionClosed`` when there is none."""
@@ -259,7 +266,7 @@ class WebSocketService(FrameProcessor):
         self._closing = True
         if self._session_scope is not None:
             self._session_scope.cancel()
-        if self._conn is None and self._service_scope is not None:
+        if self._conn is None and not self._conn_closing and self._service_scope is not None:
             # Connecting or backing off: nothing to close cleanly, and neither is waited for.
             self._service_scope.cancel()
         if self._service_scope is not None and self._service_done is not None:
@@ -379,8 +386,18 @@ class WebSocketService(FrameProcessor):
             self.reply_was_late = outcome.late
             self.on_disconnected()
             if not self._aborting:
-                with trio.CancelScope(shield=True), trio.move_on_after(self.options.close_timeout):
-                    await conn.aclose()
+                # (_shutdown leaves the service scope alone meanwhile: cancelling it would stop
+                # the connection's reader, and the close would wait out close_timeout for a
+                # reply it could no longer read)
+                self._conn_closing = True
+                try:
+                    with (
+                        trio.CancelScope(shield=True),
+                        trio.move_on_after(self.options.close_timeout),
+                    ):
+                        await conn.aclose()
+                finally:
+                    self._conn_closing = False
             conn_nursery.cancel_scope.cancel()
 
     async def _reader(

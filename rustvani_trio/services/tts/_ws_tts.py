@@ -37,6 +37,9 @@ __all__ = ["MAX_RESENDS", "WebSocketTTSService"]
 
 #: how many times one answer is sent again after its connection ended before any audio
 MAX_RESENDS = 2
+# Queued again for a connection that ended before anything went out on it (no try of the
+# answer's): bounded too, against a provider that closes every connection at once.
+_MAX_REQUEUES = 2 * MAX_RESENDS + 2
 
 _LOST = "the connection ended before the answer's audio was complete; the rest of it is lost"
 
@@ -76,9 +79,11 @@ class WebSocketTTSService(TTSService, WebSocketService):
         # early (lost with a connection: the rest of its text is dropped) and why (reported
         # when the answer's end comes).
         self._answer_texts: list[Message] = []
+        self._flush: Message | None = None  # the flush message sent (while _flushing)
         self._flushing = False
         self._heard = False
         self._resends = 0
+        self._requeues = 0
         self._over = False
         self._lost: str | None = None
 
@@ -119,7 +124,8 @@ class WebSocketTTSService(TTSService, WebSocketService):
             return
         self._answer_done = done = trio.Event()
         self._flushing = True
-        self.send(self.flush_message())
+        self._flush = self.flush_message()
+        self.send(self._flush)
         self.expect_reply()
         try:
             await done.wait()
@@ -151,8 +157,10 @@ class WebSocketTTSService(TTSService, WebSocketService):
         self.reply_complete()
         self._answer_done = None
         self._answer_texts = []
+        self._flush = None
         self._flushing = self._heard = False
         self._resends = 0
+        self._requeues = 0
         self._over = False
         self._lost = None
 
@@ -177,19 +185,24 @@ class WebSocketTTSService(TTSService, WebSocketService):
             and not self.reply_was_late
             and not self._closing
             and self._resends < MAX_RESENDS
+            and self._requeues < _MAX_REQUEUES
         ):
             # Nothing of the answer was heard: it all goes out again on the next connection
             # (if it fits in the queue: else it ends here, not spoken).
+            messages = [*self._answer_texts, *([self._flush] if self._flush is not None else [])]
+            tried = self.unsent(messages) < len(messages)  # some of it went out on this one
             self.clear_queue()  # the part not sent yet is in _answer_texts too
             if len(self._answer_texts) + self._flushing > self.queue_room():
                 self._lost = _too_long(self.options.max_queued)
                 self._end_early()
                 return
-            self._resends += 1
-            for message in self._answer_texts:
+            self._requeues += 1
+            if tried:
+                # (a connection that ended before any of the answer went out on it, one
+                # closing as the answer was queued, say, is no try of the answer's)
+                self._resends += 1
+            for message in messages:
                 self.send(message)
-            if self._flushing:
-                self.send(self.flush_message())
             return
         # The answer ends here: what is left of it is not sent (its audio would follow a gap,
         # or come after the answer ended), and the reason is reported at the answer's end.
