@@ -336,11 +336,6 @@ class NoClearedDeepgram:
             await sock.send_json({"type": "Flushed", "sequence_id": 1})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with no Cleared, DeepgramTTSService stays 'clearing': the next answer's audio and "
-    "Flushed are dropped and it ends silent, reported as 'no reply within idle_timeout'",
-)
 async def test_a_cleared_that_never_comes_does_not_silence_the_answers_after_it() -> None:
     # Deepgram never answers the Clear of an interruption (a provider bug, or a Cleared lost
     # with a proxy). The client must not drop every later answer's audio for ever: the next

@@ -23,6 +23,7 @@ import logging
 from urllib.parse import urlencode
 
 import attrs
+import trio
 
 from ..._text import excerpt
 from ..._validators import positive
@@ -68,6 +69,7 @@ class DeepgramTTSService(WebSocketTTSService):
         # Clears sent and not yet answered by Cleared (a count: two interruptions can come
         # before the first Cleared); audio and Flushed are the interrupted answers' meanwhile.
         self._clears_pending = 0
+        self._clears_sent = 0
 
     def ws_url(self) -> str:
         query: dict[str, str | int] = {
@@ -97,7 +99,24 @@ class DeepgramTTSService(WebSocketTTSService):
         self.abandon_answer()  # sentences not sent yet are simply not sent
         if self.connected:
             self._clears_pending += 1
+            self._clears_sent += 1
             self.send(json.dumps({"type": "Clear"}))
+            self.start_task_soon(self._await_cleared, self._clears_sent)
+
+    async def _await_cleared(self, clear: int) -> None:
+        """A Clear unanswered after ``idle_timeout`` (a provider bug, a lost message) would
+        have every later answer's audio dropped: the connection is reopened instead, and the
+        answer waiting meanwhile (none of it was heard) goes out again on the new one."""
+        await trio.sleep(self.options.idle_timeout)
+        if self._clears_pending and clear == self._clears_sent and not self._closing:
+            logger.warning(
+                "%s: %s did not answer Clear within idle_timeout=%ss; reconnecting",
+                self.name,
+                self.service,
+                self.options.idle_timeout,
+            )
+            self._clears_pending = 0
+            await self.reconnect()
 
     # ------------------------------------------------------------------ WebSocketService
 
