@@ -17,7 +17,7 @@ the API key.
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -26,6 +26,21 @@ import pytest
 import trio
 
 pytest.importorskip("trio_websocket")
+
+from tts_providers import (
+    BOTH,
+    DEEPGRAM,
+    KEY,
+    SARVAM,
+    Provider,
+    answer,
+    audio_secs,
+    deepgram_tts,
+    sarvam_tts,
+    secs_of,
+    serving,
+)
+from tts_providers import options as tts_options
 
 from rustvani_trio.frames import (
     ErrorFrame,
@@ -43,91 +58,24 @@ from rustvani_trio.pipeline import Pipeline
 from rustvani_trio.processor import FrameProcessor
 from rustvani_trio.services.stt._ws import ReconnectPolicy, WebSocketOptions
 from rustvani_trio.services.tts._base import TTSService
-from rustvani_trio.services.tts._ws_tts import WebSocketTTSService
-from rustvani_trio.services.tts.deepgram import DeepgramTTSConfig, DeepgramTTSService
-from rustvani_trio.services.tts.sarvam import SarvamTTSConfig, SarvamTTSService
 from rustvani_trio.task import PipelineTask
 from rustvani_trio.testing import (
     FakeDeepgramTTS,
-    FakeSarvamTTS,
     Faults,
     open_fake_deepgram_tts,
-    open_fake_sarvam_tts,
 )
 from rustvani_trio.testing._speech._common import audio_for
 from rustvani_trio.testing._speech._wsserver import FakeSocket, open_ws_server
 from rustvani_trio.testing._speech.harness import Recorder, wait_until
 
-KEY = "lifecycle-secret-key-4242"
-PER_CHAR = 0.01  # one character of text is 0.01 s of audio in both fakes
-FAST = ReconnectPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05)
 # a backoff long enough for a test to act while the service waits to reconnect
 SLOW = ReconnectPolicy(max_attempts=5, initial_delay=0.4, max_delay=0.4, jitter=0)
 GUARD = 5.0  # hang guards (never a speed check)
-
-Fake = FakeDeepgramTTS | FakeSarvamTTS
+_deepgram, _sarvam = deepgram_tts, sarvam_tts
 
 
 def options(**kw: Any) -> WebSocketOptions:
-    base: dict[str, Any] = dict(
-        connect_timeout=2,
-        send_timeout=1,
-        idle_timeout=0.5,
-        close_timeout=0.5,
-        keepalive_interval=None,
-        reconnect=FAST,
-    )
-    base.update(kw)
-    return WebSocketOptions(**base)
-
-
-@attrs.define
-class Provider:
-    name: str
-    make_fake: Callable[..., Fake]
-    serve: Callable[[Any], Any]
-    make_tts: Callable[..., WebSocketTTSService]
-
-
-def _deepgram(fake: Any, opts: WebSocketOptions) -> WebSocketTTSService:
-    assert fake.server is not None
-    return DeepgramTTSService(
-        DeepgramTTSConfig(api_key=KEY, base_url=fake.server.url, options=opts)
-    )
-
-
-def _sarvam(fake: Any, opts: WebSocketOptions) -> WebSocketTTSService:
-    assert fake.server is not None
-    url = fake.server.url + "/text-to-speech/ws"
-    return SarvamTTSService(SarvamTTSConfig(api_key=KEY, url=url, options=opts))
-
-
-DEEPGRAM = Provider(
-    "deepgram", lambda **kw: FakeDeepgramTTS(api_key=KEY, **kw), open_fake_deepgram_tts, _deepgram
-)
-SARVAM = Provider(
-    "sarvam", lambda **kw: FakeSarvamTTS(api_key=KEY, **kw), open_fake_sarvam_tts, _sarvam
-)
-BOTH = pytest.mark.parametrize("provider", [DEEPGRAM, SARVAM], ids=lambda p: p.name)
-
-
-@asynccontextmanager
-async def serving(provider: Provider, **fake_kw: Any) -> AsyncIterator[Any]:
-    fake = provider.make_fake(**fake_kw)
-    async with provider.serve(fake):
-        yield fake
-
-
-def answer(*pieces: str) -> list[Frame]:
-    return [LLMFullResponseStart(), *(LLMText(text=p) for p in pieces), LLMFullResponseEnd()]
-
-
-def secs_of(*texts: str) -> float:
-    return sum(len(t) for t in texts) * PER_CHAR
-
-
-def audio_secs(frames: list[Frame]) -> float:
-    return sum(f.duration for f in frames if isinstance(f, OutputAudioRawFrame))
+    return tts_options(**{"close_timeout": 0.5, **kw})
 
 
 # ---------------------------------------------------------------------- runs of one pipeline

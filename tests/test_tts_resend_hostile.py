@@ -11,8 +11,6 @@ Sarvam servers over real loopback WebSockets.
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -20,6 +18,22 @@ import pytest
 import trio
 
 pytest.importorskip("trio_websocket")
+
+from tts_providers import (
+    BOTH,
+    DEEPGRAM,
+    KEY,
+    PER_CHAR,
+    SARVAM,
+    Provider,
+    answer,
+    audio_secs,
+    deepgram_tts,
+    options,
+    sarvam_tts,
+    secs_of,
+    serving,
+)
 
 from rustvani_trio.frames import (
     CancelFrame,
@@ -35,10 +49,9 @@ from rustvani_trio.frames import (
     TTSTextFrame,
 )
 from rustvani_trio.pipeline import Pipeline
-from rustvani_trio.services.stt._ws import ReconnectPolicy, WebSocketOptions
-from rustvani_trio.services.tts._ws_tts import MAX_RESENDS, WebSocketTTSService
+from rustvani_trio.services.stt._ws import ReconnectPolicy
+from rustvani_trio.services.tts._ws_tts import MAX_RESENDS
 from rustvani_trio.services.tts.deepgram import DeepgramTTSConfig, DeepgramTTSService
-from rustvani_trio.services.tts.sarvam import SarvamTTSConfig, SarvamTTSService
 from rustvani_trio.task import PipelineTask
 from rustvani_trio.testing import (
     FakeDeepgramTTS,
@@ -51,76 +64,9 @@ from rustvani_trio.testing._speech._common import audio_for
 from rustvani_trio.testing._speech._wsserver import FakeSocket, open_ws_server
 from rustvani_trio.testing._speech.harness import LivePipeline, Recorder, live_pipeline, wait_until
 
-KEY = "resend-secret-key-987"
-# one character of text is 0.01 s of audio in both fakes
-PER_CHAR = 0.01
-FAST = ReconnectPolicy(max_attempts=3, initial_delay=0.01, max_delay=0.05)
 # a reconnect that waits long enough for a test to act while the answer is pending
 SLOW = ReconnectPolicy(max_attempts=5, initial_delay=0.3, max_delay=0.3, jitter=0)
-
-Fake = FakeDeepgramTTS | FakeSarvamTTS
-
-
-def options(**kw: Any) -> WebSocketOptions:
-    base: dict[str, Any] = dict(
-        connect_timeout=2,
-        send_timeout=1,
-        idle_timeout=0.5,
-        close_timeout=1,
-        keepalive_interval=None,
-        reconnect=FAST,
-    )
-    base.update(kw)
-    return WebSocketOptions(**base)
-
-
-@attrs.define
-class Provider:
-    """One provider under test: how to make its fake, serve it, and make its service."""
-
-    name: str
-    make_fake: Callable[..., Fake]
-    serve: Callable[[Any], Any]
-    make_tts: Callable[..., WebSocketTTSService]
-
-
-def _deepgram(fake: Any, opts: WebSocketOptions, **kw: Any) -> WebSocketTTSService:
-    assert fake.server is not None
-    config = DeepgramTTSConfig(api_key=KEY, base_url=fake.server.url, options=opts, **kw)
-    return DeepgramTTSService(config)
-
-
-def _sarvam(fake: Any, opts: WebSocketOptions, **kw: Any) -> WebSocketTTSService:
-    assert fake.server is not None
-    url = fake.server.url + "/text-to-speech/ws"
-    return SarvamTTSService(SarvamTTSConfig(api_key=KEY, url=url, options=opts, **kw))
-
-
-DEEPGRAM = Provider(
-    "deepgram",
-    lambda **kw: FakeDeepgramTTS(api_key=KEY, **kw),
-    open_fake_deepgram_tts,
-    _deepgram,
-)
-SARVAM = Provider(
-    "sarvam",
-    lambda **kw: FakeSarvamTTS(api_key=KEY, **kw),
-    open_fake_sarvam_tts,
-    _sarvam,
-)
-BOTH = pytest.mark.parametrize("provider", [DEEPGRAM, SARVAM], ids=lambda p: p.name)
-
-
-def answer(*pieces: str) -> list[Frame]:
-    return [LLMFullResponseStart(), *(LLMText(text=p) for p in pieces), LLMFullResponseEnd()]
-
-
-def audio_secs(frames: list[Frame]) -> float:
-    return sum(f.duration for f in frames if isinstance(f, OutputAudioRawFrame))
-
-
-def secs_of(*texts: str) -> float:
-    return sum(len(t) for t in texts) * PER_CHAR
+_deepgram, _sarvam = deepgram_tts, sarvam_tts
 
 
 def sarvam_secs(*texts: str) -> float:
@@ -148,13 +94,6 @@ def dead_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"ws://127.0.0.1:{port}"
-
-
-@asynccontextmanager
-async def serving(provider: Provider, **fake_kw: Any) -> AsyncIterator[Any]:
-    fake = provider.make_fake(**fake_kw)
-    async with provider.serve(fake):
-        yield fake
 
 
 # ---------------------------------------------------------------------- nothing heard: resent
