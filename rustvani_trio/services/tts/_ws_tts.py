@@ -11,13 +11,18 @@ answer's text is kept until the answer is over, so that:
 
 * when nothing of the answer's audio had arrived yet, the whole answer (its text, and its
   flush if it was sent) goes out again on the next connection -- nothing was heard, so
-  nothing is heard twice; this happens at most :data:`MAX_RESENDS` times per answer, and
-  not when the provider was given up for not answering (``idle_timeout``);
+  nothing is heard twice; this happens at most :data:`MAX_RESENDS` times per answer (a
+  connection that ended before any of the answer went out on it is no try), and not when
+  the provider was given up for not answering (``idle_timeout``);
 * otherwise part of the answer's audio is lost: the answer ends there (the rest of its text
   is not sent: the user would hear it after a gap), and a non-fatal error says so when the
   answer's end comes (sending the text again would repeat what the user already heard).
-  The same holds for an answer sent again too often, and for one whose provider could not
-  be reached again.
+  The same holds for an answer sent again too often, for one whose provider could not be
+  reached again, and for one that does not fit in ``max_queued`` while the connection is
+  down (the queue's bound would drop its beginning).
+
+Text that is not sent gets no :class:`~rustvani_trio.frames.TTSTextFrame`, and every run
+starts with no answer (a pipeline cancelled in the middle of one can be run again).
 
 A provider names its text and flush messages, calls :meth:`answer_done` on its completion
 message, and says how it stops speaking.
