@@ -13,6 +13,7 @@ connects and refusals need none).
 
 from __future__ import annotations
 
+import itertools
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -251,3 +252,37 @@ async def test_a_bad_url_is_reported_once_and_not_retried(
         await live.end()
     assert "attempt 1" in error.error
     check_errors(live, "Deepgram TTS")
+
+
+@pytest.mark.parametrize("service", list(PROVIDERS))
+async def test_a_provider_that_ends_every_connection_at_once_is_reopened_with_backoff(
+    service: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Accepts the handshake, then closes at once (1000), saying nothing, every time. The
+    # first such connection is reopened at once (as an idle close is); from the second on
+    # the policy's backoff applies, instead of a tight connect loop. The pipeline goes on.
+    from rustvani_trio.testing._speech._wsserver import FakeSocket, open_ws_server
+
+    opened: list[float] = []
+
+    async def close_at_once(sock: FakeSocket) -> None:
+        opened.append(trio.current_time())
+        # (a tight loop would never let the virtual clock move: fail instead of hanging)
+        assert len(opened) < 50, "reconnected in a tight loop"
+        await sock.close(1000)
+
+    async with open_ws_server(close_at_once) as server:
+        url = f"ws://{server.host}:{server.port}"
+        async with live_pipeline([PROVIDERS[service](url, OPTIONS)]) as live:
+            await trio.sleep(10)
+            await live.send(TextFrame(text="still here"))
+            await live.recorder.wait_for(
+                lambda frames: any(
+                    isinstance(f, TextFrame) and f.text == "still here" for f in frames
+                )
+            )
+    gaps = [b - a for a, b in itertools.pairwise(opened)]
+    assert len(opened) >= 4, opened
+    # initial_delay 1 s, doubling, no jitter: 1, 2, 4, 8 ... after the first quick close
+    assert all(gap >= POLICY.initial_delay for gap in gaps[1:]), gaps
+    assert len(opened) < 12, opened

@@ -49,6 +49,11 @@ logger = logging.getLogger("rustvani_trio")
 Message = str | bytes
 
 
+# A connection that ends sooner than this after it was opened, the provider having said
+# nothing on it, was ended "at once" (see _service_loop).
+_QUICK_SECONDS = 1.0
+
+
 @attrs.define
 class _Outcome:
     """Why a connection ended."""
@@ -57,6 +62,8 @@ class _Outcome:
     retry: bool = True
     #: the provider did not answer within ``idle_timeout`` (the connection was given up)
     late: bool = False
+    #: the provider sent something on the connection
+    heard: bool = False
 
 
 class WebSocketService(FrameProcessor):
@@ -293,10 +300,12 @@ class WebSocketService(FrameProcessor):
     async def _service_loop(self) -> None:
         policy = self.options.reconnect
         failures = 0
+        quick = 0  # connections in a row the provider ended at once, saying nothing
         while not self._closing:
             await self._demand.wait()
             if self._closing:
                 return
+            opened = trio.current_time()
             try:
                 outcome = await self._session()
             except ConnectFailed as failure:
@@ -323,6 +332,17 @@ class WebSocketService(FrameProcessor):
                     await self.report(f"{outcome.error}; reconnecting")
                 else:
                     await self._give_up(outcome.error)
+                    quick = 0
+                    continue
+            if outcome.heard or trio.current_time() - opened >= _QUICK_SECONDS:
+                quick = 0
+            else:
+                # A provider that ends every connection at once would have us reconnect in a
+                # tight loop: from the second such connection in a row on, the policy's
+                # backoff applies (the first is reopened at once, as an idle close is).
+                quick += 1
+                if quick > 1:
+                    await trio.sleep(policy.delay(quick - 1, self._rng))
 
     async def _give_up(self, message: str) -> None:
         lost = len(self._queue)
@@ -406,6 +426,7 @@ class WebSocketService(FrameProcessor):
         try:
             while True:
                 message = await conn.get_message()
+                outcome.heard = True
                 self._clock.heard()  # the provider is talking: an awaited reply's clock restarts
                 try:
                     await self.on_message(message)

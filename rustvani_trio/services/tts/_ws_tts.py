@@ -43,8 +43,9 @@ __all__ = ["MAX_RESENDS", "WebSocketTTSService"]
 #: how many times one answer is sent again after its connection ended before any audio
 MAX_RESENDS = 2
 # Queued again for a connection that ended before anything went out on it (no try of the
-# answer's): bounded too, against a provider that closes every connection at once.
-_MAX_REQUEUES = 2 * MAX_RESENDS + 2
+# answer's): bounded too, against a provider that ends every connection at once (reopened
+# with the reconnect policy's backoff).
+_MAX_REQUEUES = 2 * MAX_RESENDS
 
 _LOST = "the connection ended before the answer's audio was complete; the rest of it is lost"
 
@@ -214,7 +215,7 @@ class WebSocketTTSService(TTSService, WebSocketService):
         if self._heard:
             self._lost = _LOST
         elif not self.reply_was_late:  # (a late reply was reported as such)
-            self._lost = _not_spoken(self._resends + 1)
+            self._lost = _not_spoken(self._requeues + 1)
         self._end_early()
 
     def on_unreachable(self) -> None:
