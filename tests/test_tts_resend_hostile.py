@@ -208,6 +208,25 @@ async def test_a_sentence_lost_after_audio_was_heard_ends_the_answer() -> None:
         assert audio_secs(live.recorder.frames) == pytest.approx(secs_of("One."), abs=0.001)
 
 
+async def test_an_answer_that_lost_audio_and_is_then_interrupted_still_reports_the_loss() -> None:
+    fake = FakeDeepgramTTS(api_key=KEY, synthesize_on_speak=True)
+    async with open_fake_deepgram_tts(fake):
+        tts = _deepgram(fake, options())
+        async with live_pipeline([tts]) as live:
+            await live.send(LLMFullResponseStart(), LLMText(text="One. "))
+            await live.recorder.wait_for(
+                lambda frames: audio_secs(frames) >= secs_of("One.") - 1e-9
+            )
+            fake.faults.close_on_text = 1
+            await live.send(LLMText(text="Two. "))
+            await wait_until(lambda: tts.connection_count == 2)
+            await live.send(InterruptionFrame())
+            await live.wait_for_error()
+            await live.end()
+        assert len(errors_with(live, "the rest of it is lost")) == 1
+        assert audio_secs(live.recorder.frames) == pytest.approx(secs_of("One."), abs=0.001)
+
+
 async def test_an_answer_given_up_before_its_flush_is_not_spoken_in_part() -> None:
     fake = FakeDeepgramTTS(api_key=KEY, faults=Faults(close_on_text=MAX_RESENDS + 1))
     async with open_fake_deepgram_tts(fake):

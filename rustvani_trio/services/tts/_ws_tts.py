@@ -34,7 +34,7 @@ import abc
 
 import trio
 
-from ...frames import StartFrame
+from ...frames import InterruptionFrame, StartFrame
 from ..stt._ws import Message, WebSocketOptions, WebSocketService
 from ._base import TTSService
 
@@ -177,6 +177,14 @@ class WebSocketTTSService(TTSService, WebSocketService):
     async def on_start(self, frame: StartFrame) -> None:
         self._end_answer()  # (a run before may have been cancelled mid-answer)
         await super().on_start(frame)
+
+    async def on_interruption(self, frame: InterruptionFrame) -> None:
+        # An answer that had already ended early (its audio lost with a connection) and is
+        # now interrupted still reports the loss: the connection trouble is worth knowing.
+        lost = self._lost if self._over else None
+        await super().on_interruption(frame)
+        if lost is not None:
+            await self.report(lost)
 
     def set_ready(self) -> None:
         super().set_ready()
