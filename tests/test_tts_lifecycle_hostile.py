@@ -66,7 +66,7 @@ from rustvani_trio.testing import (
 )
 from rustvani_trio.testing._speech._common import audio_for
 from rustvani_trio.testing._speech._wsserver import FakeSocket, open_ws_server
-from rustvani_trio.testing._speech.harness import Recorder, wait_until
+from rustvani_trio.testing._speech.harness import Recorder, live_pipeline, wait_until
 
 # a backoff long enough for a test to act while the service waits to reconnect
 SLOW = ReconnectPolicy(max_attempts=5, initial_delay=0.4, max_delay=0.4, jitter=0)
@@ -658,3 +658,63 @@ async def test_sarvam_end_right_behind_an_interruption_does_not_wait_out_close_t
                 await end(run)
         assert run.task.finish_reason == "end"
         assert_cut(segments(run.frames)[0])
+
+
+# ---------------------------------------------------------------------- (from a review)
+
+# A backoff long enough that a connection held back by it cannot open during a test.
+HELD_BACK = ReconnectPolicy(max_attempts=3, initial_delay=60.0, max_delay=60.0, jitter=0.0)
+
+
+async def test_sarvam_barge_ins_soon_after_a_reconnect_are_not_backed_off() -> None:
+    # Sarvam says nothing on a new connection until it has audio, and reopens the connection
+    # on every interruption (reconnect()). A user who barges in twice, each time before the
+    # answer's first audio and within a second of the connection opening, has the service
+    # end two "quiet, quick" connections in a row: ac6199b takes that for a provider that
+    # closes every connection at once and holds the next connection back by the reconnect
+    # policy's backoff, so the third answer waits (0.5 s, 1 s, 2 s ... with the default
+    # policy; 60 s here). The connections were ended by us, not by the provider.
+    async with serving(SARVAM, faults=Faults(first_delay=0.8)) as fake:
+        server = fake.server
+        opts = WebSocketOptions(
+            connect_timeout=2,
+            send_timeout=1,
+            idle_timeout=5,
+            close_timeout=1,
+            keepalive_interval=None,
+            reconnect=HELD_BACK,
+        )
+        tts = sarvam_tts(fake, opts)
+        async with live_pipeline([tts]) as live:
+            await wait_until(lambda: tts.connected)
+            for n in (1, 2):
+                await live.send(*answer(f"Answer number {n} is a fine one."))
+                await live.recorder.wait_for_kind(TTSStartedFrame, n)
+                await trio.sleep(0.2)  # before the first audio (first_delay=0.8)
+                await live.send(InterruptionFrame())
+                if n == 1:
+                    await wait_until(lambda: len(server.connections) == 2)
+                    await wait_until(lambda: tts.connected)
+            await live.send(*answer("The third answer."))
+            # The third connection opens at once (not held back by the 60 s backoff).
+            await wait_until(lambda: len(server.connections) == 3, within=5)
+
+
+async def test_a_healthy_connection_does_not_end_an_answer_as_past_max_queued() -> None:
+    # ee399ef ends an answer when the outbound queue is full, "while the connection was
+    # down". But the queue also fills on a healthy, ready connection: the sentences of one
+    # LLMText are queued by run_tts one after another with no checkpoint between them, so
+    # the writer cannot drain the queue meanwhile. Six sentences in one text frame with
+    # max_queued=4: the answer is cut after four, and the error blames a connection that
+    # never went down.
+
+    text = "One is here. Two is here. Three is here. Four is here. Five is here. Six is here. "
+    async with serving(SARVAM) as fake:
+        tts = SARVAM.make_tts(fake, options(max_queued=4))
+        async with live_pipeline([tts]) as live:
+            await wait_until(lambda: tts.connected)
+            await live.send(*answer(text))
+            await live.recorder.wait_for_kind(TTSStoppedFrame)
+        assert tts.connection_count == 1  # the connection never went down
+        assert [e.error for e in live.errors] == []
+        assert len(live.recorder.of(TTSTextFrame)) == 6

@@ -10,6 +10,9 @@ run, in a *service task* started in the run's nursery at StartFrame:
   that stops reading is detected), and the connection's clocks (``_ws_clock``:
   ``idle_timeout`` while a reply is awaited; keep-alives after ``keepalive_interval``
   without a send);
+* a connection the provider ends within a second of its opening, having said nothing, is
+  reopened at once the first time and with the policy's backoff from the second in a row (no
+  tight loop against a provider that closes every connection at once);
 * a lost connection is reopened with exponential backoff and jitter; after
   ``max_attempts`` failures (or at once for a rejected key) the error is reported and the
   service waits until something is sent again;
@@ -64,6 +67,10 @@ class _Outcome:
     late: bool = False
     #: the provider sent something on the connection
     heard: bool = False
+    #: the provider ended the connection (closed or dropped it), not we
+    ended_by_provider: bool = False
+    #: when the connection was open (its handshake done)
+    opened: float = 0.0
 
 
 class WebSocketService(FrameProcessor):
@@ -177,8 +184,10 @@ class WebSocketService(FrameProcessor):
         await self.push_error(text)
 
     def send(self, message: Message) -> None:
-        """Queue a message for the provider (sent once connected and ready)."""
-        if len(self._queue) >= self.options.max_queued:
+        """Queue a message for the provider (sent once connected and ready). While there is
+        no ready connection, at most ``max_queued`` are kept (the oldest are dropped, and the
+        loss is reported); while there is one, the writer is emptying the queue."""
+        if len(self._queue) >= self.options.max_queued and not self.connected:
             self._queue.popleft()
             self._dropped += 1
         self._queue.append(message)
@@ -195,7 +204,9 @@ class WebSocketService(FrameProcessor):
 
     def unsent(self, messages: list[Message]) -> int:
         """How many of ``messages`` (these very objects, given to :meth:`send`) are still
-        queued: not sent yet, on this connection or any other."""
+        queued: not sent yet, on this connection or any other. Told apart by identity: each
+        message given to :meth:`send` must be an object of its own (as ``json.dumps``
+        makes), not a shared constant."""
         mine = {id(m) for m in messages}
         return sum(1 for m in self._queue if id(m) in mine)
 
@@ -305,7 +316,6 @@ class WebSocketService(FrameProcessor):
             await self._demand.wait()
             if self._closing:
                 return
-            opened = trio.current_time()
             try:
                 outcome = await self._session()
             except ConnectFailed as failure:
@@ -334,8 +344,12 @@ class WebSocketService(FrameProcessor):
                     await self._give_up(outcome.error)
                     quick = 0
                     continue
-            if outcome.heard or trio.current_time() - opened >= _QUICK_SECONDS:
-                quick = 0
+            if (
+                not outcome.ended_by_provider
+                or outcome.heard
+                or trio.current_time() - outcome.opened >= _QUICK_SECONDS
+            ):
+                quick = 0  # (our own reconnects, a late reply, a connection that lived)
             else:
                 # A provider that ends every connection at once would have us reconnect in a
                 # tight loop: from the second such connection in a row on, the policy's
@@ -377,6 +391,7 @@ class WebSocketService(FrameProcessor):
             raise connect_failure(exc, self.options) from None
         self._conn = conn
         self.connection_count += 1
+        outcome.opened = trio.current_time()
         try:
             with trio.CancelScope() as session:
                 self._session_scope = session
@@ -434,6 +449,7 @@ class WebSocketService(FrameProcessor):
                     logger.debug("%s: on_message failed", self.name, exc_info=exc)
                     await self.report(f"could not handle a message: {type(exc).__name__}: {exc}")
         except trio_websocket.ConnectionClosed as closed:
+            outcome.ended_by_provider = not self._closing
             reason = closed.reason
             code = reason.code if reason is not None else 1006
             text = (reason.reason or "") if reason is not None else ""

@@ -12,8 +12,9 @@ answer's text is kept until the answer is over, so that:
 * when nothing of the answer's audio had arrived yet, the whole answer (its text, and its
   flush if it was sent) goes out again on the next connection -- nothing was heard, so
   nothing is heard twice; this happens at most :data:`MAX_RESENDS` times per answer (a
-  connection that ended before any of the answer went out on it is no try), and not when
-  the provider was given up for not answering (``idle_timeout``);
+  connection that ended before any of the answer went out on it is no try; such requeues are
+  bounded too, at ``2 * MAX_RESENDS``), and not when the provider was given up for not
+  answering (``idle_timeout``);
 * otherwise part of the answer's audio is lost: the answer ends there (the rest of its text
   is not sent: the user would hear it after a gap), and a non-fatal error says so when the
   answer's end comes (sending the text again would repeat what the user already heard).
@@ -108,9 +109,9 @@ class WebSocketTTSService(TTSService, WebSocketService):
         message = self.text_message(text)
         if message is None:
             return False
-        if self.queue_room() < 1:
+        if not self.connected and self.queue_room() < 1:
             # The queue's bound would drop the answer's beginning: it ends here instead (no
-            # gap inside an answer).
+            # gap inside an answer). (While connected, the writer empties the queue.)
             self._lost = _too_long(self.options.max_queued)
             self._end_early()
             return False
@@ -119,7 +120,7 @@ class WebSocketTTSService(TTSService, WebSocketService):
         return True
 
     async def flush_tts(self) -> None:
-        if not self._over and self.queue_room() < 1:
+        if not self._over and not self.connected and self.queue_room() < 1:
             self._lost = _too_long(self.options.max_queued)
             self._end_early()
         if self._over:
@@ -210,11 +211,12 @@ class WebSocketTTSService(TTSService, WebSocketService):
                 self._lost = _too_long(self.options.max_queued)
                 self._end_early()
                 return
-            self._requeues += 1
             if tried:
+                self._resends += 1
+            else:
                 # (a connection that ended before any of the answer went out on it, one
                 # closing as the answer was queued, say, is no try of the answer's)
-                self._resends += 1
+                self._requeues += 1
             for message in messages:
                 self.send(message)
             return
@@ -223,7 +225,7 @@ class WebSocketTTSService(TTSService, WebSocketService):
         if self._heard:
             self._lost = _LOST
         elif not self.reply_was_late:  # (a late reply was reported as such)
-            self._lost = _not_spoken(self._requeues + 1)
+            self._lost = _not_spoken(self._resends + self._requeues + 1)
         self._end_early()
 
     def on_unreachable(self) -> None:

@@ -4,7 +4,9 @@ Protocol (``wss://api.deepgram.com/v1/speak``): the voice, ``encoding=linear16``
 ``sample_rate`` in the query, ``Authorization: Token <key>``; ``{"type": "Speak", "text"}``
 per sentence, ``{"type": "Flush"}`` at the end of an answer (answered by ``Flushed`` once
 its audio was sent), ``{"type": "Clear"}`` on an interruption (answered by ``Cleared``; the
-connection stays open). Audio arrives as binary messages of raw PCM; ``Metadata``,
+connection stays open; audio and ``Flushed`` until every Clear is answered are the
+interrupted answer's and dropped; a Clear unanswered after ``idle_timeout`` reopens the
+connection). Audio arrives as binary messages of raw PCM; ``Metadata``,
 ``Warning`` and ``Error`` messages are text.
 """
 
@@ -115,8 +117,7 @@ class DeepgramTTSService(WebSocketTTSService):
                 self.service,
                 self.options.idle_timeout,
             )
-            self._clears_pending = 0
-            await self.reconnect()
+            await self.reconnect()  # (the new connection starts with no Clear pending)
 
     # ------------------------------------------------------------------ WebSocketService
 
