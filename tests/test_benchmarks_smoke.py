@@ -147,3 +147,22 @@ def test_voice_benchmark_quick_run(tmp_path: Path) -> None:
             assert f"{key}_median" in result
         assert "framework_share_median" in result
     assert {"vad_chunk_ms_p50", "espeak_realtime_factor"} <= set(doc["micro"])
+
+
+@pytest.mark.parametrize("scenario", ["tool", "burst"])
+def test_the_wakeup_counter_prints_both_contestants(scenario: str) -> None:
+    # python -m benchmarks.wakeups: counts per round for the raw client and for us; the
+    # raw client's one task wakes once per batch, ours has processors of their own.
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.wakeups", "--scenario", scenario, "--turns", "2"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    heads = [line for line in lines if "scheduler batches" in line]
+    assert [h.split(",")[0] for h in heads] == ["httpx-sse (trio)", "rustvani-trio"]
+    assert any("OpenAILLMProcessor.process" in line for line in lines)
