@@ -81,13 +81,12 @@ class WebSocketTTSService(TTSService, WebSocketService):
     ) -> None:
         super().__init__(sample_rate=sample_rate, options=options, name=name)
         self._answer_done: trio.Event | None = None
-        # The answer in progress: its text messages so far, whether its flush was sent,
+        # The answer in progress: its text messages so far, its flush message once sent,
         # whether any of its audio arrived, how often it was sent again, whether it ended
         # early (lost with a connection: the rest of its text is dropped) and why (reported
         # when the answer's end comes).
         self._answer_texts: list[Message] = []
-        self._flush: Message | None = None  # the flush message sent (while _flushing)
-        self._flushing = False
+        self._flush: Message | None = None
         self._heard = False
         self._resends = 0
         self._requeues = 0
@@ -109,28 +108,20 @@ class WebSocketTTSService(TTSService, WebSocketService):
         message = self.text_message(text)
         if message is None:
             return False
-        if not self.connected and self.queue_room() < 1:
-            # The queue's bound would drop the answer's beginning: it ends here instead (no
-            # gap inside an answer). (While connected, the writer empties the queue.)
-            self._lost = _too_long(self.options.max_queued)
-            self._end_early()
+        if self._ends_for_want_of_room():
             return False
         self._answer_texts.append(message)
         self.send(message)
         return True
 
     async def flush_tts(self) -> None:
-        if not self._over and not self.connected and self.queue_room() < 1:
-            self._lost = _too_long(self.options.max_queued)
-            self._end_early()
-        if self._over:
+        if self._over or self._ends_for_want_of_room():
             lost = self._lost
             self._end_answer()
             if lost is not None:
                 await self.report(lost)
             return
         self._answer_done = done = trio.Event()
-        self._flushing = True
         self._flush = self.flush_message()
         self.send(self._flush)
         self.expect_reply()
@@ -165,7 +156,7 @@ class WebSocketTTSService(TTSService, WebSocketService):
         self._answer_done = None
         self._answer_texts = []
         self._flush = None
-        self._flushing = self._heard = False
+        self._heard = False
         self._resends = 0
         self._requeues = 0
         self._over = False
@@ -173,7 +164,17 @@ class WebSocketTTSService(TTSService, WebSocketService):
 
     def _in_answer(self) -> bool:
         """Whether an answer's text or flush went out and the answer is not over."""
-        return (bool(self._answer_texts) or self._flushing) and not self._over
+        return (bool(self._answer_texts) or self._flush is not None) and not self._over
+
+    def _ends_for_want_of_room(self) -> bool:
+        """While there is no connection, the queue's bound would drop the answer's beginning
+        to take one more of its messages: the answer ends here instead (no gap inside an
+        answer). While connected, the writer empties the queue."""
+        if self.connected or self.queue_room() >= 1:
+            return False
+        self._lost = _too_long(self.options.max_queued)
+        self._end_early()
+        return True
 
     async def on_start(self, frame: StartFrame) -> None:
         self._end_answer()  # (a run before may have been cancelled mid-answer)
@@ -189,7 +190,7 @@ class WebSocketTTSService(TTSService, WebSocketService):
 
     def set_ready(self) -> None:
         super().set_ready()
-        if self._flushing and not self._over:
+        if self._flush is not None and not self._over:
             self.expect_reply()  # the flush was sent again on this connection
 
     def on_disconnected(self) -> None:
@@ -207,7 +208,7 @@ class WebSocketTTSService(TTSService, WebSocketService):
             messages = [*self._answer_texts, *([self._flush] if self._flush is not None else [])]
             tried = self.unsent(messages) < len(messages)  # some of it went out on this one
             self.clear_queue()  # the part not sent yet is in _answer_texts too
-            if len(self._answer_texts) + self._flushing > self.queue_room():
+            if len(messages) > self.queue_room():
                 self._lost = _too_long(self.options.max_queued)
                 self._end_early()
                 return
