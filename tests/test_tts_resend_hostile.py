@@ -11,6 +11,8 @@ Sarvam servers over real loopback WebSockets.
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
@@ -183,11 +185,12 @@ async def test_a_provider_closing_right_after_each_answer_loses_nothing() -> Non
 # ---------------------------------------------------------------------- audio heard: not resent
 
 
-async def test_a_sentence_lost_after_audio_was_heard_ends_the_answer() -> None:
-    # Deepgram synthesises each Speak as it comes. The first sentence is heard; the socket is
-    # reaped as the second arrives (before the flush). The docstring: "part of the answer's
-    # audio is lost: the answer ends there". The third sentence must not be heard after a gap
-    # where the second should have been.
+@asynccontextmanager
+async def one_heard_then_two_lost() -> AsyncIterator[tuple[FakeDeepgramTTS, LivePipeline]]:
+    """An answer whose first sentence, "One.", was heard and whose second, "Two.", was lost:
+    Deepgram synthesises each Speak as it comes, and reaps the socket as "Two." arrives
+    (before the flush). Yields the fake and the pipeline on the next connection; the block
+    ends the run."""
     fake = FakeDeepgramTTS(api_key=KEY, synthesize_on_speak=True)
     async with open_fake_deepgram_tts(fake):
         tts = _deepgram(fake, options())
@@ -199,32 +202,32 @@ async def test_a_sentence_lost_after_audio_was_heard_ends_the_answer() -> None:
             fake.faults.close_on_text = 1
             await live.send(LLMText(text="Two. "))
             await wait_until(lambda: tts.connection_count == 2)
-            await live.send(LLMText(text="Three."), LLMFullResponseEnd())
-            await live.recorder.wait_for_kind(LLMFullResponseEnd)
+            yield fake, live
             await live.end()
-        assert fake.texts[:2] == ["One.", "Two."]  # "Two." was sent once and never answered
-        assert errors_with(live, "the rest of it is lost")
-        # Only the first sentence was heard: the answer ended where its audio was lost.
-        assert audio_secs(live.recorder.frames) == pytest.approx(secs_of("One."), abs=0.001)
+
+
+async def test_a_sentence_lost_after_audio_was_heard_ends_the_answer() -> None:
+    # The docstring: "part of the answer's audio is lost: the answer ends there". The third
+    # sentence must not be heard after a gap where the second should have been, nor sent to
+    # the provider, nor reported as spoken (no TTSTextFrame, RTVI's bot-tts-text; this part
+    # from a review).
+    async with one_heard_then_two_lost() as (fake, live):
+        await live.send(LLMText(text="Three."), LLMFullResponseEnd())
+        await live.recorder.wait_for_kind(LLMFullResponseEnd)
+    assert fake.texts[:2] == ["One.", "Two."]  # "Two." was sent once and never answered
+    assert "Three." not in fake.texts
+    assert errors_with(live, "the rest of it is lost")
+    # Only the first sentence was heard: the answer ended where its audio was lost.
+    assert audio_secs(live.recorder.frames) == pytest.approx(secs_of("One."), abs=0.001)
+    assert [f.text for f in live.recorder.of(TTSTextFrame)] == ["One.", "Two."]
 
 
 async def test_an_answer_that_lost_audio_and_is_then_interrupted_still_reports_the_loss() -> None:
-    fake = FakeDeepgramTTS(api_key=KEY, synthesize_on_speak=True)
-    async with open_fake_deepgram_tts(fake):
-        tts = _deepgram(fake, options())
-        async with live_pipeline([tts]) as live:
-            await live.send(LLMFullResponseStart(), LLMText(text="One. "))
-            await live.recorder.wait_for(
-                lambda frames: audio_secs(frames) >= secs_of("One.") - 1e-9
-            )
-            fake.faults.close_on_text = 1
-            await live.send(LLMText(text="Two. "))
-            await wait_until(lambda: tts.connection_count == 2)
-            await live.send(InterruptionFrame())
-            await live.wait_for_error()
-            await live.end()
-        assert len(errors_with(live, "the rest of it is lost")) == 1
-        assert audio_secs(live.recorder.frames) == pytest.approx(secs_of("One."), abs=0.001)
+    async with one_heard_then_two_lost() as (_fake, live):
+        await live.send(InterruptionFrame())
+        await live.wait_for_error()
+    assert len(errors_with(live, "the rest of it is lost")) == 1
+    assert audio_secs(live.recorder.frames) == pytest.approx(secs_of("One."), abs=0.001)
 
 
 async def test_an_answer_given_up_before_its_flush_is_not_spoken_in_part() -> None:
@@ -537,27 +540,6 @@ async def test_an_answer_longer_than_max_queued_while_down_is_not_spoken_in_part
 
 
 # ---------------------------------------------------------------------- (from a review)
-
-
-async def test_text_of_an_answer_that_ended_early_is_not_reported_as_spoken() -> None:
-    # Once an answer ended early (audio lost with its connection), its later text is not sent
-    # to the provider, and no TTSTextFrame (RTVI's bot-tts-text) says it was spoken.
-    fake = FakeDeepgramTTS(api_key=KEY, synthesize_on_speak=True)
-    async with open_fake_deepgram_tts(fake):
-        tts = _deepgram(fake, options())
-        async with live_pipeline([tts]) as live:
-            await live.send(LLMFullResponseStart(), LLMText(text="One. "))
-            await live.recorder.wait_for(
-                lambda frames: audio_secs(frames) >= secs_of("One.") - 1e-9
-            )
-            fake.faults.close_on_text = 1
-            await live.send(LLMText(text="Two. "))
-            await wait_until(lambda: tts.connection_count == 2)
-            await live.send(LLMText(text="Three."), LLMFullResponseEnd())
-            await live.recorder.wait_for_kind(LLMFullResponseEnd)
-            await live.end()
-        assert "Three." not in fake.texts
-        assert [f.text for f in live.recorder.of(TTSTextFrame)] == ["One.", "Two."]
 
 
 async def test_a_pipeline_run_again_after_a_cancel_mid_answer_speaks_its_first_answer() -> None:
